@@ -1,0 +1,450 @@
+"""Principal Component Analysis in one pass: exact scatter matrix or Frequent Directions.
+
+Two modes, chosen like SageMaker's ``algorithm_mode``:
+
+``'regular'`` (exact)
+    The state keeps ``n``, the mean and the *centred* scatter matrix
+    ``C = sum (x - mean)(x - mean)^T`` in float64, merged with the pairwise formula
+    (:mod:`beam_ml.core.numerics`). Memory O(d^2); the merge is exact, so any split of
+    the data gives the same model up to rounding.
+
+``'randomized'`` / ``'sketch'`` (high d)
+    The state keeps ``n``, the mean, the exact trace of ``C`` and a Frequent Directions
+    sketch ``B`` of ``l = num_components + extra_components`` rows with
+    ``||C - B^T B||_2 <= shrinkage <= ||A_c - [A_c]_k||_F^2 / (l - k)`` for every
+    ``k < l`` (Liberty 2013; Ghashami et al. 2016), where ``A_c`` is the centred data.
+    Memory O(l d); the merge (stack, add the pairwise correction row, shrink) keeps the
+    bound, and the state carries ``shrinkage`` so every model reports its own
+    certificate. SageMaker's ``'randomized'`` mode is a random projection; the name is
+    accepted for compatibility, the algorithm here is deterministic.
+
+In both modes ``derive`` gives a model for any number of components, with or without
+mean removal, optionally whitened, without reading the data again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from beam_ml.core.block import as_block
+from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
+from beam_ml.core.numerics import dense_chunks, pairwise_mean
+from beam_ml.core.state import Model, TrainingState, register
+from beam_ml.core.validation import check_bool, check_choice, check_int
+
+__all__ = ["PCAConfig", "PCAState", "PCAModel"]
+
+_MODES = ("regular", "randomized", "sketch")
+_MAX_EXACT_BYTES = 4 * 2**30  # a d x d float64 matrix larger than this needs the sketch
+
+
+@dataclass(frozen=True)
+class PCAConfig:
+    """What must match for two PCA states to merge (SageMaker hyperparameter names).
+
+    Parameters
+    ----------
+    num_components : int
+        Components derived by default; in sketch mode also the sketch's base size.
+    feature_dim : int, optional
+        Number of features ``d``; inferred from the first block when omitted.
+    algorithm_mode : {'regular', 'randomized', 'sketch'}
+        ``'regular'``: exact scatter matrix. ``'randomized'`` (SageMaker's name) and
+        ``'sketch'``: Frequent Directions sketch, for large ``d`` or sparse input.
+    extra_components : int
+        Sketch rows beyond ``num_components``; -1 (SageMaker's default) means
+        ``max(10, num_components)``. Ignored in regular mode.
+    """
+
+    num_components: int
+    feature_dim: int | None = None
+    algorithm_mode: str = "regular"
+    extra_components: int = -1
+
+    def __post_init__(self) -> None:
+        where = "PCAConfig"
+        check_int(self.num_components, "num_components", where, 1)
+        if self.feature_dim is not None:
+            check_int(self.feature_dim, "feature_dim", where, 1)
+            if self.algorithm_mode == "regular":
+                check_int(self.num_components, "num_components", where, 1, self.feature_dim)
+        check_choice(self.algorithm_mode, "algorithm_mode", where, _MODES)
+        check_int(self.extra_components, "extra_components", where, -1)
+
+    @property
+    def exact(self) -> bool:
+        return self.algorithm_mode == "regular"
+
+    @property
+    def sketch_rows(self) -> int:
+        """``l``, the number of rows of the Frequent Directions sketch."""
+        extra = self.extra_components
+        if extra == -1:
+            extra = max(10, self.num_components)
+        return self.num_components + extra
+
+
+def _shrink(rows: np.ndarray, ell: int) -> tuple[np.ndarray, float]:
+    """One Frequent Directions step: keep ``ell`` rows with the same top directions.
+
+    Subtracting the (ell+1)-th squared singular value from all of them zeroes every
+    row past ``ell`` and changes ``rows^T rows`` by at most that value in spectral norm.
+    """
+    if rows.shape[0] <= ell:
+        return rows, 0.0
+    _, s, vt = np.linalg.svd(rows, full_matrices=False)
+    if s.size <= ell:
+        return s[:, None] * vt, 0.0
+    delta = float(s[ell] ** 2)
+    kept = np.sqrt(np.maximum(s[:ell] ** 2 - delta, 0.0))
+    return kept[:, None] * vt[:ell], delta
+
+
+def _pad(rows: np.ndarray, ell: int) -> np.ndarray:
+    """A fixed (ell, d) shape keeps the state's size independent of the data."""
+    out = np.zeros((ell, rows.shape[1]))
+    out[: rows.shape[0]] = rows
+    return out
+
+
+def _sketch(centred: np.ndarray, ell: int) -> tuple[np.ndarray, float]:
+    """Frequent Directions over the rows of ``centred``, ``ell`` new rows at a time."""
+    sketch, shrinkage = centred[:0], 0.0
+    for start in range(0, centred.shape[0], ell):
+        sketch, delta = _shrink(np.vstack([sketch, centred[start : start + ell]]), ell)
+        shrinkage += delta
+    return _pad(sketch, ell), shrinkage
+
+
+@register
+class PCAState(TrainingState):
+    """One-pass PCA state: n, mean and the centred scatter (exact) or its sketch.
+
+    Attributes
+    ----------
+    n : int
+        Rows seen.
+    mean : ndarray of shape (d,), float64
+    scatter : ndarray of shape (d, d), float64
+        Regular mode: the centred scatter matrix. Sketch mode: None.
+    sketch : ndarray of shape (l, d), float64
+        Sketch mode: ``B`` with ``B^T B`` approximating the scatter. Regular mode: None.
+    trace : float
+        The exact trace of the centred scatter (total variance times n - 1).
+    shrinkage : float
+        Sketch mode: the certified spectral-norm error of ``B^T B`` (0 when exact).
+    """
+
+    FAMILY = "pca"
+    SERIAL_VERSION = 1
+    CONFIG = PCAConfig
+
+    def __init__(self, config: PCAConfig):
+        super().__init__(config)
+        self.n = 0
+        self.mean: np.ndarray | None = None
+        self.scatter: np.ndarray | None = None
+        self.sketch: np.ndarray | None = None
+        self.trace = 0.0
+        self.shrinkage = 0.0
+        if config.feature_dim is not None:
+            self._allocate(config.feature_dim)
+
+    @property
+    def n_seen(self) -> int:
+        return self.n
+
+    @property
+    def n_features(self) -> int | None:
+        return None if self.mean is None else self.mean.shape[0]
+
+    def _allocate(self, d: int) -> None:
+        if self.config.exact:
+            if d * d * 8 > _MAX_EXACT_BYTES:
+                raise BadInputError(
+                    f"algorithm_mode='regular' keeps a {d} x {d} float64 matrix "
+                    f"({d * d * 8 / 2**30:.0f} GiB); use algorithm_mode='randomized' "
+                    "(a Frequent Directions sketch) for this many features."
+                )
+            self.scatter = np.zeros((d, d))
+        else:
+            self.sketch = np.zeros((self.config.sketch_rows, d))
+        self.mean = np.zeros(d)
+
+    # --- training --------------------------------------------------------------------
+    def update(self, block: Any) -> PCAState:
+        features = as_block(block, n_features=self.n_features, owner="PCAState").features
+        if features.shape[0] == 0:
+            return self
+        if self.mean is None:
+            self._allocate(features.shape[1])
+        for chunk in dense_chunks(features):
+            n_b = chunk.shape[0]
+            mean_b = chunk.mean(axis=0)
+            centred = chunk - mean_b
+            trace_b = float(np.einsum("ij,ij->", centred, centred))
+            if self.config.exact:
+                self._absorb(n_b, mean_b, centred.T @ centred, trace_b, 0.0)
+            else:
+                sketch_b, shrink_b = _sketch(centred, self.config.sketch_rows)
+                self._absorb(n_b, mean_b, sketch_b, trace_b, shrink_b)
+        return self
+
+    def _absorb(
+        self, n_b: int, mean_b: np.ndarray, second_b: np.ndarray, trace_b: float, shrink_b: float
+    ) -> None:
+        """Fold in a part given as (n, mean, scatter or sketch, trace, shrinkage)."""
+        if n_b == 0:
+            return
+        if self.n == 0:
+            self.n, self.mean, self.trace, self.shrinkage = n_b, mean_b.copy(), trace_b, shrink_b
+            if self.config.exact:
+                self.scatter = second_b.copy()
+            else:
+                self.sketch = second_b.copy()
+            return
+        n_a = self.n
+        self.n, self.mean, delta, weight = pairwise_mean(n_a, self.mean, n_b, mean_b)
+        self.trace += trace_b + weight * float(delta @ delta)
+        if self.config.exact:
+            self.scatter = self.scatter + second_b + weight * np.outer(delta, delta)
+        else:
+            rows = np.vstack([self.sketch, second_b, np.sqrt(weight) * delta[None, :]])
+            sketch, extra = _shrink(rows, self.config.sketch_rows)
+            self.sketch = _pad(sketch, self.config.sketch_rows)
+            self.shrinkage += shrink_b + extra
+
+    def merge(self, other: PCAState) -> PCAState:
+        self.check_mergeable(other)
+        if None not in (self.n_features, other.n_features) and self.n_features != other.n_features:
+            raise IncompatibleStateError(
+                f"Cannot merge PCA states of {self.n_features} and {other.n_features} features."
+            )
+        merged = self._copy()
+        second = other.scatter if self.config.exact else other.sketch
+        merged._absorb(other.n, other.mean, second, other.trace, other.shrinkage)
+        return merged
+
+    def _copy(self) -> PCAState:
+        copy = PCAState(self.config)
+        copy.n, copy.trace, copy.shrinkage = self.n, self.trace, self.shrinkage
+        for name in ("mean", "scatter", "sketch"):
+            value = getattr(self, name)
+            setattr(copy, name, None if value is None else value.copy())
+        return copy
+
+    # --- models ----------------------------------------------------------------------
+    def derive(
+        self,
+        num_components: int | None = None,
+        subtract_mean: bool = True,
+        whiten: bool = False,
+    ) -> PCAModel:
+        """The PCA model with ``num_components`` components (default: the config's).
+
+        Parameters
+        ----------
+        num_components : int, optional
+            At most ``d`` (regular mode) or ``min(l, d)`` (sketch mode).
+        subtract_mean : bool
+            Centre the data (the usual PCA). When False, the components are those of the
+            uncentred second moment, as SageMaker's ``subtract_mean=False``.
+        whiten : bool
+            Scale projections to unit variance.
+
+        Raises
+        ------
+        NotEnoughDataError
+            When the state has seen fewer than two rows.
+        """
+        where = "PCAState.derive"
+        if self.n < 2:
+            raise NotEnoughDataError(
+                f"PCA needs at least 2 rows to estimate a covariance; the state has seen {self.n}."
+            )
+        d = self.n_features
+        limit = d if self.config.exact else min(d, self.config.sketch_rows)
+        k = check_int(
+            self.config.num_components if num_components is None else num_components,
+            "num_components",
+            where,
+            1,
+            limit,
+        )
+        check_bool(subtract_mean, "subtract_mean", where)
+        check_bool(whiten, "whiten", where)
+        mean = self.mean if subtract_mean else np.zeros(d)
+        total = self.trace if subtract_mean else self.trace + self.n * float(self.mean @ self.mean)
+        if self.config.exact:
+            scatter = self.scatter if subtract_mean else self.scatter + self.n * np.outer(self.mean, self.mean)
+            eigenvalues, vectors = np.linalg.eigh(scatter)
+            order = np.argsort(eigenvalues)[::-1][:k]
+            eigenvalues, components = eigenvalues[order], vectors[:, order].T
+        else:
+            rows = self.sketch
+            if not subtract_mean:
+                rows = np.vstack([rows, np.sqrt(self.n) * self.mean[None, :]])
+            _, s, vt = np.linalg.svd(rows, full_matrices=False)
+            eigenvalues, components = s[:k] ** 2, vt[:k]
+        eigenvalues = np.maximum(eigenvalues, 0.0)
+        # Deterministic signs: the largest-magnitude entry of each component is positive.
+        signs = np.sign(components[np.arange(k), np.argmax(np.abs(components), axis=1)])
+        components = components * np.where(signs == 0, 1.0, signs)[:, None]
+        dof = self.n - 1
+        return PCAModel(
+            components=components,
+            mean=mean,
+            explained_variance=eigenvalues / dof,
+            explained_variance_ratio=eigenvalues / total if total > 0 else np.zeros(k),
+            whiten=whiten,
+            n_seen=self.n,
+            error_bound=self.shrinkage / dof,
+        )
+
+    # --- serialization ---------------------------------------------------------------
+    def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {"trace": self.trace, "shrinkage": self.shrinkage}
+        arrays = {}
+        if self.mean is not None:
+            arrays["mean"] = self.mean
+            arrays["second"] = self.scatter if self.config.exact else self.sketch
+        return meta, arrays
+
+    @classmethod
+    def _from_payload(
+        cls, config: PCAConfig, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> PCAState:
+        state = cls(config)
+        state.n = int(meta["n_seen"])
+        state.trace, state.shrinkage = float(meta["trace"]), float(meta["shrinkage"])
+        if "mean" in arrays:
+            d = arrays["mean"].shape[0]
+            expected = (d, d) if config.exact else (config.sketch_rows, d)
+            if arrays["second"].shape != expected:
+                raise IncompatibleStateError(
+                    f"PCA state payload has shape {arrays['second'].shape}, expected {expected}."
+                )
+            state.mean = arrays["mean"]
+            if config.exact:
+                state.scatter = arrays["second"]
+            else:
+                state.sketch = arrays["second"]
+        return state
+
+
+class PCAModel(Model):
+    """A derived PCA model.
+
+    Attributes
+    ----------
+    components : ndarray of shape (k, d)
+        Principal axes, by decreasing variance; the largest entry of each is positive.
+    mean : ndarray of shape (d,)
+        Subtracted before projecting (zeros when derived with ``subtract_mean=False``).
+    explained_variance : ndarray of shape (k,)
+        Variance along each component (divisor ``n - 1``, as scikit-learn).
+    explained_variance_ratio : ndarray of shape (k,)
+        Fraction of the total variance, against the exact total.
+    whiten : bool
+    n_seen : int
+    error_bound : float
+        Certified spectral-norm bound on the error of the covariance the components
+        come from: 0 in regular mode, the Frequent Directions shrinkage in sketch mode.
+    """
+
+    FAMILY = "pca"
+    SERIAL_VERSION = 1
+    METRICS = ("reconstruction_mse", "explained_variance_ratio", "n_rows")
+
+    def __init__(
+        self,
+        components: np.ndarray,
+        mean: np.ndarray,
+        explained_variance: np.ndarray,
+        explained_variance_ratio: np.ndarray,
+        whiten: bool = False,
+        n_seen: int = 0,
+        error_bound: float = 0.0,
+    ):
+        self.components = components
+        self.mean = mean
+        self.explained_variance = explained_variance
+        self.explained_variance_ratio = explained_variance_ratio
+        self.whiten = whiten
+        self.n_seen = n_seen
+        self.error_bound = error_bound
+
+    @property
+    def n_features(self) -> int:
+        return self.components.shape[1]
+
+    @property
+    def n_components(self) -> int:
+        return self.components.shape[0]
+
+    def _project(self, features: Any) -> np.ndarray:
+        # (rows, d) @ (d, k): sparse rows stay sparse; the mean is applied after.
+        return np.asarray(features @ self.components.T, dtype=np.float64) - self.mean @ self.components.T
+
+    def evaluate(self, block: Any) -> np.ndarray:
+        """Projections of the rows, shape (rows, k)."""
+        projected = self._project(self._check(block).features)
+        if self.whiten:
+            projected = projected / np.sqrt(np.maximum(self.explained_variance, 1e-300))
+        return projected
+
+    def metric_sums(self, block: Any) -> dict[str, float]:
+        features = self._check(block).features
+        projected = self._project(features)
+        if sp.issparse(features):
+            sq = features.multiply(features).sum(axis=1).A1
+            distance = sq - 2.0 * (features @ self.mean) + self.mean @ self.mean
+        else:
+            centred = np.asarray(features, dtype=np.float64) - self.mean
+            distance = np.einsum("ij,ij->i", centred, centred)
+        captured = np.einsum("ij,ij->i", projected, projected)
+        return {
+            "n_rows": float(features.shape[0]),
+            "sum_squared_distance": float(distance.sum()),
+            "sum_squared_projection": float(captured.sum()),
+        }
+
+    def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
+        """``reconstruction_mse``: mean squared error per entry of the rows rebuilt from
+        the components; ``explained_variance_ratio``: the share of the squared distance
+        to the mean that the components capture."""
+        n, total = sums["n_rows"], sums["sum_squared_distance"]
+        residual = max(total - sums["sum_squared_projection"], 0.0)
+        return {
+            "n_rows": n,
+            "reconstruction_mse": residual / (n * self.n_features) if n else float("nan"),
+            "explained_variance_ratio": 1.0 - residual / total if total > 0 else float("nan"),
+        }
+
+    def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {"whiten": self.whiten, "n_seen": self.n_seen, "error_bound": self.error_bound}
+        arrays = {
+            "components": self.components,
+            "mean": self.mean,
+            "explained_variance": self.explained_variance,
+            "explained_variance_ratio": self.explained_variance_ratio,
+        }
+        return meta, arrays
+
+    @classmethod
+    def _from_payload(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> PCAModel:
+        return cls(whiten=bool(meta["whiten"]), n_seen=int(meta["n_seen"]),
+                   error_bound=float(meta["error_bound"]), **arrays)
+
+    def __repr__(self) -> str:
+        return (
+            f"PCAModel(n_components={self.n_components}, n_features={self.n_features}, "
+            f"explained_variance_ratio={np.round(self.explained_variance_ratio, 4).tolist()})"
+        )
+
+
+PCAState.MODEL = PCAModel

@@ -1,0 +1,1 @@
+"""The state contract, its serialization and the one Beam adapter."""

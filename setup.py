@@ -1,0 +1,36 @@
+"""beam_ml: SageMaker's streaming ML algorithms as Apache Beam transforms."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version: dict = {}
+exec(Path("beam_ml/version.py").read_text(), version)
+
+setup(
+    name="beam_ml",
+    version=version["__version__"],
+    description="Streaming, mergeable ML training states (PCA, k-means, linear learner, ...) for Apache Beam",
+    long_description=Path("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["beam_ml", "beam_ml.*"]),
+    python_requires=">=3.10,<3.12",  # mxnet 1.9.1 (the neural algorithms' engine) imports distutils
+    install_requires=[
+        # Pinned: every Beam release changes runner defaults and pulls its own numpy range.
+        "apache-beam==2.77.0",
+        # Pinned below 1.24: mxnet 1.9.1 uses np.bool etc. and fails to import on newer numpy;
+        # 1.23.5 is the newest that works with apache-beam 2.77, pyarrow and the clients.
+        "numpy==1.23.5",
+        # scipy 1.16 needs numpy >= 1.25; 1.15 is the last line built for numpy 1.23.
+        "scipy>=1.10,<1.16",
+        "pyarrow>=14",  # CSV and Parquet readers (apache-beam depends on it too)
+    ],
+    extras_require={
+        "test": ["pytest>=7", "scikit-learn>=1.3,<1.8", "pandas>=2.0"],
+    },
+    entry_points={"console_scripts": ["beam-ml=beam_ml.cli.main:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "License :: OSI Approved :: Apache Software License",
+    ],
+)
