@@ -425,6 +425,18 @@ class PCAModel(Model):
             "explained_variance_ratio": 1.0 - residual / total if total > 0 else float("nan"),
         }
 
+    def describe(self) -> dict[str, Any]:
+        ratio = self.explained_variance_ratio
+        return {
+            "n_components": self.n_components,
+            "n_features": self.n_features,
+            "n_seen": self.n_seen,
+            "explained_variance_ratio": [round(float(r), 6) for r in ratio],
+            "cumulative_explained_variance_ratio": round(float(ratio.sum()), 6),
+            "whiten": self.whiten,
+            "error_bound": self.error_bound,
+        }
+
     def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {"whiten": self.whiten, "n_seen": self.n_seen, "error_bound": self.error_bound}
         arrays = {

@@ -28,10 +28,15 @@ class Block:
         Float rows. Dense blocks are usually float32 (what readers emit).
     labels : ndarray of shape (n_rows,), optional
         One label per row, for supervised algorithms.
+    origin : (str, int), optional
+        Where the block's first row came from: the source (file path) and the byte
+        offset (text formats) or row index (npy, parquet). Orders outputs such as
+        predictions like the input, and names the place in error messages.
     """
 
     features: Any
     labels: np.ndarray | None = None
+    origin: tuple[str, int] | None = None
 
     @property
     def n_rows(self) -> int:
@@ -59,6 +64,7 @@ def as_block(data: Any, *, n_features: int | None = None, owner: str = "beam_ml"
     NaN/inf (with the row and column), or a feature count other than ``n_features``.
     """
     block = data if isinstance(data, Block) else Block(data)
+    source = "" if block.origin is None else f" (block from {block.origin[0]} at {block.origin[1]})"
     features = block.features
     if sp.issparse(features):
         if not sp.isspmatrix_csr(features):
@@ -68,20 +74,23 @@ def as_block(data: Any, *, n_features: int | None = None, owner: str = "beam_ml"
         try:
             features = np.asarray(features)
         except (TypeError, ValueError) as exc:  # ragged lists and the like
-            raise BadInputError(f"{owner} expects a 2-D numeric block; got {exc}") from None
+            raise BadInputError(f"{owner} expects a 2-D numeric block; got {exc}" + source) from None
         if features.ndim != 2:
             raise BadInputError(
                 f"{owner} expects a 2-D block of shape (rows, features); got an array of "
                 f"shape {features.shape}. Reshape a single row with x.reshape(1, -1)."
-            )
+            + source
+        )
         if not np.issubdtype(features.dtype, np.number) or np.iscomplexobj(features):
             raise BadInputError(
                 f"{owner} expects real numeric features; got dtype {features.dtype}."
-            )
+            + source
+        )
         values = features
     if n_features is not None and features.shape[1] != n_features:
         raise BadInputError(
             f"X has {features.shape[1]} features, but {owner} expects {n_features}."
+            + source
         )
     if not np.isfinite(values).all():
         if sp.issparse(features):
@@ -93,6 +102,7 @@ def as_block(data: Any, *, n_features: int | None = None, owner: str = "beam_ml"
             where = f"row {row}, column {col}"
         raise BadInputError(
             f"{owner} expects finite features; the block has NaN or inf at {where}."
+            + source
         )
     labels = block.labels
     if labels is not None:
@@ -101,7 +111,8 @@ def as_block(data: Any, *, n_features: int | None = None, owner: str = "beam_ml"
             raise BadInputError(
                 f"{owner} expects one label per row ({features.shape[0]}); got labels "
                 f"of shape {labels.shape}."
-            )
+            + source
+        )
     if features is block.features and labels is block.labels:
         return block
-    return Block(features, labels)
+    return Block(features, labels, block.origin)

@@ -127,6 +127,10 @@ class Model(abc.ABC):
     def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
         """Metrics (SageMaker names where they exist) from summed ``metric_sums``."""
 
+    def describe(self) -> dict[str, Any]:
+        """A short JSON-able summary for people (printed by ``beam-ml derive``)."""
+        return {"n_features": self.n_features}
+
     def score(self, metric: str, data: Any) -> float:
         """One metric of the model on in-memory data (used for model selection)."""
         if metric not in self.METRICS:

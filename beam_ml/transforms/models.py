@@ -6,8 +6,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from beam_ml.core.block import Block
-from beam_ml.core.state import Model, TrainingState
+from beam_ml.core.state import Model
 
 __all__ = ["Derive", "Predict", "Evaluate"]
 
@@ -41,16 +40,25 @@ def _as_side(pipeline: beam.Pipeline, model: Any) -> Any:
     return beam.pvalue.AsSingleton(pipeline | "BeamML_Model" >> beam.Create([model]))
 
 
-class Predict(beam.PTransform):
-    """Blocks in, one output array per block (``model.evaluate``) out."""
+def _predict(block: Any, model: Model, keep_origin: bool) -> Any:
+    outputs = model.evaluate(block)
+    return (block.origin, outputs) if keep_origin else outputs
 
-    def __init__(self, model: Model | beam.PCollection):
+
+class Predict(beam.PTransform):
+    """Blocks in, one output array per block (``model.evaluate``) out.
+
+    With ``keep_origin=True`` each output is ``(block.origin, outputs)``, which
+    ``WriteRowsInOrder`` uses to write the rows in input order.
+    """
+
+    def __init__(self, model: Model | beam.PCollection, keep_origin: bool = False):
         super().__init__()
-        self.model = model
+        self.model, self.keep_origin = model, keep_origin
 
     def expand(self, blocks):
         model = _as_side(blocks.pipeline, self.model)
-        return blocks | "BeamML_Predict" >> beam.Map(lambda b, m: m.evaluate(b), m=model)
+        return blocks | "BeamML_Predict" >> beam.Map(_predict, model, self.keep_origin)
 
 
 def _add_sums(parts: Any) -> dict[str, float]:

@@ -1,0 +1,1 @@
+"""The ``beam-ml`` command line."""

@@ -1,0 +1,422 @@
+"""The ``beam-ml`` command: train | derive | predict | evaluate | inspect.
+
+Hyperparameters are the algorithm config's fields and ``derive``'s parameters, under
+their SageMaker names, read from the code itself, so every registered algorithm gets
+its command line without extra code. Options the command does not know are handed to
+Beam as pipeline options (``--runner``, ``--direct_num_workers`` ...) after checking
+that Beam knows them: a typo is one clear line, not a silently ignored flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+from typing import Any
+
+__all__ = ["main"]
+
+_LOG = logging.getLogger("beam_ml.cli")
+_FORMATS = ("csv", "libsvm", "jsonl", "npy", "parquet")
+_EXTENSIONS = {".csv": "csv", ".txt": "csv", ".libsvm": "libsvm", ".svm": "libsvm",
+               ".jsonl": "jsonl", ".json": "jsonl", ".npy": "npy", ".parquet": "parquet"}
+
+
+class UsageError(Exception):
+    """A mistake on the command line: printed as one line, exit status 2."""
+
+
+# --- reading the algorithms' parameters from their code --------------------------------
+def _parse_bool(text: str) -> bool:
+    lowered = str(text).lower()
+    if lowered in ("true", "1", "yes", "y"):
+        return True
+    if lowered in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": _parse_bool}
+
+
+def _converter(annotation: Any) -> Any:
+    """The argparse type for a (string) annotation such as 'int | None'."""
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "str")
+    base = [part.strip() for part in name.split("|") if part.strip() != "None"]
+    return _TYPES.get(base[0] if base else "str", str)
+
+
+def _param_docs(obj: Any) -> dict[str, str]:
+    """First sentence of each ``name : type`` entry of a numpydoc Parameters section."""
+    docs: dict[str, list[str]] = {}
+    current = None
+    for line in (inspect.getdoc(obj) or "").splitlines():
+        match = re.match(r"^(\w+) : (.*)$", line)
+        if match:
+            current = match.group(1)
+            docs[current] = []
+        elif current and line.startswith("    "):
+            docs[current].append(line.strip())
+        else:
+            current = None
+    return {name: " ".join(lines).split(". ")[0].rstrip(".") for name, lines in docs.items()}
+
+
+def _config_params(config_class: type) -> list[tuple[str, Any, Any, str]]:
+    docs = _param_docs(config_class)
+    out = []
+    for field in dataclasses.fields(config_class):
+        required = field.default is dataclasses.MISSING
+        out.append((field.name, _converter(field.type), None if required else field.default,
+                    ("(required) " if required else "") + docs.get(field.name, "")))
+    return out
+
+
+def _derive_params(state_class: type) -> list[tuple[str, Any, Any, str]]:
+    docs = _param_docs(state_class.derive)
+    out = []
+    for name, param in inspect.signature(state_class.derive).parameters.items():
+        if name == "self" or param.kind is param.VAR_KEYWORD:
+            continue
+        out.append((name, _converter(param.annotation), param.default, docs.get(name, "")))
+    return out
+
+
+def _add_params(group: argparse._ArgumentGroup, params: list, defaults: bool = False) -> None:
+    for name, kind, default, help_text in params:
+        shown = f" (default: {default})" if defaults and default is not None else ""
+        group.add_argument(f"--{name}", type=kind, default=None, metavar=kind.__name__.lstrip("_").upper()
+                           if kind is not _parse_bool else "BOOL", help=help_text + shown)
+
+
+# --- Beam options ----------------------------------------------------------------------
+def _beam_options(unknown: list[str]) -> list[str]:
+    """Check that every leftover option is a Beam pipeline option; return them."""
+    if not unknown:
+        return []
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    classes, seen = [PipelineOptions], set()
+    while classes:
+        cls = classes.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        classes.extend(cls.__subclasses__())
+        try:
+            cls._add_argparse_args(parser)
+        except argparse.ArgumentError:
+            pass  # an option two classes both declare
+    _, rest = parser.parse_known_args(unknown)
+    if rest:
+        bad = next((a for a in rest if a.startswith("-")), rest[0])
+        raise UsageError(f"unrecognized option {bad!r} (not a beam-ml option nor a Beam pipeline option; see --help)")
+    return unknown
+
+
+# --- reader options ----------------------------------------------------------------------
+def _add_reader_args(parser: argparse.ArgumentParser, required_input: bool = True) -> None:
+    group = parser.add_argument_group("input")
+    group.add_argument("--input", required=required_input, help="file glob (local, gs://, s3://); several with commas")
+    group.add_argument("--format", choices=_FORMATS, help="record format (default: from the file extension)")
+    group.add_argument("--label_column", help="index (or CSV header name) of the label column, excluded from the features")
+    group.add_argument("--header", choices=("auto", "true", "false"), default="auto", help="CSV header line (default: auto)")
+    group.add_argument("--delimiter", default=",", help="CSV delimiter (default: ,)")
+    group.add_argument("--zero_based", type=_parse_bool, default=False, metavar="BOOL", help="LIBSVM indices start at 0 (default: false)")
+    group.add_argument("--mini_batch_size", type=int, default=10_000, metavar="ROWS", help="rows per block (default: 10000)")
+    group.add_argument("--strict", action="store_true", help="stop at the first malformed record instead of setting it aside")
+    group.add_argument("--dead_letters", metavar="PATH", help="where malformed records go as JSON lines (default: <output>.dead_letters)")
+
+
+def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
+    from beam_ml.io.sources import ReadBlocks
+
+    patterns = [p for p in args.input.split(",") if p]
+    fmt = args.format
+    if fmt is None:
+        stem = patterns[0][:-3] if patterns[0].endswith(".gz") else patterns[0]
+        fmt = _EXTENSIONS.get(os.path.splitext(stem)[1].lower())
+        if fmt is None:
+            raise UsageError(f"cannot tell the format of {patterns[0]!r}; give --format ({', '.join(_FORMATS)})")
+    label = args.label_column
+    if label is not None and re.fullmatch(r"-?\d+", label):
+        label = int(label)
+    return ReadBlocks(
+        patterns if len(patterns) > 1 else patterns[0], fmt, label_column=label, header=args.header,
+        delimiter=args.delimiter, feature_dim=feature_dim, zero_based=args.zero_based,
+        block_size=args.mini_batch_size, strict=args.strict,
+    )
+
+
+# --- running a pipeline ------------------------------------------------------------------
+def _counter(result: Any, name: str) -> int:
+    from apache_beam.metrics.metric import MetricsFilter
+
+    counters = result.metrics().query(MetricsFilter().with_namespace("beam_ml").with_name(name))["counters"]
+    return int(sum(c.committed or c.attempted or 0 for c in counters))
+
+
+def _run(pipeline: Any) -> Any:
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+def _read_blocks(p: Any, args: argparse.Namespace, output: str, reader: Any) -> Any:
+    import apache_beam as beam
+
+    blocks, dead = p | "Read" >> reader.with_dead_letters()
+    dead_path = args.dead_letters or output.rstrip("/") + ".dead_letters"
+    (dead | "DeadLetterJson" >> beam.Map(lambda r: json.dumps(r, default=str))
+          | "WriteDeadLetters" >> beam.io.WriteToText(dead_path, file_name_suffix=".jsonl", num_shards=1,
+                                                     shard_name_template=""))
+    args._dead_path = dead_path + ".jsonl"
+    return blocks
+
+
+def _report_reading(result: Any, args: argparse.Namespace, seconds: float) -> int:
+    rows, bad = _counter(result, "rows_read"), _counter(result, "bad_records")
+    rate = rows / seconds if seconds > 0 else 0.0
+    print(f"read {rows:,} rows in {seconds:.1f} s ({rate:,.0f} rows/s)", file=sys.stderr)
+    if bad:
+        print(f"{bad:,} malformed records set aside in {args._dead_path}", file=sys.stderr)
+    elif os.path.exists(args._dead_path) and os.path.getsize(args._dead_path) == 0:
+        os.remove(args._dead_path)
+    return rows
+
+
+# --- commands ----------------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import apache_beam as beam
+
+    from beam_ml.core.runner import pipeline_options
+    from beam_ml.core.state import config_from_dict, config_to_dict
+    from beam_ml.io.checkpoints import ReadCheckpoint, WriteCheckpoint, read_manifest
+    from beam_ml.transforms import Train
+
+    cls = args.state_class
+    given = {name: getattr(args, name) for name, *_ in _config_params(cls.CONFIG) if getattr(args, name) is not None}
+    derive_defaults = {name: getattr(args, name) for name, *_ in _derive_params(cls)
+                       if getattr(args, name, None) is not None and name not in given}
+    if args.resume:
+        manifest = read_manifest(args.resume)
+        if manifest["algorithm"] != cls.FAMILY:
+            raise UsageError(f"--resume {args.resume!r} holds a {manifest['algorithm']} state, not {cls.FAMILY}")
+        saved = manifest["config"]
+        clash = {k: (v, saved[k]) for k, v in given.items() if saved.get(k) != v}
+        if clash:
+            raise UsageError("--resume: the checkpoint was trained with " + ", ".join(
+                f"{k}={b!r} (not {a!r})" for k, (a, b) in clash.items()))
+        config = config_from_dict(cls.CONFIG, saved)
+        derive_defaults = {**manifest.get("extra", {}).get("derive_defaults", {}), **derive_defaults}
+    else:
+        missing = [f.name for f in dataclasses.fields(cls.CONFIG)
+                   if f.default is dataclasses.MISSING and f.name not in given]
+        if missing:
+            raise UsageError(f"train {cls.FAMILY} needs " + ", ".join(f"--{m}" for m in missing))
+        config = cls.CONFIG(**given)
+    reader = _reader(args, getattr(config, "feature_dim", None))
+    if getattr(config, "feature_dim", 0) is None and reader.n_features:
+        config = dataclasses.replace(config, feature_dim=reader.n_features)
+    extra = {"derive_defaults": derive_defaults, "trained_on": args.input}
+
+    started = time.time()
+    p = beam.Pipeline(options=pipeline_options(beam_args))
+    blocks = _read_blocks(p, args, args.output, reader)
+    resumed = p | "Resume" >> ReadCheckpoint(args.resume) if args.resume else None
+    (blocks
+     | Train(config, resume_from=resumed)
+     | "SkipEmpty" >> beam.Filter(lambda s: s.n_seen > 0)
+     | WriteCheckpoint(args.output, extra))
+    result = _run(p)
+    seconds = time.time() - started
+    rows = _report_reading(result, args, seconds)
+    if rows == 0 and not args.resume:
+        raise UsageError(f"no rows were read from --input {args.input!r}; nothing was written")
+    manifest = read_manifest(args.output)
+    print(json.dumps({"algorithm": cls.FAMILY, "output": args.output, "n_seen": manifest["n_seen"],
+                      "rows_read": rows, "seconds": round(seconds, 2),
+                      "config": config_to_dict(config)}))
+    return 0
+
+
+def _derive_args(args: argparse.Namespace, cls: type, defaults: dict[str, Any]) -> dict[str, Any]:
+    params = dict(defaults)
+    params.update({name: getattr(args, name) for name, *_ in _derive_params(cls) if getattr(args, name, None) is not None})
+    return params
+
+
+def _cmd_derive(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from beam_ml.io.checkpoints import read_checkpoint, write_checkpoint
+
+    state, manifest = read_checkpoint(args.state_dir, "state")
+    params = _derive_args(args, type(state), manifest.get("extra", {}).get("derive_defaults", {}))
+    model = state.derive(**params)
+    write_checkpoint(args.output, model, {"derived_from": args.state_dir, "params": params})
+    print(json.dumps({"algorithm": state.FAMILY, "output": args.output, "params": params,
+                      **model.describe()}, default=float))
+    return 0
+
+
+def _load_model(path: str) -> Any:
+    from beam_ml.io.checkpoints import read_checkpoint
+
+    return read_checkpoint(path, "model")[0]
+
+
+def _cmd_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import apache_beam as beam
+
+    from beam_ml.core.runner import pipeline_options
+    from beam_ml.io.sinks import WriteRowsInOrder
+    from beam_ml.transforms import Predict
+
+    model = _load_model(args.model_dir)
+    reader = _reader(args, model.n_features)
+    started = time.time()
+    p = beam.Pipeline(options=pipeline_options(beam_args))
+    blocks = _read_blocks(p, args, args.output, reader)
+    blocks | Predict(model, keep_origin=True) | WriteRowsInOrder(args.output)
+    result = _run(p)
+    _report_reading(result, args, time.time() - started)
+    print(json.dumps({"output": args.output}))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+
+    from beam_ml.core.runner import pipeline_options
+    from beam_ml.transforms import Evaluate
+
+    model = _load_model(args.model_dir)
+    reader = _reader(args, model.n_features)
+    target = args.output or os.path.join(tempfile.mkdtemp(prefix="beam_ml_eval_"), "metrics.json")
+    started = time.time()
+    p = beam.Pipeline(options=pipeline_options(beam_args))
+    blocks = _read_blocks(p, args, target, reader)
+    (blocks | Evaluate(model) | beam.Map(lambda m: json.dumps(m, sort_keys=True))
+     | beam.io.WriteToText(target, num_shards=1, shard_name_template=""))
+    result = _run(p)
+    _report_reading(result, args, time.time() - started)
+    with FileSystems.open(target) as handle:
+        print(handle.read().decode().strip())
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from beam_ml.io.checkpoints import read_manifest
+
+    print(json.dumps(read_manifest(args.path), indent=2, sort_keys=True))
+    return 0
+
+
+# --- the parser ----------------------------------------------------------------------------
+def _parser(argv: list[str]) -> argparse.ArgumentParser:
+    from beam_ml.core.state import families
+
+    algos = families()
+    parser = argparse.ArgumentParser(
+        prog="beam-ml",
+        description="Train, derive, predict and evaluate streaming ML models on Apache Beam. "
+        "Options a command does not know are passed to Beam as pipeline options "
+        "(e.g. --runner DirectRunner --direct_num_workers 2 --direct_running_mode multi_processing).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--quiet", action="store_true", help="no progress messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a state from data (one pass)", allow_abbrev=False,
+                                description="Train an algorithm's state in one pass and write it as a checkpoint.")
+    train_algos = train.add_subparsers(dest="algorithm", required=True, metavar="ALGORITHM")
+    for family, cls in sorted(algos.items()):
+        sub = train_algos.add_parser(family, help=(inspect.getdoc(cls) or "").splitlines()[0], allow_abbrev=False)
+        sub.add_argument("--output", required=True, help="checkpoint directory to write the state to")
+        sub.add_argument("--resume", metavar="STATE_DIR", help="merge this checkpoint's state with the new data")
+        _add_reader_args(sub)
+        _add_params(sub.add_argument_group("hyperparameters"), _config_params(cls.CONFIG))
+        _add_params(sub.add_argument_group("model defaults (used by derive unless given there)"),
+                    _derive_params(cls), defaults=True)
+        sub.set_defaults(state_class=cls, handler=_cmd_train)
+
+    derive = commands.add_parser("derive", help="derive a model from a state (no data read)", allow_abbrev=False)
+    derive.add_argument("state_dir")
+    derive.add_argument("--output", required=True, help="directory to write the model to")
+    seen: set[str] = set()
+    group = derive.add_argument_group("model parameters (by algorithm)")
+    for family, cls in sorted(algos.items()):
+        params = [p for p in _derive_params(cls) if p[0] not in seen]
+        seen.update(p[0] for p in params)
+        _add_params(group, [(n, k, d, f"[{family}] {h}") for n, k, d, h in params], defaults=True)
+    derive.set_defaults(handler=_cmd_derive)
+
+    predict = commands.add_parser("predict", help="write the model's output for every input row (CSV)", allow_abbrev=False)
+    predict.add_argument("model_dir")
+    predict.add_argument("--output", required=True, help="CSV file to write, one line per input row, in input order")
+    _add_reader_args(predict)
+    predict.set_defaults(handler=_cmd_predict)
+
+    evaluate = commands.add_parser("evaluate", help="print the model's metrics on data as JSON", allow_abbrev=False)
+    evaluate.add_argument("model_dir")
+    evaluate.add_argument("--output", help="also write the metrics JSON here")
+    _add_reader_args(evaluate)
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    show = commands.add_parser("inspect", help="print a checkpoint's manifest", allow_abbrev=False)
+    show.add_argument("path")
+    show.set_defaults(handler=_cmd_inspect)
+    return parser
+
+
+def _configure_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("beam_ml").setLevel(logging.WARNING if quiet else logging.INFO)
+    for noisy in ("apache_beam", "root"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of the beam_ml error inside a (possibly worker-wrapped) exception."""
+    text = str(exc)
+    found = re.findall(r"(?:BadInputError|NotEnoughDataError|IncompatibleStateError|CorruptStateError|"
+                       r"CheckpointNotFoundError|ValueError|FileNotFoundError): ([^\n\[]+)", text)
+    if found:
+        return found[-1].strip().rstrip("'\" ")
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    _configure_logging("--quiet" in argv)
+    from beam_ml.core.errors import BeamMLError
+
+    parser = _parser(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        beam_args = _beam_options(unknown)
+        return args.handler(args, beam_args)
+    except UsageError as exc:
+        print(f"beam-ml: error: {exc}", file=sys.stderr)
+        return 2
+    except (BeamMLError, ValueError, TypeError, OSError, RuntimeError) as exc:
+        if debug:
+            raise
+        print(f"beam-ml: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
