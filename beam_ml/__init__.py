@@ -6,49 +6,52 @@ transform. Train once, derive many models::
     states = blocks | beam_ml.Train(beam_ml.PCAConfig(num_components=10))
     models = states | beam_ml.Derive(num_components=5)
     metrics = blocks | beam_ml.Evaluate(models)
+
+The names below are imported on first use (PEP 562), so ``import beam_ml`` and the
+``beam-ml`` command start without importing Apache Beam until they need it.
 """
 
-from beam_ml.algorithms import PCAConfig, PCAModel, PCAState
-from beam_ml.core.block import Block, as_block
-from beam_ml.core.combine import StateCoder, StateCombineFn
-from beam_ml.core.errors import (
-    BadInputError,
-    BeamMLError,
-    CorruptStateError,
-    IncompatibleStateError,
-    NotEnoughDataError,
-)
-from beam_ml.core.state import Model, TrainingState, families, load_model, load_state
-from beam_ml.io.checkpoints import ReadCheckpoint, WriteCheckpoint, read_checkpoint, write_checkpoint
-from beam_ml.transforms import Derive, Evaluate, Predict, Train, TrainPerKey
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from beam_ml.version import __version__
 
-__all__ = [
-    "__version__",
-    "Block",
-    "as_block",
-    "TrainingState",
-    "Model",
-    "families",
-    "load_state",
-    "load_model",
-    "StateCombineFn",
-    "StateCoder",
-    "Train",
-    "TrainPerKey",
-    "Derive",
-    "Predict",
-    "Evaluate",
-    "WriteCheckpoint",
-    "ReadCheckpoint",
-    "write_checkpoint",
-    "read_checkpoint",
-    "PCAConfig",
-    "PCAState",
-    "PCAModel",
-    "BeamMLError",
-    "BadInputError",
-    "NotEnoughDataError",
-    "IncompatibleStateError",
-    "CorruptStateError",
-]
+_EXPORTS = {
+    "beam_ml.algorithms.pca": ["PCAConfig", "PCAState", "PCAModel"],
+    "beam_ml.core.block": ["Block", "as_block"],
+    "beam_ml.core.combine": ["StateCombineFn", "StateCoder"],
+    "beam_ml.core.runner": ["pipeline_options"],
+    "beam_ml.core.errors": [
+        "BeamMLError",
+        "BadInputError",
+        "NotEnoughDataError",
+        "IncompatibleStateError",
+        "CorruptStateError",
+    ],
+    "beam_ml.core.state": ["TrainingState", "Model", "families", "load_state", "load_model"],
+    "beam_ml.io.checkpoints": [
+        "WriteCheckpoint",
+        "ReadCheckpoint",
+        "write_checkpoint",
+        "read_checkpoint",
+    ],
+    "beam_ml.io.sources": ["ReadBlocks"],
+    "beam_ml.transforms": ["Train", "TrainPerKey", "Derive", "Predict", "Evaluate"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = ["__version__", *_WHERE]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'beam_ml' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

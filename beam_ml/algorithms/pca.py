@@ -53,8 +53,8 @@ class PCAConfig:
     feature_dim : int, optional
         Number of features ``d``; inferred from the first block when omitted.
     algorithm_mode : {'regular', 'randomized', 'sketch'}
-        ``'regular'``: exact scatter matrix. ``'randomized'`` (SageMaker's name) and
-        ``'sketch'``: Frequent Directions sketch, for large ``d`` or sparse input.
+        Exact scatter matrix ('regular', O(d^2) memory) or a Frequent Directions sketch
+        ('randomized' as SageMaker names it, or 'sketch'; O(l d) memory) for large d.
     extra_components : int
         Sketch rows beyond ``num_components``; -1 (SageMaker's default) means
         ``max(10, num_components)``. Ignored in regular mode.
@@ -182,15 +182,16 @@ class PCAState(TrainingState):
             return self
         if self.mean is None:
             self._allocate(features.shape[1])
-        for chunk in dense_chunks(features):
+        for chunk in dense_chunks(features, dtype=None):
             n_b = chunk.shape[0]
-            mean_b = chunk.mean(axis=0)
-            centred = chunk - mean_b
-            trace_b = float(np.einsum("ij,ij->", centred, centred))
+            mean_b = chunk.mean(axis=0, dtype=np.float64)
+            centred = chunk - mean_b  # float64 whatever the block's dtype: one pass, one copy
             if self.config.exact:
-                self._absorb(n_b, mean_b, centred.T @ centred, trace_b, 0.0)
+                scatter_b = centred.T @ centred  # numpy runs A^T A as a symmetric rank-k update
+                self._absorb(n_b, mean_b, scatter_b, float(np.trace(scatter_b)), 0.0)
             else:
                 sketch_b, shrink_b = _sketch(centred, self.config.sketch_rows)
+                trace_b = float(np.einsum("ij,ij->", centred, centred))
                 self._absorb(n_b, mean_b, sketch_b, trace_b, shrink_b)
         return self
 
@@ -280,7 +281,11 @@ class PCAState(TrainingState):
         mean = self.mean if subtract_mean else np.zeros(d)
         total = self.trace if subtract_mean else self.trace + self.n * float(self.mean @ self.mean)
         if self.config.exact:
-            scatter = self.scatter if subtract_mean else self.scatter + self.n * np.outer(self.mean, self.mean)
+            scatter = (
+                self.scatter
+                if subtract_mean
+                else self.scatter + self.n * np.outer(self.mean, self.mean)
+            )
             eigenvalues, vectors = np.linalg.eigh(scatter)
             order = np.argsort(eigenvalues)[::-1][:k]
             eigenvalues, components = eigenvalues[order], vectors[:, order].T
@@ -388,7 +393,10 @@ class PCAModel(Model):
 
     def _project(self, features: Any) -> np.ndarray:
         # (rows, d) @ (d, k): sparse rows stay sparse; the mean is applied after.
-        return np.asarray(features @ self.components.T, dtype=np.float64) - self.mean @ self.components.T
+        return (
+            np.asarray(features @ self.components.T, dtype=np.float64)
+            - self.mean @ self.components.T
+        )
 
     def evaluate(self, block: Any) -> np.ndarray:
         """Projections of the rows, shape (rows, k)."""
@@ -449,8 +457,12 @@ class PCAModel(Model):
 
     @classmethod
     def _from_payload(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> PCAModel:
-        return cls(whiten=bool(meta["whiten"]), n_seen=int(meta["n_seen"]),
-                   error_bound=float(meta["error_bound"]), **arrays)
+        return cls(
+            whiten=bool(meta["whiten"]),
+            n_seen=int(meta["n_seen"]),
+            error_bound=float(meta["error_bound"]),
+            **arrays,
+        )
 
     def __repr__(self) -> str:
         return (

@@ -25,12 +25,27 @@ __all__ = ["main"]
 
 _LOG = logging.getLogger("beam_ml.cli")
 _FORMATS = ("csv", "libsvm", "jsonl", "npy", "parquet")
-_EXTENSIONS = {".csv": "csv", ".txt": "csv", ".libsvm": "libsvm", ".svm": "libsvm",
-               ".jsonl": "jsonl", ".json": "jsonl", ".npy": "npy", ".parquet": "parquet"}
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".txt": "csv",
+    ".libsvm": "libsvm",
+    ".svm": "libsvm",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".npy": "npy",
+    ".parquet": "parquet",
+}
 
 
 class UsageError(Exception):
     """A mistake on the command line: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (the usage is one --help away)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # --- reading the algorithms' parameters from their code --------------------------------
@@ -53,47 +68,75 @@ def _converter(annotation: Any) -> Any:
     return _TYPES.get(base[0] if base else "str", str)
 
 
-def _param_docs(obj: Any) -> dict[str, str]:
-    """First sentence of each ``name : type`` entry of a numpydoc Parameters section."""
-    docs: dict[str, list[str]] = {}
+def _param_docs(obj: Any) -> dict[str, tuple[str, str]]:
+    """``name : type`` entries of a numpydoc Parameters section: (type, first sentence)."""
+    docs: dict[str, tuple[str, list[str]]] = {}
     current = None
     for line in (inspect.getdoc(obj) or "").splitlines():
         match = re.match(r"^(\w+) : (.*)$", line)
         if match:
             current = match.group(1)
-            docs[current] = []
+            docs[current] = (match.group(2), [])
         elif current and line.startswith("    "):
-            docs[current].append(line.strip())
+            docs[current][1].append(line.strip())
         else:
             current = None
-    return {name: " ".join(lines).split(". ")[0].rstrip(".") for name, lines in docs.items()}
+    return {
+        name: (kind, " ".join(lines).replace("``", "").split(". ")[0].rstrip("."))
+        for name, (kind, lines) in docs.items()
+    }
 
 
-def _config_params(config_class: type) -> list[tuple[str, Any, Any, str]]:
+def _choices(type_line: str) -> list[str] | None:
+    """['a', 'b'] from a numpydoc type such as "{'a', 'b'}"."""
+    return re.findall(r"'([^']+)'", type_line) if type_line.startswith("{") else None
+
+
+def _config_params(config_class: type) -> list[tuple[str, Any, Any, str, list | None]]:
     docs = _param_docs(config_class)
     out = []
     for field in dataclasses.fields(config_class):
         required = field.default is dataclasses.MISSING
-        out.append((field.name, _converter(field.type), None if required else field.default,
-                    ("(required) " if required else "") + docs.get(field.name, "")))
+        kind, text = docs.get(field.name, ("", ""))
+        out.append(
+            (
+                field.name,
+                _converter(field.type),
+                None if required else field.default,
+                ("(required) " if required else "") + text,
+                _choices(kind),
+            )
+        )
     return out
 
 
-def _derive_params(state_class: type) -> list[tuple[str, Any, Any, str]]:
+def _derive_params(state_class: type, skip_config: bool = False) -> list[tuple[str, Any, Any, str]]:
+    """derive()'s parameters; with ``skip_config``, minus those the config already has."""
     docs = _param_docs(state_class.derive)
+    config_names = (
+        {f.name for f in dataclasses.fields(state_class.CONFIG)} if skip_config else set()
+    )
     out = []
     for name, param in inspect.signature(state_class.derive).parameters.items():
-        if name == "self" or param.kind is param.VAR_KEYWORD:
+        if name == "self" or param.kind is param.VAR_KEYWORD or name in config_names:
             continue
-        out.append((name, _converter(param.annotation), param.default, docs.get(name, "")))
+        kind, text = docs.get(name, ("", ""))
+        out.append((name, _converter(param.annotation), param.default, text, _choices(kind)))
     return out
 
 
 def _add_params(group: argparse._ArgumentGroup, params: list, defaults: bool = False) -> None:
-    for name, kind, default, help_text in params:
+    for name, kind, default, help_text, choices in params:
         shown = f" (default: {default})" if defaults and default is not None else ""
-        group.add_argument(f"--{name}", type=kind, default=None, metavar=kind.__name__.lstrip("_").upper()
-                           if kind is not _parse_bool else "BOOL", help=help_text + shown)
+        metavar = "BOOL" if kind is _parse_bool else kind.__name__.upper()
+        group.add_argument(
+            f"--{name}",
+            type=kind,
+            default=None,
+            choices=choices,
+            metavar="{" + ",".join(choices) + "}" if choices else metavar,
+            help=help_text + shown,
+        )
 
 
 # --- Beam options ----------------------------------------------------------------------
@@ -118,22 +161,58 @@ def _beam_options(unknown: list[str]) -> list[str]:
     _, rest = parser.parse_known_args(unknown)
     if rest:
         bad = next((a for a in rest if a.startswith("-")), rest[0])
-        raise UsageError(f"unrecognized option {bad!r} (not a beam-ml option nor a Beam pipeline option; see --help)")
+        raise UsageError(
+            f"unrecognized option {bad!r} (not a beam-ml option nor a Beam pipeline option; see --help)"
+        )
     return unknown
 
 
 # --- reader options ----------------------------------------------------------------------
 def _add_reader_args(parser: argparse.ArgumentParser, required_input: bool = True) -> None:
     group = parser.add_argument_group("input")
-    group.add_argument("--input", required=required_input, help="file glob (local, gs://, s3://); several with commas")
-    group.add_argument("--format", choices=_FORMATS, help="record format (default: from the file extension)")
-    group.add_argument("--label_column", help="index (or CSV header name) of the label column, excluded from the features")
-    group.add_argument("--header", choices=("auto", "true", "false"), default="auto", help="CSV header line (default: auto)")
+    group.add_argument(
+        "--input",
+        required=required_input,
+        help="file glob (local, gs://, s3://); several with commas",
+    )
+    group.add_argument(
+        "--format", choices=_FORMATS, help="record format (default: from the file extension)"
+    )
+    group.add_argument(
+        "--label_column",
+        help="index (or CSV header name) of the label column, excluded from the features",
+    )
+    group.add_argument(
+        "--header",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="CSV header line (default: auto)",
+    )
     group.add_argument("--delimiter", default=",", help="CSV delimiter (default: ,)")
-    group.add_argument("--zero_based", type=_parse_bool, default=False, metavar="BOOL", help="LIBSVM indices start at 0 (default: false)")
-    group.add_argument("--mini_batch_size", type=int, default=10_000, metavar="ROWS", help="rows per block (default: 10000)")
-    group.add_argument("--strict", action="store_true", help="stop at the first malformed record instead of setting it aside")
-    group.add_argument("--dead_letters", metavar="PATH", help="where malformed records go as JSON lines (default: <output>.dead_letters)")
+    group.add_argument(
+        "--zero_based",
+        type=_parse_bool,
+        default=False,
+        metavar="BOOL",
+        help="LIBSVM indices start at 0 (default: false)",
+    )
+    group.add_argument(
+        "--mini_batch_size",
+        type=int,
+        default=10_000,
+        metavar="ROWS",
+        help="rows per block (default: 10000)",
+    )
+    group.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first malformed record instead of setting it aside",
+    )
+    group.add_argument(
+        "--dead_letters",
+        metavar="PATH",
+        help="where malformed records go as JSON lines (default: <output>.dead_letters.jsonl)",
+    )
 
 
 def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
@@ -145,14 +224,22 @@ def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
         stem = patterns[0][:-3] if patterns[0].endswith(".gz") else patterns[0]
         fmt = _EXTENSIONS.get(os.path.splitext(stem)[1].lower())
         if fmt is None:
-            raise UsageError(f"cannot tell the format of {patterns[0]!r}; give --format ({', '.join(_FORMATS)})")
+            raise UsageError(
+                f"cannot tell the format of {patterns[0]!r}; give --format ({', '.join(_FORMATS)})"
+            )
     label = args.label_column
     if label is not None and re.fullmatch(r"-?\d+", label):
         label = int(label)
     return ReadBlocks(
-        patterns if len(patterns) > 1 else patterns[0], fmt, label_column=label, header=args.header,
-        delimiter=args.delimiter, feature_dim=feature_dim, zero_based=args.zero_based,
-        block_size=args.mini_batch_size, strict=args.strict,
+        patterns if len(patterns) > 1 else patterns[0],
+        fmt,
+        label_column=label,
+        header=args.header,
+        delimiter=args.delimiter,
+        feature_dim=feature_dim,
+        zero_based=args.zero_based,
+        block_size=args.mini_batch_size,
+        strict=args.strict,
     )
 
 
@@ -160,7 +247,9 @@ def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
 def _counter(result: Any, name: str) -> int:
     from apache_beam.metrics.metric import MetricsFilter
 
-    counters = result.metrics().query(MetricsFilter().with_namespace("beam_ml").with_name(name))["counters"]
+    counters = result.metrics().query(MetricsFilter().with_namespace("beam_ml").with_name(name))[
+        "counters"
+    ]
     return int(sum(c.committed or c.attempted or 0 for c in counters))
 
 
@@ -171,14 +260,19 @@ def _run(pipeline: Any) -> Any:
 
 
 def _read_blocks(p: Any, args: argparse.Namespace, output: str, reader: Any) -> Any:
+    """The input's blocks; malformed records go to a JSON-lines file (unless --strict)."""
     import apache_beam as beam
 
+    args._dead_path = args.dead_letters or output.rstrip("/") + ".dead_letters.jsonl"
+    if args.strict:
+        return p | "Read" >> reader
     blocks, dead = p | "Read" >> reader.with_dead_letters()
-    dead_path = args.dead_letters or output.rstrip("/") + ".dead_letters"
-    (dead | "DeadLetterJson" >> beam.Map(lambda r: json.dumps(r, default=str))
-          | "WriteDeadLetters" >> beam.io.WriteToText(dead_path, file_name_suffix=".jsonl", num_shards=1,
-                                                     shard_name_template=""))
-    args._dead_path = dead_path + ".jsonl"
+    _ = (
+        dead
+        | "DeadLetterJson" >> beam.Map(lambda r: json.dumps(r, default=str))
+        | "WriteDeadLetters"
+        >> beam.io.WriteToText(args._dead_path, num_shards=1, shard_name_template="")
+    )
     return blocks
 
 
@@ -203,23 +297,40 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     from beam_ml.transforms import Train
 
     cls = args.state_class
-    given = {name: getattr(args, name) for name, *_ in _config_params(cls.CONFIG) if getattr(args, name) is not None}
-    derive_defaults = {name: getattr(args, name) for name, *_ in _derive_params(cls)
-                       if getattr(args, name, None) is not None and name not in given}
+    given = {
+        name: getattr(args, name)
+        for name, *_ in _config_params(cls.CONFIG)
+        if getattr(args, name) is not None
+    }
+    derive_defaults = {
+        name: getattr(args, name)
+        for name, *_ in _derive_params(cls, skip_config=True)
+        if getattr(args, name, None) is not None
+    }
     if args.resume:
         manifest = read_manifest(args.resume)
         if manifest["algorithm"] != cls.FAMILY:
-            raise UsageError(f"--resume {args.resume!r} holds a {manifest['algorithm']} state, not {cls.FAMILY}")
+            raise UsageError(
+                f"--resume {args.resume!r} holds a {manifest['algorithm']} state, not {cls.FAMILY}"
+            )
         saved = manifest["config"]
         clash = {k: (v, saved[k]) for k, v in given.items() if saved.get(k) != v}
         if clash:
-            raise UsageError("--resume: the checkpoint was trained with " + ", ".join(
-                f"{k}={b!r} (not {a!r})" for k, (a, b) in clash.items()))
+            raise UsageError(
+                "--resume: the checkpoint was trained with "
+                + ", ".join(f"{k}={b!r} (not {a!r})" for k, (a, b) in clash.items())
+            )
         config = config_from_dict(cls.CONFIG, saved)
-        derive_defaults = {**manifest.get("extra", {}).get("derive_defaults", {}), **derive_defaults}
+        derive_defaults = {
+            **manifest.get("extra", {}).get("derive_defaults", {}),
+            **derive_defaults,
+        }
     else:
-        missing = [f.name for f in dataclasses.fields(cls.CONFIG)
-                   if f.default is dataclasses.MISSING and f.name not in given]
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls.CONFIG)
+            if f.default is dataclasses.MISSING and f.name not in given
+        ]
         if missing:
             raise UsageError(f"train {cls.FAMILY} needs " + ", ".join(f"--{m}" for m in missing))
         config = cls.CONFIG(**given)
@@ -232,25 +343,42 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     p = beam.Pipeline(options=pipeline_options(beam_args))
     blocks = _read_blocks(p, args, args.output, reader)
     resumed = p | "Resume" >> ReadCheckpoint(args.resume) if args.resume else None
-    (blocks
-     | Train(config, resume_from=resumed)
-     | "SkipEmpty" >> beam.Filter(lambda s: s.n_seen > 0)
-     | WriteCheckpoint(args.output, extra))
+    (
+        blocks
+        | Train(config, resume_from=resumed)
+        | "SkipEmpty" >> beam.Filter(lambda s: s.n_seen > 0)
+        | WriteCheckpoint(args.output, extra)
+    )
     result = _run(p)
     seconds = time.time() - started
     rows = _report_reading(result, args, seconds)
     if rows == 0 and not args.resume:
         raise UsageError(f"no rows were read from --input {args.input!r}; nothing was written")
     manifest = read_manifest(args.output)
-    print(json.dumps({"algorithm": cls.FAMILY, "output": args.output, "n_seen": manifest["n_seen"],
-                      "rows_read": rows, "seconds": round(seconds, 2),
-                      "config": config_to_dict(config)}))
+    print(
+        json.dumps(
+            {
+                "algorithm": cls.FAMILY,
+                "output": args.output,
+                "n_seen": manifest["n_seen"],
+                "rows_read": rows,
+                "seconds": round(seconds, 2),
+                "config": config_to_dict(config),
+            }
+        )
+    )
     return 0
 
 
 def _derive_args(args: argparse.Namespace, cls: type, defaults: dict[str, Any]) -> dict[str, Any]:
     params = dict(defaults)
-    params.update({name: getattr(args, name) for name, *_ in _derive_params(cls) if getattr(args, name, None) is not None})
+    params.update(
+        {
+            name: getattr(args, name)
+            for name, *_ in _derive_params(cls)
+            if getattr(args, name, None) is not None
+        }
+    )
     return params
 
 
@@ -261,8 +389,17 @@ def _cmd_derive(args: argparse.Namespace, beam_args: list[str]) -> int:
     params = _derive_args(args, type(state), manifest.get("extra", {}).get("derive_defaults", {}))
     model = state.derive(**params)
     write_checkpoint(args.output, model, {"derived_from": args.state_dir, "params": params})
-    print(json.dumps({"algorithm": state.FAMILY, "output": args.output, "params": params,
-                      **model.describe()}, default=float))
+    print(
+        json.dumps(
+            {
+                "algorithm": state.FAMILY,
+                "output": args.output,
+                "params": params,
+                **model.describe(),
+            },
+            default=float,
+        )
+    )
     return 0
 
 
@@ -304,8 +441,12 @@ def _cmd_evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
     started = time.time()
     p = beam.Pipeline(options=pipeline_options(beam_args))
     blocks = _read_blocks(p, args, target, reader)
-    (blocks | Evaluate(model) | beam.Map(lambda m: json.dumps(m, sort_keys=True))
-     | beam.io.WriteToText(target, num_shards=1, shard_name_template=""))
+    (
+        blocks
+        | Evaluate(model)
+        | beam.Map(lambda m: json.dumps(m, sort_keys=True))
+        | beam.io.WriteToText(target, num_shards=1, shard_name_template="")
+    )
     result = _run(p)
     _report_reading(result, args, time.time() - started)
     with FileSystems.open(target) as handle:
@@ -325,7 +466,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     from beam_ml.core.state import families
 
     algos = families()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="beam-ml",
         description="Train, derive, predict and evaluate streaming ML models on Apache Beam. "
         "Options a command does not know are passed to Beam as pipeline options "
@@ -336,20 +477,35 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a state from data (one pass)", allow_abbrev=False,
-                                description="Train an algorithm's state in one pass and write it as a checkpoint.")
+    train = commands.add_parser(
+        "train",
+        help="train a state from data (one pass)",
+        allow_abbrev=False,
+        description="Train an algorithm's state in one pass and write it as a checkpoint.",
+    )
     train_algos = train.add_subparsers(dest="algorithm", required=True, metavar="ALGORITHM")
     for family, cls in sorted(algos.items()):
-        sub = train_algos.add_parser(family, help=(inspect.getdoc(cls) or "").splitlines()[0], allow_abbrev=False)
-        sub.add_argument("--output", required=True, help="checkpoint directory to write the state to")
-        sub.add_argument("--resume", metavar="STATE_DIR", help="merge this checkpoint's state with the new data")
+        sub = train_algos.add_parser(
+            family, help=(inspect.getdoc(cls) or "").splitlines()[0], allow_abbrev=False
+        )
+        sub.add_argument(
+            "--output", required=True, help="checkpoint directory to write the state to"
+        )
+        sub.add_argument(
+            "--resume", metavar="STATE_DIR", help="merge this checkpoint's state with the new data"
+        )
         _add_reader_args(sub)
         _add_params(sub.add_argument_group("hyperparameters"), _config_params(cls.CONFIG))
-        _add_params(sub.add_argument_group("model defaults (used by derive unless given there)"),
-                    _derive_params(cls), defaults=True)
+        _add_params(
+            sub.add_argument_group("model defaults (used by derive unless given there)"),
+            _derive_params(cls, skip_config=True),
+            defaults=True,
+        )
         sub.set_defaults(state_class=cls, handler=_cmd_train)
 
-    derive = commands.add_parser("derive", help="derive a model from a state (no data read)", allow_abbrev=False)
+    derive = commands.add_parser(
+        "derive", help="derive a model from a state (no data read)", allow_abbrev=False
+    )
     derive.add_argument("state_dir")
     derive.add_argument("--output", required=True, help="directory to write the model to")
     seen: set[str] = set()
@@ -357,16 +513,24 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     for family, cls in sorted(algos.items()):
         params = [p for p in _derive_params(cls) if p[0] not in seen]
         seen.update(p[0] for p in params)
-        _add_params(group, [(n, k, d, f"[{family}] {h}") for n, k, d, h in params], defaults=True)
+        _add_params(
+            group, [(n, k, d, f"[{family}] {h}", c) for n, k, d, h, c in params], defaults=True
+        )
     derive.set_defaults(handler=_cmd_derive)
 
-    predict = commands.add_parser("predict", help="write the model's output for every input row (CSV)", allow_abbrev=False)
+    predict = commands.add_parser(
+        "predict", help="write the model's output for every input row (CSV)", allow_abbrev=False
+    )
     predict.add_argument("model_dir")
-    predict.add_argument("--output", required=True, help="CSV file to write, one line per input row, in input order")
+    predict.add_argument(
+        "--output", required=True, help="CSV file to write, one line per input row, in input order"
+    )
     _add_reader_args(predict)
     predict.set_defaults(handler=_cmd_predict)
 
-    evaluate = commands.add_parser("evaluate", help="print the model's metrics on data as JSON", allow_abbrev=False)
+    evaluate = commands.add_parser(
+        "evaluate", help="print the model's metrics on data as JSON", allow_abbrev=False
+    )
     evaluate.add_argument("model_dir")
     evaluate.add_argument("--output", help="also write the metrics JSON here")
     _add_reader_args(evaluate)
@@ -378,18 +542,22 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+def _configure_logging(quiet: bool, debug: bool) -> None:
+    """beam_ml's progress on stderr; Beam's own logs only with --debug (a failure is
+    reported once, as one line, by main)."""
+    logging.basicConfig(level=logging.ERROR, format="%(message)s", stream=sys.stderr)
     logging.getLogger("beam_ml").setLevel(logging.WARNING if quiet else logging.INFO)
-    for noisy in ("apache_beam", "root"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.getLogger("apache_beam").setLevel(logging.WARNING if debug else logging.CRITICAL)
 
 
 def _one_line(exc: BaseException) -> str:
     """The message of the beam_ml error inside a (possibly worker-wrapped) exception."""
     text = str(exc)
-    found = re.findall(r"(?:BadInputError|NotEnoughDataError|IncompatibleStateError|CorruptStateError|"
-                       r"CheckpointNotFoundError|ValueError|FileNotFoundError): ([^\n\[]+)", text)
+    found = re.findall(
+        r"(?:BadInputError|NotEnoughDataError|IncompatibleStateError|CorruptStateError|"
+        r"CheckpointNotFoundError|ValueError|FileNotFoundError): ([^\n\[]+)",
+        text,
+    )
     if found:
         return found[-1].strip().rstrip("'\" ")
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
@@ -398,7 +566,7 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    _configure_logging("--quiet" in argv)
+    _configure_logging("--quiet" in argv, debug)
     from beam_ml.core.errors import BeamMLError
 
     parser = _parser(argv)

@@ -74,23 +74,22 @@ def as_block(data: Any, *, n_features: int | None = None, owner: str = "beam_ml"
         try:
             features = np.asarray(features)
         except (TypeError, ValueError) as exc:  # ragged lists and the like
-            raise BadInputError(f"{owner} expects a 2-D numeric block; got {exc}" + source) from None
+            raise BadInputError(
+                f"{owner} expects a 2-D numeric block; got {exc}" + source
+            ) from None
         if features.ndim != 2:
             raise BadInputError(
                 f"{owner} expects a 2-D block of shape (rows, features); got an array of "
-                f"shape {features.shape}. Reshape a single row with x.reshape(1, -1)."
-            + source
-        )
+                f"shape {features.shape}. Reshape a single row with x.reshape(1, -1)." + source
+            )
         if not np.issubdtype(features.dtype, np.number) or np.iscomplexobj(features):
             raise BadInputError(
-                f"{owner} expects real numeric features; got dtype {features.dtype}."
-            + source
-        )
+                f"{owner} expects real numeric features; got dtype {features.dtype}." + source
+            )
         values = features
     if n_features is not None and features.shape[1] != n_features:
         raise BadInputError(
-            f"X has {features.shape[1]} features, but {owner} expects {n_features}."
-            + source
+            f"X has {features.shape[1]} features, but {owner} expects {n_features}." + source
         )
     if not np.isfinite(values).all():
         if sp.issparse(features):
@@ -101,8 +100,7 @@ def as_block(data: Any, *, n_features: int | None = None, owner: str = "beam_ml"
             row, col = _first_bad(values)
             where = f"row {row}, column {col}"
         raise BadInputError(
-            f"{owner} expects finite features; the block has NaN or inf at {where}."
-            + source
+            f"{owner} expects finite features; the block has NaN or inf at {where}." + source
         )
     labels = block.labels
     if labels is not None:
@@ -110,9 +108,8 @@ def as_block(data: Any, *, n_features: int | None = None, owner: str = "beam_ml"
         if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
             raise BadInputError(
                 f"{owner} expects one label per row ({features.shape[0]}); got labels "
-                f"of shape {labels.shape}."
-            + source
-        )
+                f"of shape {labels.shape}." + source
+            )
     if features is block.features and labels is block.labels:
         return block
     return Block(features, labels, block.origin)

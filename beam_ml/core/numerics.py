@@ -27,10 +27,14 @@ def pairwise_mean(
     return n, mean_a + delta * (n_b / n), delta, n_a * n_b / n
 
 
-def dense_chunks(features, max_rows: int = 4096) -> Iterator[np.ndarray]:
-    """float64 row chunks of a dense or sparse block (sparse is densified a chunk at a time)."""
+def dense_chunks(features, max_rows: int = 4096, dtype=np.float64) -> Iterator[np.ndarray]:
+    """Row chunks of a dense or sparse block as dense arrays of ``dtype`` (None: keep).
+
+    A dense block is one chunk (no copy when the dtype matches); a sparse one is
+    densified ``max_rows`` rows at a time, so memory stays bounded.
+    """
     if not sp.issparse(features):
-        yield np.asarray(features, dtype=np.float64)
+        yield np.asarray(features, dtype=dtype)
         return
     for start in range(0, features.shape[0], max_rows):
-        yield features[start : start + max_rows].toarray().astype(np.float64, copy=False)
+        yield np.asarray(features[start : start + max_rows].toarray(), dtype=dtype)

@@ -150,8 +150,7 @@ class Model(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def _from_payload(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Model:
-        ...
+    def _from_payload(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Model: ...
 
     def to_bytes(self) -> bytes:
         meta, arrays = self._payload()
@@ -161,7 +160,9 @@ class Model(abc.ABC):
     def from_bytes(cls, data: bytes) -> Model:
         model = load_model(data)
         if cls is not Model and not isinstance(model, cls):
-            raise IncompatibleStateError(f"Expected a {cls.__name__}, found a {model.FAMILY} model.")
+            raise IncompatibleStateError(
+                f"Expected a {cls.__name__}, found a {model.FAMILY} model."
+            )
         return model
 
 
@@ -250,8 +251,7 @@ class TrainingState(abc.ABC):
     @abc.abstractmethod
     def _from_payload(
         cls: type[StateT], config: Any, meta: dict[str, Any], arrays: dict[str, np.ndarray]
-    ) -> StateT:
-        ...
+    ) -> StateT: ...
 
     def to_bytes(self) -> bytes:
         meta, arrays = self._payload()
@@ -264,7 +264,9 @@ class TrainingState(abc.ABC):
     def from_bytes(cls, data: bytes) -> TrainingState:
         state = load_state(data)
         if cls is not TrainingState and not isinstance(state, cls):
-            raise IncompatibleStateError(f"Expected a {cls.__name__}, found a {state.FAMILY} state.")
+            raise IncompatibleStateError(
+                f"Expected a {cls.__name__}, found a {state.FAMILY} state."
+            )
         return state
 
     def __repr__(self) -> str:

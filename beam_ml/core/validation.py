@@ -24,14 +24,11 @@ def check_choice(value: Any, name: str, where: str, choices: tuple[str, ...]) ->
     if value in choices:
         return value
     raise ValueError(
-        f"The {name!r} parameter of {where} must be one of {list(choices)}. "
-        f"Got {value!r} instead."
+        f"The {name!r} parameter of {where} must be one of {list(choices)}. Got {value!r} instead."
     )
 
 
 def check_bool(value: Any, name: str, where: str) -> bool:
     if isinstance(value, bool):
         return value
-    raise ValueError(
-        f"The {name!r} parameter of {where} must be a bool. Got {value!r} instead."
-    )
+    raise ValueError(f"The {name!r} parameter of {where} must be a bool. Got {value!r} instead.")

@@ -120,7 +120,9 @@ def read_manifest(path: str) -> dict[str, Any]:
     try:
         manifest = json.loads(_read_bytes(location))
     except ValueError as exc:
-        raise CorruptStateError(f"The checkpoint manifest {location!r} is not valid JSON: {exc}") from None
+        raise CorruptStateError(
+            f"The checkpoint manifest {location!r} is not valid JSON: {exc}"
+        ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IncompatibleStateError(f"{location!r} is not a beam_ml checkpoint manifest.")
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -131,7 +133,9 @@ def read_manifest(path: str) -> dict[str, Any]:
     return manifest
 
 
-def read_checkpoint(path: str, kind: str | None = None) -> tuple[TrainingState | Model, dict[str, Any]]:
+def read_checkpoint(
+    path: str, kind: str | None = None
+) -> tuple[TrainingState | Model, dict[str, Any]]:
     """Read and verify the state or model at ``path``: returns (object, manifest)."""
     manifest = read_manifest(path)
     if kind is not None and manifest["kind"] != kind:
@@ -140,16 +144,23 @@ def read_checkpoint(path: str, kind: str | None = None) -> tuple[TrainingState |
         )
     location = _join(path, manifest["payload"])
     if not FileSystems.exists(location):
-        raise CorruptStateError(f"The checkpoint at {path!r} is missing its payload {manifest['payload']!r}.")
+        raise CorruptStateError(
+            f"The checkpoint at {path!r} is missing its payload {manifest['payload']!r}."
+        )
     payload = _read_bytes(location)
-    if len(payload) != manifest["payload_bytes"] or hashlib.sha256(payload).hexdigest() != manifest["payload_sha256"]:
+    if (
+        len(payload) != manifest["payload_bytes"]
+        or hashlib.sha256(payload).hexdigest() != manifest["payload_sha256"]
+    ):
         raise CorruptStateError(
             f"The checkpoint payload {location!r} does not match its manifest "
             "(size or sha256): the file is damaged or was replaced."
         )
     obj = load_state(payload) if manifest["kind"] == "state" else load_model(payload)
     if obj.FAMILY != manifest["algorithm"]:
-        raise CorruptStateError(f"The checkpoint at {path!r} names {manifest['algorithm']!r} but holds {obj.FAMILY!r}.")
+        raise CorruptStateError(
+            f"The checkpoint at {path!r} names {manifest['algorithm']!r} but holds {obj.FAMILY!r}."
+        )
     return obj, manifest
 
 
@@ -166,7 +177,9 @@ class WriteCheckpoint(beam.PTransform):
 
     def expand(self, states):
         path, extra = self.path, self.extra
-        return states | "BeamML_WriteCheckpoint" >> beam.Map(lambda s: write_checkpoint(path, s, extra))
+        return states | "BeamML_WriteCheckpoint" >> beam.Map(
+            lambda s: write_checkpoint(path, s, extra)
+        )
 
 
 class ReadCheckpoint(beam.PTransform):
@@ -180,5 +193,8 @@ class ReadCheckpoint(beam.PTransform):
     def expand(self, pbegin):
         path = self.path
         read = beam.Map(lambda p: read_checkpoint(p, "state")[0]).with_output_types(TrainingState)
-        return pbegin | "BeamML_CheckpointPath" >> beam.Create([path]) | "BeamML_ReadCheckpoint" >> read
-
+        return (
+            pbegin
+            | "BeamML_CheckpointPath" >> beam.Create([path])
+            | "BeamML_ReadCheckpoint" >> read
+        )

@@ -82,5 +82,6 @@ class Evaluate(beam.PTransform):
             blocks
             | "BeamML_MetricSums" >> beam.Map(lambda b, m: m.metric_sums(b), m=model)
             | "BeamML_AddSums" >> beam.CombineGlobally(_add_sums)
-            | "BeamML_Metrics" >> beam.Map(lambda s, m: m.metrics_from_sums(s) if s else {"n_rows": 0.0}, m=model)
+            | "BeamML_Metrics"
+            >> beam.Map(lambda s, m: m.metrics_from_sums(s) if s else {"n_rows": 0.0}, m=model)
         )

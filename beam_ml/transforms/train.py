@@ -34,7 +34,9 @@ class Train(beam.PTransform):
     3
     """
 
-    def __init__(self, config: Any, resume_from: beam.PCollection | None = None, fanout: int | None = None):
+    def __init__(
+        self, config: Any, resume_from: beam.PCollection | None = None, fanout: int | None = None
+    ):
         super().__init__()
         self.state_class = state_class_for(config)  # a wrong config fails here, not on workers
         self.config, self.resume_from, self.fanout = config, resume_from, fanout

@@ -32,7 +32,9 @@ def mnist():
 def test_known_subspace_is_recovered(rng):
     d, k, n = 40, 3, 20_000
     basis, _ = np.linalg.qr(rng.normal(size=(d, k)))  # (d, k) orthonormal
-    data = (rng.normal(size=(n, k)) * [10.0, 5.0, 2.0]) @ basis.T + 0.01 * rng.normal(size=(n, d)) + 7
+    data = (
+        (rng.normal(size=(n, k)) * [10.0, 5.0, 2.0]) @ basis.T + 0.01 * rng.normal(size=(n, d)) + 7
+    )
     model = _fit(data, PCAConfig(num_components=k)).derive()
     # The principal angles between the spans are ~0: singular values of V^T B are 1.
     cosines = np.linalg.svd(model.components @ basis, compute_uv=False)
@@ -47,7 +49,9 @@ def test_mnist_exact_matches_sklearn(mnist):
     ours = state.derive(num_components=50)
     ref = PCA(50, svd_solver="full").fit(mnist)
     np.testing.assert_allclose(ours.explained_variance, ref.explained_variance_, rtol=1e-6)
-    np.testing.assert_allclose(ours.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-6)
+    np.testing.assert_allclose(
+        ours.explained_variance_ratio, ref.explained_variance_ratio_, rtol=1e-6
+    )
     np.testing.assert_allclose(ours.mean, ref.mean_, rtol=1e-12)
     # Components with a clear eigen-gap are determined up to sign.
     ev = ref.explained_variance_
@@ -57,7 +61,9 @@ def test_mnist_exact_matches_sklearn(mnist):
     _assert_same_components(ours.components[clear], ref.components_[clear], atol=1e-6)
     # Projections equal sklearn's transform up to the component signs.
     signs = np.sign(np.sum(ours.components * ref.components_, axis=1))
-    np.testing.assert_allclose(ours.evaluate(mnist[:500]) * signs, ref.transform(mnist[:500]), rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(
+        ours.evaluate(mnist[:500]) * signs, ref.transform(mnist[:500]), rtol=1e-6, atol=1e-4
+    )
 
 
 def test_mnist_smaller_k_and_whitening_from_the_same_state(mnist):
@@ -66,7 +72,9 @@ def test_mnist_smaller_k_and_whitening_from_the_same_state(mnist):
         ours = state.derive(num_components=k, whiten=True)
         ref = PCA(k, svd_solver="full", whiten=True).fit(mnist)
         signs = np.sign(np.sum(ours.components * ref.components_, axis=1))
-        np.testing.assert_allclose(ours.evaluate(mnist[:300]) * signs, ref.transform(mnist[:300]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            ours.evaluate(mnist[:300]) * signs, ref.transform(mnist[:300]), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_no_mean_removal_matches_uncentred_svd(rng):
@@ -80,7 +88,11 @@ def test_no_mean_removal_matches_uncentred_svd(rng):
 
 def test_sketch_mode_keeps_its_proven_bound(mnist):
     k, extra = 10, 20
-    state = _fit(mnist, PCAConfig(num_components=k, algorithm_mode="randomized", extra_components=extra), block=777)
+    state = _fit(
+        mnist,
+        PCAConfig(num_components=k, algorithm_mode="randomized", extra_components=extra),
+        block=777,
+    )
     ell = k + extra
     centred = mnist - mnist.mean(axis=0)
     scatter = centred.T @ centred
@@ -109,7 +121,9 @@ def test_sparse_blocks_equal_dense(rng):
     from_dense = _fit(dense, PCAConfig(num_components=5), block=10_000)
     np.testing.assert_allclose(from_sparse.scatter, from_dense.scatter, rtol=1e-10, atol=1e-10)
     model = from_sparse.derive()
-    np.testing.assert_allclose(model.evaluate(sp.csr_matrix(dense[:50])), model.evaluate(dense[:50]), atol=1e-10)
+    np.testing.assert_allclose(
+        model.evaluate(sp.csr_matrix(dense[:50])), model.evaluate(dense[:50]), atol=1e-10
+    )
     sums_sparse = model.metric_sums(sp.csr_matrix(dense))
     sums_dense = model.metric_sums(dense)
     for key in sums_dense:
@@ -119,9 +133,13 @@ def test_sparse_blocks_equal_dense(rng):
 def test_metrics_on_training_data(rng):
     data = rng.normal(size=(2000, 10)) @ rng.normal(size=(10, 10))
     model = _fit(data, PCAConfig(num_components=3)).derive()
-    assert model.score("explained_variance_ratio", data) == pytest.approx(model.explained_variance_ratio.sum(), rel=1e-9)
+    assert model.score("explained_variance_ratio", data) == pytest.approx(
+        model.explained_variance_ratio.sum(), rel=1e-9
+    )
     rebuilt = model.evaluate(data) @ model.components + model.mean
-    assert model.score("reconstruction_mse", data) == pytest.approx(np.mean((data - rebuilt) ** 2), rel=1e-9)
+    assert model.score("reconstruction_mse", data) == pytest.approx(
+        np.mean((data - rebuilt) ** 2), rel=1e-9
+    )
     with pytest.raises(ValueError, match="'metric' parameter"):
         model.score("accuracy", data)
 
@@ -137,7 +155,10 @@ def test_derive_errors_are_clear(rng):
     with pytest.raises(NotEnoughDataError, match="at least 2 rows"):
         PCAState(PCAConfig(num_components=2)).derive()
     state = _fit(rng.normal(size=(50, 6)), PCAConfig(num_components=2))
-    with pytest.raises(ValueError, match=r"'num_components' parameter of PCAState.derive must be an int in \[1, 6\]. Got 7"):
+    with pytest.raises(
+        ValueError,
+        match=r"'num_components' parameter of PCAState.derive must be an int in \[1, 6\]. Got 7",
+    ):
         state.derive(num_components=7)
     with pytest.raises(ValueError, match="'subtract_mean' parameter"):
         state.derive(subtract_mean="yes")

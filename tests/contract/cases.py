@@ -47,9 +47,20 @@ def _pca_sketch_equivalent(a: PCAState, b: PCAState) -> None:
 
 
 CASES = [
-    Case("pca-regular", PCAConfig(num_components=3), PCAConfig(num_components=4),
-         _pca_data, _pca_exact_equal, exact=True),
-    Case("pca-sketch", PCAConfig(num_components=3, algorithm_mode="sketch", extra_components=2),
-         PCAConfig(num_components=3, algorithm_mode="sketch", extra_components=3),
-         _pca_data, _pca_sketch_equivalent, exact=False),
+    Case(
+        "pca-regular",
+        PCAConfig(num_components=3),
+        PCAConfig(num_components=4),
+        _pca_data,
+        _pca_exact_equal,
+        exact=True,
+    ),
+    Case(
+        "pca-sketch",
+        PCAConfig(num_components=3, algorithm_mode="sketch", extra_components=2),
+        PCAConfig(num_components=3, algorithm_mode="sketch", extra_components=3),
+        _pca_data,
+        _pca_sketch_equivalent,
+        exact=False,
+    ),
 ]

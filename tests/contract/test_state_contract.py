@@ -18,7 +18,6 @@ from tests.conftest import direct_options
 from tests.contract.cases import CASES
 
 
-
 @pytest.fixture(params=CASES, ids=[c.name for c in CASES])
 def case(request):
     return request.param
@@ -40,7 +39,9 @@ def _empty(case):
 
 def test_every_family_has_a_case():
     covered = {type(_empty(c)).FAMILY for c in CASES}
-    assert set(families()) <= covered, f"families without a contract case: {set(families()) - covered}"
+    assert set(families()) <= covered, (
+        f"families without a contract case: {set(families()) - covered}"
+    )
 
 
 def test_combine_fn_survives_pickle(case, rng):
@@ -68,7 +69,11 @@ def test_truncated_foreign_and_other_version_bytes_raise(case, rng):
     state = _trained(case, case.make_data(rng, 200))
     blob = state.to_bytes()
     for cut in (len(blob) - 1, len(blob) // 2, 12, 3):
-        with pytest.raises(CorruptStateError, match="truncated|damaged") if cut >= 8 else pytest.raises(IncompatibleStateError):
+        with (
+            pytest.raises(CorruptStateError, match="truncated|damaged")
+            if cut >= 8
+            else pytest.raises(IncompatibleStateError)
+        ):
             load_state(blob[:cut])
     with pytest.raises(IncompatibleStateError, match="not a beam_ml state"):
         load_state(pickle.dumps(state))
@@ -77,7 +82,9 @@ def test_truncated_foreign_and_other_version_bytes_raise(case, rng):
     with pytest.raises(CorruptStateError, match="checksum"):
         load_state(bytes(flipped))
     packed = serial.unpack(blob, expected_kind="state")
-    newer = serial.pack("state", packed.family, packed.serial_version + 1, packed.config, packed.meta, packed.arrays)
+    newer = serial.pack(
+        "state", packed.family, packed.serial_version + 1, packed.config, packed.meta, packed.arrays
+    )
     with pytest.raises(IncompatibleStateError, match="version"):
         load_state(newer)
     unknown = serial.pack("state", "no_such_algo", 1, packed.config, packed.meta, packed.arrays)
@@ -101,11 +108,14 @@ def test_random_shard_splits_merge_to_one_pass(case, rng, parts):
     states = [_trained(case, piece) for piece in np.split(data[rng.permutation(len(data))], cuts)]
     order = rng.permutation(parts)
     merged = reduce(lambda a, b: a.merge(b), [states[i] for i in order])
-    case.assert_equivalent(merged, single if case.exact else _trained(case, data[rng.permutation(len(data))]))
+    case.assert_equivalent(
+        merged, single if case.exact else _trained(case, data[rng.permutation(len(data))])
+    )
     # A different tree of merges gives the same state too.
     half = parts // 2
     tree = reduce(lambda a, b: a.merge(b), states[:half] or [_empty(case)]).merge(
-        reduce(lambda a, b: a.merge(b), states[half:]))
+        reduce(lambda a, b: a.merge(b), states[half:])
+    )
     case.assert_equivalent(tree, merged)
 
 
@@ -178,5 +188,11 @@ def test_pipeline_with_forced_merges_matches_in_memory(case, rng):
             case.assert_equivalent(state, load_state(reference))
             return True
 
-        assert_that(plain | "CheckPlain" >> beam.Map(check), equal_to([True]), label="PlainEqualsInMemory")
-        assert_that(fanned | "CheckFanned" >> beam.Map(check), equal_to([True]), label="FanoutEqualsInMemory")
+        assert_that(
+            plain | "CheckPlain" >> beam.Map(check), equal_to([True]), label="PlainEqualsInMemory"
+        )
+        assert_that(
+            fanned | "CheckFanned" >> beam.Map(check),
+            equal_to([True]),
+            label="FanoutEqualsInMemory",
+        )

@@ -9,7 +9,15 @@ import apache_beam as beam
 import numpy as np
 import pytest
 
-from beam_ml import PCAConfig, PCAState, ReadCheckpoint, Train, WriteCheckpoint, read_checkpoint, write_checkpoint
+from beam_ml import (
+    PCAConfig,
+    PCAState,
+    ReadCheckpoint,
+    Train,
+    WriteCheckpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
 from beam_ml.core.errors import CorruptStateError, IncompatibleStateError
 from beam_ml.io.checkpoints import CheckpointNotFoundError, read_manifest
 from tests.conftest import direct_options
@@ -91,7 +99,12 @@ def test_resume_with_more_data_equals_training_on_all(tmp_path, rng):
         _ = p | beam.Create(np.array_split(day1, 3)) | Train(config) | WriteCheckpoint(path)
     with beam.Pipeline(options=direct_options()) as p:
         resumed = p | ReadCheckpoint(path)
-        _ = p | "Day2" >> beam.Create(np.array_split(day2, 2)) | Train(config, resume_from=resumed) | WriteCheckpoint(path)
+        _ = (
+            p
+            | "Day2" >> beam.Create(np.array_split(day2, 2))
+            | Train(config, resume_from=resumed)
+            | WriteCheckpoint(path)
+        )
     state, manifest = read_checkpoint(path)
     assert manifest["n_seen"] == 2400
     everything = PCAState(config).update(np.vstack([day1, day2]))

@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_ml import Derive, Evaluate, PCAConfig, PCAState, Predict, Train, TrainPerKey, read_checkpoint, WriteCheckpoint
+from beam_ml import (
+    Derive,
+    Evaluate,
+    PCAConfig,
+    PCAState,
+    Predict,
+    Train,
+    TrainPerKey,
+    WriteCheckpoint,
+    read_checkpoint,
+)
 from tests.conftest import direct_options
 
 pytestmark = pytest.mark.beam
@@ -22,7 +32,9 @@ def test_train_per_key_gives_one_state_per_key(rng):
     pairs = [(k, block) for k, v in data.items() for block in np.array_split(v, 4)]
     with beam.Pipeline(options=direct_options()) as p:
         models = p | beam.Create(pairs) | TrainPerKey(config) | Derive()
-        checked = models | beam.MapTuple(lambda k, m: (k, bool(np.allclose(m.explained_variance, expected[k], rtol=1e-9))))
+        checked = models | beam.MapTuple(
+            lambda k, m: (k, bool(np.allclose(m.explained_variance, expected[k], rtol=1e-9)))
+        )
         assert_that(checked, equal_to([("a", True), ("b", True)]))
 
 
@@ -37,9 +49,15 @@ def test_derive_many_models_from_one_state_and_evaluate(rng):
             model = state | f"Derive{k}" >> Derive(num_components=k)
             ratio = reference.derive(num_components=k).explained_variance_ratio.sum()
             metrics = blocks | f"Evaluate{k}" >> Evaluate(model)
-            assert_that(metrics | f"Ratio{k}" >> beam.Map(lambda m: round(m["explained_variance_ratio"], 9)),
-                        equal_to([round(ratio, 9)]), label=f"EvaluateK{k}")
-        rows = blocks | Predict(reference.derive(num_components=2)) | beam.Map(lambda out: out.shape)
+            assert_that(
+                metrics
+                | f"Ratio{k}" >> beam.Map(lambda m: round(m["explained_variance_ratio"], 9)),
+                equal_to([round(ratio, 9)]),
+                label=f"EvaluateK{k}",
+            )
+        rows = (
+            blocks | Predict(reference.derive(num_components=2)) | beam.Map(lambda out: out.shape)
+        )
         assert_that(rows, equal_to([(334, 2), (333, 2), (333, 2)]), label="PredictShapes")
 
 
@@ -56,7 +74,13 @@ def test_multi_process_run_equals_single_process(tmp_path, rng):
         pids = str(tmp_path / f"{mode}-pids")
         with beam.Pipeline(options=direct_options(*argv)) as p:
             data = p | beam.Create(blocks) | beam.Reshuffle()
-            _ = data | beam.Map(lambda b: os.getpid()) | beam.Distinct() | beam.Map(str) | beam.io.WriteToText(pids)
+            _ = (
+                data
+                | beam.Map(lambda b: os.getpid())
+                | beam.Distinct()
+                | beam.Map(str)
+                | beam.io.WriteToText(pids)
+            )
             _ = data | Train(config) | WriteCheckpoint(path)
         results[mode] = read_checkpoint(path)[0]
         pid_lines = set()
@@ -64,7 +88,9 @@ def test_multi_process_run_equals_single_process(tmp_path, rng):
             if name.startswith(f"{mode}-pids"):
                 pid_lines |= set((tmp_path / name).read_text().split())
         results[f"{mode}-pids"] = pid_lines
-    assert os.getpid() not in {int(x) for x in results["multi-pids"]}, "multi-process work ran in the test process"
+    assert os.getpid() not in {int(x) for x in results["multi-pids"]}, (
+        "multi-process work ran in the test process"
+    )
     single, multi = results["single"], results["multi"]
     assert multi.n_seen == single.n_seen == 24_000
     np.testing.assert_allclose(multi.scatter, single.scatter, rtol=1e-10, atol=1e-8)

@@ -1,0 +1,1108 @@
+"""Parsing of complete records into blocks: CSV, LIBSVM, JSON lines, ``.npy``, Parquet.
+
+Pure functions, no Beam: each one turns the bytes (or Arrow batch, or raw rows) of
+*complete* records into one :class:`~beam_ml.core.block.Block` plus a list of bad
+records, so the Beam source (:mod:`beam_ml.io.sources`), the local reader and tests share
+one implementation. Rows travel in blocks (DESIGN.md §2), so the fast paths are
+vectorized: ``pyarrow.csv`` for CSV, bulk tokenizing and ``numpy`` conversion for LIBSVM,
+``numpy.frombuffer`` for ``.npy``. The slow, per-line paths run only on a chunk that
+failed the fast path, to name the bad records; the good records of that chunk still
+become a block.
+
+A *bad record* is a plain dict (it goes to a dead-letter PCollection as is)::
+
+    {"file": "gs://b/x.csv", "offset": 1234, "line": 17,
+     "record": "1,2,abc", "reason": "field 2 ('abc') is not a number"}
+
+``offset`` is the byte offset of the record's first byte in its (uncompressed) file, or
+the row index for ``.npy`` and Parquet; ``line`` is the 1-based line number, or ``None``
+where it is not known. Fields and columns are numbered from 0, like ``label_column``.
+Labels always come out as float64 (regression targets keep their precision); features
+as float32, dense (C order) or ``scipy.sparse.csr_matrix``. ``Block.origin`` is
+``(file, offset)`` of the bytes (or first row) the block was parsed from, so outputs can
+be put back in input order; it is None when ``file`` is empty.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import scipy.sparse as sp
+
+from beam_ml.core.block import Block
+from beam_ml.core.errors import BadInputError
+
+__all__ = [
+    "MAX_RECORD_CHARS",
+    "ParseResult",
+    "bad_record",
+    "fill_line_numbers",
+    "looks_like_header",
+    "split_csv_line",
+    "parse_csv",
+    "parse_libsvm",
+    "libsvm_max_index",
+    "parse_jsonl",
+    "NpyHeader",
+    "read_npy_header",
+    "parse_npy_rows",
+    "arrow_feature_columns",
+    "arrow_to_block",
+]
+
+#: Longest ``record`` text kept in a bad record (dead letters must stay small).
+MAX_RECORD_CHARS = 1_000
+
+#: What every parser returns: a block (``None`` if no good rows) and the bad records.
+ParseResult = tuple[Block | None, list[dict[str, Any]]]
+
+_NEWLINE = 10
+_CR = 13
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def bad_record(
+    file: str, offset: int, line: int | None, record: Any, reason: str
+) -> dict[str, Any]:
+    """Build one dead-letter dict; ``record`` is decoded and cut to 1,000 characters."""
+    if isinstance(record, (bytes, bytearray, memoryview)):
+        record = bytes(record[: 4 * MAX_RECORD_CHARS]).decode("utf-8", "replace")
+    elif not isinstance(record, str):
+        record = repr(record)
+    record = record.rstrip("\r\n")
+    if len(record) > MAX_RECORD_CHARS:
+        record = record[: MAX_RECORD_CHARS - 3] + "..."
+    return {
+        "file": file,
+        "offset": int(offset),
+        "line": None if line is None else int(line),
+        "record": record,
+        "reason": reason,
+    }
+
+
+def _block(features: Any, labels: np.ndarray | None, file: str, offset: int) -> Block:
+    """A block that remembers where its records start (orders outputs like the input)."""
+    return Block(features, labels, origin=(file, int(offset)) if file else None)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr`` of a field for a reason message, cut so one huge field stays readable."""
+    text = value if isinstance(value, str) else str(value)
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _line_bounds(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive, without ``\\n`` and a trailing ``\\r``) of each line."""
+    nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == _NEWLINE)
+    starts = np.concatenate(([0], nl + 1))
+    ends = np.concatenate((nl, [len(data)]))
+    if starts[-1] == len(data):  # data ends with a newline: no line after it
+        starts, ends = starts[:-1], ends[:-1]
+    if len(data):
+        buf = np.frombuffer(data, dtype=np.uint8)
+        has_cr = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == _CR)
+        ends = ends - has_cr
+    return starts, ends
+
+
+def fill_line_numbers(bad: list[dict[str, Any]], data: bytes, offset: int, first_line: int) -> None:
+    """Set ``line`` of records found in ``data`` (which starts at byte ``offset``, on
+    line ``first_line``) from their byte offsets, counting newlines in bulk."""
+    if not bad:
+        return
+    nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == _NEWLINE)
+    rel = np.array([rec["offset"] - offset for rec in bad], dtype=np.int64)
+    for rec, n_before in zip(bad, np.searchsorted(nl, rel, side="left"), strict=True):
+        rec["line"] = int(first_line + n_before)
+
+
+def _line_of(first_line: int | None, n_before: int) -> int | None:
+    return None if first_line is None else first_line + n_before
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------- CSV
+
+
+def split_csv_line(line: bytes | str, delimiter: str = ",") -> list[str]:
+    """Fields of one CSV line (quotes handled like ``pyarrow.csv``'s defaults)."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "replace")
+    line = line.rstrip("\r\n")
+    return next(csv.reader([line], delimiter=delimiter), [])
+
+
+def looks_like_header(fields: Sequence[str]) -> bool:
+    """True when a first line is a header: some non-empty field is not a number.
+
+    Empty fields do not count, so a first data row with a missing value is still data
+    (and becomes a bad record rather than a silently skipped header).
+    """
+    return any(f.strip() and not _is_number(f.strip()) for f in fields)
+
+
+@functools.lru_cache(maxsize=64)
+def _csv_options(
+    n_columns: int, label_column: int | None, delimiter: str
+) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
+    names = [f"f{j}" for j in range(n_columns)]
+    types = {name: pa.float32() for name in names}
+    if label_column is not None:
+        types[names[label_column]] = pa.float64()  # labels keep float64 precision
+    return (
+        # use_threads: pyarrow parses the chunk's 1 MiB blocks on all cores.
+        pa_csv.ReadOptions(column_names=names, use_threads=True),
+        pa_csv.ParseOptions(delimiter=delimiter),
+        # Only "" is null, so 'nan' parses as NaN and 'NA' fails (both bad records).
+        pa_csv.ConvertOptions(
+            column_types=types,
+            null_values=[""],
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=True,
+        ),
+    )
+
+
+def _columns_to_float32(columns: Sequence[Any], n_rows: int) -> np.ndarray:
+    """Arrow columns -> one C-ordered float32 matrix; nulls become NaN.
+
+    Columns are copied into the rows of a (columns, rows) array (contiguous writes),
+    then transposed in one copy: about twice as fast as writing strided columns.
+    """
+    by_column = np.empty((len(columns), n_rows), dtype=np.float32)
+    for j, column in enumerate(columns):
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        row = 0
+        for chunk in chunks:
+            values = chunk.to_numpy(zero_copy_only=False)
+            by_column[j, row : row + len(values)] = values
+            row += len(values)
+    return np.ascontiguousarray(by_column.T)
+
+
+def _to_float64(column: Any) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _csv_field_name(j: int, column_names: Sequence[str] | None) -> str:
+    if column_names is not None and j < len(column_names):
+        return f"field {j} [{column_names[j]}]"
+    return f"field {j}"
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _csv_problem(
+    fields: Sequence[str],
+    n_columns: int,
+    column_names: Sequence[str] | None,
+    label_column: int | None = None,
+) -> str | None:
+    """Why one CSV record is bad (the reference check), or None if it is good."""
+    if len(fields) != n_columns:
+        return f"expected {n_columns} fields, found {len(fields)}"
+    for j, field in enumerate(fields):
+        text = field.strip()
+        name = _csv_field_name(j, column_names)
+        if not text:
+            return f"{name} is empty"
+        try:
+            value = float(text)
+        except ValueError:
+            return f"{name} ({_short(field)}) is not a number"
+        if math.isnan(value):
+            return f"{name} is NaN"
+        if math.isinf(value):
+            return f"{name} is inf"
+        if j != label_column and abs(value) > _FLOAT32_MAX:  # features are float32
+            return f"{name} ({_short(field)}) is too large for float32"
+    return None
+
+
+def _split_label(
+    values: np.ndarray, label_column: int | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    if label_column is None:
+        return np.ascontiguousarray(values, dtype=np.float32), None
+    keep = np.arange(values.shape[1]) != label_column
+    features = np.ascontiguousarray(values[:, keep], dtype=np.float32)
+    return features, np.asarray(values[:, label_column], dtype=np.float64)
+
+
+def parse_csv(
+    data: bytes,
+    *,
+    n_columns: int,
+    label_column: int | None = None,
+    delimiter: str = ",",
+    column_names: Sequence[str] | None = None,
+    file: str = "",
+    offset: int = 0,
+    line: int | None = 1,
+) -> ParseResult:
+    """Parse complete CSV lines (no header) into a dense float32 block.
+
+    Parameters
+    ----------
+    data : bytes
+        Whole lines; the last one may lack its newline. Empty lines are skipped.
+    n_columns : int
+        Fields every line must have, the label included.
+    label_column : int, optional
+        Index (0-based, already normalized to ``[0, n_columns)``) of the label field;
+        it goes to ``Block.labels`` (float64) and is left out of the features.
+    delimiter : str, default ','
+    column_names : sequence of str, optional
+        Header names, only used to make reasons clearer.
+    file, offset, line : str, int, int or None
+        Where ``data`` comes from (for bad records): its path, the byte offset of its
+        first byte and the line number of its first line (``None`` if unknown).
+
+    Returns
+    -------
+    block : Block or None
+        The good rows in order; ``None`` if there are none.
+    bad : list of dict
+        One bad record per line with a wrong field count, a non-number, an empty
+        field, NaN or inf.
+
+    Notes
+    -----
+    Fast path: ``pyarrow.csv.read_csv`` of the whole chunk, multithreaded, every column
+    typed float32 (the label float64). If it raises (field count, non-number), the
+    chunk is re-read line by line with the reference check to find the bad lines.
+    """
+    if not data or data.isspace():
+        return None, []
+    if label_column is not None and not 0 <= label_column < n_columns:
+        raise BadInputError(f"label_column must be in [0, {n_columns}); got {label_column}.")
+    read_opts, parse_opts, convert_opts = _csv_options(n_columns, label_column, delimiter)
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(data),
+            read_options=read_opts,
+            parse_options=parse_opts,
+            convert_options=convert_opts,
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return _parse_csv_lines(
+            data, n_columns, label_column, delimiter, column_names, file, offset, line
+        )
+    n_rows = table.num_rows
+    columns = table.columns
+    if label_column is None:
+        features = _columns_to_float32(columns, n_rows)
+        labels = None
+        row_ok = np.isfinite(features).all(axis=1)
+    else:
+        features = _columns_to_float32(
+            [c for j, c in enumerate(columns) if j != label_column], n_rows
+        )
+        labels = _to_float64(columns[label_column])
+        row_ok = np.isfinite(features).all(axis=1) & np.isfinite(labels)
+    if row_ok.all():
+        return (_block(features, labels, file, offset) if n_rows else None), []
+    # Some NaN/inf/empty fields: map rows back to their lines to report them. pyarrow
+    # skips empty lines, so rows are the non-empty lines in order; if that ever fails
+    # to hold (exotic line endings), the line-by-line path decides.
+    starts, ends = _line_bounds(data)
+    nonempty = ends > starts
+    if int(nonempty.sum()) != n_rows:
+        return _parse_csv_lines(
+            data, n_columns, label_column, delimiter, column_names, file, offset, line
+        )
+    starts, ends = starts[nonempty], ends[nonempty]
+    line_index = np.flatnonzero(nonempty)
+    bad = []
+    for r in np.flatnonzero(~row_ok):
+        text = data[starts[r] : ends[r]]
+        fields = split_csv_line(text, delimiter)
+        reason = _csv_problem(fields, n_columns, column_names, label_column)
+        bad.append(
+            bad_record(
+                file,
+                offset + int(starts[r]),
+                _line_of(line, int(line_index[r])),
+                text,
+                reason or "a field is not a finite number",
+            )
+        )
+    good = row_ok
+    block = None
+    if good.any():
+        block = _block(
+            np.ascontiguousarray(features[good]),
+            None if labels is None else labels[good],
+            file,
+            offset,
+        )
+    return block, bad
+
+
+def _parse_csv_lines(
+    data: bytes,
+    n_columns: int,
+    label_column: int | None,
+    delimiter: str,
+    column_names: Sequence[str] | None,
+    file: str,
+    offset: int,
+    line: int | None,
+) -> ParseResult:
+    """Line-by-line CSV parse of one chunk that failed the fast path."""
+    starts, ends = _line_bounds(data)
+    keep = np.flatnonzero(ends > starts)
+    texts = [data[starts[i] : ends[i]].decode("utf-8", "replace") for i in keep]
+    # one reader per line: an unmatched quote must not swallow the next lines
+    rows = [split_csv_line(text, delimiter) for text in texts]
+    good_rows: list[np.ndarray] = []
+    bad = []
+    for k, (i, fields) in enumerate(zip(keep, rows, strict=True)):
+        values = None
+        if len(fields) == n_columns:
+            try:
+                values = np.array(fields, dtype=np.float64)
+            except ValueError:
+                values = None
+            if values is not None and not (
+                np.isfinite(values).all() and (np.abs(values) <= _FLOAT32_MAX).all()
+            ):
+                values = None  # the reference check below decides (labels may be large)
+        if values is None:
+            reason = _csv_problem(fields, n_columns, column_names, label_column)
+            if reason is None:  # a large label: a good row after all
+                good_rows.append(np.array(fields, dtype=np.float64))
+                continue
+            bad.append(
+                bad_record(
+                    file,
+                    offset + int(starts[i]),
+                    _line_of(line, int(i)),
+                    texts[k],
+                    reason or "not a row of numbers",
+                )
+            )
+        else:
+            good_rows.append(values)
+    if not good_rows:
+        return None, bad
+    features, labels = _split_label(np.vstack(good_rows), label_column)
+    return _block(features, labels, file, offset), bad
+
+
+# ---------------------------------------------------------------------------- LIBSVM
+
+
+def _libsvm_tokens(line: bytes) -> list[bytes]:
+    """Tokens of one LIBSVM line: comment stripped, ``qid:`` dropped."""
+    if b"#" in line:
+        line = line.split(b"#", 1)[0]
+    tokens = line.split()
+    if len(tokens) > 1 and tokens[1].startswith(b"qid:"):
+        del tokens[1]
+    return tokens
+
+
+def _libsvm_line(
+    tokens: list[bytes], feature_dim: int | None, zero_based: bool
+) -> tuple[str | None, float, list[int], list[float]]:
+    """Reference check and parse of one LIBSVM line: (reason, label, indices, values)."""
+    label_text = tokens[0].decode("utf-8", "replace")
+    try:
+        label = float(label_text)
+    except ValueError:
+        return f"label ({_short(label_text)}) is not a number", 0.0, [], []
+    if not math.isfinite(label):
+        return f"label is {label_text}", 0.0, [], []
+    shift = 0 if zero_based else 1
+    indices: list[int] = []
+    values: list[float] = []
+    seen: set[int] = set()
+    for token in tokens[1:]:
+        text = token.decode("utf-8", "replace")
+        key, colon, value_text = text.partition(":")
+        if not colon or not key or not value_text or ":" in value_text:
+            return f"{_short(text)} is not an index:value pair", label, [], []
+        try:
+            raw_index = int(key)
+        except ValueError:
+            return f"index {_short(key)} is not an integer", label, [], []
+        try:
+            value = float(value_text)
+        except ValueError:
+            return (
+                f"value of index {raw_index} ({_short(value_text)}) is not a number",
+                label,
+                [],
+                [],
+            )
+        if not math.isfinite(value):
+            return f"value of index {raw_index} is {value_text}", label, [], []
+        if abs(value) > _FLOAT32_MAX:
+            return f"value of index {raw_index} is too large for float32", label, [], []
+        index = raw_index - shift
+        if index < 0:
+            base = "0-based" if zero_based else "1-based (zero_based=False)"
+            return f"index {raw_index} is out of range: indices are {base}", label, [], []
+        if feature_dim is not None and index >= feature_dim:
+            return (
+                f"index {raw_index} is out of range for feature_dim={feature_dim}",
+                label,
+                [],
+                [],
+            )
+        if index in seen:
+            return f"duplicate index {raw_index}", label, [], []
+        seen.add(index)
+        indices.append(index)
+        values.append(value)
+    return None, label, indices, values
+
+
+def _floats_exact_blob(blob: bytes, expected: int) -> np.ndarray | None:
+    """The ``expected`` whitespace-separated numbers of ``blob``, or None.
+
+    ``np.fromstring`` stops at the first unparsable text; the trailing sentinel makes a
+    token with a bad suffix (``'2x'``) at the end detectable too, and a token that reads
+    as two numbers (``'1-2'``) makes the count too large.
+    """
+    blob += b" 0"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "could not be read to its end"
+        try:
+            values = np.fromstring(blob, dtype=np.float64, sep=" ")  # noqa: NPY201
+        except ValueError:
+            return None
+    if len(values) != expected + 1:
+        return None
+    return values[:-1]
+
+
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
+
+
+@dataclass
+class _LibsvmTokens:
+    """A chunk of LIBSVM lines, tokenized in bulk: one entry per row or per pair."""
+
+    row_line: np.ndarray  # (rows,) 0-based line index in the chunk
+    labels: np.ndarray  # (rows,)
+    counts: np.ndarray  # (rows,) pairs per row
+    raw_index: np.ndarray  # (pairs,) index as written, as float
+    values: np.ndarray  # (pairs,)
+
+
+def _libsvm_bulk(data: bytes) -> _LibsvmTokens | None:
+    """Tokenize a whole chunk with numpy; None if any line needs the careful path.
+
+    Token boundaries come from a whitespace mask, rows from the line each token is on;
+    a label must have no colon, a pair exactly one, neither at its ends. All numbers
+    are then read by one ``np.fromstring`` over the chunk with colons made spaces,
+    which must yield exactly one number per label and two per pair.
+    """
+    if b"#" in data or b"qid:" in data:
+        return None  # comments and qids are rare: the line path handles them
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if len(buf) == 0:
+        return None
+    ws = _WHITESPACE[buf]
+    prev_ws = np.concatenate(([True], ws[:-1]))
+    next_ws = np.concatenate((ws[1:], [True]))
+    tok_start = np.flatnonzero(~ws & prev_ws)
+    tok_end = np.flatnonzero(~ws & next_ws)  # inclusive
+    if len(tok_start) == 0:
+        return None
+    nl = np.flatnonzero(buf == _NEWLINE)
+    tok_line = np.searchsorted(nl, tok_start)
+    first = np.concatenate(([True], tok_line[1:] != tok_line[:-1]))
+    colon = np.flatnonzero(buf == ord(":"))
+    owner = np.searchsorted(tok_start, colon, side="right") - 1
+    n_colons = np.bincount(owner, minlength=len(tok_start))
+    if (n_colons[first] != 0).any() or (n_colons[~first] != 1).any():
+        return None
+    if len(colon) and ((colon == tok_start[owner]).any() or (colon == tok_end[owner]).any()):
+        return None
+    numbers = _floats_exact_blob(data.replace(b":", b" "), len(tok_start) + len(colon))
+    if numbers is None:
+        return None
+    per_token = 1 + (~first)  # a label is one number, a pair two
+    position = np.cumsum(per_token) - per_token
+    pair_pos = position[~first]
+    row_of_token = np.cumsum(first) - 1
+    return _LibsvmTokens(
+        row_line=tok_line[first],
+        labels=numbers[position[first]],
+        counts=np.bincount(row_of_token[~first], minlength=int(first.sum())),
+        raw_index=numbers[pair_pos],
+        values=numbers[pair_pos + 1],
+    )
+
+
+def parse_libsvm(
+    data: bytes,
+    *,
+    feature_dim: int,
+    zero_based: bool = False,
+    file: str = "",
+    offset: int = 0,
+    line: int | None = 1,
+) -> ParseResult:
+    """Parse complete LIBSVM/SVMlight lines into a float32 CSR block with labels.
+
+    Lines are ``label idx:val idx:val ...``; a ``qid:`` token is ignored, ``#`` starts a
+    comment, empty lines are skipped. Indices are 1-based unless ``zero_based``.
+
+    Returns
+    -------
+    block : Block or None
+        ``features`` is a ``csr_matrix`` of shape (rows, feature_dim), float32, sorted
+        indices; ``labels`` float64.
+    bad : list of dict
+        A non-numeric label or value, a malformed pair, a non-integer, negative or
+        ``>= feature_dim`` index, a duplicate index, NaN or inf.
+
+    Notes
+    -----
+    One pass splits lines into tokens (C-level ``bytes.split``); the pairs are then
+    checked and converted in bulk with numpy, and rows with a problem are found with
+    vectorized masks. Only the bad lines go through the per-token reference check.
+    """
+    if not data or data.isspace():
+        return None, []
+    tokens = _libsvm_bulk(data)
+    if tokens is None:
+        return _parse_libsvm_lines(data, feature_dim, zero_based, file, offset, line)
+    labels, counts = tokens.labels, tokens.counts
+    raw_index, values = tokens.raw_index, tokens.values
+    row_lines = tokens.row_line
+    n_rows = len(labels)
+    row_of_pair = np.repeat(np.arange(n_rows), counts)
+    index = raw_index - (0 if zero_based else 1)
+    pair_bad = (
+        ~np.isfinite(raw_index)
+        | (raw_index != np.floor(raw_index))
+        | (index < 0)
+        | (index >= feature_dim)
+        | ~np.isfinite(values)
+        | (np.abs(values) > _FLOAT32_MAX)
+    )
+    index = np.where(pair_bad, 0, index).astype(np.int64)
+    # duplicates: equal (row, index) keys next to each other once sorted
+    key = row_of_pair * (np.int64(feature_dim) + 1) + index
+    order = np.argsort(key, kind="stable")
+    dup = np.zeros(len(key), dtype=bool)
+    dup[order[1:]] = key[order[1:]] == key[order[:-1]]
+    row_bad = ~np.isfinite(labels)
+    row_bad[row_of_pair[pair_bad | dup]] = True
+    bad: list[dict[str, Any]] = []
+    if row_bad.any():
+        nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == _NEWLINE)
+        line_start = np.concatenate(([0], nl + 1))
+        line_end = np.concatenate((nl, [len(data)]))
+        for r in np.flatnonzero(row_bad):
+            i = int(row_lines[r])
+            text = data[line_start[i] : line_end[i]]
+            reason = _libsvm_line(_libsvm_tokens(text), feature_dim, zero_based)[0]
+            bad.append(
+                bad_record(
+                    file,
+                    offset + int(line_start[i]),
+                    _line_of(line, i),
+                    text,
+                    reason or "not a valid LIBSVM line",
+                )
+            )
+    good_rows = ~row_bad
+    if not good_rows.any():
+        return None, bad
+    keep = good_rows[row_of_pair]
+    indptr = np.concatenate(([0], np.cumsum(counts[good_rows])))
+    index_dtype = np.int32 if feature_dim < 2**31 else np.int64
+    features = sp.csr_matrix(
+        (
+            values[keep].astype(np.float32),
+            index[keep].astype(index_dtype),
+            indptr.astype(index_dtype),
+        ),
+        shape=(int(good_rows.sum()), feature_dim),
+    )
+    if not features.has_sorted_indices:
+        features.sort_indices()
+    return _block(features, labels[good_rows], file, offset), bad
+
+
+def _parse_libsvm_lines(
+    data: bytes,
+    feature_dim: int,
+    zero_based: bool,
+    file: str,
+    offset: int,
+    line: int | None,
+) -> ParseResult:
+    """Line-by-line LIBSVM parse of one chunk that failed the bulk path."""
+    labels: list[float] = []
+    indices: list[int] = []
+    values: list[float] = []
+    indptr = [0]
+    bad = []
+    position = 0
+    for i, text in enumerate(data.split(b"\n")):
+        start = position
+        position += len(text) + 1
+        tokens = _libsvm_tokens(text)
+        if not tokens:
+            continue
+        reason, label, idx, vals = _libsvm_line(tokens, feature_dim, zero_based)
+        if reason is not None:
+            bad.append(bad_record(file, offset + start, _line_of(line, i), text, reason))
+            continue
+        order = np.argsort(idx, kind="stable")
+        labels.append(label)
+        indices.extend(np.asarray(idx, dtype=np.int64)[order].tolist())
+        values.extend(np.asarray(vals, dtype=np.float64)[order].tolist())
+        indptr.append(len(indices))
+    if not labels:
+        return None, bad
+    features = sp.csr_matrix(
+        (
+            np.asarray(values, dtype=np.float32),
+            np.asarray(indices, dtype=np.int64),
+            np.asarray(indptr, dtype=np.int64),
+        ),
+        shape=(len(labels), feature_dim),
+    )
+    return _block(features, np.asarray(labels, dtype=np.float64), file, offset), bad
+
+
+def libsvm_max_index(data: bytes, *, zero_based: bool = False) -> int:
+    """Largest feature index in ``data`` (shifted to 0-based), or -1 if there is none.
+
+    Used to infer ``feature_dim`` (= max + 1). Malformed lines are ignored here; the
+    reader reports them as bad records later.
+    """
+    shift = 0 if zero_based else 1
+    tokens = _libsvm_bulk(data)
+    if tokens is not None:
+        raw = tokens.raw_index
+        ok = np.isfinite(raw) & (raw == np.floor(raw))
+        return int(raw[ok].max()) - shift if ok.any() else -1
+    best = -1
+    for text in data.split(b"\n"):
+        line_tokens = _libsvm_tokens(text)
+        if line_tokens:
+            _, _, idx, _ = _libsvm_line(line_tokens, None, zero_based)
+            if idx:
+                best = max(best, max(idx))
+    return best
+
+
+# ------------------------------------------------------------------------ JSON lines
+
+
+def _json_number(value: Any) -> bool:
+    return type(value) in (int, float)  # bool is an int subclass, but not a number here
+
+
+def _jsonl_item(
+    item: Any,
+    n_features: int,
+    label_column: int | str | None,
+    features_key: str,
+) -> tuple[str | None, list[float], float | None]:
+    """Reference check of one decoded JSON record: (reason, features, label)."""
+    label = None
+    if isinstance(item, list):
+        if isinstance(label_column, str):
+            return (
+                f"expected an object with keys {features_key!r} and {label_column!r}, "
+                "found an array",
+                [],
+                None,
+            )
+        expected = n_features + (label_column is not None)
+        if len(item) != expected:
+            return f"expected {expected} numbers, found {len(item)}", [], None
+        values = list(item)
+        if label_column is not None:
+            label = values.pop(label_column)
+            if not _json_number(label):
+                return f"label (element {label_column}) is not a number", [], None
+    elif isinstance(item, dict):
+        if features_key not in item:
+            return f"missing key {features_key!r}", [], None
+        values = item[features_key]
+        if not isinstance(values, list):
+            return f"{features_key!r} is not an array", [], None
+        if len(values) != n_features:
+            return f"expected {n_features} features, found {len(values)}", [], None
+        if isinstance(label_column, str):
+            if label_column not in item:
+                return f"missing label key {label_column!r}", [], None
+            label = item[label_column]
+            if not _json_number(label):
+                return f"label {label_column!r} ({_short(label)}) is not a number", [], None
+        elif label_column is not None:
+            return (
+                f"expected an array (label_column={label_column}), found an object",
+                [],
+                None,
+            )
+    else:
+        return (
+            f"expected a JSON array or an object with {features_key!r}, "
+            f"found {type(item).__name__}",
+            [],
+            None,
+        )
+    for j, value in enumerate(values):
+        if not _json_number(value):
+            return f"feature {j} ({_short(json.dumps(value))}) is not a number", [], None
+        if not math.isfinite(value):
+            return f"feature {j} is {value}", [], None
+        if abs(value) > _FLOAT32_MAX:
+            return f"feature {j} ({value:g}) is too large for float32", [], None
+    if label is not None and not math.isfinite(label):
+        return f"label is {label}", [], None
+    return None, values, label
+
+
+def _numeric_matrix(rows: list[Any], width: int) -> np.ndarray | None:
+    """``rows`` as a float64 matrix if they are all lists of ``width`` JSON numbers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ragged lists: VisibleDeprecationWarning
+        try:
+            array = np.array(rows)
+        except ValueError:
+            return None
+    if array.ndim != 2 or array.shape[1] != width or array.dtype.kind not in "fi":
+        return None
+    return array.astype(np.float64, copy=False)
+
+
+def parse_jsonl(
+    data: bytes,
+    *,
+    n_features: int,
+    label_column: int | str | None = None,
+    features_key: str = "features",
+    file: str = "",
+    offset: int = 0,
+    line: int | None = 1,
+) -> ParseResult:
+    """Parse complete JSON lines into a dense float32 block.
+
+    Each line is either a JSON array of numbers (``label_column`` is then an element
+    index, or None) or an object whose ``features_key`` array holds the features
+    (``label_column`` is then the label's key, or None).
+
+    Returns
+    -------
+    block : Block or None
+    bad : list of dict
+        Invalid JSON, a wrong form or length, a missing key, a non-number (``true``,
+        ``null`` and strings included), NaN or inf.
+
+    Notes
+    -----
+    Decoding is one ``json.loads`` per line (C code); the numbers of all lines are then
+    converted and checked in one numpy call. Lines containing ``true``/``false`` skip
+    that bulk step, because numpy would silently read booleans as 0/1.
+    """
+    starts, ends = _line_bounds(data)
+    texts = [data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+    keep = [i for i, text in enumerate(texts) if text.strip()]
+    if not keep:
+        return None, []
+    items: list[Any] = []
+    errors: dict[int, str] = {}
+    for k, i in enumerate(keep):
+        try:
+            items.append(json.loads(texts[i]))
+        except ValueError as exc:
+            items.append(None)
+            errors[k] = f"invalid JSON: {exc}"
+    fast = None
+    if not errors and not any(b"true" in texts[i] or b"false" in texts[i] for i in keep):
+        fast = _jsonl_fast(items, n_features, label_column, features_key)
+    if fast is not None:
+        features, labels = fast
+        return _block(features, labels, file, offset), []
+    good_values: list[list[float]] = []
+    good_labels: list[float | None] = []
+    bad = []
+    for k, i in enumerate(keep):
+        reason = errors.get(k)
+        if reason is None:
+            reason, values, label = _jsonl_item(items[k], n_features, label_column, features_key)
+        if reason is not None:
+            bad.append(
+                bad_record(file, offset + int(starts[i]), _line_of(line, i), texts[i], reason)
+            )
+            continue
+        good_values.append(values)
+        good_labels.append(label)
+    if not good_values:
+        return None, bad
+    features = np.array(good_values, dtype=np.float32).reshape(len(good_values), n_features)
+    labels = None if label_column is None else np.array(good_labels, dtype=np.float64)
+    return _block(features, labels, file, offset), bad
+
+
+def _jsonl_fast(
+    items: list[Any],
+    n_features: int,
+    label_column: int | str | None,
+    features_key: str,
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Vectorized path when every record has the expected form; None otherwise."""
+    if all(type(item) is list for item in items):
+        if isinstance(label_column, str):
+            return None
+        width = n_features + (label_column is not None)
+        matrix = _numeric_matrix(items, width)
+        if matrix is None or not np.isfinite(matrix).all():
+            return None
+        features, labels = _split_label(matrix, label_column)
+        # a feature beyond float32's range became inf: the per-record check names it
+        return (features, labels) if np.isfinite(features).all() else None
+    if all(type(item) is dict for item in items):
+        if label_column is not None and not isinstance(label_column, str):
+            return None
+        try:
+            rows = [item[features_key] for item in items]
+            labels_raw = None if label_column is None else [item[label_column] for item in items]
+        except (KeyError, TypeError):
+            return None
+        matrix = _numeric_matrix(rows, n_features)
+        if matrix is None or not np.isfinite(matrix).all():
+            return None
+        labels = None
+        if labels_raw is not None:
+            if not all(_json_number(v) for v in labels_raw):
+                return None
+            labels = np.array(labels_raw, dtype=np.float64)
+            if not np.isfinite(labels).all():
+                return None
+        features = np.ascontiguousarray(matrix, dtype=np.float32)
+        return (features, labels) if np.isfinite(features).all() else None
+    return None
+
+
+# ------------------------------------------------------------------------------ .npy
+
+
+@dataclass(frozen=True)
+class NpyHeader:
+    """What a ``.npy`` header says, and where its data starts.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(n_rows, n_columns)``.
+    dtype : numpy.dtype
+    header_len : int
+        Byte offset of row 0; row ``r`` starts at ``header_len + r * row_bytes``.
+    """
+
+    shape: tuple[int, int]
+    dtype: np.dtype
+    header_len: int
+
+    @property
+    def n_rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_columns(self) -> int:
+        return self.shape[1]
+
+    @property
+    def row_bytes(self) -> int:
+        return self.shape[1] * self.dtype.itemsize
+
+
+def read_npy_header(f: BinaryIO, path: str = "") -> NpyHeader:
+    """Read the header of a ``.npy`` stream positioned at its start.
+
+    Raises
+    ------
+    BadInputError
+        Not a ``.npy`` file, not 2-D, Fortran order (rows are not contiguous, so they
+        cannot be read by range) or a non-numeric dtype.
+    """
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran_order, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = fmt.read_array_header_2_0(f)
+        else:  # (3, 0): utf-8 header, same layout; numpy has no public reader for it
+            shape, fortran_order, dtype = fmt._read_array_header(f, version)  # type: ignore[attr-defined]
+    except ValueError as exc:
+        raise BadInputError(f"{path} is not a readable .npy file: {exc}") from None
+    if len(shape) != 2:
+        raise BadInputError(
+            f"{path} holds an array of shape {shape}; ReadBlocks reads 2-D arrays "
+            "(rows, columns). Save a single column with x.reshape(-1, 1)."
+        )
+    if fortran_order and shape[0] > 1 and shape[1] > 1:
+        raise BadInputError(
+            f"{path} is in Fortran order, so its rows are not contiguous; save it with "
+            "np.save(path, np.ascontiguousarray(x))."
+        )
+    if dtype.kind not in "fiub":
+        raise BadInputError(
+            f"{path} has dtype {dtype}; ReadBlocks needs a real numeric .npy array."
+        )
+    return NpyHeader((int(shape[0]), int(shape[1])), dtype, int(f.tell()))
+
+
+def parse_npy_rows(
+    raw: bytes | bytearray | memoryview,
+    header: NpyHeader,
+    *,
+    label_column: int | None = None,
+    file: str = "",
+    row0: int = 0,
+) -> ParseResult:
+    """Rows of a ``.npy`` file (raw bytes of whole rows) -> float32 block.
+
+    Rows with NaN or inf become bad records (``offset`` is the row index, ``row0`` the
+    index of the first row in ``raw``).
+    """
+    values = np.frombuffer(raw, dtype=header.dtype).reshape(-1, header.n_columns)
+    if len(values) == 0:
+        return None, []
+    features, labels = _split_label(values, label_column)
+    return _drop_nonfinite(features, labels, values, label_column, file, row0)
+
+
+def _drop_nonfinite(
+    features: np.ndarray,
+    labels: np.ndarray | None,
+    raw_rows: Any,
+    label_index: int | None,
+    file: str,
+    row0: int,
+    column_names: Sequence[str] | None = None,
+    nan_word: str = "NaN",
+) -> ParseResult:
+    """Split off rows with NaN, inf or a feature too large for float32 as bad records.
+
+    ``raw_rows`` are the rows as read (all columns, label at ``label_index``); reasons
+    name their columns, by ``column_names`` if given.
+    """
+    ok = np.isfinite(features).all(axis=1)
+    if labels is not None:
+        ok &= np.isfinite(labels)
+    if ok.all():
+        return _block(features, labels, file, row0), []
+    bad = []
+    for r in np.flatnonzero(~ok):
+        row = np.asarray(raw_rows[r], dtype=np.float64)
+        overflow = np.isfinite(row) & (np.abs(row) > _FLOAT32_MAX)
+        if label_index is not None:
+            overflow[label_index] = False  # labels are float64
+        j = int(np.flatnonzero(~np.isfinite(row) | overflow)[0])
+        name = f"column {j}" if column_names is None else f"column {column_names[j]!r}"
+        if overflow[j]:
+            reason = f"{name} ({row[j]:g}) is too large for float32"
+        else:
+            reason = f"{name} is {nan_word if np.isnan(row[j]) else 'inf'}"
+        bad.append(bad_record(file, row0 + int(r), None, repr(row.tolist()), reason))
+    if not ok.any():
+        return None, bad
+    return _block(
+        np.ascontiguousarray(features[ok]),
+        None if labels is None else labels[ok],
+        file,
+        row0,
+    ), bad
+
+
+# ---------------------------------------------------------------------------- Arrow
+
+
+def arrow_feature_columns(
+    schema: pa.Schema, label_column: int | str | None, path: str = ""
+) -> tuple[list[str], str | None]:
+    """Split a Parquet/Arrow schema into feature column names and the label name.
+
+    Raises
+    ------
+    BadInputError
+        A non-numeric column (it would have to be encoded first), or a label column
+        that is not in the schema.
+    """
+    names = list(schema.names)
+    label = None
+    if isinstance(label_column, str):
+        if label_column not in names:
+            raise BadInputError(
+                f"label_column {label_column!r} is not a column of {path}; its columns are {names}."
+            )
+        label = label_column
+    elif label_column is not None:
+        if not -len(names) <= label_column < len(names):
+            raise BadInputError(
+                f"label_column must be in [{-len(names)}, {len(names)}) for {path} "
+                f"({len(names)} columns); got {label_column}."
+            )
+        label = names[label_column]
+    for field in schema:
+        t = field.type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+            raise BadInputError(
+                f"column {field.name!r} of {path} has type {t}; ReadBlocks reads numeric "
+                "columns only (encode or drop it first)."
+            )
+    return [n for n in names if n != label], label
+
+
+def arrow_to_block(
+    batch: pa.RecordBatch | pa.Table,
+    feature_names: Sequence[str],
+    label_name: str | None = None,
+    *,
+    file: str = "",
+    row0: int = 0,
+) -> ParseResult:
+    """An Arrow batch of numeric columns -> float32 block; rows with a null, NaN or
+    inf become bad records (``offset`` = row index)."""
+    n_rows = batch.num_rows
+    if n_rows == 0:
+        return None, []
+    features = _columns_to_float32([batch.column(n) for n in feature_names], n_rows)
+    labels = None if label_name is None else _to_float64(batch.column(label_name))
+    if np.isfinite(features).all() and (labels is None or np.isfinite(labels).all()):
+        return _block(features, labels, file, row0), []
+    names = list(feature_names) + ([label_name] if label_name else [])
+    # the columns as float64, so a reason can tell overflow from inf
+    raw = np.column_stack([_to_float64(batch.column(n)) for n in names])
+    label_index = len(feature_names) if label_name else None
+    return _drop_nonfinite(features, labels, raw, label_index, file, row0, names, "null or NaN")
