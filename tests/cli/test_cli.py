@@ -302,3 +302,20 @@ def test_help_is_clear():
     assert all(word in top for word in ("train", "derive", "predict", "evaluate"))
     train = beam_ml("train", "pca", "--help").stdout
     assert "--num_components" in train and "--algorithm_mode {regular,randomized,sketch}" in train
+
+
+def test_empty_input_is_one_clear_line(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    done = beam_ml(
+        "train",
+        "pca",
+        "--input",
+        tmp_path / "empty.csv",
+        "--output",
+        tmp_path / "s",
+        "--num_components",
+        2,
+        check=False,
+    )
+    assert done.returncode == 2 and "no rows were read" in done.stderr
+    assert not (tmp_path / "s").exists()
