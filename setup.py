@@ -29,8 +29,8 @@ setup(
         "test": ["pytest>=7", "scikit-learn>=1.3,<1.8", "pandas>=2.0"],
     },
     entry_points={"console_scripts": ["beam-ml=beam_ml.cli.main:main"]},
+    license="Apache-2.0",
     classifiers=[
         "Programming Language :: Python :: 3.11",
-        "License :: OSI Approved :: Apache Software License",
     ],
 )

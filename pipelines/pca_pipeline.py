@@ -15,7 +15,6 @@ import json
 import apache_beam as beam
 
 import beam_ml
-from beam_ml.io.sources import ReadBlocks
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -26,7 +25,7 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume")
     args, beam_args = parser.parse_known_args(argv)
 
-    reader = ReadBlocks(args.input, "csv")
+    reader = beam_ml.ReadBlocks(args.input, "csv")
     config = beam_ml.PCAConfig(num_components=args.num_components, feature_dim=reader.n_features)
     options = beam_ml.pipeline_options(beam_args)
     with beam.Pipeline(options=options) as p:

@@ -168,11 +168,11 @@ def _beam_options(unknown: list[str]) -> list[str]:
 
 
 # --- reader options ----------------------------------------------------------------------
-def _add_reader_args(parser: argparse.ArgumentParser, required_input: bool = True) -> None:
+def _add_reader_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("input")
     group.add_argument(
         "--input",
-        required=required_input,
+        required=True,
         help="file glob (local, gs://, s3://); several with commas",
     )
     group.add_argument(
@@ -559,7 +559,7 @@ def _one_line(exc: BaseException) -> str:
         text,
     )
     if found:
-        return found[-1].strip().rstrip("'\" ")
+        return found[-1].strip()
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 

@@ -27,11 +27,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
 from beam_ml.io import ReadBlocks, formats, read_blocks_local, sources
-
-REPO = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("BEAM_ML_DATA", REPO.parent / "shared" / "data"))
-A9A = DATA / "a9a" / "a9a"
-
+from tests.conftest import data_path
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -360,27 +356,28 @@ def test_progress_is_logged(tmp_path, rng, caplog, monkeypatch):
 
 @pytest.fixture(scope="module")
 def a9a():
-    if not A9A.exists():
-        pytest.skip(f"shared dataset {A9A} is absent (set BEAM_ML_DATA to its folder)")
     from sklearn.datasets import load_svmlight_file
 
-    X, y = load_svmlight_file(str(A9A), n_features=123)
+    X, y = load_svmlight_file(str(data_path("a9a", "a9a")), n_features=123)
     return X.tocsr(), y
 
 
 @pytest.mark.beam
 def test_libsvm_a9a_matches_sklearn(a9a, tmp_path):
     X_ref, y_ref = a9a
-    read = ReadBlocks(str(A9A), "libsvm")
+    read = ReadBlocks(str(data_path("a9a", "a9a")), "libsvm")
     assert read.n_features == 123  # scanned: the largest index is 123, 1-based
 
-    X, y = stack(list(read_blocks_local(str(A9A), "libsvm")))
+    X, y = stack(list(read_blocks_local(str(data_path("a9a", "a9a")), "libsvm")))
     assert sp.isspmatrix_csr(X) and X.dtype == np.float32 and X.shape == X_ref.shape
     assert (X != X_ref).nnz == 0
     np.testing.assert_array_equal(y, y_ref)
 
     blocks, _, counters = run_beam(
-        ReadBlocks(str(A9A), "libsvm", feature_dim=123, split_bytes=256 * 2**10), tmp_path
+        ReadBlocks(
+            str(data_path("a9a", "a9a")), "libsvm", feature_dim=123, split_bytes=256 * 2**10
+        ),
+        tmp_path,
     )
     assert len(blocks) >= 9  # 2.3 MB in 256 KiB ranges
     X, y = sort_rows(*stack(blocks))
