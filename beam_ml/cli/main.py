@@ -62,10 +62,23 @@ _TYPES = {"int": int, "float": float, "str": str, "bool": _parse_bool}
 
 
 def _converter(annotation: Any) -> Any:
-    """The argparse type for a (string) annotation such as 'int | None'."""
+    """The argparse type for a (string) annotation: 'int | None' -> int; a union such as
+    'float | str' tries each type in turn (e.g. a weight or the word 'balanced')."""
     name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "str")
-    base = [part.strip() for part in name.split("|") if part.strip() != "None"]
-    return _TYPES.get(base[0] if base else "str", str)
+    kinds = [_TYPES.get(p.strip(), str) for p in name.split("|") if p.strip() != "None"] or [str]
+    if len(kinds) == 1:
+        return kinds[0]
+
+    def convert(text: str) -> Any:
+        for kind in kinds:
+            try:
+                return kind(text)
+            except (ValueError, argparse.ArgumentTypeError):
+                continue
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}")
+
+    convert.__name__ = "|".join(k.__name__.lstrip("_parse_") for k in kinds)
+    return convert
 
 
 def _param_docs(obj: Any) -> dict[str, tuple[str, str]]:
