@@ -77,7 +77,7 @@ def _converter(annotation: Any) -> Any:
                 continue
         raise argparse.ArgumentTypeError(f"invalid value {text!r}")
 
-    convert.__name__ = "|".join(k.__name__.lstrip("_parse_") for k in kinds)
+    convert.__name__ = "|".join("bool" if k is _parse_bool else k.__name__ for k in kinds)
     return convert
 
 
