@@ -20,6 +20,7 @@ from beam_ml.version import __version__
 
 _EXPORTS = {
     "beam_ml.algorithms.pca": ["PCAConfig", "PCAState", "PCAModel"],
+    "beam_ml.algorithms.kmeans": ["KMeansConfig", "KMeansState", "KMeansModel"],
     "beam_ml.core.block": ["Block", "as_block"],
     "beam_ml.core.combine": ["StateCombineFn", "StateCoder"],
     "beam_ml.core.runner": ["pipeline_options"],

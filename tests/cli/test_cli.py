@@ -319,3 +319,26 @@ def test_empty_input_is_one_clear_line(tmp_path):
     )
     assert done.returncode == 2 and "no rows were read" in done.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_kmeans_train_derive_smaller_k_predict_evaluate(tmp_path, rng):
+    centres = np.array([[0.0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]])
+    data = (centres[rng.integers(0, 4, 4000)] + rng.normal(size=(4000, 3))).astype(np.float32)
+    np.save(tmp_path / "x.npy", data)
+    beam_ml("train", "kmeans", "--input", tmp_path / "x.npy", "--output", tmp_path / "s", "--k", 4)
+    derived = json.loads(
+        beam_ml("derive", tmp_path / "s", "--output", tmp_path / "m", "--k", 3).stdout
+    )
+    assert derived["k"] == 3 and sum(derived["cluster_sizes"]) == pytest.approx(4000)
+    beam_ml("derive", tmp_path / "s", "--output", tmp_path / "m")  # k from the state: 4
+    beam_ml(
+        "predict", tmp_path / "m", "--input", tmp_path / "x.npy", "--output", tmp_path / "p.csv"
+    )
+    predicted = np.loadtxt(tmp_path / "p.csv", delimiter=",")
+    model, _ = read_checkpoint(str(tmp_path / "m"))
+    np.testing.assert_array_equal(predicted[:, 0], model.assign(data))
+    metrics = json.loads(
+        beam_ml("evaluate", tmp_path / "m", "--input", tmp_path / "x.npy").stdout.splitlines()[-1]
+    )
+    assert metrics["msd"] == pytest.approx(np.mean(predicted[:, 1] ** 2), rel=1e-5)
+    assert metrics["msd"] < 3.5  # 3 dims of unit noise

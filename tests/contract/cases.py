@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from beam_ml.algorithms.kmeans import KMeansConfig, KMeansState
 from beam_ml.algorithms.pca import PCAConfig, PCAState
 
 
@@ -46,6 +47,22 @@ def _pca_sketch_equivalent(a: PCAState, b: PCAState) -> None:
     assert gap <= a.shrinkage + b.shrinkage + 1e-6 * a.trace, (gap, a.shrinkage, b.shrinkage)
 
 
+_BLOB_CENTRES = np.array([[0.0, 0, 0, 0, 0], [20, 0, 0, 0, 0], [0, 20, 0, 0, 0]])
+
+
+def _blobs(rng: np.random.Generator, n: int) -> np.ndarray:
+    return _BLOB_CENTRES[rng.integers(0, 3, n)] + rng.normal(size=(n, 5))
+
+
+def _kmeans_equivalent(a: KMeansState, b: KMeansState) -> None:
+    """Same rows and weight; k=3 models on well-separated blobs agree to within noise."""
+    assert a.n == b.n
+    np.testing.assert_allclose(a.weights.sum(), b.weights.sum(), rtol=1e-9)
+    ca, cb = (s.derive(k=3).centres for s in (a, b))
+    order = lambda c: c[np.lexsort(np.round(c.T[::-1], 0))]  # noqa: E731
+    np.testing.assert_allclose(order(ca), order(cb), atol=0.5)
+
+
 CASES = [
     Case(
         "pca-regular",
@@ -61,6 +78,14 @@ CASES = [
         PCAConfig(num_components=3, algorithm_mode="sketch", extra_components=3),
         _pca_data,
         _pca_sketch_equivalent,
+        exact=False,
+    ),
+    Case(
+        "kmeans",
+        KMeansConfig(k=3, extra_center_factor=10),
+        KMeansConfig(k=3, extra_center_factor=5),
+        _blobs,
+        _kmeans_equivalent,
         exact=False,
     ),
 ]

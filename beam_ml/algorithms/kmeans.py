@@ -1,0 +1,519 @@
+"""K-Means in one pass: a mergeable weighted summary, then any k from it.
+
+The state is a *summary*: at most ``k * extra_center_factor`` weighted centres, each the
+exact mean of the rows it absorbed (SageMaker: the state "acts like a core set, and can
+be used to solve k-means for any k <= k_max without retraining", Liberty et al. 2020).
+
+Update, per block (vectorized, no loop over rows):
+
+1. *Oversample* (k-means|| style, Bahmani et al. 2012): pick new candidate centres
+   among the block's rows with probability proportional to their squared distance to
+   the current centres, in two rounds; the first block starts uniformly.
+2. *Absorb*: assign every row to its nearest centre (old or new) and move each centre
+   to the exact weighted mean of what it holds.
+3. *Reduce*: when the summary exceeds its budget, cluster the weighted centres
+   themselves (weighted k-means++ then Lloyd) back to the budget; merged centres are
+   weighted means of their members, so the summary stays a set of exact means.
+
+Merge = union, then reduce. Because every centre is the mean of its rows,
+``cost(data, C) <= cost(summary, C) + cost(data, summary)`` for any centres ``C``, and
+``derive`` minimises the first term by weighted k-means (several seeded trials of
+k-means++ and Lloyd) on the summary alone. Decay (``half_life_time_size``) halves the
+weight of what was seen every that many rows, so a drifting stream is followed.
+
+Randomness comes from generators seeded by ``(seed, rows seen)``: the state holds no
+RNG, and the same data in the same order gives the same state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from beam_ml.core.block import as_block
+from beam_ml.core.errors import IncompatibleStateError, NotEnoughDataError
+from beam_ml.core.numerics import dense_chunks
+from beam_ml.core.state import Model, TrainingState, register
+from beam_ml.core.validation import check_choice, check_int
+
+__all__ = ["KMeansConfig", "KMeansState", "KMeansModel"]
+
+_INIT = ("kmeans++", "random")
+# Lloyd steps when a block is absorbed: each is one (rows x centres) distance product.
+_ABSORB_STEPS = 2
+# k-means|| rounds of candidate sampling per block, budget / rounds candidates each.
+_OVERSAMPLE_ROUNDS = 2
+_REDUCE_STEPS = 10
+
+
+@dataclass(frozen=True)
+class KMeansConfig:
+    """What must match for two k-means states to merge (SageMaker hyperparameter names).
+
+    Parameters
+    ----------
+    k : int
+        The largest number of clusters a model will be derived for (k_max).
+    feature_dim : int, optional
+        Number of features; inferred from the first block when omitted.
+    extra_center_factor : int | str
+        The summary keeps at most k * extra_center_factor weighted centres. 'auto'
+        (SageMaker's default) grows with the dimension, from 10 (d <= 320) to 40: in
+        high dimension the squared error falls slowly with more centres, so the summary
+        needs more of them to keep k-means on it within ~1% of k-means on the data.
+    half_life_time_size : int
+        Rows after which the weight of what was seen halves (0: no decay).
+    init_method : {'kmeans++', 'random'}
+        How new summary centres are drawn from a block: by squared distance to the
+        current centres (k-means++ style) or uniformly.
+    seed : int
+        Seeds every random choice, so training is reproducible.
+    """
+
+    k: int
+    feature_dim: int | None = None
+    extra_center_factor: int | str = "auto"
+    half_life_time_size: int = 0
+    init_method: str = "kmeans++"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        where = "KMeansConfig"
+        check_int(self.k, "k", where, 1)
+        if self.feature_dim is not None:
+            check_int(self.feature_dim, "feature_dim", where, 1)
+        if self.extra_center_factor != "auto":
+            check_int(self.extra_center_factor, "extra_center_factor", where, 1)
+        check_int(self.half_life_time_size, "half_life_time_size", where, 0)
+        check_choice(self.init_method, "init_method", where, _INIT)
+        check_int(self.seed, "seed", where, 0)
+
+    def budget(self, d: int) -> int:
+        """The number of weighted centres the summary keeps for ``d`` features."""
+        factor = self.extra_center_factor
+        if factor == "auto":
+            factor = int(np.clip(np.ceil(d / 32), 10, 40))
+        return self.k * max(factor, 2)
+
+
+def _squared_distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(n, m) squared Euclidean distances through one matrix product."""
+    d2 = (
+        np.einsum("ij,ij->i", points, points)[:, None]
+        - 2.0 * (points @ centres.T)
+        + np.einsum("ij,ij->i", centres, centres)[None, :]
+    )
+    return np.maximum(d2, 0.0, out=d2)
+
+
+def _nearest(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of and squared distance to the nearest centre, for each point.
+
+    The row norm is constant per point, so the argmin needs only one (n, m) product
+    and two passes over it; float32 halves the memory traffic that dominates here
+    (the means themselves are accumulated in float64).
+    """
+    p32 = np.asarray(points, dtype=np.float32)
+    c32 = np.asarray(centres, dtype=np.float32)
+    scores = p32 @ c32.T  # (n, m)
+    scores *= -2.0
+    scores += np.einsum("ij,ij->i", c32, c32)[None, :]
+    labels = np.argmin(scores, axis=1)
+    nearest = scores[np.arange(len(labels)), labels].astype(np.float64)
+    nearest += np.einsum("ij,ij->i", p32, p32)
+    return labels, np.maximum(nearest, 0.0)
+
+
+def _weighted_means(
+    points: np.ndarray, weights: np.ndarray, labels: np.ndarray, m: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per label: total weight (m,) and weighted sum (m, d), via one sparse product."""
+    onehot = sp.csr_matrix((weights, (labels, np.arange(len(labels)))), shape=(m, len(labels)))
+    return np.asarray(onehot.sum(axis=1)).ravel(), onehot @ points
+
+
+def _kmeans_pp(
+    points: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Indices of k seeds by weighted k-means++ (Arthur & Vassilvitskii 2007)."""
+    # Summaries are small: one pairwise product beats k sequential distance passes.
+    pairwise = _squared_distances(points, points) if len(points) <= 4096 else None
+
+    def distances_to(index: int) -> np.ndarray:
+        if pairwise is not None:
+            return pairwise[index]
+        return _squared_distances(points, points[index : index + 1])[:, 0]
+
+    chosen = [int(rng.choice(len(points), p=weights / weights.sum()))]
+    closest = distances_to(chosen[0]).copy()
+    for _ in range(1, k):
+        mass = weights * closest
+        total = mass.sum()
+        if total <= 0:  # fewer distinct points than seeds: no more spread to gain
+            break
+        index = min(int(np.searchsorted(np.cumsum(mass), rng.random() * total)), len(points) - 1)
+        chosen.append(index)
+        np.minimum(closest, distances_to(index), out=closest)
+    return np.asarray(chosen)
+
+
+def _lloyd(
+    points: np.ndarray,
+    weights: np.ndarray,
+    centres: np.ndarray,
+    max_iter: int,
+    tol: float,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Weighted Lloyd iterations; returns centres, labels and the weighted cost."""
+    scale = float(np.average(np.einsum("ij,ij->i", points, points), weights=weights)) or 1.0
+    previous = np.inf
+    for _ in range(max(max_iter, 1)):
+        d2 = _squared_distances(points, centres)
+        labels = np.argmin(d2, axis=1)
+        cost = float(weights @ d2[np.arange(len(points)), labels])
+        mass, sums = _weighted_means(points, weights, labels, len(centres))
+        filled = mass > 0
+        centres = centres.copy()
+        centres[filled] = sums[filled] / mass[filled, None]
+        if previous - cost <= tol * scale * weights.sum():
+            break
+        previous = cost
+    d2 = _squared_distances(points, centres)
+    labels = np.argmin(d2, axis=1)
+    return centres, labels, float(weights @ d2[np.arange(len(points)), labels])
+
+
+def _cluster(
+    points: np.ndarray,
+    weights: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    init: str = "kmeans++",
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    trials: int = 1,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Best of ``trials`` weighted k-means runs: centres, labels, cost."""
+    best = None
+    for _ in range(trials):
+        if init == "kmeans++":
+            seeds = _kmeans_pp(points, weights, k, rng)
+        else:
+            seeds = rng.choice(len(points), size=k, replace=False, p=weights / weights.sum())
+        result = _lloyd(points, weights, points[seeds], max_iter, tol)
+        if best is None or result[2] < best[2]:
+            best = result
+    return best
+
+
+@register
+class KMeansState(TrainingState):
+    """A one-pass k-means summary: up to ``budget`` weighted centres (exact means).
+
+    Attributes
+    ----------
+    centres : ndarray of shape (m, d), float64
+        The summary's centres, m <= ``config.budget(d)``.
+    weights : ndarray of shape (m,), float64
+        Rows (decayed, if configured) each centre stands for.
+    n : int
+        Rows seen.
+    """
+
+    FAMILY = "kmeans"
+    SERIAL_VERSION = 1
+    CONFIG = KMeansConfig
+
+    def __init__(self, config: KMeansConfig):
+        super().__init__(config)
+        self.n = 0
+        d = config.feature_dim
+        self.centres = np.zeros((0, d)) if d is not None else None
+        self.weights = np.zeros(0)
+
+    @property
+    def n_seen(self) -> int:
+        return self.n
+
+    @property
+    def n_features(self) -> int | None:
+        return None if self.centres is None else self.centres.shape[1]
+
+    @property
+    def _budget(self) -> int:
+        return self.config.budget(self.n_features)
+
+    def _rng(self, salt: int) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, self.n, salt])
+
+    # --- training --------------------------------------------------------------------
+    def update(self, block: Any) -> KMeansState:
+        features = as_block(block, n_features=self.n_features, owner="KMeansState").features
+        if features.shape[0] == 0:
+            return self
+        if self.centres is None:
+            self.centres = np.zeros((0, features.shape[1]))
+        for chunk in dense_chunks(features, max_rows=max(4096, self._budget * 4)):
+            self._absorb_rows(chunk)
+        return self
+
+    def _decay(self, rows: int) -> None:
+        if self.config.half_life_time_size:
+            self.weights = self.weights * 0.5 ** (rows / self.config.half_life_time_size)
+
+    def _absorb_rows(self, rows: np.ndarray) -> None:
+        """Oversample candidates from the block, assign every row to its nearest centre
+        (old or new) and move the centres to the exact weighted means; optionally
+        more Lloyd steps over the old centres (weighted) and the rows together."""
+        rng = self._rng(1)
+        self._decay(rows.shape[0])
+        budget = self._budget
+        old = len(self.centres)
+        if old:
+            labels, closest = _nearest(rows, self.centres)
+        else:
+            labels, closest = (
+                np.zeros(rows.shape[0], dtype=np.int64),
+                np.full(rows.shape[0], np.inf),
+            )
+        picked = []
+        for _ in range(_OVERSAMPLE_ROUNDS):
+            uniform = self.config.init_method == "random" or not np.isfinite(closest).all()
+            chosen = self._sample(closest, max(1, budget // _OVERSAMPLE_ROUNDS), uniform, rng)
+            if len(chosen) == 0:
+                break
+            # Incremental: only the new candidates' distances are computed.
+            new_labels, new_closest = _nearest(rows, rows[chosen])
+            better = new_closest < closest
+            labels[better] = old + sum(len(p) for p in picked) + new_labels[better]
+            closest[better] = new_closest[better]
+            picked.append(chosen)
+        centres = np.vstack([self.centres, *(rows[p] for p in picked)])
+        points = np.vstack([self.centres, rows])
+        weights = np.concatenate([self.weights, np.ones(rows.shape[0])])
+        labels = np.concatenate([np.arange(old), labels])
+        for step in range(_ABSORB_STEPS):
+            if step:
+                labels = _nearest(points, centres)[0]
+            mass, sums = _weighted_means(points, weights, labels, len(centres))
+            filled = mass > 0
+            centres = sums[filled] / mass[filled, None]
+        self.centres, self.weights = centres, mass[filled]
+        self.n += rows.shape[0]
+        self._reduce(budget, rng)
+
+    @staticmethod
+    def _sample(
+        closest: np.ndarray, count: int, uniform: bool, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Distinct row indices drawn uniformly or in proportion to ``closest`` (D^2)."""
+        n_rows = len(closest)
+        if uniform:
+            return np.sort(rng.choice(n_rows, size=min(count, n_rows), replace=False))
+        total = closest.sum()
+        if total <= 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(rng.choice(n_rows, size=count, replace=True, p=closest / total))
+
+    def _reduce(self, budget: int, rng: np.random.Generator) -> None:
+        """Cluster the weighted centres back to the budget (means stay exact)."""
+        if len(self.centres) <= budget:
+            return
+        centres, labels, _ = _cluster(
+            self.centres, self.weights, budget, rng, max_iter=_REDUCE_STEPS, tol=0.0
+        )
+        mass, sums = _weighted_means(self.centres, self.weights, labels, len(centres))
+        filled = mass > 0
+        self.centres, self.weights = sums[filled] / mass[filled, None], mass[filled]
+
+    def merge(self, other: KMeansState) -> KMeansState:
+        self.check_mergeable(other)
+        if None not in (self.n_features, other.n_features) and self.n_features != other.n_features:
+            raise IncompatibleStateError(
+                f"Cannot merge k-means states of {self.n_features} and {other.n_features} features."
+            )
+        merged = KMeansState(self.config)
+        merged.n = self.n + other.n
+        parts = [s for s in (self, other) if s.centres is not None]
+        merged.centres = np.vstack([s.centres for s in parts]) if parts else None
+        merged.weights = np.concatenate([self.weights, other.weights])
+        if merged.centres is not None:
+            merged._reduce(merged._budget, merged._rng(2))
+        return merged
+
+    # --- models ----------------------------------------------------------------------
+    def derive(
+        self,
+        k: int | None = None,
+        local_lloyd_max_iter: int = 300,
+        local_lloyd_tol: float = 1e-4,
+        local_lloyd_init_method: str = "kmeans++",
+        local_lloyd_num_trials: int = 10,
+    ) -> KMeansModel:
+        """A k-means model for any ``k`` up to the config's, from the summary alone.
+
+        Parameters
+        ----------
+        k : int, optional
+            Number of clusters (default: the config's k).
+        local_lloyd_max_iter : int
+            Lloyd iterations per trial on the summary.
+        local_lloyd_tol : float
+            Stop a trial when the cost improves by less than this fraction of the
+            summary's mean squared norm.
+        local_lloyd_init_method : {'kmeans++', 'random'}
+            Seeding of each trial.
+        local_lloyd_num_trials : int
+            Trials; the one with the lowest cost on the summary wins.
+
+        Raises
+        ------
+        NotEnoughDataError
+            When the summary holds fewer than k centres.
+        """
+        where = "KMeansState.derive"
+        k = check_int(self.config.k if k is None else k, "k", where, 1, self.config.k)
+        check_int(local_lloyd_max_iter, "local_lloyd_max_iter", where, 1)
+        check_int(local_lloyd_num_trials, "local_lloyd_num_trials", where, 1)
+        check_choice(local_lloyd_init_method, "local_lloyd_init_method", where, _INIT)
+        if local_lloyd_tol < 0:
+            raise ValueError(
+                f"The 'local_lloyd_tol' parameter of {where} must be >= 0. Got {local_lloyd_tol!r} instead."
+            )
+        if len(self.weights) < k:
+            raise NotEnoughDataError(
+                f"The k-means summary holds {len(self.weights)} centres after {self.n} rows; "
+                f"k={k} needs at least {k}."
+            )
+        rng = np.random.default_rng([self.config.seed, k, 3])
+        centres, labels, _ = _cluster(
+            self.centres,
+            self.weights,
+            k,
+            rng,
+            init=local_lloyd_init_method,
+            max_iter=local_lloyd_max_iter,
+            tol=local_lloyd_tol,
+            trials=local_lloyd_num_trials,
+        )
+        sizes = np.bincount(labels, weights=self.weights, minlength=k)
+        # Largest cluster first: ids are stable across derivations from the same state.
+        order = np.argsort(-sizes, kind="stable")
+        return KMeansModel(centres=centres[order], cluster_sizes=sizes[order], n_seen=self.n)
+
+    # --- serialization ---------------------------------------------------------------
+    def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        # Padded to the budget so the size depends on the config and d only.
+        budget = self._budget
+        arrays = {}
+        if self.centres is not None:
+            centres = np.zeros((budget, self.centres.shape[1]))
+            centres[: len(self.centres)] = self.centres
+            weights = np.zeros(budget)
+            weights[: len(self.weights)] = self.weights
+            arrays = {"centres": centres, "weights": weights}
+        return {"size": len(self.weights)}, arrays
+
+    @classmethod
+    def _from_payload(
+        cls, config: KMeansConfig, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> KMeansState:
+        state = cls(config)
+        state.n = int(meta["n_seen"])
+        size = int(meta["size"])
+        if "centres" in arrays:
+            budget = config.budget(arrays["centres"].shape[1])
+            if arrays["centres"].shape[0] != budget or size > budget:
+                raise IncompatibleStateError(
+                    f"k-means payload holds {arrays['centres'].shape[0]} centres; the config's budget is {budget}."
+                )
+            state.centres, state.weights = arrays["centres"][:size], arrays["weights"][:size]
+        return state
+
+
+class KMeansModel(Model):
+    """A derived k-means model.
+
+    Attributes
+    ----------
+    centres : ndarray of shape (k, d)
+        Cluster centres, largest cluster first.
+    cluster_sizes : ndarray of shape (k,)
+        Rows (decayed weight) of the training data in each cluster.
+    n_seen : int
+    """
+
+    FAMILY = "kmeans"
+    SERIAL_VERSION = 1
+    METRICS = ("msd", "ssd", "n_rows")
+
+    def __init__(self, centres: np.ndarray, cluster_sizes: np.ndarray, n_seen: int = 0):
+        self.centres = centres
+        self.cluster_sizes = cluster_sizes
+        self.n_seen = n_seen
+
+    @property
+    def n_features(self) -> int:
+        return self.centres.shape[1]
+
+    @property
+    def k(self) -> int:
+        return self.centres.shape[0]
+
+    def _nearest(self, features: Any) -> tuple[np.ndarray, np.ndarray]:
+        if sp.issparse(features):
+            sq = np.asarray(features.multiply(features).sum(axis=1)).ravel()
+            d2 = (
+                sq[:, None]
+                - 2.0 * np.asarray(features @ self.centres.T)
+                + (self.centres**2).sum(axis=1)
+            )
+            d2 = np.maximum(d2, 0.0)
+        else:
+            d2 = _squared_distances(np.asarray(features, dtype=np.float64), self.centres)
+        labels = np.argmin(d2, axis=1)
+        return labels, d2[np.arange(len(labels)), labels]
+
+    def assign(self, block: Any) -> np.ndarray:
+        """The nearest centre's index for each row, shape (rows,)."""
+        return self._nearest(self._check(block).features)[0]
+
+    def evaluate(self, block: Any) -> np.ndarray:
+        """Per row: the cluster id, then the distance to its centre; shape (rows, 2)."""
+        labels, d2 = self._nearest(self._check(block).features)
+        return np.column_stack([labels, np.sqrt(d2)])
+
+    def metric_sums(self, block: Any) -> dict[str, float]:
+        _, d2 = self._nearest(self._check(block).features)
+        return {"n_rows": float(len(d2)), "ssd": float(d2.sum())}
+
+    def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
+        """``ssd``: sum of squared distances to the nearest centre; ``msd``: its mean
+        (SageMaker's k-means metrics)."""
+        n = sums["n_rows"]
+        return {"n_rows": n, "ssd": sums["ssd"], "msd": sums["ssd"] / n if n else float("nan")}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "n_features": self.n_features,
+            "n_seen": self.n_seen,
+            "cluster_sizes": [round(float(s), 3) for s in self.cluster_sizes],
+        }
+
+    def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"n_seen": self.n_seen}, {
+            "centres": self.centres,
+            "cluster_sizes": self.cluster_sizes,
+        }
+
+    @classmethod
+    def _from_payload(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> KMeansModel:
+        return cls(n_seen=int(meta["n_seen"]), **arrays)
+
+
+KMeansState.MODEL = KMeansModel
