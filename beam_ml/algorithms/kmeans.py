@@ -42,8 +42,6 @@ from beam_ml.core.validation import check_choice, check_int
 __all__ = ["KMeansConfig", "KMeansState", "KMeansModel"]
 
 _INIT = ("kmeans++", "random")
-# Lloyd steps when a block is absorbed: each is one (rows x centres) distance product.
-_ABSORB_STEPS = 2
 # k-means|| rounds of candidate sampling per block, budget / rounds candidates each.
 _OVERSAMPLE_ROUNDS = 2
 _REDUCE_STEPS = 10
@@ -135,12 +133,19 @@ def _weighted_means(
     return np.asarray(onehot.sum(axis=1)).ravel(), onehot @ points
 
 
+def _pairwise(points: np.ndarray) -> np.ndarray | None:
+    """All squared distances among a small summary (one product beats k passes)."""
+    return _squared_distances(points, points) if len(points) <= 4096 else None
+
+
 def _kmeans_pp(
-    points: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator
+    points: np.ndarray,
+    weights: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    pairwise: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices of k seeds by weighted k-means++ (Arthur & Vassilvitskii 2007)."""
-    # Summaries are small: one pairwise product beats k sequential distance passes.
-    pairwise = _squared_distances(points, points) if len(points) <= 4096 else None
 
     def distances_to(index: int) -> np.ndarray:
         if pairwise is not None:
@@ -199,15 +204,38 @@ def _cluster(
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Best of ``trials`` weighted k-means runs: centres, labels, cost."""
     best = None
+    pairwise = _pairwise(points) if init == "kmeans++" else None
     for _ in range(trials):
         if init == "kmeans++":
-            seeds = _kmeans_pp(points, weights, k, rng)
+            seeds = _kmeans_pp(points, weights, k, rng, pairwise)
         else:
             seeds = rng.choice(len(points), size=k, replace=False, p=weights / weights.sum())
         result = _lloyd(points, weights, points[seeds], max_iter, tol)
         if best is None or result[2] < best[2]:
             best = result
     return best
+
+
+def _ward_pairs(centres: np.ndarray, weights: np.ndarray, merges: int) -> np.ndarray:
+    """Labels that merge ``merges`` disjoint pairs of centres, cheapest (Ward) first."""
+    m = len(centres)
+    w = (
+        weights[:, None]
+        * weights[None, :]
+        / np.maximum(weights[:, None] + weights[None, :], 1e-300)
+    )
+    cost = w * _squared_distances(centres, centres)
+    rows, cols = np.triu_indices(m, k=1)
+    order = np.argsort(cost[rows, cols], kind="stable")
+    labels, used, done = np.arange(m), np.zeros(m, dtype=bool), 0
+    for i, j in zip(rows[order], cols[order]):
+        if not (used[i] or used[j]):
+            labels[j], used[i], used[j] = i, True, True
+            done += 1
+            if done == merges:
+                break
+    # Compact the labels to 0..m-merges-1.
+    return np.unique(labels, return_inverse=True)[1]
 
 
 @register
@@ -266,24 +294,28 @@ class KMeansState(TrainingState):
             self.weights = self.weights * 0.5 ** (rows / self.config.half_life_time_size)
 
     def _absorb_rows(self, rows: np.ndarray) -> None:
-        """Oversample candidates from the block, assign every row to its nearest centre
-        (old or new) and move the centres to the exact weighted means; optionally
-        more Lloyd steps over the old centres (weighted) and the rows together."""
+        """Draw candidate centres from the block, assign every row to its nearest centre
+        (old or new), and move the centres to the exact weighted means.
+
+        A block gets new candidates in proportion to its share of the weight seen
+        (all of the budget for the first block, ~budget/t for the t-th of a stationary
+        stream, more again after decay), as a merge-and-reduce coreset gives each new
+        part its share; so the steady-state cost is one (rows x budget) product.
+        """
         rng = self._rng(1)
         self._decay(rows.shape[0])
-        budget = self._budget
-        old = len(self.centres)
+        budget, n_rows, old = self._budget, rows.shape[0], len(self.centres)
+        share = n_rows / (self.weights.sum() + n_rows)
+        wanted = max(1, int(np.ceil(budget * share)))
         if old:
             labels, closest = _nearest(rows, self.centres)
         else:
-            labels, closest = (
-                np.zeros(rows.shape[0], dtype=np.int64),
-                np.full(rows.shape[0], np.inf),
-            )
-        picked = []
-        for _ in range(_OVERSAMPLE_ROUNDS):
+            labels, closest = np.zeros(n_rows, dtype=np.int64), np.full(n_rows, np.inf)
+        picked: list[np.ndarray] = []
+        rounds = _OVERSAMPLE_ROUNDS if wanted >= 8 else 1
+        for _ in range(rounds):
             uniform = self.config.init_method == "random" or not np.isfinite(closest).all()
-            chosen = self._sample(closest, max(1, budget // _OVERSAMPLE_ROUNDS), uniform, rng)
+            chosen = self._sample(closest, max(1, wanted // rounds), uniform, rng)
             if len(chosen) == 0:
                 break
             # Incremental: only the new candidates' distances are computed.
@@ -294,16 +326,18 @@ class KMeansState(TrainingState):
             picked.append(chosen)
         centres = np.vstack([self.centres, *(rows[p] for p in picked)])
         points = np.vstack([self.centres, rows])
-        weights = np.concatenate([self.weights, np.ones(rows.shape[0])])
+        weights = np.concatenate([self.weights, np.ones(n_rows)])
         labels = np.concatenate([np.arange(old), labels])
-        for step in range(_ABSORB_STEPS):
+        # A block that brings many new centres gets a second Lloyd step over the old
+        # centres (weighted) and its rows together.
+        for step in range(2 if wanted >= budget // 4 else 1):
             if step:
                 labels = _nearest(points, centres)[0]
             mass, sums = _weighted_means(points, weights, labels, len(centres))
             filled = mass > 0
             centres = sums[filled] / mass[filled, None]
         self.centres, self.weights = centres, mass[filled]
-        self.n += rows.shape[0]
+        self.n += n_rows
         self._reduce(budget, rng)
 
     @staticmethod
@@ -320,13 +354,23 @@ class KMeansState(TrainingState):
         return np.unique(rng.choice(n_rows, size=count, replace=True, p=closest / total))
 
     def _reduce(self, budget: int, rng: np.random.Generator) -> None:
-        """Cluster the weighted centres back to the budget (means stay exact)."""
-        if len(self.centres) <= budget:
+        """Bring the summary back to the budget; every centre stays an exact mean.
+
+        A few extra centres (the steady state of a stream): merge the pairs whose
+        merge raises the cost least (Ward: w_i w_j / (w_i + w_j) ||c_i - c_j||^2),
+        disjoint pairs at once. Many (a merge of two states, the first blocks):
+        weighted k-means on the centres themselves.
+        """
+        excess = len(self.centres) - budget
+        if excess <= 0:
             return
-        centres, labels, _ = _cluster(
-            self.centres, self.weights, budget, rng, max_iter=_REDUCE_STEPS, tol=0.0
-        )
-        mass, sums = _weighted_means(self.centres, self.weights, labels, len(centres))
+        if excess > budget // 4:
+            centres, labels, _ = _cluster(
+                self.centres, self.weights, budget, rng, max_iter=_REDUCE_STEPS, tol=0.0
+            )
+        else:
+            labels = _ward_pairs(self.centres, self.weights, excess)
+        mass, sums = _weighted_means(self.centres, self.weights, labels, labels.max() + 1)
         filled = mass > 0
         self.centres, self.weights = sums[filled] / mass[filled, None], mass[filled]
 
@@ -352,7 +396,7 @@ class KMeansState(TrainingState):
         local_lloyd_max_iter: int = 300,
         local_lloyd_tol: float = 1e-4,
         local_lloyd_init_method: str = "kmeans++",
-        local_lloyd_num_trials: int = 10,
+        local_lloyd_num_trials: int | str = "auto",
     ) -> KMeansModel:
         """A k-means model for any ``k`` up to the config's, from the summary alone.
 
@@ -367,8 +411,9 @@ class KMeansState(TrainingState):
             summary's mean squared norm.
         local_lloyd_init_method : {'kmeans++', 'random'}
             Seeding of each trial.
-        local_lloyd_num_trials : int
-            Trials; the one with the lowest cost on the summary wins.
+        local_lloyd_num_trials : int | str
+            Trials; the one with the lowest cost on the summary wins. 'auto' (SageMaker's
+            default) is 30: a trial on the small summary costs milliseconds.
 
         Raises
         ------
@@ -378,7 +423,8 @@ class KMeansState(TrainingState):
         where = "KMeansState.derive"
         k = check_int(self.config.k if k is None else k, "k", where, 1, self.config.k)
         check_int(local_lloyd_max_iter, "local_lloyd_max_iter", where, 1)
-        check_int(local_lloyd_num_trials, "local_lloyd_num_trials", where, 1)
+        trials = 30 if local_lloyd_num_trials == "auto" else local_lloyd_num_trials
+        check_int(trials, "local_lloyd_num_trials", where, 1)
         check_choice(local_lloyd_init_method, "local_lloyd_init_method", where, _INIT)
         if local_lloyd_tol < 0:
             raise ValueError(
@@ -398,7 +444,7 @@ class KMeansState(TrainingState):
             init=local_lloyd_init_method,
             max_iter=local_lloyd_max_iter,
             tol=local_lloyd_tol,
-            trials=local_lloyd_num_trials,
+            trials=trials,
         )
         sizes = np.bincount(labels, weights=self.weights, minlength=k)
         # Largest cluster first: ids are stable across derivations from the same state.

@@ -1,0 +1,208 @@
+"""K-Means benchmark: beam_ml end to end against scikit-learn and Spark MLlib, same data.
+
+    python benchmarks/bench_kmeans.py [--rows 1000000] [--dim 32] [--k 16] [--spark]
+
+Generates (once, cached in benchmarks/data/) Gaussian blobs with 16 known centres as
+.npy, then times in one run (best of 3, the machine is noisy):
+
+- np.load, and one pass of MiniBatchKMeans.partial_fit over 10,000-row batches;
+- beam_ml end to end: ReadBlocks(.npy) -> Train(KMeansConfig) -> Derive(k) -> checkpoint;
+- scikit-learn KMeans(n_init=1) and MiniBatchKMeans, in memory;
+- with --spark: Spark MLlib KMeans (local[2]) in its own environment,
+  benchmarks/.venv-peers (created with `python3.11 -m venv benchmarks/.venv-peers &&
+  benchmarks/.venv-peers/bin/pip install pyspark numpy pandas pyarrow`), load + fit.
+
+Every model's cost is the mean squared distance on the full data (float64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+
+import beam_ml
+
+HERE = Path(__file__).resolve().parent
+BLOCK = 10_000
+REPEAT = 3
+
+SPARK_SCRIPT = r"""
+import json, sys, time
+import numpy as np
+from pyspark.sql import SparkSession
+from pyspark.ml.feature import VectorAssembler
+from pyspark.ml.clustering import KMeans
+path, k = sys.argv[1], int(sys.argv[2])
+spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "8g")
+         .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
+         .config("spark.ui.enabled", "false").getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+start = time.perf_counter()
+frame = spark.read.parquet(path)
+data = VectorAssembler(inputCols=frame.columns, outputCol="features").transform(frame).select("features").cache()
+n = data.count()
+loaded = time.perf_counter()
+model = KMeans(k=k, seed=0, initMode="k-means||").fit(data)
+fitted = time.perf_counter()
+print(json.dumps({"load_s": loaded - start, "fit_s": fitted - loaded,
+                  "centres": np.array(model.clusterCenters()).tolist(), "rows": n}))
+spark.stop()
+"""
+
+
+def make_data(rows: int, dim: int, k: int) -> tuple[Path, np.ndarray]:
+    folder = HERE / "data"
+    folder.mkdir(exist_ok=True)
+    npy = folder / f"blobs_{rows}x{dim}_k{k}.npy"
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(-10, 10, size=(k, dim))
+    if not npy.exists():
+        labels = rng.integers(0, k, rows)
+        data = (centres[labels] + 1.35 * rng.normal(size=(rows, dim))).astype(np.float32)
+        np.save(npy, data)
+    return npy, centres
+
+
+def msd(centres: np.ndarray, data: np.ndarray) -> float:
+    centres = np.asarray(centres, dtype=np.float64)
+    total = 0.0
+    for start in range(0, len(data), 100_000):
+        x = data[start : start + 100_000].astype(np.float64)
+        d2 = (x**2).sum(1)[:, None] - 2 * x @ centres.T + (centres**2).sum(1)
+        total += np.maximum(d2, 0).min(axis=1).sum()
+    return total / len(data)
+
+
+def timed(fn):
+    best, value = float("inf"), None
+    for _ in range(REPEAT):
+        start = time.perf_counter()
+        value = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, value
+
+
+def beam_ml_end_to_end(npy: Path, k: int) -> np.ndarray:
+    out = str(HERE / "data" / "kmeans-model")
+    with beam.Pipeline(options=beam_ml.pipeline_options()) as p:
+        _ = (
+            p
+            | beam_ml.ReadBlocks(str(npy), "npy", block_size=BLOCK)
+            | beam_ml.Train(beam_ml.KMeansConfig(k=k))
+            | beam_ml.Derive()
+            | beam.Map(lambda m: beam_ml.write_checkpoint(out, m))
+        )
+    return beam_ml.read_checkpoint(out)[0].centres
+
+
+def spark(npy: Path, data: np.ndarray, k: int) -> dict | None:
+    python = HERE / ".venv-peers" / "bin" / "python"
+    if not python.exists():
+        print(
+            "Spark: benchmarks/.venv-peers is missing (see the docstring); skipped", file=sys.stderr
+        )
+        return None
+    parquet = npy.with_suffix(".parquet")
+    if not parquet.exists():
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({f"x{i}": data[:, i] for i in range(data.shape[1])}), parquet)
+    done = subprocess.run(
+        [str(python), "-c", SPARK_SCRIPT, str(parquet), str(k)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": str(python)},
+    )
+    if done.returncode != 0:
+        print("Spark failed:\n" + done.stderr[-3000:], file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    global REPEAT
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--spark", action="store_true", help="also run Spark MLlib (see docstring)")
+    args = parser.parse_args()
+    REPEAT = args.repeat
+    n, d, k = args.rows, args.dim, args.k
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    npy, truth = make_data(n, d, k)
+    seconds: dict[str, float] = {}
+    costs: dict[str, float] = {}
+    seconds["np_load"], data = timed(lambda: np.load(npy))
+
+    def partial_fit_pass():
+        model = MiniBatchKMeans(k, n_init=1, random_state=0, batch_size=BLOCK)
+        for start in range(0, n, BLOCK):
+            model.partial_fit(data[start : start + BLOCK])
+        return model.cluster_centers_
+
+    seconds["minibatch_partial_fit_pass"], centres = timed(partial_fit_pass)
+    costs["minibatch_partial_fit_pass"] = msd(centres, data)
+    seconds["beam_ml_end_to_end"], centres = timed(lambda: beam_ml_end_to_end(npy, k))
+    costs["beam_ml_end_to_end"] = msd(centres, data)
+    seconds["sklearn_kmeans_fit"], model = timed(
+        lambda: KMeans(k, n_init=1, random_state=0).fit(data)
+    )
+    costs["sklearn_kmeans_fit"] = msd(model.cluster_centers_, data)
+    seconds["sklearn_minibatch_fit"], model = timed(
+        lambda: MiniBatchKMeans(k, n_init=1, random_state=0).fit(data)
+    )
+    costs["sklearn_minibatch_fit"] = msd(model.cluster_centers_, data)
+    costs["true_centres"] = msd(truth, data)
+    if args.spark:
+        result = spark(npy, data, k)
+        if result:
+            seconds["spark_load"], seconds["spark_fit"] = result["load_s"], result["fit_s"]
+            seconds["spark_end_to_end"] = result["load_s"] + result["fit_s"]
+            costs["spark_end_to_end"] = msd(np.array(result["centres"]), data)
+
+    ours = seconds["beam_ml_end_to_end"]
+    ratios = {
+        "beam_ml / (np_load + partial_fit pass)": ours
+        / (seconds["np_load"] + seconds["minibatch_partial_fit_pass"]),
+        "sklearn KMeans fit / beam_ml": seconds["sklearn_kmeans_fit"] / ours,
+        "beam_ml cost / sklearn KMeans cost": costs["beam_ml_end_to_end"]
+        / costs["sklearn_kmeans_fit"],
+        "beam_ml cost / partial_fit pass cost": costs["beam_ml_end_to_end"]
+        / costs["minibatch_partial_fit_pass"],
+    }
+    if "spark_end_to_end" in seconds:
+        ratios["spark end to end / beam_ml"] = seconds["spark_end_to_end"] / ours
+        ratios["beam_ml cost / spark cost"] = (
+            costs["beam_ml_end_to_end"] / costs["spark_end_to_end"]
+        )
+
+    print(f"\nK-Means benchmark: {n:,} x {d} float32 blobs, k={k}, {os.cpu_count()} cores")
+    print(f"{'step':32s} {'seconds':>8s} {'rows/s':>12s} {'cost (msd)':>11s}")
+    for name, value in seconds.items():
+        cost = f"{costs[name]:11.3f}" if name in costs else ""
+        print(f"{name:32s} {value:8.2f} {n / value:12,.0f} {cost}")
+    print(f"{'true centres':32s} {'':8s} {'':12s} {costs['true_centres']:11.3f}\n")
+    for name, value in ratios.items():
+        print(f"{name:40s} {value:8.3f}")
+    print(
+        json.dumps(
+            {"rows": n, "dim": d, "k": k, "seconds": seconds, "costs": costs, "ratios": ratios},
+            default=float,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
