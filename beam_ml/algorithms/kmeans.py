@@ -228,7 +228,7 @@ def _ward_pairs(centres: np.ndarray, weights: np.ndarray, merges: int) -> np.nda
     rows, cols = np.triu_indices(m, k=1)
     order = np.argsort(cost[rows, cols], kind="stable")
     labels, used, done = np.arange(m), np.zeros(m, dtype=bool), 0
-    for i, j in zip(rows[order], cols[order]):
+    for i, j in zip(rows[order], cols[order], strict=True):
         if not (used[i] or used[j]):
             labels[j], used[i], used[j] = i, True, True
             done += 1
