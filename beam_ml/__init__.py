@@ -39,7 +39,14 @@ _EXPORTS = {
         "read_checkpoint",
     ],
     "beam_ml.io.sources": ["ReadBlocks"],
-    "beam_ml.transforms": ["Train", "TrainPerKey", "Derive", "Predict", "Evaluate"],
+    "beam_ml.transforms": [
+        "Train",
+        "TrainPerKey",
+        "TrainStreaming",
+        "Derive",
+        "Predict",
+        "Evaluate",
+    ],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -154,6 +154,15 @@ def main() -> None:
 
     seconds["minibatch_partial_fit_pass"], centres = timed(partial_fit_pass)
     costs["minibatch_partial_fit_pass"] = msd(centres, data)
+
+    def in_memory():
+        state = beam_ml.KMeansState(beam_ml.KMeansConfig(k=k))
+        for start in range(0, n, BLOCK):
+            state.update(data[start : start + BLOCK])
+        return state.derive().centres
+
+    seconds["beam_ml_state_in_memory"], centres = timed(in_memory)
+    costs["beam_ml_state_in_memory"] = msd(centres, data)
     seconds["beam_ml_end_to_end"], centres = timed(lambda: beam_ml_end_to_end(npy, k))
     costs["beam_ml_end_to_end"] = msd(centres, data)
     seconds["sklearn_kmeans_fit"], model = timed(

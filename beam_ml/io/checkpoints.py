@@ -64,12 +64,13 @@ def _read_bytes(path: str) -> bytes:
 
 
 def write_checkpoint(
-    path: str, obj: TrainingState | Model, extra: dict[str, Any] | None = None
+    path: str, obj: TrainingState | Model, extra: dict[str, Any] | None = None, keep: int = 1
 ) -> dict[str, Any]:
     """Atomically write a state or model to ``path``; return the manifest.
 
     ``extra`` is stored in the manifest as is (JSON): derive defaults, source
-    positions, anything a resume needs.
+    positions, anything a resume needs. ``keep`` > 1 keeps that many payloads
+    (newest first in the manifest's ``history``), e.g. the last K stream snapshots.
     """
     kind = "state" if isinstance(obj, TrainingState) else "model"
     payload = obj.to_bytes()
@@ -92,15 +93,28 @@ def write_checkpoint(
         "meta": header["meta"],
         "extra": extra or {},
     }
+    previous = _previous_history(path)
+    current = {
+        k: manifest[k] for k in ("payload", "payload_bytes", "payload_sha256", "n_seen", "created")
+    }
+    manifest["history"] = ([current] + previous)[:keep]
+    kept = {entry["payload"] for entry in manifest["history"]}
     old = _payload_names(path)
     _write_bytes(_join(path, name), payload)
     temporary = _join(path, f".{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp")
     _write_bytes(temporary, json.dumps(manifest, indent=2, sort_keys=True).encode())
     FileSystems.rename([temporary], [_join(path, MANIFEST)])
-    stale = [_join(path, n) for n in old if n != name]
+    stale = [_join(path, n) for n in old if n not in kept]
     if stale:
         FileSystems.delete(stale)
     return manifest
+
+
+def _previous_history(path: str) -> list[dict[str, Any]]:
+    try:
+        return list(read_manifest(path).get("history", []))
+    except (CheckpointNotFoundError, IncompatibleStateError):
+        return []
 
 
 def _payload_names(path: str) -> list[str]:
@@ -134,10 +148,18 @@ def read_manifest(path: str) -> dict[str, Any]:
 
 
 def read_checkpoint(
-    path: str, kind: str | None = None
+    path: str, kind: str | None = None, payload: str | None = None
 ) -> tuple[TrainingState | Model, dict[str, Any]]:
-    """Read and verify the state or model at ``path``: returns (object, manifest)."""
+    """Read and verify the state or model at ``path``: returns (object, manifest).
+
+    ``payload`` names an older snapshot kept in the manifest's ``history``.
+    """
     manifest = read_manifest(path)
+    if payload is not None:
+        entry = next((e for e in manifest.get("history", []) if e["payload"] == payload), None)
+        if entry is None:
+            raise CheckpointNotFoundError(f"{path!r} keeps no snapshot {payload!r}.")
+        manifest = {**manifest, **entry}
     if kind is not None and manifest["kind"] != kind:
         raise IncompatibleStateError(
             f"{path!r} holds a {manifest['kind']} checkpoint; a {kind} is needed here."
@@ -167,18 +189,19 @@ def read_checkpoint(
 class WriteCheckpoint(beam.PTransform):
     """Write each incoming state (or model) to ``path``; outputs the manifests.
 
-    Meant for a PCollection holding one state (``Train``'s output): with several, the
-    last write wins.
+    Meant for a PCollection holding one state (``Train``'s output) or a stream of
+    snapshots (``TrainStreaming``'s): each write replaces the last, atomically, and
+    ``keep`` > 1 keeps that many previous payloads listed in the manifest.
     """
 
-    def __init__(self, path: str, extra: dict[str, Any] | None = None):
+    def __init__(self, path: str, extra: dict[str, Any] | None = None, keep: int = 1):
         super().__init__()
-        self.path, self.extra = path, extra
+        self.path, self.extra, self.keep = path, extra, keep
 
     def expand(self, states):
-        path, extra = self.path, self.extra
+        path, extra, keep = self.path, self.extra, self.keep
         return states | "BeamML_WriteCheckpoint" >> beam.Map(
-            lambda s: write_checkpoint(path, s, extra)
+            lambda s: write_checkpoint(path, s, extra, keep)
         )
 
 
