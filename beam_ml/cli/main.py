@@ -292,9 +292,9 @@ def _read_blocks(p: Any, args: argparse.Namespace, output: str, reader: Any) -> 
 def _report_reading(result: Any, args: argparse.Namespace, seconds: float) -> int:
     rows, bad = _counter(result, "rows_read"), _counter(result, "bad_records")
     rate = rows / seconds if seconds > 0 else 0.0
-    print(f"read {rows:,} rows in {seconds:.1f} s ({rate:,.0f} rows/s)", file=sys.stderr)
+    _LOG.info("read %s rows in %.1f s (%s rows/s)", f"{rows:,}", seconds, f"{rate:,.0f}")
     if bad:
-        print(f"{bad:,} malformed records set aside in {args._dead_path}", file=sys.stderr)
+        _LOG.warning("%s malformed records set aside in %s", f"{bad:,}", args._dead_path)
     elif os.path.exists(args._dead_path) and os.path.getsize(args._dead_path) == 0:
         os.remove(args._dead_path)
     return rows
@@ -583,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     from beam_ml.core.errors import BeamMLError
 
     parser = _parser(argv)
+    # --debug and --quiet are read above and welcome anywhere on the line.
+    argv = [a for a in argv if a not in ("--debug", "--quiet")]
     try:
         args, unknown = parser.parse_known_args(argv)
         beam_args = _beam_options(unknown)
