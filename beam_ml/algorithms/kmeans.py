@@ -376,10 +376,6 @@ class KMeansState(TrainingState):
 
     def merge(self, other: KMeansState) -> KMeansState:
         self.check_mergeable(other)
-        if None not in (self.n_features, other.n_features) and self.n_features != other.n_features:
-            raise IncompatibleStateError(
-                f"Cannot merge k-means states of {self.n_features} and {other.n_features} features."
-            )
         merged = KMeansState(self.config)
         merged.n = self.n + other.n
         parts = [s for s in (self, other) if s.centres is not None]

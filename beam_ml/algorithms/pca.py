@@ -221,10 +221,6 @@ class PCAState(TrainingState):
 
     def merge(self, other: PCAState) -> PCAState:
         self.check_mergeable(other)
-        if None not in (self.n_features, other.n_features) and self.n_features != other.n_features:
-            raise IncompatibleStateError(
-                f"Cannot merge PCA states of {self.n_features} and {other.n_features} features."
-            )
         merged = self._copy()
         second = other.scatter if self.config.exact else other.sketch
         merged._absorb(other.n, other.mean, second, other.trace, other.shrinkage)

@@ -230,7 +230,8 @@ class TrainingState(abc.ABC):
         return serial.fingerprint(self.FAMILY, config_to_dict(self.config))
 
     def check_mergeable(self, other: TrainingState) -> None:
-        """Raise :class:`IncompatibleStateError` unless ``other`` may merge with self."""
+        """Raise :class:`IncompatibleStateError` unless ``other`` may merge with self:
+        same class, same config, and the same feature count once both know it."""
         if type(other) is not type(self):
             raise IncompatibleStateError(
                 f"Cannot merge a {type(self).__name__} with a {type(other).__name__}."
@@ -241,6 +242,11 @@ class TrainingState(abc.ABC):
             raise IncompatibleStateError(
                 f"Cannot merge {self.FAMILY} states trained with different configs: "
                 + ", ".join(f"{k}={a!r} vs {b!r}" for k, (a, b) in diff.items())
+            )
+        mine, theirs = getattr(self, "n_features", None), getattr(other, "n_features", None)
+        if None not in (mine, theirs) and mine != theirs:
+            raise IncompatibleStateError(
+                f"Cannot merge {self.FAMILY} states of {mine} and {theirs} features."
             )
 
     @abc.abstractmethod
