@@ -24,9 +24,17 @@ setup(
         # scipy 1.16 needs numpy >= 1.25; 1.15 is the last line built for numpy 1.23.
         "scipy>=1.10,<1.16",
         "pyarrow>=14",  # CSV and Parquet readers (apache-beam depends on it too)
+        # The engine of Factorization Machines (and NTM, DeepAR). Pinned: 1.9.1 is MXNet's
+        # last release (the project is retired); it needs numpy < 1.24 and Python <= 3.11.
+        # Imported lazily, only when a network trains. GPU: install mxnet-cu112 (same
+        # version) instead; its kernels cover compute capability 5.0-8.6 (no Hopper).
+        "mxnet==1.9.1",
+        "sqlalchemy>=2.0",  # ReadSql: query results from SQLite (built in) or any SQLAlchemy URL
+        "kafka-python>=2.0",  # ReadKafka: pure Python (Beam's ReadFromKafka needs Java)
     ],
     extras_require={
-        "test": ["pytest>=7", "scikit-learn>=1.3,<1.8", "pandas>=2.0"],
+        # confluent-kafka: its bundled librdkafka runs the mock Kafka cluster of tests/streaming
+        "test": ["pytest>=7", "scikit-learn>=1.3,<1.8", "pandas>=2.0", "confluent-kafka>=2.3"],
     },
     entry_points={"console_scripts": ["beam-ml=beam_ml.cli.main:main"]},
     license="Apache-2.0",

@@ -21,6 +21,17 @@ from beam_ml.version import __version__
 _EXPORTS = {
     "beam_ml.algorithms.pca": ["PCAConfig", "PCAState", "PCAModel"],
     "beam_ml.algorithms.kmeans": ["KMeansConfig", "KMeansState", "KMeansModel"],
+    "beam_ml.algorithms.linear_learner": [
+        "LinearLearnerConfig",
+        "LinearLearnerState",
+        "LinearLearnerModel",
+    ],
+    "beam_ml.algorithms.factorization_machines": [
+        "FactorizationMachinesConfig",
+        "FactorizationMachinesState",
+        "FactorizationMachinesModel",
+    ],
+    "beam_ml.nn.epochs": ["TrainEpochs"],
     "beam_ml.core.block": ["Block", "as_block"],
     "beam_ml.core.combine": ["StateCombineFn", "StateCoder"],
     "beam_ml.core.runner": ["pipeline_options"],
@@ -39,6 +50,9 @@ _EXPORTS = {
         "read_checkpoint",
     ],
     "beam_ml.io.sources": ["ReadBlocks"],
+    "beam_ml.io.pipes": ["ReadPipe"],
+    "beam_ml.io.sql": ["ReadSql"],
+    "beam_ml.io.kafka": ["ReadKafka"],
     "beam_ml.transforms": [
         "Train",
         "TrainPerKey",

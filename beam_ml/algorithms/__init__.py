@@ -1,6 +1,29 @@
 """The algorithms; importing this package registers every state family."""
 
+from beam_ml.algorithms.factorization_machines import (
+    FactorizationMachinesConfig,
+    FactorizationMachinesModel,
+    FactorizationMachinesState,
+)
 from beam_ml.algorithms.kmeans import KMeansConfig, KMeansModel, KMeansState
+from beam_ml.algorithms.linear_learner import (
+    LinearLearnerConfig,
+    LinearLearnerModel,
+    LinearLearnerState,
+)
 from beam_ml.algorithms.pca import PCAConfig, PCAModel, PCAState
 
-__all__ = ["KMeansConfig", "KMeansModel", "KMeansState", "PCAConfig", "PCAModel", "PCAState"]
+__all__ = [
+    "FactorizationMachinesConfig",
+    "FactorizationMachinesModel",
+    "FactorizationMachinesState",
+    "KMeansConfig",
+    "KMeansModel",
+    "KMeansState",
+    "LinearLearnerConfig",
+    "LinearLearnerModel",
+    "LinearLearnerState",
+    "PCAConfig",
+    "PCAModel",
+    "PCAState",
+]

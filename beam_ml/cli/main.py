@@ -140,6 +140,8 @@ def _derive_params(state_class: type, skip_config: bool = False) -> list[tuple[s
 
 def _add_params(group: argparse._ArgumentGroup, params: list, defaults: bool = False) -> None:
     for name, kind, default, help_text, choices in params:
+        if f"--{name}" in group._option_string_actions:
+            continue  # already a reader option (mini_batch_size): one flag sets both
         shown = f" (default: {default})" if defaults and default is not None else ""
         metavar = "BOOL" if kind is _parse_bool else kind.__name__.upper()
         group.add_argument(
@@ -186,7 +188,16 @@ def _add_reader_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--input",
         required=True,
-        help="file glob (local, gs://, s3://); several with commas",
+        help="file glob (local, gs://, s3://), several with commas; '-' for standard "
+        "input; kafka://host:port/topic[?start=earliest]; or a database (an SQLAlchemy "
+        "URL or a SQLite file) with --query",
+    )
+    group.add_argument(
+        "--query", help="SQL SELECT to read from the --input database (numeric columns)"
+    )
+    group.add_argument(
+        "--split_column",
+        help="integer key column of --query's result: read it in parallel by key ranges",
     )
     group.add_argument(
         "--format", choices=_FORMATS, help="record format (default: from the file extension)"
@@ -212,9 +223,10 @@ def _add_reader_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--mini_batch_size",
         type=int,
-        default=10_000,
+        default=None,  # None: 10,000-row blocks, and the algorithm's own SGD mini-batch
         metavar="ROWS",
-        help="rows per block (default: 10000)",
+        help="rows per block (default: 10000); for algorithms with a mini_batch_size "
+        "hyperparameter (SGD), also the rows per step",
     )
     group.add_argument(
         "--strict",
@@ -228,9 +240,75 @@ def _add_reader_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _stream_reader(args: argparse.Namespace, feature_dim: int | None, label: Any) -> Any:
+    """The reader for standard input, a Kafka URL or a SQL query; None for files."""
+    source = args.input
+    if args.query is not None or args.split_column is not None:
+        from beam_ml.io.sql import ReadSql
+
+        if args.query is None:
+            raise UsageError("--split_column needs --query (and a database as --input)")
+        return ReadSql(
+            source,
+            args.query,
+            label_column=label,
+            split_column=args.split_column,
+            block_size=args.mini_batch_size or 10_000,
+            strict=args.strict,
+        )
+    if source != "-" and not source.startswith("kafka://"):
+        if re.match(r"^(sqlite|postgres\w*|mysql|mariadb|mssql|oracle)[+:]", source):
+            raise UsageError(f"--input {source!r} is a database: give --query 'SELECT ...'")
+        return None
+    if args.format is None:
+        raise UsageError(f"--input {source!r} needs --format ({', '.join(_FORMATS)})")
+    if source == "-":
+        from beam_ml.io.pipes import ReadPipe
+
+        return ReadPipe(
+            args.format,
+            label_column=label,
+            header=args.header,
+            delimiter=args.delimiter,
+            feature_dim=feature_dim,
+            zero_based=args.zero_based,
+            block_size=args.mini_batch_size or 10_000,
+            strict=args.strict,
+        )
+    from beam_ml.io.kafka import ReadKafka
+
+    options: dict[str, Any] = {}
+    if getattr(args, "resume", None) and "start=" not in source:
+        # Continue where the resumed checkpoint's read ended: nothing lost, nothing twice.
+        from beam_ml.io.checkpoints import read_manifest
+
+        stored = read_manifest(args.resume).get("extra", {}).get("source_positions") or {}
+        options["start"] = {
+            (key.rsplit(":", 1)[0], int(key.rsplit(":", 1)[1])): int(offset)
+            for key, offset in stored.items()
+        }
+    return ReadKafka.from_url(
+        source,
+        args.format,
+        **options,
+        label_column=label,
+        delimiter=args.delimiter,
+        feature_dim=feature_dim,
+        zero_based=args.zero_based,
+        block_size=args.mini_batch_size or 10_000,
+        strict=args.strict,
+    )
+
+
 def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
     from beam_ml.io.sources import ReadBlocks
 
+    label = args.label_column
+    if label is not None and re.fullmatch(r"-?\d+", label):
+        label = int(label)
+    stream = _stream_reader(args, feature_dim, label)
+    if stream is not None:
+        return stream
     patterns = [p for p in args.input.split(",") if p]
     fmt = args.format
     if fmt is None:
@@ -240,9 +318,6 @@ def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
             raise UsageError(
                 f"cannot tell the format of {patterns[0]!r}; give --format ({', '.join(_FORMATS)})"
             )
-    label = args.label_column
-    if label is not None and re.fullmatch(r"-?\d+", label):
-        label = int(label)
     return ReadBlocks(
         patterns if len(patterns) > 1 else patterns[0],
         fmt,
@@ -251,7 +326,7 @@ def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
         delimiter=args.delimiter,
         feature_dim=feature_dim,
         zero_based=args.zero_based,
-        block_size=args.mini_batch_size,
+        block_size=args.mini_batch_size or 10_000,
         strict=args.strict,
     )
 
@@ -351,6 +426,8 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     if getattr(config, "feature_dim", 0) is None and reader.n_features:
         config = dataclasses.replace(config, feature_dim=reader.n_features)
     extra = {"derive_defaults": derive_defaults, "trained_on": args.input}
+    if hasattr(reader, "end_offsets"):  # Kafka: where a next run starts (start=P:OFFSET,...)
+        extra["source_positions"] = {f"{t}:{p}": o for (t, p), o in reader.end_offsets.items()}
 
     started = time.time()
     p = beam.Pipeline(options=pipeline_options(beam_args))

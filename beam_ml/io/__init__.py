@@ -5,6 +5,9 @@ Readers emit :class:`~beam_ml.core.block.Block` objects of about ``block_size`` 
 straight from file splits (DESIGN.md §2); the format parsers live in
 :mod:`beam_ml.io.formats`, the Beam wiring in :mod:`beam_ml.io.sources`. Checkpoints
 and ordered output files are in :mod:`beam_ml.io.checkpoints` and :mod:`beam_ml.io.sinks`.
+Row-at-a-time sources, imported from their modules: :mod:`beam_ml.io.pipes` (standard
+input), :mod:`beam_ml.io.sql` (query results through SQLAlchemy), :mod:`beam_ml.io.kafka`
+(Kafka topics through kafka-python).
 """
 
 from __future__ import annotations

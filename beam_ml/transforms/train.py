@@ -45,12 +45,18 @@ class Train(beam.PTransform):
         return f"BeamML_Train_{self.state_class.FAMILY}"
 
     def expand(self, blocks):
+        data = blocks
         if self.resume_from is not None:
             blocks = (blocks, self.resume_from) | "WithResumedState" >> beam.Flatten()
         combine = beam.CombineGlobally(StateCombineFn(self.config, self.state_class))
         if self.fanout:
             combine = combine.with_fanout(self.fanout)
-        return blocks | "Combine" >> combine.with_output_types(TrainingState)
+        state = blocks | "Combine" >> combine.with_output_types(TrainingState)
+        # Gradient-trained families (config.epochs > 1) read bounded input again: each
+        # further epoch continues from the previous epoch's state (beam_ml.nn.epochs).
+        if getattr(self.config, "epochs", 1) > 1 and hasattr(self.state_class, "more_epochs"):
+            state = self.state_class.more_epochs(self.config, data, state)
+        return state
 
 
 class TrainPerKey(beam.PTransform):

@@ -12,8 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from beam_ml.algorithms.factorization_machines import (
+    FactorizationMachinesConfig,
+    FactorizationMachinesState,
+)
 from beam_ml.algorithms.kmeans import KMeansConfig, KMeansState
+from beam_ml.algorithms.linear_learner import LinearLearnerConfig, LinearLearnerState
 from beam_ml.algorithms.pca import PCAConfig, PCAState
+from beam_ml.core.block import Block
 
 
 @dataclass
@@ -24,6 +30,12 @@ class Case:
     make_data: Callable[[np.random.Generator, int], np.ndarray]
     assert_equivalent: Callable[[Any, Any], None]
     exact: bool
+    # Supervised families: turns a features array from make_data into what update takes
+    # (a Block with labels). Bad-input checks still pass raw arrays.
+    to_block: Callable[[np.ndarray], Any] | None = None
+
+    def feed(self, data: np.ndarray) -> Any:
+        return data if self.to_block is None else self.to_block(data)
 
 
 def _pca_data(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -63,6 +75,108 @@ def _kmeans_equivalent(a: KMeansState, b: KMeansState) -> None:
     np.testing.assert_allclose(order(ca), order(cb), atol=0.5)
 
 
+# --- Factorization Machines: SGD, so merges are approximate --------------------------------------
+# Mini-batches of exactly mini_batch_size rows whatever the blocks, so "block update
+# equals row by row" holds (same SGD steps; tests/algorithms checks it to float rounding).
+# Merged replicas and one pass over shuffled rows take different SGD paths: they are
+# equivalent when both models reach the same loss on held-out rows, within 5% of the
+# label scale. The replicas of a 7-way split take 14 steps each, so the case is an easy
+# problem (a linear target: learning interactions takes more steps than a replica has here)
+# with a large step size; what merging costs on real problems, interactions included, is
+# measured in tests/algorithms/test_factorization_machines.py.
+_FM_WEIGHTS = np.array([0.8, -0.5, 0.3, 0.0, 0.6, -0.2])
+_FM_COMMON = dict(
+    feature_dim=6,
+    mini_batch_size=20,
+    optimizer="sgd",
+    bias_lr=0.3,
+    linear_lr=0.3,
+    factors_lr=0.1,
+    bias_wd=0.0,
+    linear_wd=0.0,
+    factors_wd=0.0,
+    factors_init_sigma=0.1,
+)
+
+
+def _fm_data(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.normal(size=(n, 6))
+
+
+def _fm_target(x: np.ndarray) -> np.ndarray:
+    return 0.5 + x @ _FM_WEIGHTS
+
+
+def _fm_regression(x: np.ndarray) -> Block:
+    return Block(x, _fm_target(x))
+
+
+def _fm_classification(x: np.ndarray) -> Block:
+    return Block(x, (_fm_target(x) > 0.5).astype(np.float64))
+
+
+def _fm_equivalent(to_block: Callable[[np.ndarray], Block], metric: str, tolerance: float):
+    probe = to_block(np.random.default_rng(12345).normal(size=(400, 6)))
+
+    def check(a: FactorizationMachinesState, b: FactorizationMachinesState) -> None:
+        assert a.n_seen == b.n_seen
+        score_a, score_b = (s.derive().score(metric, probe) for s in (a, b))
+        assert abs(score_a - score_b) <= tolerance, (metric, score_a, score_b)
+
+    return check
+
+
+# --- Linear Learner: exact statistics, SGD-packed models merged approximately ---------------
+# Labels are a fixed function of the features (so array_split keeps them with their rows),
+# noisy through a deterministic sine. Rows carry across blocks into full mini-batches, so
+# block and row-by-row updates take the same steps; the Gram matrix merges exactly; the
+# packed models are equivalent when their selected models score within a tolerance on
+# held-out rows (merging SGD replicas is parameter averaging, and each replica's scaler
+# comes from its own first rows).
+_LL_WEIGHTS = np.array([1.5, -1.0, 0.5, 0.0, 2.0, -0.5, 0.25, 1.0])
+
+
+def _ll_data(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.normal(size=(n, 8)) * [1, 2, 1, 1, 0.5, 1, 3, 1] + [0, 1, 0, 5, 0, 0, -2, 0]
+
+
+def _ll_score(x: np.ndarray) -> np.ndarray:
+    return x @ _LL_WEIGHTS + 0.3 + np.sin(37.0 * x.sum(axis=1))
+
+
+def _ll_regression(x: np.ndarray) -> Block:
+    return Block(x, _ll_score(x))
+
+
+def _ll_classification(x: np.ndarray) -> Block:
+    return Block(x, (_ll_score(x) > 0.3).astype(np.float64))
+
+
+def _ll_equivalent(to_block: Callable[[np.ndarray], Block], metric: str, tolerance: float):
+    probe = to_block(_ll_data(np.random.default_rng(12345), 500))
+
+    def check(a: LinearLearnerState, b: LinearLearnerState) -> None:
+        assert a.n_seen == b.n_seen
+        np.testing.assert_array_equal(a.class_counts, b.class_counts)
+        if a.has_exact:
+            np.testing.assert_allclose(a.exact_mean, b.exact_mean, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(a.exact_scatter, b.exact_scatter, rtol=1e-9, atol=1e-7)
+        score_a, score_b = (
+            s.derive(
+                solver="packed", binary_classifier_model_selection_criteria="loss_function"
+            ).score(metric, probe)
+            for s in (a, b)
+        )
+        assert abs(score_a - score_b) <= tolerance, (metric, score_a, score_b)
+
+    return check
+
+
+# Large steps, so replicas of a 7-way split (a few steps each) get close to the optimum.
+_LL_COMMON = dict(mini_batch_size=20, num_models=4, num_point_for_scaler=100)
+_LL_LOGISTIC = dict(predictor_type="binary_classifier", learning_rate=3.0, **_LL_COMMON)
+_LL_SQUARED = dict(predictor_type="regressor", learning_rate=0.3, **_LL_COMMON)
+
 CASES = [
     Case(
         "pca-regular",
@@ -87,5 +201,45 @@ CASES = [
         _blobs,
         _kmeans_equivalent,
         exact=False,
+    ),
+    Case(
+        "factorization_machines-regressor",
+        FactorizationMachinesConfig(num_factors=2, predictor_type="regressor", **_FM_COMMON),
+        FactorizationMachinesConfig(num_factors=3, predictor_type="regressor", **_FM_COMMON),
+        _fm_data,
+        _fm_equivalent(_fm_regression, "rmse", 0.06),  # 5% of the labels' std (1.17)
+        exact=False,
+        to_block=_fm_regression,
+    ),
+    Case(
+        "factorization_machines-classifier",
+        FactorizationMachinesConfig(
+            num_factors=2, predictor_type="binary_classifier", **_FM_COMMON
+        ),
+        FactorizationMachinesConfig(
+            num_factors=2, predictor_type="binary_classifier", seed=1, **_FM_COMMON
+        ),
+        _fm_data,
+        _fm_equivalent(_fm_classification, "binary_classification_accuracy", 0.05),
+        exact=False,
+        to_block=_fm_classification,
+    ),
+    Case(
+        "linear_learner-logistic",
+        LinearLearnerConfig(**_LL_LOGISTIC),
+        LinearLearnerConfig(loss="hinge_loss", **_LL_LOGISTIC),
+        _ll_data,
+        _ll_equivalent(_ll_classification, "binary_classification_cross_entropy", 0.05),
+        exact=False,
+        to_block=_ll_classification,
+    ),
+    Case(
+        "linear_learner-squared",
+        LinearLearnerConfig(**_LL_SQUARED),
+        LinearLearnerConfig(use_bias=False, **_LL_SQUARED),
+        _ll_data,
+        _ll_equivalent(_ll_regression, "rmse", 0.2),  # 5% of the labels' std (~4.4)
+        exact=False,
+        to_block=_ll_regression,
     ),
 ]

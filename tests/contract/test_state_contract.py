@@ -27,7 +27,7 @@ def _trained(case, data, pieces=1):
     cls = type(_empty(case))
     state = cls.empty(case.config)
     for block in np.array_split(data, pieces):
-        state.update(block)
+        state.update(case.feed(block))
     return state
 
 
@@ -47,7 +47,7 @@ def test_every_family_has_a_case():
 def test_combine_fn_survives_pickle(case, rng):
     data = case.make_data(rng, 300)
     fn = pickle.loads(pickle.dumps(StateCombineFn(case.config)))
-    acc = fn.add_input(fn.create_accumulator(), data)
+    acc = fn.add_input(fn.create_accumulator(), case.feed(data))
     case.assert_equivalent(fn.extract_output(acc), _trained(case, data))
 
 
@@ -155,7 +155,7 @@ def test_bad_blocks_raise_clear_errors(case, rng):
 def test_incompatible_configs_refuse_to_merge(case, rng):
     data = case.make_data(rng, 100)
     a = _trained(case, data)
-    b = type(a).empty(case.other_config).update(data)
+    b = type(a).empty(case.other_config).update(case.feed(data))
     with pytest.raises(IncompatibleStateError, match="different configs"):
         a.merge(b)
 
@@ -176,7 +176,10 @@ def test_pipeline_with_forced_merges_matches_in_memory(case, rng):
     data = case.make_data(rng, 1200)
     shards = np.array_split(data, 6)
     with beam.Pipeline(options=direct_options()) as p:
-        parts = [p | f"Shard{i}" >> beam.Create([s[:100], s[100:]]) for i, s in enumerate(shards)]
+        parts = [
+            p | f"Shard{i}" >> beam.Create([case.feed(s[:100]), case.feed(s[100:])])
+            for i, s in enumerate(shards)
+        ]
         flat = parts | beam.Flatten()
         plain = flat | "Plain" >> Train(case.config)
         fanned = flat | "Fanout" >> Train(case.config, fanout=3)

@@ -1,0 +1,942 @@
+"""Factorization Machines (Rendle 2010) trained by mini-batch SGD on MXNet, in one pass.
+
+A Factorization Machine scores a row ``x`` of ``d`` (usually sparse) features as::
+
+    score(x) = w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j
+
+with a bias ``w0``, linear weights ``w`` (d,) and factors ``V`` (d, num_factors): every
+pairwise interaction is modelled through the factors, so interactions between features
+that never occur together in training are still estimated. ``predictor_type`` chooses
+the logistic loss on 0/1 labels (``binary_classifier``; -1/+1 as in LIBSVM files is
+accepted too) or the squared loss (``regressor``), as SageMaker's built-in algorithm.
+
+The state (DESIGN.md §4) holds the parameters with their optimizer state (SGD, Adam or
+AdaGrad, :mod:`beam_ml.nn.engine`), the step count, the rows not yet in a full
+mini-batch, per-feature example counts and progressive-validation sums (every mini-batch
+is scored before the step that learns from it: an honest running estimate of the loss on
+unseen data, and the score histogram that a derived classification threshold comes from).
+
+* ``update(block)`` cuts the rows into mini-batches of exactly ``mini_batch_size`` rows,
+  whatever the block boundaries, so one block or the same rows one by one give the same
+  SGD steps. Sparse input stays sparse: a step touches only the columns its rows use.
+* ``merge`` averages replicas that share their seeded initialization, row by row,
+  weighted by the examples that touched each row. It is approximate: the test suite
+  measures what merging 2 and 4 replicas costs against one replica on all the data.
+* ``derive`` returns a :class:`FactorizationMachinesModel` (numpy only:
+  predicting needs no MXNet) with the bias, linear weights and factors as arrays, and
+  ``recommend`` for the top-N items of a user.
+
+``epochs > 1`` needs bounded input: ``Train`` then runs the further epochs over the same
+blocks, each replica starting from the previous epoch's state (:mod:`beam_ml.nn.epochs`).
+
+Notes
+-----
+Memory: the state holds ``feature_dim * (1 + num_factors)`` float32 parameters, as many
+again per optimizer slot (Adam 2, AdaGrad 1, SGD 0), one int64 count per feature and
+fewer than ``mini_batch_size`` pending rows: 2^20 features, 10 factors and Adam take
+146 MB, whatever the number of rows. A step costs O(nnz * num_factors) for the batch's
+non-zeros plus one gather and one scatter of the records of its distinct columns.
+
+Weight decay is applied *lazily*, to the rows of the features a mini-batch uses, and the
+gradient is a mean over the mini-batch rows (unless ``rescale_grad``): the decay of a
+rare feature is therefore stronger, relative to its data gradient, than that of a
+frequent one, about ``wd * mini_batch_size`` per occurrence. For one-hot ids (users,
+items) values near 1e-5 are typical; for dense or frequent features 1e-4 to 1e-3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from beam_ml.core.block import Block, as_block
+from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
+from beam_ml.core.state import Model, TrainingState, register
+from beam_ml.core.validation import check_choice, check_int
+from beam_ml.nn.engine import (
+    INIT_METHODS,
+    OPTIMIZERS,
+    OptimizerSpec,
+    ParameterTable,
+    PendingRows,
+    check_device,
+    initial_values,
+)
+
+__all__ = [
+    "FactorizationMachinesConfig",
+    "FactorizationMachinesState",
+    "FactorizationMachinesModel",
+]
+
+_PREDICTORS = ("binary_classifier", "regressor")
+_SLOT_NAMES = {"adam": ("mean", "var"), "adagrad": ("history",), "sgd": ()}
+_CRITERIA = (
+    "loss_function",
+    "accuracy",
+    "f_beta",
+    "precision_at_target_recall",
+    "recall_at_target_precision",
+)
+# Score histograms over the logit: progressive validation (threshold choice) and AUC.
+_LOGIT_RANGE = 10.0
+_PV_BINS = 400
+_AUC_BINS = 1000
+_STREAM = {"bias": 0, "linear": 1, "factors": 2}
+_CLASSIFIER_METRICS = (
+    "binary_classification_accuracy",
+    "binary_classification_cross_entropy",
+    "binary_f_beta",
+    "precision",
+    "recall",
+    "roc_auc_score",
+    "n_rows",
+)
+
+
+def _check_float(
+    value: Any, name: str, where: str, low: float | None = None, optional: bool = False
+) -> None:
+    if value is None and optional:
+        return
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    if ok and (low is None or value >= low):
+        return
+    bound = "" if low is None else f" >= {low:g}"
+    kind = "a finite float" + bound + (" or None" if optional else "")
+    raise ValueError(f"The {name!r} parameter of {where} must be {kind}. Got {value!r} instead.")
+
+
+@dataclass(frozen=True)
+class FactorizationMachinesConfig:
+    """What must match for two Factorization Machines states to merge (SageMaker names).
+
+    Parameters
+    ----------
+    feature_dim : int
+        Number of input features ``d`` (columns; 2^20 and more for hashed features).
+    num_factors : int
+        Dimension of each feature's factor vector (SageMaker suggests 64).
+    predictor_type : {'binary_classifier', 'regressor'}
+        Logistic loss on 0/1 labels (-1/+1 accepted) or squared loss on real labels.
+    epochs : int
+        Passes over bounded input; a stream is one pass.
+    mini_batch_size : int
+        Rows per SGD step, independent of how the input is cut into blocks.
+    clip_gradient : float, optional
+        Clip each rescaled gradient entry to [-clip_gradient, clip_gradient].
+    eps : float, optional
+        Added to Adam's and AdaGrad's denominators (default 1e-8).
+    rescale_grad : float, optional
+        Multiplies the summed mini-batch gradient; default 1 / rows in the mini-batch.
+    bias_lr : float
+        Learning rate of the bias.
+    linear_lr : float
+        Learning rate of the linear weights.
+    factors_lr : float
+        Learning rate of the factors.
+    bias_wd : float
+        L2 weight decay of the bias.
+    linear_wd : float
+        L2 weight decay of the linear weights (applied when a feature occurs).
+    factors_wd : float
+        L2 weight decay of the factors (applied when a feature occurs).
+    bias_init_method : {'normal', 'uniform', 'constant'}
+        Initialization of the bias.
+    bias_init_scale : float, optional
+        Half-width of the uniform initialization (needed for 'uniform').
+    bias_init_sigma : float
+        Standard deviation of the normal initialization.
+    bias_init_value : float, optional
+        Constant initial value (needed for 'constant').
+    linear_init_method : {'normal', 'uniform', 'constant'}
+        Initialization of the linear weights.
+    linear_init_scale : float, optional
+        Half-width of the uniform initialization (needed for 'uniform').
+    linear_init_sigma : float
+        Standard deviation of the normal initialization.
+    linear_init_value : float, optional
+        Constant initial value (needed for 'constant').
+    factors_init_method : {'normal', 'uniform', 'constant'}
+        Initialization of the factors.
+    factors_init_scale : float, optional
+        Half-width of the uniform initialization (needed for 'uniform').
+    factors_init_sigma : float
+        Standard deviation of the normal initialization.
+    factors_init_value : float, optional
+        Constant initial value (needed for 'constant').
+    optimizer : {'adam', 'adagrad', 'sgd'}
+        The update rule (beam_ml's addition; SageMaker does not name its optimizer).
+    seed : int
+        Seed of the initialization, shared by every replica of a state.
+    device : str
+        'cpu', 'gpu' or 'gpu:N': where the mini-batch steps run (the only setting that may
+        differ between states that merge).
+
+    Notes
+    -----
+    The defaults are SageMaker's documented ones. They are conservative for one pass
+    with Adam (``factors_lr=1e-4`` moves the factors slowly); with little data, raise the
+    learning rates or ``epochs``.
+    """
+
+    feature_dim: int
+    num_factors: int
+    predictor_type: str
+    epochs: int = 1
+    mini_batch_size: int = 1000
+    clip_gradient: float | None = None
+    eps: float | None = None
+    rescale_grad: float | None = None
+    bias_lr: float = 0.1
+    linear_lr: float = 0.001
+    factors_lr: float = 0.0001
+    bias_wd: float = 0.01
+    linear_wd: float = 0.001
+    factors_wd: float = 0.00001
+    bias_init_method: str = "normal"
+    bias_init_scale: float | None = None
+    bias_init_sigma: float = 0.01
+    bias_init_value: float | None = None
+    linear_init_method: str = "normal"
+    linear_init_scale: float | None = None
+    linear_init_sigma: float = 0.01
+    linear_init_value: float | None = None
+    factors_init_method: str = "normal"
+    factors_init_scale: float | None = None
+    factors_init_sigma: float = 0.001
+    factors_init_value: float | None = None
+    optimizer: str = "adam"
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        where = "FactorizationMachinesConfig"
+        check_int(self.feature_dim, "feature_dim", where, 1, 2**31 - 1)
+        check_int(self.num_factors, "num_factors", where, 1, 10_000)
+        check_choice(self.predictor_type, "predictor_type", where, _PREDICTORS)
+        check_int(self.epochs, "epochs", where, 1)
+        check_int(self.mini_batch_size, "mini_batch_size", where, 1)
+        _check_float(self.clip_gradient, "clip_gradient", where, 0.0, optional=True)
+        _check_float(self.eps, "eps", where, 0.0, optional=True)
+        _check_float(self.rescale_grad, "rescale_grad", where, 0.0, optional=True)
+        for group in ("bias", "linear", "factors"):
+            _check_float(getattr(self, f"{group}_lr"), f"{group}_lr", where, 0.0)
+            _check_float(getattr(self, f"{group}_wd"), f"{group}_wd", where, 0.0)
+            method = getattr(self, f"{group}_init_method")
+            check_choice(method, f"{group}_init_method", where, INIT_METHODS)
+            _check_float(getattr(self, f"{group}_init_sigma"), f"{group}_init_sigma", where, 0.0)
+            _check_float(
+                getattr(self, f"{group}_init_scale"), f"{group}_init_scale", where, 0.0, True
+            )
+            _check_float(
+                getattr(self, f"{group}_init_value"), f"{group}_init_value", where, None, True
+            )
+            for needed, param in (("uniform", "scale"), ("constant", "value")):
+                if method == needed and getattr(self, f"{group}_init_{param}") is None:
+                    raise ValueError(
+                        f"The '{group}_init_{param}' parameter of {where} is required when "
+                        f"{group}_init_method={needed!r}."
+                    )
+        check_choice(self.optimizer, "optimizer", where, OPTIMIZERS)
+        check_int(self.seed, "seed", where, 0)
+        check_device(self.device, "device", where)
+
+    @property
+    def classifier(self) -> bool:
+        return self.predictor_type == "binary_classifier"
+
+    @property
+    def optimizer_spec(self) -> OptimizerSpec:
+        return OptimizerSpec(
+            name=self.optimizer,
+            eps=1e-8 if self.eps is None else self.eps,
+            clip_gradient=self.clip_gradient,
+            rescale_grad=self.rescale_grad,
+        )
+
+    def initial(self, group: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Seeded initial values of a parameter group: 'bias', 'linear' or 'factors'."""
+        return initial_values(
+            shape,
+            getattr(self, f"{group}_init_method"),
+            sigma=getattr(self, f"{group}_init_sigma"),
+            scale=getattr(self, f"{group}_init_scale"),
+            value=getattr(self, f"{group}_init_value"),
+            seed=self.seed,
+            stream=_STREAM[group],
+        )
+
+
+# --- labels and features -------------------------------------------------------------------------
+def _labels(block: Block, classifier: bool, owner: str) -> np.ndarray:
+    """float32 labels of a validated block: 0/1 for a classifier."""
+    if block.labels is None:
+        raise BadInputError(
+            f"{owner} trains on labelled rows; the block has no labels (read LIBSVM, or give "
+            "CSV/JSON input a --label_column)."
+        )
+    try:
+        labels = np.asarray(block.labels, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BadInputError(f"{owner} expects numeric labels.") from None
+    bad = np.flatnonzero(~np.isfinite(labels))
+    if bad.size:
+        raise BadInputError(
+            f"{owner} expects finite labels; the label of row {bad[0]} is {labels[bad[0]]}."
+        )
+    if not classifier:
+        return labels.astype(np.float32)
+    seen = set(np.unique(labels).tolist())
+    if not seen <= {-1.0, 0.0, 1.0} or {-1.0, 0.0} <= seen:
+        shown = ", ".join(f"{v:g}" for v in sorted(seen)[:6])
+        raise BadInputError(
+            f"{owner} with predictor_type='binary_classifier' expects labels 0 and 1 "
+            f"(or -1 and +1); the block has labels {shown}."
+        )
+    return (labels > 0).astype(np.float32)
+
+
+def _csr(features: Any, owner: str) -> sp.csr_matrix:
+    """Features as float32 CSR with one entry per (row, column); never changes the input."""
+    if sp.issparse(features):
+        x = features if sp.isspmatrix_csr(features) else sp.csr_matrix(features)
+        if x.dtype != np.float32:
+            x = x.astype(np.float32)
+        if not x.has_canonical_format:
+            x = x.copy() if x is features else x
+            x.sum_duplicates()  # a repeated column is one feature, not a self-interaction
+        if x.nnz and (x.indices.min() < 0 or x.indices.max() >= x.shape[1]):
+            raise BadInputError(
+                f"{owner}: a sparse block has column indices outside [0, {x.shape[1]})."
+            )
+        return x
+    return sp.csr_matrix(np.asarray(features, dtype=np.float32))
+
+
+def _logit_bins(scores: np.ndarray, bins: int) -> np.ndarray:
+    width = 2 * _LOGIT_RANGE / bins
+    return np.clip(((scores + _LOGIT_RANGE) / width).astype(np.int64), 0, bins - 1)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow for large |z|
+
+
+def _log_loss(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.maximum(scores, 0) - scores * labels + np.log1p(np.exp(-np.abs(scores)))
+
+
+@register
+class FactorizationMachinesState(TrainingState):
+    """Factorization Machines state: parameters, optimizer state, steps and pending rows.
+
+    Attributes
+    ----------
+    table : ParameterTable or None
+        One record per feature: ``[w_i, v_i (num_factors)]`` and its optimizer state,
+        float32 (None until the first block).
+    bias : ParameterTable or None
+        The bias ``w0`` and its optimizer state.
+    steps : int
+        SGD steps taken (Adam's bias correction).
+    pending : PendingRows
+        Rows after the last full mini-batch.
+    n_before, epoch : int
+        The start point this state continues from: rows seen in earlier epochs and the
+        epoch index. Replicas merge only with replicas of the same start point.
+    n_rows : int
+        Rows folded in since the start point.
+    pv : ndarray of shape (3,), float64
+        Progressive validation over the rows scored before their step: rows, summed loss
+        (log loss or squared error), correct predictions at 0.5 (classifier).
+    pv_hist : ndarray of shape (2, 400), float64, or None
+        Classifier: the pre-step scores of negatives (row 0) and positives (row 1),
+        binned by logit in [-10, 10].
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from beam_ml import Block, FactorizationMachinesConfig, FactorizationMachinesState
+    >>> config = FactorizationMachinesConfig(
+    ...     feature_dim=4, num_factors=2, predictor_type="regressor", mini_batch_size=3
+    ... )
+    >>> x = sp.csr_matrix(np.eye(4, dtype=np.float32))
+    >>> state = FactorizationMachinesState(config).update(Block(x, np.arange(4.0)))
+    >>> state.n_seen, state.steps, state.pending.n_rows
+    (4, 1, 1)
+    >>> state.derive().evaluate(x).shape
+    (4, 1)
+    """
+
+    FAMILY = "factorization_machines"
+    SERIAL_VERSION = 1
+    CONFIG = FactorizationMachinesConfig
+
+    def __init__(self, config: FactorizationMachinesConfig):
+        super().__init__(config)
+        self.table: ParameterTable | None = None
+        self.bias: ParameterTable | None = None
+        self.steps = 0
+        self.n_before = 0
+        self.epoch = 0
+        self.n_rows = 0
+        self.pending = PendingRows(config.mini_batch_size, config.feature_dim)
+        self.pv = np.zeros(3)
+        self.pv_hist = np.zeros((2, _PV_BINS)) if config.classifier else None
+        self._trainer: Any = None
+
+    @property
+    def n_seen(self) -> int:
+        return self.n_before + self.n_rows
+
+    @property
+    def n_features(self) -> int:
+        return self.config.feature_dim
+
+    @property
+    def owner(self) -> str:
+        return type(self).__name__
+
+    # --- training --------------------------------------------------------------------------
+    def _trainer_for_device(self) -> Any:
+        if self._trainer is None:
+            from beam_ml.nn.fm import FMTrainer  # MXNet is loaded here, on first training
+
+            c = self.config
+            self._trainer = FMTrainer(
+                c.device,
+                c.feature_dim,
+                c.num_factors,
+                c.classifier,
+                c.optimizer_spec,
+                c.bias_lr,
+                c.bias_wd,
+                c.linear_lr,
+                c.linear_wd,
+                c.factors_lr,
+                c.factors_wd,
+            )
+        return self._trainer
+
+    def _allocate(self) -> None:
+        c = self.config
+        slots = c.optimizer_spec.slots
+        params = np.empty((c.feature_dim, 1 + c.num_factors), dtype=np.float32)
+        params[:, :1] = c.initial("linear", (c.feature_dim, 1))
+        params[:, 1:] = c.initial("factors", (c.feature_dim, c.num_factors))
+        self.table = ParameterTable.initial(params, slots)
+        self.bias = ParameterTable.initial(c.initial("bias", (1, 1)), slots)
+
+    def update(self, block: Any) -> FactorizationMachinesState:
+        """Fold a labelled block in (dense or CSR rows of ``feature_dim`` columns)."""
+        checked = as_block(block, n_features=self.config.feature_dim, owner=self.owner)
+        labels = _labels(checked, self.config.classifier, self.owner)
+        features = _csr(checked.features, self.owner)
+        if features.shape[0] == 0:
+            return self
+        trainer = self._trainer_for_device()  # a missing GPU fails before anything changes
+        if self.table is None:
+            self._allocate()
+        self._train(trainer, self.pending.feed(features, labels))
+        self.n_rows += features.shape[0]
+        return self
+
+    def _train(self, trainer: Any, batches: list[tuple[Any, np.ndarray]]) -> None:
+        for features, labels in batches:
+            self.steps += 1
+            _, _, _, scores = trainer.step(self.table, self.bias, features, labels, self.steps)
+            self._progressive_validation(scores, labels)
+
+    def _progressive_validation(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        scores = scores.astype(np.float64)
+        self.pv[0] += scores.shape[0]
+        if self.config.classifier:
+            self.pv[1] += float(_log_loss(scores, labels).sum())
+            self.pv[2] += float(((scores >= 0) == (labels > 0)).sum())
+            np.add.at(self.pv_hist, (labels.astype(np.int64), _logit_bins(scores, _PV_BINS)), 1)
+        else:
+            self.pv[1] += float(np.square(scores - labels).sum())
+
+    # --- merging and epochs ----------------------------------------------------------------
+    def _pristine(self) -> bool:
+        return self.table is None and self.n_seen == 0 and self.pending.n_rows == 0
+
+    def check_mergeable(self, other: TrainingState) -> None:
+        # The device is where steps run, not what they compute: a state trained on a GPU
+        # merges with one trained on a CPU.
+        if isinstance(other, FactorizationMachinesState) and other.config != self.config:
+            if dataclasses.replace(other.config, device=self.config.device) == self.config:
+                return
+        super().check_mergeable(other)
+
+    def merge(self, other: FactorizationMachinesState) -> FactorizationMachinesState:
+        """Example-weighted average of two replicas (approximate; see the module notes)."""
+        self.check_mergeable(other)
+        if other._pristine():
+            return self._copy()
+        if self._pristine():
+            return other._copy(self.config)
+        if (self.n_before, self.epoch) != (other.n_before, other.epoch):
+            raise IncompatibleStateError(
+                "Cannot average factorization_machines replicas that continue from different "
+                f"start points (epoch {self.epoch} after {self.n_before} rows vs epoch "
+                f"{other.epoch} after {other.n_before} rows); SGD replicas must share theirs."
+            )
+        merged = self._copy()
+        for name in ("table", "bias"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if theirs is not None:
+                setattr(merged, name, theirs.copy() if mine is None else mine.merged(theirs))
+        merged.steps = max(self.steps, other.steps)
+        merged.n_rows += other.n_rows
+        merged.pv += other.pv
+        if merged.pv_hist is not None:
+            merged.pv_hist += other.pv_hist
+        if other.pending.n_rows:
+            batches = merged.pending.feed(other.pending.features, other.pending.labels)
+            if batches:
+                merged._train(merged._trainer_for_device(), batches)
+        return merged
+
+    def _copy(
+        self, config: FactorizationMachinesConfig | None = None
+    ) -> FactorizationMachinesState:
+        out = FactorizationMachinesState(config or self.config)
+        out.table = None if self.table is None else self.table.copy()
+        out.bias = None if self.bias is None else self.bias.copy()
+        out.steps, out.n_before, out.epoch, out.n_rows = (
+            self.steps,
+            self.n_before,
+            self.epoch,
+            self.n_rows,
+        )
+        out.pending = self.pending.copy()
+        out.pv = self.pv.copy()
+        out.pv_hist = None if self.pv_hist is None else self.pv_hist.copy()
+        return out
+
+    def continued(self) -> FactorizationMachinesState:
+        """The start point of the next epoch: this state with its last partial mini-batch
+        trained, its rows counted as seen before, and per-feature counts restarted (they
+        weight the merge of the next epoch's replicas)."""
+        out = self._copy()
+        features, labels = out.pending.take_all()
+        if features.shape[0]:
+            out._train(out._trainer_for_device(), [(features, labels)])
+        out.n_before, out.n_rows, out.epoch = self.n_seen, 0, self.epoch + 1
+        if out.table is not None:
+            out.table, out.bias = out.table.restarted(), out.bias.restarted()
+        out.pv = np.zeros(3)
+        if out.pv_hist is not None:
+            out.pv_hist = np.zeros_like(out.pv_hist)
+        return out
+
+    @classmethod
+    def more_epochs(cls, config: FactorizationMachinesConfig, blocks: Any, state: Any) -> Any:
+        """Hook used by ``Train``: epochs 2..``config.epochs`` over the same bounded blocks."""
+        from beam_ml.nn.epochs import continue_epochs
+
+        return continue_epochs(blocks, state, config, first_epoch=2)
+
+    # --- models ------------------------------------------------------------------------------
+    def derive(
+        self,
+        binary_classifier_model_selection_criteria: str = "loss_function",
+        target_recall: float = 0.8,
+        target_precision: float = 0.8,
+        f_beta: float = 1.0,
+        threshold: float | None = None,
+    ) -> FactorizationMachinesModel:
+        """The Factorization Machine learned so far (pending rows included, state unchanged).
+
+        Parameters
+        ----------
+        binary_classifier_model_selection_criteria : {'loss_function', 'accuracy', 'f_beta', 'precision_at_target_recall', 'recall_at_target_precision'}
+            Classifier: the decision threshold maximizing this on the progressive
+            validation scores (each training row scored before its step, as the linear
+            learner); 'loss_function' keeps probability 0.5 (SageMaker FM's).
+        target_recall : float
+            The recall precision_at_target_recall must reach.
+        target_precision : float
+            The precision recall_at_target_precision must reach.
+        f_beta : float
+            The beta of the f_beta criterion and of the model's binary_f_beta metric.
+        threshold : float, optional
+            Classifier: a probability threshold to use as is, overriding the criterion.
+
+        Raises
+        ------
+        NotEnoughDataError
+            When the state has seen no rows.
+        """
+        where = "FactorizationMachinesState.derive"
+        if self.n_seen == 0 or self.table is None:
+            raise NotEnoughDataError("A Factorization Machine needs at least one labelled row.")
+        criterion = check_choice(
+            binary_classifier_model_selection_criteria,
+            "binary_classifier_model_selection_criteria",
+            where,
+            _CRITERIA,
+        )
+        for name, value in (
+            ("target_recall", target_recall),
+            ("target_precision", target_precision),
+        ):
+            _check_float(value, name, where, 0.0)
+        _check_float(f_beta, "f_beta", where, 0.0)
+        _check_float(threshold, "threshold", where, 0.0, optional=True)
+        params = self.table.params.copy()  # (d, 1 + k)
+        bias = float(self.bias.values[0, 0])
+        if self.pending.n_rows:
+            # The rows after the last full mini-batch count too: one more (smaller) step,
+            # on copies, so deriving never changes the state.
+            columns, records, bias_record, _ = self._trainer_for_device().step(
+                self.table,
+                self.bias,
+                self.pending.features,
+                self.pending.labels,
+                self.steps + 1,
+                write_back=False,
+            )
+            params[columns] = records[:, : self.table.width]
+            bias = float(bias_record[0, 0])
+        if threshold is None:
+            threshold = self._threshold(criterion, target_recall, target_precision, f_beta)
+        rows = self.pv[0]
+        return FactorizationMachinesModel(
+            bias=bias,
+            linear=np.ascontiguousarray(params[:, 0]),
+            factors=np.ascontiguousarray(params[:, 1:]),
+            predictor_type=self.config.predictor_type,
+            threshold=float(threshold),
+            f_beta=float(f_beta),
+            n_seen=self.n_seen,
+            progressive_loss=float(self.pv[1] / rows) if rows else float("nan"),
+        )
+
+    def _threshold(
+        self, criterion: str, target_recall: float, target_precision: float, beta: float
+    ) -> float:
+        """The probability threshold maximizing ``criterion`` on the progressive scores."""
+        if criterion == "loss_function" or self.pv_hist is None or self.pv[0] == 0:
+            return 0.5
+        negatives, positives = self.pv_hist
+        # Predicting 1 from bin k upwards (k = bins: never): counts at every threshold.
+        tp = np.append(np.cumsum(positives[::-1])[::-1], 0.0)
+        fp = np.append(np.cumsum(negatives[::-1])[::-1], 0.0)
+        n_pos, n_neg = positives.sum(), negatives.sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall = tp / n_pos if n_pos else np.zeros_like(tp)
+            precision = np.where(tp + fp > 0, tp / (tp + fp), 1.0)
+            if criterion == "accuracy":
+                value = (tp + n_neg - fp) / (n_pos + n_neg)
+            elif criterion == "f_beta":
+                b2 = beta * beta
+                denominator = (1 + b2) * tp + b2 * (n_pos - tp) + fp
+                value = np.where(denominator > 0, (1 + b2) * tp / denominator, 0.0)
+            elif criterion == "precision_at_target_recall":
+                value = np.where(recall >= target_recall, precision, -np.inf)
+            else:  # recall_at_target_precision
+                value = np.where(precision >= target_precision, recall, -np.inf)
+        if not np.isfinite(value).any():
+            return 0.5  # no threshold reaches the target
+        best = len(value) - 1 - int(np.argmax(value[::-1]))  # ties: the largest threshold
+        logit = -_LOGIT_RANGE + best * 2 * _LOGIT_RANGE / _PV_BINS
+        return float(_sigmoid(np.array(logit))) if best < _PV_BINS else 1.0
+
+    # --- serialization -------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        # The trainer holds MXNet handles of this process; a copy rebuilds its own.
+        return {**self.__dict__, "_trainer": None}
+
+    def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {
+            "steps": self.steps,
+            "n_before": self.n_before,
+            "epoch": self.epoch,
+            "n_rows": self.n_rows,
+        }
+        slot_names = _SLOT_NAMES[self.config.optimizer]
+        arrays: dict[str, np.ndarray] = {"pv": self.pv}
+        if self.pv_hist is not None:
+            arrays["pv_hist"] = self.pv_hist
+        arrays.update(self.pending.to_arrays("pending"))
+        if self.table is not None:
+            arrays.update(self.bias.to_arrays("bias", slot_names))
+            arrays.update(self.table.to_arrays("features", slot_names))
+        return meta, arrays
+
+    @classmethod
+    def _from_payload(
+        cls,
+        config: FactorizationMachinesConfig,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+    ) -> FactorizationMachinesState:
+        state = cls(config)
+        state.steps, state.n_before = int(meta["steps"]), int(meta["n_before"])
+        state.epoch, state.n_rows = int(meta["epoch"]), int(meta["n_rows"])
+        state.pv = arrays["pv"].astype(np.float64)
+        if config.classifier:
+            state.pv_hist = arrays["pv_hist"].astype(np.float64)
+        state.pending = PendingRows.from_arrays(
+            arrays, "pending", config.mini_batch_size, config.feature_dim
+        )
+        if "features" in arrays:
+            slot_names = _SLOT_NAMES[config.optimizer]
+            state.bias = ParameterTable.from_arrays(arrays, "bias", slot_names)
+            state.table = ParameterTable.from_arrays(arrays, "features", slot_names)
+            expected = (config.feature_dim, 1 + config.num_factors)
+            if state.table.params.shape != expected or state.bias.params.shape != (1, 1):
+                raise IncompatibleStateError(
+                    f"Factorization Machines payload has parameters of shape "
+                    f"{state.table.params.shape}, expected {expected}."
+                )
+        return state
+
+
+class FactorizationMachinesModel(Model):
+    """A derived Factorization Machine (numpy only).
+
+    Attributes
+    ----------
+    bias : float
+    linear : ndarray of shape (d,), float32
+    factors : ndarray of shape (d, num_factors), float32
+    predictor_type : str
+        'binary_classifier' or 'regressor'.
+    threshold : float
+        Classifier: rows with probability >= threshold are labelled 1.
+    f_beta : float
+        The beta of the ``binary_f_beta`` metric.
+    n_seen : int
+    progressive_loss : float
+        Mean loss of the training rows scored before their step (log loss or squared
+        error): an estimate of the loss on unseen data in the first epoch.
+    """
+
+    FAMILY = "factorization_machines"
+    SERIAL_VERSION = 1
+    #: Every metric name; a model reports those of its predictor type (``metrics``).
+    METRICS = ("rmse", *_CLASSIFIER_METRICS)
+
+    def __init__(
+        self,
+        bias: float,
+        linear: np.ndarray,
+        factors: np.ndarray,
+        predictor_type: str,
+        threshold: float = 0.5,
+        f_beta: float = 1.0,
+        n_seen: int = 0,
+        progressive_loss: float = float("nan"),
+    ):
+        self.bias = float(bias)
+        self.linear = linear
+        self.factors = factors
+        self.predictor_type = predictor_type
+        self.threshold = threshold
+        self.f_beta = f_beta
+        self.n_seen = n_seen
+        self.progressive_loss = progressive_loss
+        # score() accepts the metrics this model reports.
+        self.METRICS = _CLASSIFIER_METRICS if self.classifier else ("rmse", "n_rows")
+        # sum_f v_if^2 per feature: the self-interaction each row's pairwise term removes.
+        self._sq_norms = np.einsum("ij,ij->i", factors, factors)  # (d,)
+
+    @property
+    def n_features(self) -> int:
+        return self.linear.shape[0]
+
+    @property
+    def num_factors(self) -> int:
+        return self.factors.shape[1]
+
+    @property
+    def classifier(self) -> bool:
+        return self.predictor_type == "binary_classifier"
+
+    def scores(self, features: Any) -> np.ndarray:
+        """The raw scores (logits for a classifier) of the rows, shape (rows,)."""
+        from beam_ml.nn.fm import fm_scores
+
+        return fm_scores(features, self.bias, self.linear, self.factors, self._sq_norms)
+
+    def evaluate(self, block: Any) -> np.ndarray:
+        """Classifier: (rows, 2) of probability and predicted label; regressor: (rows, 1)."""
+        scores = self.scores(self._check(block).features)
+        if not self.classifier:
+            return scores[:, None]
+        probability = _sigmoid(scores)
+        return np.column_stack([probability, (probability >= self.threshold).astype(np.float64)])
+
+    def metric_sums(self, block: Any) -> dict[str, float]:
+        checked = self._check(block)
+        labels = _labels(checked, self.classifier, type(self).__name__).astype(np.float64)
+        scores = self.scores(checked.features)
+        sums = {"n_rows": float(labels.shape[0])}
+        if not self.classifier:
+            sums["sum_squared_error"] = float(np.square(scores - labels).sum())
+            return sums
+        predicted = _sigmoid(scores) >= self.threshold
+        positive = labels > 0
+        sums.update(
+            sum_log_loss=float(_log_loss(scores, labels).sum()),
+            true_positives=float((predicted & positive).sum()),
+            false_positives=float((predicted & ~positive).sum()),
+            false_negatives=float((~predicted & positive).sum()),
+            true_negatives=float((~predicted & ~positive).sum()),
+        )
+        bins = _logit_bins(scores, _AUC_BINS)
+        for name, mask in (("pos", positive), ("neg", ~positive)):
+            counts = np.bincount(bins[mask], minlength=_AUC_BINS)
+            sums.update({f"auc_{name}_{b:04d}": float(c) for b, c in enumerate(counts) if c})
+        return sums
+
+    def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
+        """SageMaker's FM metrics: ``rmse`` (regressor); ``binary_classification_accuracy``,
+        ``binary_classification_cross_entropy``, ``binary_f_beta``, ``precision``,
+        ``recall`` and ``roc_auc_score`` (from 1,000 logit bins) for a classifier."""
+        n = sums.get("n_rows", 0.0)
+        nan = float("nan")
+        if not self.classifier:
+            return {
+                "n_rows": n,
+                "rmse": float(np.sqrt(sums["sum_squared_error"] / n)) if n else nan,
+            }
+        tp, fp = sums["true_positives"], sums["false_positives"]
+        fn, tn = sums["false_negatives"], sums["true_negatives"]
+        b2 = self.f_beta**2
+        pos = np.array([sums.get(f"auc_pos_{b:04d}", 0.0) for b in range(_AUC_BINS)])
+        neg = np.array([sums.get(f"auc_neg_{b:04d}", 0.0) for b in range(_AUC_BINS)])
+        below = np.cumsum(neg) - neg  # negatives in lower bins; ties count one half
+        pairs = pos.sum() * neg.sum()
+        return {
+            "n_rows": n,
+            "binary_classification_accuracy": (tp + tn) / n if n else nan,
+            "binary_classification_cross_entropy": sums["sum_log_loss"] / n if n else nan,
+            "binary_f_beta": (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp) if tp else 0.0,
+            "precision": tp / (tp + fp) if tp + fp else nan,
+            "recall": tp / (tp + fn) if tp + fn else nan,
+            "roc_auc_score": float((pos * (below + 0.5 * neg)).sum() / pairs) if pairs else nan,
+        }
+
+    def recommend(
+        self, user: Any, items: Any, n: int = 10, exclude: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` best-scoring items for one user, scoring every item at once.
+
+        Parameters
+        ----------
+        user : array-like of shape (d,) or (1, d), or a one-row CSR matrix
+            The user's features (e.g. the one-hot column of the user id, plus context).
+        items : array of int of shape (n_items,), or a matrix of shape (n_items, d)
+            The items' feature columns (one-hot items), or their feature rows. User and
+            item features must use different columns: a pair's row is their sum.
+        n : int
+            How many items to return.
+        exclude : array of int, optional
+            Positions in ``items`` never to return (e.g. items the user already rated).
+
+        Returns
+        -------
+        positions : ndarray of shape (n,), int64
+            Positions in ``items``, best first.
+        scores : ndarray of shape (n,), float64
+            Their predictions (probabilities for a classifier).
+
+        Notes
+        -----
+        ``score(u + i) = score(u) + score(i) - w0 + <V^T x_u, V^T x_i>``: the user's part is
+        computed once and each item costs O(nnz_i * k), one matrix product for all items.
+        """
+        x_u = sp.csr_matrix(
+            user if sp.issparse(user) else np.atleast_2d(np.asarray(user, dtype=np.float32))
+        )
+        if x_u.shape != (1, self.n_features):
+            raise BadInputError(
+                f"recommend expects one user row of {self.n_features} features; "
+                f"got shape {x_u.shape}."
+            )
+        user_score = float(self.scores(x_u)[0])
+        user_factors = np.asarray(x_u @ self.factors, dtype=np.float64).ravel()  # (k,)
+        items_array = items if sp.issparse(items) else np.asarray(items)
+        if not sp.issparse(items_array) and items_array.ndim == 1:
+            columns = items_array.astype(np.int64)
+            if columns.size and (columns.min() < 0 or columns.max() >= self.n_features):
+                raise BadInputError(f"recommend: item columns must be in [0, {self.n_features}).")
+            item_factors = self.factors[columns].astype(np.float64)  # (n_items, k)
+            # A one-hot item has no pairwise term of its own.
+            item_scores = self.bias + self.linear[columns].astype(np.float64)
+        else:
+            item_rows = self._check(items_array).features
+            item_factors = np.asarray(item_rows @ self.factors, dtype=np.float64)  # (n_items, k)
+            item_scores = self.scores(item_rows)
+        scores = user_score + item_scores - self.bias + item_factors @ user_factors  # (n_items,)
+        if exclude is not None:
+            scores = scores.copy()
+            scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
+        count = check_int(n, "n", "FactorizationMachinesModel.recommend", 1)
+        count = min(count, int(np.isfinite(scores).sum()))
+        top = np.argpartition(-scores, count - 1)[:count] if count else np.zeros(0, np.int64)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        values = _sigmoid(scores[top]) if self.classifier else scores[top]
+        return top.astype(np.int64), values
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "predictor_type": self.predictor_type,
+            "n_features": self.n_features,
+            "num_factors": self.num_factors,
+            "n_seen": self.n_seen,
+            "threshold": self.threshold if self.classifier else None,
+            "progressive_validation_loss": self.progressive_loss,
+            "bias": self.bias,
+        }
+
+    def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {
+            "bias": self.bias,
+            "predictor_type": self.predictor_type,
+            "threshold": self.threshold,
+            "f_beta": self.f_beta,
+            "n_seen": self.n_seen,
+            "progressive_loss": self.progressive_loss,
+        }
+        return meta, {"linear": self.linear, "factors": self.factors}
+
+    @classmethod
+    def _from_payload(
+        cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> FactorizationMachinesModel:
+        linear, factors = arrays["linear"], arrays["factors"]
+        if factors.ndim != 2 or linear.shape != (factors.shape[0],):
+            raise IncompatibleStateError(
+                "Factorization Machines model arrays have shapes "
+                f"{linear.shape} and {factors.shape}."
+            )
+        return cls(
+            bias=float(meta["bias"]),
+            linear=linear,
+            factors=factors,
+            predictor_type=str(meta["predictor_type"]),
+            threshold=float(meta["threshold"]),
+            f_beta=float(meta["f_beta"]),
+            n_seen=int(meta["n_seen"]),
+            progressive_loss=float(meta["progressive_loss"]),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"FactorizationMachinesModel(predictor_type={self.predictor_type!r}, "
+            f"n_features={self.n_features}, num_factors={self.num_factors}, n_seen={self.n_seen})"
+        )
+
+
+FactorizationMachinesState.MODEL = FactorizationMachinesModel

@@ -1,0 +1,148 @@
+"""Reading a pipe (standard input) into blocks: ``ReadPipe``.
+
+``cat x.csv | beam-ml train pca --input - --format csv ...`` feeds a pipeline from a
+pipe. A pipe can be read once, by one process, from the start: it has no byte ranges
+to hand to workers and no way to seek back. So the driver copies it, in 1 MiB chunks
+(memory stays bounded however long the pipe is), to a *spill file*, and the pipeline
+reads that file with :class:`~beam_ml.io.sources.ReadBlocks`: the same planning (header,
+label column and feature count found from the first lines), the same vectorized parsers,
+byte-range splits read in parallel, and the same dead letters. Byte offsets and line
+numbers of bad records are those of the pipe, because the spill file is a byte-exact
+copy; their ``file`` is ``'<stdin>'`` (or the ``name`` given).
+
+The copy happens at construction, which returns after the pipe's end (EOF): this is the
+bounded case. An endless pipe (``tail -F log.csv``) needs a streaming source that groups
+records into blocks by size and time; that is not what this transform does.
+
+Examples
+--------
+>>> import io
+>>> read = ReadPipe("csv", stream=io.BytesIO(b"a,b\\n1,2\\n3,4\\n"))
+>>> read.n_features
+2
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import shutil
+import sys
+import tempfile
+import uuid
+from typing import Any, BinaryIO
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from beam_ml.core.errors import BadInputError
+from beam_ml.io.sources import FORMATS, ReadBlocks
+
+__all__ = ["ReadPipe"]
+
+_COPY_CHUNK = 1 << 20
+_log = logging.getLogger("beam_ml.io")
+
+
+def _spill(stream: BinaryIO, spill_dir: str | None, format: str) -> tuple[str, int]:
+    """Copy ``stream`` to a new file in ``spill_dir`` (a local temporary folder, removed
+    when this process exits, if None); returns (path, bytes copied)."""
+    if spill_dir is None:
+        spill_dir = tempfile.mkdtemp(prefix="beam_ml_pipe_")
+        atexit.register(shutil.rmtree, spill_dir, ignore_errors=True)
+    # The extension tells ReadBlocks the data is not compressed (a '.gz' name would not).
+    path = FileSystems.join(spill_dir, f"pipe-{uuid.uuid4().hex[:12]}.{format}")
+    copied = 0
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as out:
+        while chunk := stream.read(_COPY_CHUNK):
+            out.write(chunk)
+            copied += len(chunk)
+    return path, copied
+
+
+def _rename_source(record: dict[str, Any], name: str) -> dict[str, Any]:
+    return {**record, "file": name}
+
+
+class ReadPipe(beam.PTransform):
+    """Read a pipe (by default standard input) into a PCollection of blocks.
+
+    Parameters
+    ----------
+    format : {'csv', 'libsvm', 'jsonl', 'npy', 'parquet'}
+        The record format, as for :class:`~beam_ml.io.sources.ReadBlocks`.
+    stream : binary file object, optional
+        What to read, up to its end; default ``sys.stdin.buffer``.
+    spill_dir : str, optional
+        Folder of the spill file (any Beam file system: a ``gs://`` folder lets remote
+        workers read it). Default: a local temporary folder deleted when the process
+        exits, which suits the DirectRunner.
+    name : str, default '<stdin>'
+        What bad records name as their ``file``.
+    **options
+        ``label_column``, ``header``, ``delimiter``, ``feature_dim``, ``zero_based``,
+        ``block_size``, ``split_bytes``, ``strict``, ``features_key``: as for
+        :class:`~beam_ml.io.sources.ReadBlocks`.
+
+    Attributes
+    ----------
+    n_features : int or None
+        Feature columns per row, found from the first records; None if the pipe was
+        empty.
+    spill_path : str
+        The copy of the pipe the pipeline reads.
+    n_bytes : int
+        Bytes read from the pipe.
+
+    Raises
+    ------
+    BadInputError
+        At construction, for the reasons ``ReadBlocks`` gives (unknown format, a label
+        column that is not in the header, ...).
+
+    Notes
+    -----
+    Construction blocks until the pipe ends; memory is one 1 MiB chunk, disk the size of
+    the input. Pipeline shape and counters are those of ``ReadBlocks``.
+    """
+
+    def __init__(
+        self,
+        format: str,
+        *,
+        stream: BinaryIO | None = None,
+        spill_dir: str | None = None,
+        name: str = "<stdin>",
+        **options: Any,
+    ):
+        super().__init__()
+        if format not in FORMATS:
+            raise BadInputError(
+                f"The 'format' parameter of ReadPipe must be one of {list(FORMATS)}. "
+                f"Got {format!r} instead."
+            )
+        if stream is None:
+            stream = sys.stdin.buffer
+        self.spill_path, self.n_bytes = _spill(stream, spill_dir, format)
+        self._name = name
+        _log.info("read %d bytes from %s into %s", self.n_bytes, name, self.spill_path)
+        self._inner = ReadBlocks(self.spill_path, format, **options)
+        self._with_dead_letters = False
+
+    @property
+    def n_features(self) -> int | None:
+        return self._inner.n_features
+
+    def with_dead_letters(self) -> ReadPipe:
+        """Make the transform return ``(blocks, dead_letters)`` (bad-record dicts whose
+        ``file`` is the pipe's ``name``)."""
+        self._inner.with_dead_letters()
+        self._with_dead_letters = True
+        return self
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
+        if not self._with_dead_letters:
+            return pbegin | "ReadSpill" >> self._inner
+        blocks, dead = pbegin | "ReadSpill" >> self._inner
+        return blocks, dead | "NameSource" >> beam.Map(_rename_source, self._name)

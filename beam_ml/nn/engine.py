@@ -1,0 +1,420 @@
+"""The MXNet engine shared by beam_ml's gradient-trained algorithms.
+
+What lives here is written once for Factorization Machines, NTM and DeepAR (DESIGN.md §4):
+
+Device
+    ``device='cpu'`` (default), ``'gpu'`` or ``'gpu:N'`` picks the MXNet context; every
+    other line of code is the same on both. Asking for a GPU that MXNet does not see raises
+    :class:`DeviceUnavailableError` before any data is touched. MXNet 1.9.1's GPU builds
+    carry kernels for compute capability 5.0-8.6 only (no Hopper).
+Seeded initialization
+    :func:`initial_values` draws from ``numpy.random.default_rng([seed, stream])`` on the
+    host, so every replica of a state (one per Beam bundle or worker) starts from the same
+    parameters without talking to the others, on any device. That shared start is what
+    makes averaging replicas meaningful.
+Parameter tables
+    :class:`ParameterTable` keeps each parameter row *beside its optimizer state* in one
+    float32 record, on the host. A mini-batch gathers the records of the rows it touches
+    (one random memory access per row: a hashed 2^20-row table is bound by memory latency,
+    and separate arrays would cost one access per array), trains them on the device and
+    scatters them back. This is MXNet's kvstore ``row_sparse_pull`` pattern: the full table
+    never goes to the device and is never densified per step, only the rows in use.
+Optimizers
+    SGD, Adam and AdaGrad as MXNet NDArray arithmetic with per-column learning rates and
+    weight decays, and *lazy* updates: a row's parameters, moments and weight decay change
+    only in steps whose mini-batch touches it (MXNet's ``lazy_update`` for row-sparse
+    gradients). The gradient is ``clip(rescale_grad * grad, clip_gradient) + wd * w``.
+Mini-batches independent of blocks
+    :class:`PendingRows` cuts the stream of rows into mini-batches of exactly
+    ``mini_batch_size`` rows whatever the block boundaries, keeping the remainder (fewer
+    than ``mini_batch_size`` rows) in the state. Updating with one block or row by row
+    therefore takes the same SGD steps.
+Merge
+    :meth:`ParameterTable.merged` averages two replicas row by row, each row weighted by
+    the number of examples that touched it in each replica since their shared start
+    (example-weighted parameter averaging, the "loose consistency" of a parameter server;
+    Zinkevich et al. 2010). Weighting per row rather than per replica keeps a sparse
+    feature that only one replica saw at that replica's value instead of halving it. The
+    merge is approximate (SGD is not a sufficient statistic); its cost in quality is
+    measured by the tests (tests/algorithms/test_factorization_machines.py).
+
+Payloads are plain numpy arrays in the state's versioned format: no pickle, no MXNet file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from beam_ml.core.errors import BeamMLError, IncompatibleStateError
+
+__all__ = [
+    "DeviceUnavailableError",
+    "OPTIMIZERS",
+    "INIT_METHODS",
+    "mxnet",
+    "check_device",
+    "context",
+    "initial_values",
+    "OptimizerSpec",
+    "apply_update",
+    "ParameterTable",
+    "PendingRows",
+    "unique_inverse",
+]
+
+OPTIMIZERS = ("adam", "adagrad", "sgd")
+INIT_METHODS = ("normal", "uniform", "constant")
+_SLOTS = {"sgd": 0, "adam": 2, "adagrad": 1}
+_DEVICE = re.compile(r"^(cpu|gpu)(?::(\d+))?$")
+
+
+class DeviceUnavailableError(BeamMLError, RuntimeError):
+    """The configured device (a GPU) is not available to MXNet on this machine."""
+
+
+# --- MXNet and the device -----------------------------------------------------------------
+def mxnet() -> Any:
+    """The ``mxnet`` module, imported on first use with a clear error if it cannot be."""
+    # Storage fallbacks on the compact (rows-in-use) arrays are expected and cheap; MXNet
+    # would otherwise print a warning per operator.
+    os.environ.setdefault("MXNET_STORAGE_FALLBACK_LOG_VERBOSE", "0")
+    try:
+        import mxnet as mx
+    except (ImportError, AttributeError, OSError) as exc:  # numpy>=1.24 fails inside mxnet
+        raise ImportError(
+            "beam_ml's gradient-trained algorithms need MXNet 1.9.1 "
+            "(pip install mxnet==1.9.1; Python <= 3.11 and numpy < 1.24, numpy "
+            f"{np.__version__} is installed). Import failed with: {exc}"
+        ) from exc
+    return mx
+
+
+def check_device(value: Any, name: str, where: str) -> str:
+    """Validate a device string ('cpu', 'gpu' or 'gpu:N') without importing MXNet."""
+    if isinstance(value, str) and _DEVICE.match(value) and not value.startswith("cpu:"):
+        return value
+    raise ValueError(
+        f"The {name!r} parameter of {where} must be 'cpu', 'gpu' or 'gpu:N'. Got {value!r} instead."
+    )
+
+
+def context(device: str) -> Any:
+    """The MXNet context for ``device``; :class:`DeviceUnavailableError` if it is absent."""
+    mx = mxnet()
+    kind, index = _DEVICE.match(device).groups()
+    if kind == "cpu":
+        return mx.cpu()
+    gpu = int(index or 0)
+    available = mx.context.num_gpus()
+    if gpu >= available:
+        seen = "no GPU" if available == 0 else f"{available} GPU(s) (gpu:0..gpu:{available - 1})"
+        raise DeviceUnavailableError(
+            f"device={device!r} was asked for, but MXNet sees {seen} on this machine. "
+            "Use device='cpu', or install a CUDA build of MXNet 1.9.1 (e.g. mxnet-cu112) "
+            "on a machine with an NVIDIA GPU of compute capability 5.0-8.6."
+        )
+    return mx.gpu(gpu)
+
+
+# --- initialization ---------------------------------------------------------------------------
+def initial_values(
+    shape: tuple[int, ...],
+    method: str,
+    *,
+    sigma: float | None,
+    scale: float | None,
+    value: float | None,
+    seed: int,
+    stream: int,
+) -> np.ndarray:
+    """Seeded float32 initial values (SageMaker's ``*_init_method`` semantics).
+
+    ``normal``: N(0, sigma^2); ``uniform``: U[-scale, scale]; ``constant``: ``value``.
+    ``stream`` separates the parameter groups (bias, linear, factors ...) drawn with one
+    seed, so each is reproducible on its own and on any device.
+    """
+    if method == "constant":
+        return np.full(shape, value, dtype=np.float32)
+    rng = np.random.default_rng([seed, stream])
+    if method == "normal":
+        out = rng.standard_normal(shape, dtype=np.float32)
+        out *= np.float32(sigma)
+        return out
+    out = rng.random(shape, dtype=np.float32)  # uniform
+    out *= np.float32(2 * scale)
+    out -= np.float32(scale)
+    return out
+
+
+# --- optimizers --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer and its settings (MXNet's names).
+
+    Parameters
+    ----------
+    name : {'adam', 'adagrad', 'sgd'}
+    eps : float
+        Added to the denominators of Adam and AdaGrad.
+    clip_gradient : float, optional
+        Clip each rescaled gradient entry to [-clip_gradient, clip_gradient].
+    rescale_grad : float, optional
+        Multiplies the summed mini-batch gradient; None means 1 / rows in the mini-batch
+        (the mean).
+    beta1, beta2 : float
+        Adam's moment decay rates.
+    """
+
+    name: str = "adam"
+    eps: float = 1e-8
+    clip_gradient: float | None = None
+    rescale_grad: float | None = None
+    beta1: float = 0.9
+    beta2: float = 0.999
+
+    @property
+    def slots(self) -> int:
+        """Optimizer state arrays per parameter array (Adam: mean and variance)."""
+        return _SLOTS[self.name]
+
+
+def apply_update(
+    nd: Any,
+    weight: Any,
+    slots: list[Any],
+    grad: Any,
+    lr: Any,
+    wd: Any,
+    step: int,
+    rows: int,
+    spec: OptimizerSpec,
+) -> tuple[Any, list[Any]]:
+    """One optimizer step on NDArrays (on the device); returns (weight, slots).
+
+    ``lr`` and ``wd`` are floats or NDArrays of shape (1, width) broadcast over the rows,
+    so one step serves parameter groups with different rates (linear and factors columns).
+    ``step`` counts from 1 (Adam's bias correction); ``rows`` is the mini-batch size.
+    """
+    scale = spec.rescale_grad if spec.rescale_grad is not None else 1.0 / rows
+    g = grad * scale
+    if spec.clip_gradient is not None:
+        g = nd.clip(g, -spec.clip_gradient, spec.clip_gradient)
+    g = g + _mul(nd, wd, weight)  # L2 weight decay, never clipped
+    if spec.name == "sgd":
+        return weight - _mul(nd, lr, g), []
+    if spec.name == "adagrad":
+        (history,) = slots
+        history = history + g * g
+        return weight - _mul(nd, lr, g / nd.sqrt(history + spec.eps)), [history]
+    mean, var = slots
+    mean = spec.beta1 * mean + (1.0 - spec.beta1) * g
+    var = spec.beta2 * var + (1.0 - spec.beta2) * g * g
+    # Bias correction folded into the step size, as MXNet's Adam does.
+    correction = np.sqrt(1.0 - spec.beta2**step) / (1.0 - spec.beta1**step)
+    step_size = _mul(nd, lr, mean / (nd.sqrt(var) + spec.eps)) * correction
+    return weight - step_size, [mean, var]
+
+
+def _mul(nd: Any, factor: Any, array: Any) -> Any:
+    if isinstance(factor, (int, float)):
+        return array * factor
+    return nd.broadcast_mul(factor, array)
+
+
+# --- parameter tables ---------------------------------------------------------------------------
+class ParameterTable:
+    """Parameter rows, each stored beside its optimizer state, with per-row example counts.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_rows, (1 + slots) * width), float32
+        Row ``i`` is ``[params_i, slot_1_i, ..., slot_s_i]``, each of ``width`` floats.
+    width : int
+        Parameters per row (FM: 1 linear weight + num_factors factors).
+    slots : int
+        Optimizer state arrays (Adam 2, AdaGrad 1, SGD 0).
+    counts : ndarray of shape (n_rows,), int64
+        Examples that touched each row since the state's start point: the merge weights.
+    """
+
+    def __init__(self, values: np.ndarray, width: int, slots: int, counts: np.ndarray):
+        if values.shape[1] != (1 + slots) * width or counts.shape != (values.shape[0],):
+            raise IncompatibleStateError(
+                f"Parameter table of shape {values.shape} with {counts.shape} counts does not "
+                f"hold {width} parameters and {slots} optimizer slots per row."
+            )
+        self.values, self.width, self.slots, self.counts = values, width, slots, counts
+
+    @classmethod
+    def initial(cls, params: np.ndarray, slots: int) -> ParameterTable:
+        """A table of ``params`` (n_rows, width) with zeroed optimizer state and counts."""
+        n, width = params.shape
+        values = np.zeros((n, (1 + slots) * width), dtype=np.float32)
+        values[:, :width] = params
+        return cls(values, width, slots, np.zeros(n, dtype=np.int64))
+
+    @property
+    def n_rows(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def params(self) -> np.ndarray:
+        """The parameters, a view of shape (n_rows, width)."""
+        return self.values[:, : self.width]
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        """Records of ``rows``: shape (len(rows), (1 + slots) * width), a copy."""
+        return np.take(self.values, rows, axis=0)
+
+    def scatter(self, rows: np.ndarray, records: np.ndarray, touches: np.ndarray) -> None:
+        """Write trained records back and count the examples that touched each row."""
+        self.values[rows] = records
+        self.counts[rows] += touches
+
+    def copy(self) -> ParameterTable:
+        return ParameterTable(self.values.copy(), self.width, self.slots, self.counts.copy())
+
+    def restarted(self) -> ParameterTable:
+        """A copy whose counts start again from zero (a new start point for replicas)."""
+        return ParameterTable(
+            self.values.copy(), self.width, self.slots, np.zeros_like(self.counts)
+        )
+
+    def merged(self, other: ParameterTable) -> ParameterTable:
+        """Row-wise example-weighted average of two replicas from the same start point.
+
+        A row touched by neither keeps its (shared) start value; by one only, that
+        replica's value; by both, ``(c_a * a + c_b * b) / (c_a + c_b)`` for the parameters
+        and the optimizer state alike. Associative and commutative up to rounding.
+        """
+        out = self.copy()
+        rows = np.flatnonzero(other.counts)
+        if rows.size:
+            c_a = self.counts[rows].astype(np.float64)
+            c_b = other.counts[rows].astype(np.float64)
+            w_b = (c_b / (c_a + c_b)).astype(np.float32)[:, None]  # (rows, 1)
+            a, b = self.gather(rows), other.gather(rows)
+            # a + (b - a) * w_b is exactly b when a row is new to self (w_b == 1).
+            out.values[rows] = np.where(w_b == 1, b, a + (b - a) * w_b)
+            out.counts[rows] += other.counts[rows]
+        return out
+
+    def to_arrays(self, prefix: str, slot_names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Named arrays for the payload: parameters, then each optimizer slot, then counts."""
+        w = self.width
+        arrays = {f"{prefix}": self.values[:, :w]}
+        for i, name in enumerate(slot_names, start=1):
+            arrays[f"{prefix}.{name}"] = self.values[:, i * w : (i + 1) * w]
+        arrays[f"{prefix}.counts"] = self.counts
+        return arrays
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], prefix: str, slot_names: tuple[str, ...]
+    ) -> ParameterTable:
+        try:
+            parts = [arrays[prefix]] + [arrays[f"{prefix}.{n}"] for n in slot_names]
+            counts = arrays[f"{prefix}.counts"]
+        except KeyError as exc:
+            raise IncompatibleStateError(f"State payload lacks the array {exc}.") from None
+        shapes = {p.shape for p in parts}
+        if len(shapes) != 1 or parts[0].ndim != 2:
+            raise IncompatibleStateError(
+                f"State arrays {prefix!r} have inconsistent shapes {sorted(shapes)}."
+            )
+        values = np.concatenate([p.astype(np.float32, copy=False) for p in parts], axis=1)
+        return cls(values, parts[0].shape[1], len(slot_names), counts.astype(np.int64))
+
+
+# --- mini-batches independent of block boundaries ------------------------------------------------
+def unique_inverse(indices: np.ndarray, scratch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(unique, inverse)`` of an index array in O(len) time, any order of ``unique``.
+
+    ``scratch`` is an int array with one entry per possible index, reused across calls
+    and never cleared: each call overwrites the entries it reads. ``numpy.unique`` sorts
+    (O(n log n)), a third of a mini-batch's host time on 40,000 indices.
+    """
+    position = np.arange(indices.shape[0], dtype=scratch.dtype)
+    scratch[indices] = position
+    representative = scratch[indices]  # one position per distinct index, whichever won
+    first = representative == position
+    local = np.cumsum(first) - 1
+    return indices[first], local[representative]
+
+
+class PendingRows:
+    """Cuts a stream of labelled CSR rows into mini-batches of exactly ``batch_rows`` rows.
+
+    The rows after the last full mini-batch (fewer than ``batch_rows``) stay here, in the
+    state, until more rows arrive, the state is merged, or a model is derived.
+    """
+
+    def __init__(self, batch_rows: int, n_features: int):
+        self.batch_rows, self.n_features = batch_rows, n_features
+        self.features = sp.csr_matrix((0, n_features), dtype=np.float32)
+        self.labels = np.zeros(0, dtype=np.float32)
+
+    @property
+    def n_rows(self) -> int:
+        return self.features.shape[0]
+
+    def feed(self, features: sp.csr_matrix, labels: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+        """Full mini-batches from the pending rows followed by these; keeps the rest."""
+        if self.n_rows:
+            features = sp.vstack([self.features, features], format="csr")
+            labels = np.concatenate([self.labels, labels])
+        n_full = features.shape[0] // self.batch_rows * self.batch_rows
+        batches = [
+            (features[start : start + self.batch_rows], labels[start : start + self.batch_rows])
+            for start in range(0, n_full, self.batch_rows)
+        ]
+        self.features, self.labels = features[n_full:], labels[n_full:].copy()
+        return batches
+
+    def take_all(self) -> tuple[Any, np.ndarray]:
+        """The pending rows (possibly none), leaving none here."""
+        out = (self.features, self.labels)
+        self.features = sp.csr_matrix((0, self.n_features), dtype=np.float32)
+        self.labels = np.zeros(0, dtype=np.float32)
+        return out
+
+    def copy(self) -> PendingRows:
+        out = PendingRows(self.batch_rows, self.n_features)
+        out.features, out.labels = self.features.copy(), self.labels.copy()
+        return out
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        f = self.features
+        return {
+            f"{prefix}.data": f.data,
+            f"{prefix}.indices": f.indices.astype(np.int64),
+            f"{prefix}.indptr": f.indptr.astype(np.int64),
+            f"{prefix}.labels": self.labels,
+        }
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], prefix: str, batch_rows: int, n_features: int
+    ) -> PendingRows:
+        out = cls(batch_rows, n_features)
+        indptr = arrays[f"{prefix}.indptr"]
+        try:
+            out.features = sp.csr_matrix(
+                (arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"], indptr),
+                shape=(len(indptr) - 1, n_features),
+            )
+        except ValueError as exc:
+            raise IncompatibleStateError(f"Pending rows in the state are invalid: {exc}") from None
+        out.labels = arrays[f"{prefix}.labels"]
+        if out.labels.shape != (out.n_rows,) or out.n_rows >= batch_rows:
+            raise IncompatibleStateError(
+                f"The state holds {out.n_rows} pending rows with {out.labels.shape[0]} labels; "
+                f"expected fewer than mini_batch_size={batch_rows}, one label each."
+            )
+        return out

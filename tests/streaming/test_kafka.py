@@ -1,0 +1,257 @@
+"""Kafka topics as training input: ReadKafka against a real Kafka-protocol server
+(librdkafka's mock cluster on 127.0.0.1, see kafka_cluster.py), through kafka-python."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from beam_ml import PCAConfig, PCAState, read_checkpoint
+from beam_ml.core.errors import BadInputError
+from beam_ml.io.kafka import ReadKafka, parse_kafka_url
+from tests.streaming.helpers import MULTI_PROCESS, beam_ml, run_source, stack
+from tests.streaming.kafka_broker import API_VERSION as BROKER_API_VERSION
+from tests.streaming.kafka_cluster import API_VERSION
+
+pytestmark = pytest.mark.streaming
+
+
+def _topic(cluster, partitions: int) -> str:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.create_topic(name, partitions)
+    return name
+
+
+@pytest.fixture
+def csv_topic(kafka_cluster, rng):
+    """3 partitions x 200 CSV records (x0, x1, x2, label); two bad records in each."""
+    topic = _topic(kafka_cluster, 3)
+    rows = rng.normal(size=(3, 200, 4)).astype(np.float32).astype(np.float64)
+    for p in range(3):
+        values = [",".join(repr(v) for v in row).encode() for row in rows[p].tolist()]
+        values[50] = b"1,2,three,4"
+        values[120] = None  # a tombstone
+        kafka_cluster.produce(topic, values, partition=p)
+    good = np.ones(200, dtype=bool)
+    good[[50, 120]] = False
+    return topic, rows[:, good]
+
+
+def test_bounded_read_of_all_partitions(kafka_cluster, csv_topic):
+    topic, rows = csv_topic
+    read = ReadKafka(
+        kafka_cluster.bootstrap_servers,
+        topic,
+        "csv",
+        label_column=-1,
+        block_size=64,
+        api_version=API_VERSION,
+    )
+    assert read.n_features == 3
+    assert read.start_offsets == {(topic, p): 0 for p in range(3)}
+    assert read.end_offsets == {(topic, p): 200 for p in range(3)}
+    blocks, dead, positions = run_source(read.with_dead_letters().with_positions(), 3)
+    assert max(b.n_rows for b in blocks) <= 64
+    for p in range(3):
+        features, labels = stack([b for b in blocks if b.origin[0] == f"kafka://{topic}/{p}"])
+        np.testing.assert_array_equal(features, rows[p][:, :3])
+        np.testing.assert_array_equal(labels, rows[p][:, 3])
+    assert sorted((r["file"], r["offset"], r["reason"]) for r in dead) == sorted(
+        (f"kafka://{topic}/{p}", offset, reason)
+        for p in range(3)
+        for offset, reason in [
+            (50, "field 2 ('three') is not a number"),
+            (120, "empty record value"),
+        ]
+    )
+    last = {}
+    for pos in positions:
+        key = (pos["topic"], pos["partition"])
+        last[key] = max(last.get(key, 0), pos["offset"])
+    assert last == read.end_offsets
+
+
+def test_start_positions(kafka_cluster, csv_topic):
+    topic, rows = csv_topic
+    servers = kafka_cluster.bootstrap_servers
+    read = ReadKafka(servers, topic, "csv", partitions=[1], start={1: 150}, api_version=API_VERSION)
+    assert read.n_features == 4 and read.end_offsets == {(topic, 1): 200}
+    [blocks] = run_source(read)
+    features, labels = stack(blocks)
+    np.testing.assert_array_equal(features, rows[1][-50:])  # offsets 150..199, all good
+    assert labels is None
+    latest = ReadKafka(servers, topic, "csv", start="latest", api_version=API_VERSION)
+    assert latest.n_features is None and latest.start_offsets == latest.end_offsets
+    assert run_source(latest) == [[]]
+    with pytest.raises(BadInputError, match="outside the log"):
+        ReadKafka(servers, topic, "csv", start={0: 500, 1: 0, 2: 0}, api_version=API_VERSION)
+    with pytest.raises(BadInputError, match="has no partition \\[7\\]"):
+        ReadKafka(servers, topic, "csv", partitions=[7], api_version=API_VERSION)
+
+
+def test_json_objects_with_labels(kafka_cluster, rng):
+    topic = _topic(kafka_cluster, 1)
+    rows = rng.normal(size=(100, 3)).astype(np.float32).astype(np.float64)
+    values = [json.dumps({"features": r[:2], "label": r[2]}).encode() for r in rows.tolist()]
+    values[10] = b'{"features": [1, 2, 3], "label": 0}'
+    values[11] = b"not json"
+    kafka_cluster.produce(topic, values)
+    read = ReadKafka(
+        kafka_cluster.bootstrap_servers, topic, "jsonl", api_version=API_VERSION
+    ).with_dead_letters()
+    assert read.n_features == 2
+    blocks, dead = run_source(read, 2)
+    features, labels = stack(blocks)
+    keep = np.ones(100, dtype=bool)
+    keep[[10, 11]] = False
+    np.testing.assert_array_equal(features, rows[keep, :2])
+    np.testing.assert_array_equal(labels, rows[keep, 2])
+    assert [(r["offset"], r["reason"][:20]) for r in sorted(dead, key=lambda r: r["offset"])] == [
+        (10, "expected 2 features,"),
+        (11, "invalid JSON: Expect"),
+    ]
+
+
+def test_options_are_checked_at_construction(kafka_cluster):
+    with pytest.raises(BadInputError, match="give feature_dim"):
+        ReadKafka(kafka_cluster.bootstrap_servers, "x", "libsvm")
+    with pytest.raises(BadInputError, match="no header"):
+        ReadKafka(kafka_cluster.bootstrap_servers, "x", "csv", label_column="y")
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with pytest.raises(BadInputError, match="did not answer within 2 s"):
+        ReadKafka(f"127.0.0.1:{port}", "x", "csv", api_version=API_VERSION, connect_timeout=2)
+    with pytest.raises(BadInputError, match="kafka://host:port/topic"):
+        parse_kafka_url("kafka:///nohost")
+    assert parse_kafka_url("kafka://h:1,h:2/a?start=timestamp:5&api_version=0.9") == {
+        "bootstrap_servers": ["h:1", "h:2"],
+        "topics": ["a"],
+        "start_timestamp_ms": 5,
+        "api_version": (0, 9),
+    }
+
+
+def test_cli_trains_on_a_topic_and_resumes_at_its_end_offsets(
+    kafka_cluster, csv_topic, tmp_path, rng
+):
+    topic, rows = csv_topic
+    url = f"kafka://{kafka_cluster.bootstrap_servers}/{topic}?api_version=2.3"
+    out = beam_ml(
+        "train",
+        "pca",
+        "--input",
+        url,
+        "--format",
+        "csv",
+        "--label_column",
+        "3",
+        "--output",
+        tmp_path / "state",
+        "--num_components",
+        2,
+        *MULTI_PROCESS,
+    )
+    summary = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    assert summary["n_seen"] == 3 * 198 and summary["config"]["feature_dim"] == 3
+    state, manifest = read_checkpoint(str(tmp_path / "state"))
+    reference = PCAState(PCAConfig(num_components=2)).update(rows[:, :, :3].reshape(-1, 3))
+    np.testing.assert_allclose(state.scatter, reference.scatter, rtol=1e-9, atol=1e-9)
+    assert manifest["extra"]["source_positions"] == {f"{topic}:{p}": 200 for p in range(3)}
+    dead = [json.loads(line) for line in (tmp_path / "state.dead_letters.jsonl").open()]
+    assert len(dead) == 6
+
+    # --resume continues at the stored end offsets: the new records only, each once.
+    new = rng.normal(size=(3, 30, 4)).astype(np.float32).astype(np.float64)
+    for p in range(3):
+        kafka_cluster.produce(
+            topic, [",".join(repr(v) for v in r).encode() for r in new[p].tolist()], partition=p
+        )
+    out = beam_ml(
+        "train", "pca", "--input", url, "--format", "csv", "--label_column", "3",
+        "--output", tmp_path / "state2", "--resume", tmp_path / "state",
+    )  # fmt: skip
+    assert json.loads(out.stdout.decode().strip().splitlines()[-1])["rows_read"] == 90
+    state, manifest = read_checkpoint(str(tmp_path / "state2"))
+    reference.update(new[:, :, :3].reshape(-1, 3))
+    assert state.n_seen == 3 * 198 + 90
+    np.testing.assert_allclose(state.scatter, reference.scatter, rtol=1e-9, atol=1e-9)
+    assert manifest["extra"]["source_positions"] == {f"{topic}:{p}": 230 for p in range(3)}
+
+
+def test_real_kafka_09_broker_and_resuming_from_end_offsets(kafka_broker, rng):
+    """Apache Kafka 0.9.0.1 itself (Java): read, then resume from the stored end offsets
+    and get exactly the records produced since."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topic(topic, partitions=2)
+    rows = rng.normal(size=(2, 300, 3)).astype(np.float32).astype(np.float64)
+    values = [[",".join(repr(v) for v in row).encode() for row in part.tolist()] for part in rows]
+    values[0][7] = b"1,2"
+    for p in range(2):
+        kafka_broker.produce(topic, values[p][:200], partition=p)
+    options = {"api_version": BROKER_API_VERSION, "block_size": 50}
+    first = ReadKafka(kafka_broker.bootstrap_servers, topic, "csv", **options)
+    assert first.end_offsets == {(topic, 0): 200, (topic, 1): 200}
+    blocks, dead = run_source(first.with_dead_letters(), 2)
+    assert [(r["offset"], r["reason"]) for r in dead] == [(7, "expected 3 fields, found 2")]
+    for p in range(2):
+        kafka_broker.produce(topic, values[p][200:], partition=p)
+    resumed = ReadKafka(
+        kafka_broker.bootstrap_servers,
+        topic,
+        "csv",
+        start={p: first.end_offsets[(topic, p)] for p in range(2)},
+        **options,
+    )
+    more = run_source(resumed)[0]
+    for p in range(2):
+        source = f"kafka://{topic}/{p}"
+        before = stack([b for b in blocks if b.origin[0] == source])[0]
+        after = stack([b for b in more if b.origin[0] == source])[0]
+        expected = np.delete(rows[p], [7], axis=0) if p == 0 else rows[p]
+        np.testing.assert_array_equal(np.vstack([before, after]), expected)
+
+
+def test_unbounded_read_follows_new_records_until_stopped(kafka_cluster, rng):
+    """Records produced after the pipeline started are read, in blocks closed by time;
+    the read ends at stop_after_seconds."""
+    topic = _topic(kafka_cluster, 2)
+    rows = rng.normal(size=(2, 3, 40, 2)).astype(np.float32).astype(np.float64)
+
+    def produce(wave: int) -> None:
+        for p in range(2):
+            kafka_cluster.produce(
+                topic, [f"{a!r},{b!r}".encode() for a, b in rows[p, wave].tolist()], partition=p
+            )
+
+    produce(0)
+    read = ReadKafka(
+        kafka_cluster.bootstrap_servers,
+        topic,
+        "csv",
+        api_version=API_VERSION,
+        unbounded=True,
+        stop_after_seconds=6,
+        max_block_seconds=0.5,
+    )
+    assert read.n_features == 2 and read.end_offsets == {(topic, 0): 40, (topic, 1): 40}
+    later = [threading.Timer(1.5, produce, (1,)), threading.Timer(3.0, produce, (2,))]
+    for timer in later:
+        timer.start()
+    started = time.monotonic()
+    try:
+        [blocks] = run_source(read)
+    finally:
+        for timer in later:
+            timer.join(timeout=30)
+    assert 5 < time.monotonic() - started < 30
+    for p in range(2):
+        features, _ = stack([b for b in blocks if b.origin[0] == f"kafka://{topic}/{p}"])
+        np.testing.assert_array_equal(features, rows[p].reshape(-1, 2))
+    assert len(blocks) >= 6  # at least one block per partition and wave
