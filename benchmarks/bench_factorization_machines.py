@@ -13,6 +13,8 @@ the same files and in this one run:
   steps on MXNet) -> ``Derive`` -> model checkpoint written, on the DirectRunner;
 - beam_ml state updates alone over the same rows already parsed into CSR blocks (the
   algorithm's cost without reading or Beam);
+- with ``--merges``: what merging 2 and 4 replicas costs against one replica, on these
+  rows (one pass) and on a 2,000 x 1,000 ratings set (6 epochs, merged every epoch);
 - River's ``facto.FMClassifier`` (one pass, ``learn_one`` per example, reading included)
   in River's own environment (``--river-python``: River needs numpy >= 1.26, beam_ml pins
   1.23.5), see benchmarks/river_fm.py.
@@ -175,6 +177,80 @@ def in_memory(train: Path, config) -> tuple[float, float, dict]:
     return parse, update, {"bytes": len(state.to_bytes())}
 
 
+def _replicas(config, blocks: list[beam_ml.Block], replicas: int, epochs: int = 1):
+    """``replicas`` states, each on a contiguous share of ``blocks``, merged after every
+    epoch (each epoch's replicas start from the last merge), as ``Train`` runs them."""
+    shares = np.array_split(np.arange(len(blocks)), replicas)
+    state = None
+    for _ in range(epochs):
+        parts = []
+        for share in shares:
+            part = (
+                beam_ml.FactorizationMachinesState(config) if state is None else state.continued()
+            )
+            for i in share:
+                part.update(blocks[i])
+            parts.append(part)
+        state = parts[0]
+        for part in parts[1:]:
+            state = state.merge(part)
+    return state
+
+
+def _ratings(rng: np.random.Generator, n: int = 240_000, noise: float = 0.5):
+    """2,000 users x 1,000 items: biases + rank-2 factors + noise, one-hot user and item."""
+    import scipy.sparse as sp
+
+    users, items, rank = 2000, 1000, 2
+    p, q = rng.normal(0, 1 / np.sqrt(rank), (users, rank)), rng.normal(0, 1, (items, rank))
+    bu, bi = rng.normal(0, 0.3, users), rng.normal(0, 0.3, items)
+    u, i = rng.integers(0, users, n), rng.integers(0, items, n)
+    y = 3.0 + bu[u] + bi[i] + (p[u] * q[i]).sum(1) + noise * rng.normal(size=n)
+    x = sp.csr_matrix(
+        (
+            np.ones(2 * n, np.float32),
+            np.column_stack([u, users + i]).ravel(),
+            np.arange(0, 2 * n + 1, 2),
+        ),
+        shape=(n, users + items),
+    )
+    return x, y
+
+
+def merges(train: Path, test: beam_ml.Block) -> dict:
+    """Test loss of merged replicas against one replica on all the data (in memory)."""
+    out = {}
+    config = beam_ml.FactorizationMachinesConfig(**CONFIG)
+    data = read_libsvm(train)
+    blocks = [
+        beam_ml.Block(data.features[i : i + BLOCK], data.labels[i : i + BLOCK])
+        for i in range(0, data.n_rows, BLOCK)
+    ]
+    loss = {
+        r: test_metrics(_replicas(config, blocks, r).derive(), test)["test_log_loss"]
+        for r in (1, 2, 4)
+    }
+    out["hashed_one_pass_log_loss"] = {r: round(v, 5) for r, v in loss.items()}
+    out["hashed_one_pass_change_pct"] = {r: round(100 * (loss[r] / loss[1] - 1), 2) for r in (2, 4)}
+    x, y = _ratings(np.random.default_rng(0))
+    ratings = beam_ml.FactorizationMachinesConfig(
+        feature_dim=3000, num_factors=2, predictor_type="regressor", mini_batch_size=1000,
+        bias_lr=0.01, linear_lr=0.01, factors_lr=0.01, bias_wd=0.0, linear_wd=1e-5,
+        factors_wd=1e-5, factors_init_sigma=0.1,
+    )  # fmt: skip
+    blocks = [beam_ml.Block(x[i : i + BLOCK], y[i : i + BLOCK]) for i in range(0, 200_000, BLOCK)]
+    held_out = beam_ml.Block(x[200_000:], y[200_000:])
+    rmse = {
+        r: _replicas(ratings, blocks, r, epochs=6).derive().score("rmse", held_out)
+        for r in (1, 2, 4)
+    }
+    out["ratings_6_epochs_rmse"] = {r: round(v, 4) for r, v in rmse.items()}
+    out["ratings_6_epochs_change_pct"] = {
+        r: round(100 * (rmse[r] / rmse[1] - 1), 2) for r in (2, 4)
+    }
+    return out
+
+
 def river(python: str, train: Path, test: Path, rows: int | None) -> dict:
     command = [python, str(HERE / "river_fm.py"), str(train), str(test)]
     if rows:
@@ -191,6 +267,11 @@ def main() -> None:
         "--river-rows", type=int, help="River trains on the first N rows only (default: all)"
     )
     parser.add_argument("--skip-in-memory", action="store_true")
+    parser.add_argument(
+        "--merges",
+        action="store_true",
+        help="also measure merged replicas (2 and 4) against one (hashed data, ratings)",
+    )
     args = parser.parse_args()
 
     train, test, bayes = make_data(args.rows)
@@ -215,6 +296,8 @@ def main() -> None:
             "rows_per_s": round(args.rows / update),
             "state_bytes": extra["bytes"],
         }
+    if args.merges:
+        results["merges"] = merges(train, test_block)
     if args.river_python:
         results["river"] = river(args.river_python, train, test, args.river_rows)
         results["beam_ml_over_river_rows_per_s"] = round(

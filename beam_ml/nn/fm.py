@@ -117,10 +117,13 @@ class FMTrainer:
         columns, local = engine.unique_inverse(features.indices, self.scratch)
         touches = np.bincount(local, minlength=columns.shape[0])
         width, slots = table.width, table.slots
-        records = table.gather(columns)  # (u, (1 + slots) * width) on the host
+        # Rows without any non-zero train the bias only; MXNet has no empty arrays, so such
+        # a batch carries one stand-in column that it neither uses nor writes back.
+        stand_in = columns.shape[0] == 0
+        records = table.gather(columns if not stand_in else np.zeros(1, dtype=np.int64))
         bias_record = bias.values[0]  # ((1 + slots),)
 
-        shape = (rows, columns.shape[0])
+        shape = (rows, records.shape[0])  # records: (u, (1 + slots) * width) on the host
         indptr = features.indptr.astype(np.int64)
         x = nd.sparse.csr_matrix((features.data, local, indptr), shape=shape, ctx=ctx)
         x_sq = nd.sparse.csr_matrix((features.data**2, local, indptr), shape=shape, ctx=ctx)
@@ -149,6 +152,8 @@ class FMTrainer:
         )
         trained = nd.concat(theta, *state, dim=1).asnumpy() if slots else theta.asnumpy()
         trained_bias = nd.concat(w0, *bias_state, dim=0).asnumpy()[None, :]  # (1, 1 + slots)
+        if stand_in:
+            trained = trained[:0]
         if write_back:
             table.scatter(columns, trained, touches)
             bias.scatter(np.zeros(1, dtype=np.int64), trained_bias, np.array([rows]))

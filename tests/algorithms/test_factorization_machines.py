@@ -281,6 +281,22 @@ def test_hashed_sparse_space_trains_without_densifying(rng):
     assert state.table.counts.sum() == x.nnz and state.steps == 4
 
 
+def test_rows_without_features_train_the_bias_only():
+    config = FactorizationMachinesConfig(
+        feature_dim=10, num_factors=2, predictor_type="binary_classifier", mini_batch_size=4,
+        bias_lr=0.5,
+    )  # fmt: skip
+    state = FactorizationMachinesState(config)
+    state.update(
+        Block(sp.csr_matrix((9, 10), dtype=np.float32), np.array([0, 1, 1, 1, 1, 1, 0, 1, 1]))
+    )
+    initial = config.initial("linear", (10, 1))[:, 0]
+    assert state.steps == 2 and state.table.counts.sum() == 0
+    np.testing.assert_array_equal(state.table.params[:, 0], initial)
+    model = state.derive()  # the pending row (no features either) makes one more step
+    assert model.bias > 0.5 and model.evaluate(np.zeros((1, 10)))[0, 0] > 0.6
+
+
 # --- bad input -------------------------------------------------------------------------------
 def test_bad_input_raises_and_changes_nothing(rng):
     config = FactorizationMachinesConfig(
