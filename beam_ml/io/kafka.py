@@ -55,7 +55,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
 from beam_ml.io import formats
-from beam_ml.io.sources import DEAD_LETTERS, METRICS_NAMESPACE
+from beam_ml.io.sources import DEAD_LETTERS, METRICS_NAMESPACE, _DroppedLog, route_bad_records
 
 __all__ = ["KAFKA_FORMATS", "POSITIONS", "ReadKafka", "parse_kafka_url"]
 
@@ -438,7 +438,7 @@ class _ReadPartitionFn(beam.DoFn):
 
     def setup(self) -> None:
         self._consumer = _consumer(self._spec)
-        self._dropped = 0
+        self._dropped = None if self._dead_letters else _DroppedLog("kafka")
 
     def teardown(self) -> None:
         self._consumer.close()
@@ -448,20 +448,7 @@ class _ReadPartitionFn(beam.DoFn):
     ) -> Iterator[Any]:
         block, bad = _decode(self._spec, part.topic, part.partition, offsets, values)
         if bad:
-            self._bad.inc(len(bad))
-            if self._spec.strict:
-                first = bad[0]
-                raise BadInputError(
-                    f"bad record in {first['file']} at offset {first['offset']}: "
-                    f"{first['reason']}; record: {first['record'][:200]!r}"
-                )
-            for record in bad:
-                if self._dead_letters:
-                    yield TaggedOutput(DEAD_LETTERS, record)
-                else:
-                    self._dropped += 1
-                    if self._dropped <= 5:
-                        _log.warning("dropped bad Kafka record %s", record)
+            yield from route_bad_records(bad, "kafka", self._spec.strict, self._bad, self._dropped)
         if block is not None:
             self._rows.inc(block.n_rows)
             if part.end >= _UNBOUNDED:  # event time: the block's first record's timestamp

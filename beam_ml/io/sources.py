@@ -788,8 +788,10 @@ def _read_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
 
 
 def _describe(record: dict[str, Any], fmt: str) -> str:
-    if fmt in ("npy", "parquet"):
+    if fmt in ("npy", "parquet", "sql"):
         where = f"row {record['offset']}"
+    elif fmt == "kafka":
+        where = f"offset {record['offset']}"
     elif record["line"] is not None:
         where = f"line {record['line']} (byte offset {record['offset']})"
     else:
@@ -845,6 +847,21 @@ class _DroppedLog:
             )
 
 
+def route_bad_records(
+    bad: list[dict[str, Any]], fmt: str, strict: bool, counter: Any, dropped: _DroppedLog | None
+) -> Iterator[TaggedOutput]:
+    """What every reader does with bad records: count them, then stop at the first
+    (``strict``), or yield them to the dead-letter output, or (``dropped``) log and drop."""
+    counter.inc(len(bad))
+    if strict:
+        raise BadInputError(_describe(bad[0], fmt))
+    for record in bad:
+        if dropped is None:
+            yield TaggedOutput(DEAD_LETTERS, record)
+        else:
+            dropped.add(record)
+
+
 class _ReadRangesFn(beam.DoFn):
     """Reads each range descriptor into blocks (main output) and bad records."""
 
@@ -857,7 +874,7 @@ class _ReadRangesFn(beam.DoFn):
 
     def setup(self) -> None:
         self._progress = _Progress()
-        self._dropped = _DroppedLog(self._spec.format)
+        self._dropped = None if self._dead_letters else _DroppedLog(self._spec.format)
 
     def process(self, rng: _Range) -> Iterator[Any]:
         for block, bad, nbytes in _read_range(self._spec, rng):
@@ -865,14 +882,9 @@ class _ReadRangesFn(beam.DoFn):
             self._rows.inc(rows)
             self._bytes.inc(nbytes)
             if bad:
-                self._bad.inc(len(bad))
-                if self._spec.strict:
-                    raise BadInputError(_describe(bad[0], self._spec.format))
-                for record in bad:
-                    if self._dead_letters:
-                        yield TaggedOutput(DEAD_LETTERS, record)
-                    else:
-                        self._dropped.add(record)
+                yield from route_bad_records(
+                    bad, self._spec.format, self._spec.strict, self._bad, self._dropped
+                )
             self._progress.update(rows, len(bad), rng.path)
             if block is not None:
                 yield block

@@ -42,12 +42,11 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import TaggedOutput
 
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
 from beam_ml.io import formats
-from beam_ml.io.sources import DEAD_LETTERS, METRICS_NAMESPACE
+from beam_ml.io.sources import DEAD_LETTERS, METRICS_NAMESPACE, _DroppedLog, route_bad_records
 
 __all__ = ["ReadSql", "sql_url"]
 
@@ -338,7 +337,7 @@ class _ReadRangesFn(beam.DoFn):
 
     def setup(self) -> None:
         self._engine = _engine(self._spec.url)
-        self._dropped = 0
+        self._dropped = None if self._dead_letters else _DroppedLog("sql")
 
     def teardown(self) -> None:
         self._engine.dispose()
@@ -346,22 +345,9 @@ class _ReadRangesFn(beam.DoFn):
     def process(self, rng: _Range) -> Iterator[Any]:
         for block, bad in _read_range(self._spec, self._engine, rng):
             if bad:
-                self._bad.inc(len(bad))
-                if self._spec.strict:
-                    first = bad[0]
-                    raise BadInputError(
-                        f"bad row in {first['file']} at {first['offset']}: {first['reason']}; "
-                        f"row: {first['record'][:200]}"
-                    )
-                for record in bad:
-                    if self._dead_letters:
-                        yield TaggedOutput(DEAD_LETTERS, record)
-                    else:
-                        self._dropped += 1
-                        if self._dropped <= 5:
-                            _log.warning(
-                                "dropped bad row %s: %s", record["record"], record["reason"]
-                            )
+                yield from route_bad_records(
+                    bad, "sql", self._spec.strict, self._bad, self._dropped
+                )
             if block is not None:
                 self._rows.inc(block.n_rows)
                 yield block
