@@ -377,6 +377,7 @@ class FactorizationMachinesState(TrainingState):
     FAMILY = "factorization_machines"
     SERIAL_VERSION = 1
     CONFIG = FactorizationMachinesConfig
+    CONTINUES_ON_RESUME = True  # new data trains the factors on (core/state.py)
 
     def __init__(self, config: FactorizationMachinesConfig):
         super().__init__(config)
@@ -535,6 +536,17 @@ class FactorizationMachinesState(TrainingState):
         out.pv = np.zeros(3)
         if out.pv_hist is not None:
             out.pv_hist = np.zeros_like(out.pv_hist)
+        return out
+
+    def followed_by(self, later: FactorizationMachinesState) -> FactorizationMachinesState:
+        """This state extended by ``later``, trained on new rows from :meth:`continued`:
+        ``later``'s parameters (they went on from this state's) and row count (which
+        already counts this state's rows), both progressive validations added up."""
+        out = later._copy()
+        out.epoch = self.epoch
+        out.pv = self.pv + later.pv
+        if out.pv_hist is not None:
+            out.pv_hist = self.pv_hist + later.pv_hist
         return out
 
     @classmethod

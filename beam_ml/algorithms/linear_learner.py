@@ -620,6 +620,7 @@ class LinearLearnerState(TrainingState):
     FAMILY = "linear_learner"
     SERIAL_VERSION = 1
     CONFIG = LinearLearnerConfig
+    CONTINUES_ON_RESUME = True  # new data trains the packed SGD models on (core/state.py)
 
     def __init__(self, config: LinearLearnerConfig):
         super().__init__(config)
@@ -1012,6 +1013,33 @@ class LinearLearnerState(TrainingState):
             if state.hist is not None:
                 state.hist[:] = 0.0
         return state
+
+    def followed_by(self, later: LinearLearnerState) -> LinearLearnerState:
+        """This state extended by ``later``, trained on new rows from :meth:`continued`.
+
+        The packed models and their optimizer state are ``later``'s (they went on from
+        this state's); row counts, exact statistics, progressive losses and histograms
+        add up, so the result describes one pass over the old rows and the new ones.
+        """
+        out = later._copy()
+        out.epoch = self.epoch
+        out.n = self.n + later.n
+        out.stepped = self.stepped + later.stepped
+        if self.d is None or later.d is None:
+            return out
+        if self.has_exact and later.n:
+            _, out.exact_mean, delta, weight = pairwise_mean(
+                self.n, self.exact_mean, later.n, later.exact_mean
+            )
+            out.exact_scatter = (
+                self.exact_scatter + later.exact_scatter + weight * np.outer(delta, delta)
+            )
+        elif self.has_exact:
+            out.exact_mean, out.exact_scatter = self.exact_mean.copy(), self.exact_scatter.copy()
+        out.progress = self.progress + later.progress
+        if out.hist is not None:
+            out.hist = self.hist + later.hist
+        return out
 
     # --- merging ---------------------------------------------------------------------
     def merge(self, other: LinearLearnerState) -> LinearLearnerState:

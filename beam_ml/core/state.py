@@ -187,6 +187,13 @@ class TrainingState(abc.ABC):
     SERIAL_VERSION: ClassVar[int] = 1
     CONFIG: ClassVar[type]
     MODEL: ClassVar[type[Model]]
+    #: How new data extends a trained state (``Train(resume_from=...)``, ``--resume``,
+    #: every cycle of continuous training). False: the new data's own state is merged
+    #: in (sufficient statistics: exact). True (SGD): the new data trains on from the
+    #: old state, each replica starting at ``old.continued()``, and ``old.followed_by``
+    #: adds the result; merging a fresh replica would average the old model with an
+    #: untrained one.
+    CONTINUES_ON_RESUME: ClassVar[bool] = False
 
     def __init__(self, config: Any):
         if not isinstance(config, self.CONFIG):
@@ -219,6 +226,14 @@ class TrainingState(abc.ABC):
     @abc.abstractmethod
     def derive(self, **params: Any) -> Model:
         """A model, chosen by ``params``, computed from the state alone."""
+
+    def continued(self: StateT) -> StateT:
+        """The start of further training (SGD states; see ``CONTINUES_ON_RESUME``)."""
+        raise NotImplementedError(f"{self.FAMILY} states are extended by merging.")
+
+    def followed_by(self: StateT, later: StateT) -> StateT:
+        """This state extended by ``later``, trained from ``self.continued()`` on new rows."""
+        raise NotImplementedError(f"{self.FAMILY} states are extended by merging.")
 
     def compact(self: StateT) -> StateT:
         """A possibly smaller equivalent state (called before shuffles)."""

@@ -24,7 +24,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_ml.core.combine import StateCombineFn
 from beam_ml.core.state import TrainingState, state_class_for
 
-__all__ = ["TrainEpochs", "continue_epochs"]
+__all__ = ["TrainEpochs", "continue_epochs", "train_on_from"]
 
 
 class _TrainReplica(beam.DoFn):
@@ -70,7 +70,7 @@ def continue_epochs(
     ValueError
         When ``blocks`` is unbounded (a stream is one pass) and more epochs are asked.
     """
-    if config.epochs >= first_epoch and not blocks.is_bounded:
+    if config.epochs >= max(first_epoch, 2) and not blocks.is_bounded:
         raise ValueError(
             f"epochs={config.epochs} needs bounded input: a stream is read once. "
             "Use epochs=1 for unbounded sources."
@@ -89,6 +89,20 @@ def continue_epochs(
         if checkpoint_dir is not None:
             _write(state, checkpoint_dir, epoch, label)
     return state
+
+
+def _followed_by(later: TrainingState, earlier: TrainingState) -> TrainingState:
+    return earlier.followed_by(later)
+
+
+def train_on_from(blocks: beam.PCollection, start: beam.PCollection, config: Any) -> Any:
+    """New data training on from ``start`` (one state): ``config.epochs`` passes over
+    ``blocks`` (one for a stream), the first from ``start.continued()``, then
+    ``start.followed_by`` the result, so counts and statistics cover old and new rows."""
+    later = continue_epochs(blocks, start, config, first_epoch=1)
+    return later | "BeamML_FollowedBy" >> beam.Map(
+        _followed_by, beam.pvalue.AsSingleton(start)
+    ).with_output_types(TrainingState)
 
 
 def _write(state: beam.PCollection, checkpoint_dir: str, epoch: int, label: str) -> None:

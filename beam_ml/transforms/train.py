@@ -19,8 +19,11 @@ class Train(beam.PTransform):
     ----------
     config : an algorithm config, e.g. ``PCAConfig(num_components=10)``
     resume_from : PCollection of states, optional
-        Earlier states (e.g. ``p | ReadCheckpoint(path)``) merged into the result:
-        yesterday's state plus today's data equals training on both.
+        An earlier state (e.g. ``p | ReadCheckpoint(path)``) that the new data extends:
+        yesterday's state plus today's data equals training on both. Statistics states
+        merge with the new data's state; SGD states (``CONTINUES_ON_RESUME``) train on
+        from it, so the new rows refine the old model rather than being averaged with
+        a fresh one.
     fanout : int, optional
         Intermediate combining keys for very large inputs (``with_fanout``).
 
@@ -46,6 +49,10 @@ class Train(beam.PTransform):
 
     def expand(self, blocks):
         data = blocks
+        if self.resume_from is not None and self.state_class.CONTINUES_ON_RESUME:
+            from beam_ml.nn.epochs import train_on_from  # numpy and Beam only, no MXNet
+
+            return train_on_from(blocks, self.resume_from, self.config)
         if self.resume_from is not None:
             blocks = (blocks, self.resume_from) | "WithResumedState" >> beam.Flatten()
         combine = beam.CombineGlobally(StateCombineFn(self.config, self.state_class))
