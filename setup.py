@@ -31,6 +31,9 @@ setup(
         "mxnet==1.9.1",
         "sqlalchemy>=2.0",  # ReadSql: query results from SQLite (built in) or any SQLAlchemy URL
         "kafka-python>=2.0",  # ReadKafka: pure Python (Beam's ReadFromKafka needs Java)
+        # ReadPubSub (Beam's ReadFromPubSub imports it) and the Pub/Sub model announcements;
+        # < 3: the major version apache-beam 2.77's gcp extra accepts.
+        "google-cloud-pubsub>=2.1,<3",
     ],
     extras_require={
         # confluent-kafka: its bundled librdkafka runs the mock Kafka cluster of tests/streaming

@@ -240,6 +240,55 @@ def _add_reader_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_streaming_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "continuous training (--streaming: Kafka, Pub/Sub or a pipe; Ctrl-C or SIGTERM "
+        "stops after the running snapshot)"
+    )
+    group.add_argument(
+        "--streaming",
+        action="store_true",
+        help="keep training as records arrive: every snapshot is checkpointed in --output "
+        "with the source positions (a restart goes on from there), derived into "
+        "--model_output and optionally announced on --publish",
+    )
+    group.add_argument(
+        "--snapshot_every",
+        type=_seconds,
+        default=30.0,
+        metavar="DURATION",
+        help="time between snapshots, e.g. 30s, 2m, 500ms (default: 30s)",
+    )
+    group.add_argument(
+        "--snapshot_every_rows",
+        type=int,
+        metavar="ROWS",
+        help="also snapshot as soon as this many records wait",
+    )
+    group.add_argument(
+        "--keep", type=int, default=5, help="snapshots kept in --output (default: 5)"
+    )
+    group.add_argument(
+        "--model_output",
+        metavar="DIR",
+        help="where each model is written (default: <output>.model)",
+    )
+    group.add_argument(
+        "--publish",
+        metavar="URL",
+        help="announce each model on kafka://host:port/topic or pubsub://projects/P/topics/T",
+    )
+    group.add_argument(
+        "--stop_after", type=_seconds, metavar="DURATION", help="stop after this long"
+    )
+    group.add_argument(
+        "--stop_when_idle",
+        type=_seconds,
+        metavar="DURATION",
+        help="stop once no record arrived for this long",
+    )
+
+
 def _stream_reader(args: argparse.Namespace, feature_dim: int | None, label: Any) -> Any:
     """The reader for standard input, a Kafka URL or a SQL query; None for files."""
     source = args.input
@@ -376,11 +425,147 @@ def _report_reading(result: Any, args: argparse.Namespace, seconds: float) -> in
 
 
 # --- commands ----------------------------------------------------------------------------
+def _train_config(
+    cls: type, given: dict[str, Any], derive_defaults: dict[str, Any], resume: str | None, flag: str
+) -> tuple[Any, dict[str, Any]]:
+    """The config (and derive defaults) of a new training, or of the checkpoint it
+    continues, whose hyperparameters the command line may repeat but not change."""
+    from beam_ml.core.state import config_from_dict
+    from beam_ml.io.checkpoints import read_manifest
+
+    if resume:
+        manifest = read_manifest(resume)
+        if manifest["algorithm"] != cls.FAMILY:
+            raise UsageError(
+                f"{flag} {resume!r} holds a {manifest['algorithm']} state, not {cls.FAMILY}"
+            )
+        saved = manifest["config"]
+        clash = {k: (v, saved[k]) for k, v in given.items() if saved.get(k) != v}
+        if clash:
+            raise UsageError(
+                f"{flag}: the checkpoint was trained with "
+                + ", ".join(f"{k}={b!r} (not {a!r})" for k, (a, b) in clash.items())
+            )
+        defaults = {**manifest.get("extra", {}).get("derive_defaults", {}), **derive_defaults}
+        return config_from_dict(cls.CONFIG, saved), defaults
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls.CONFIG)
+        if f.default is dataclasses.MISSING and f.name not in given
+    ]
+    if missing:
+        raise UsageError(f"train {cls.FAMILY} needs " + ", ".join(f"--{m}" for m in missing))
+    return cls.CONFIG(**given), derive_defaults
+
+
+def _seconds(text: str) -> float:
+    """'30s', '2m', '1h', '500ms' or a plain number of seconds."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*", str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 30s, 2m or 500ms; got {text!r}"
+        )
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
+    return float(match.group(1)) * scale
+
+
+def _feed(args: argparse.Namespace, feature_dim: int | None) -> Any:
+    """The source of continuous training: Kafka, Pub/Sub or a pipe."""
+    from beam_ml.transforms.continuous import KafkaFeed, PipeFeed, PubSubFeed
+
+    source, fmt = args.input, args.format
+    if not (source == "-" or source.startswith(("kafka://", "pubsub://"))):
+        raise UsageError(
+            f"--streaming reads kafka://..., pubsub://... or - (standard input), not {source!r}"
+        )
+    if args.query is not None or args.strict:
+        raise UsageError(
+            "--streaming takes no --query nor --strict (malformed records go to --dead_letters)"
+        )
+    if fmt is None:
+        raise UsageError(f"--input {source!r} needs --format (csv, jsonl, libsvm)")
+    label = args.label_column
+    if label is not None and re.fullmatch(r"-?\d+", label):
+        label = int(label)
+    options = {
+        "label_column": label,
+        "delimiter": args.delimiter,
+        "feature_dim": feature_dim,
+        "zero_based": args.zero_based,
+        "block_size": args.mini_batch_size or 10_000,
+    }
+    if source.startswith("kafka://"):
+        return KafkaFeed(source, fmt, **options)
+    if source.startswith("pubsub://"):
+        from beam_ml.io.pubsub import parse_pubsub_url
+
+        return PubSubFeed(parse_pubsub_url(source), fmt, **options)
+    header = {"auto": "auto", "true": True, "false": False}[args.header]
+    return PipeFeed(fmt, header=header, **options)
+
+
+def _train_continuously(
+    args: argparse.Namespace,
+    beam_args: list[str],
+    given: dict[str, Any],
+    derive_defaults: dict[str, Any],
+) -> int:
+    from beam_ml.io.checkpoints import CheckpointNotFoundError, read_manifest
+    from beam_ml.transforms.continuous import TrainContinuously
+
+    cls = args.state_class
+    if args.resume and os.path.abspath(args.resume) != os.path.abspath(args.output):
+        raise UsageError("--streaming continues from --output itself; --resume is not needed")
+    try:
+        read_manifest(args.output)
+        resume = args.output
+    except CheckpointNotFoundError:
+        resume = None
+    config, derive_defaults = _train_config(cls, given, derive_defaults, resume, "--output")
+    feed = _feed(args, getattr(config, "feature_dim", None))
+    model_output = args.model_output or args.output.rstrip("/") + ".model"
+    trainer = TrainContinuously(
+        config,
+        feed,
+        args.output,
+        snapshot_every_seconds=args.snapshot_every,
+        snapshot_every_rows=args.snapshot_every_rows,
+        keep=args.keep,
+        model_output=model_output,
+        derive_params=derive_defaults,
+        publish=args.publish,
+        stop_after_seconds=args.stop_after,
+        stop_when_idle_seconds=args.stop_when_idle,
+        pipeline_args=beam_args,
+        dead_letters=args.dead_letters or args.output.rstrip("/") + ".dead_letters.jsonl",
+        extra={"derive_defaults": derive_defaults},
+    )
+    started = time.time()
+    snapshots = trainer.run()
+    written = [s for s in snapshots if s.snapshot]
+    print(
+        json.dumps(
+            {
+                "algorithm": cls.FAMILY,
+                "output": args.output,
+                "model_output": model_output,
+                "snapshots": len(written),
+                "last_snapshot": trainer.snapshot,
+                "n_seen": written[-1].n_seen if written else None,
+                "rows_read": sum(s.rows for s in snapshots),
+                "bad_records": sum(s.bad_records for s in snapshots),
+                "seconds": round(time.time() - started, 2),
+            }
+        )
+    )
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     import apache_beam as beam
 
     from beam_ml.core.runner import pipeline_options
-    from beam_ml.core.state import config_from_dict, config_to_dict
+    from beam_ml.core.state import config_to_dict
     from beam_ml.io.checkpoints import ReadCheckpoint, WriteCheckpoint, read_manifest
     from beam_ml.transforms import Train
 
@@ -395,33 +580,9 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
         for name, *_ in _derive_params(cls, skip_config=True)
         if getattr(args, name, None) is not None
     }
-    if args.resume:
-        manifest = read_manifest(args.resume)
-        if manifest["algorithm"] != cls.FAMILY:
-            raise UsageError(
-                f"--resume {args.resume!r} holds a {manifest['algorithm']} state, not {cls.FAMILY}"
-            )
-        saved = manifest["config"]
-        clash = {k: (v, saved[k]) for k, v in given.items() if saved.get(k) != v}
-        if clash:
-            raise UsageError(
-                "--resume: the checkpoint was trained with "
-                + ", ".join(f"{k}={b!r} (not {a!r})" for k, (a, b) in clash.items())
-            )
-        config = config_from_dict(cls.CONFIG, saved)
-        derive_defaults = {
-            **manifest.get("extra", {}).get("derive_defaults", {}),
-            **derive_defaults,
-        }
-    else:
-        missing = [
-            f.name
-            for f in dataclasses.fields(cls.CONFIG)
-            if f.default is dataclasses.MISSING and f.name not in given
-        ]
-        if missing:
-            raise UsageError(f"train {cls.FAMILY} needs " + ", ".join(f"--{m}" for m in missing))
-        config = cls.CONFIG(**given)
+    if args.streaming:
+        return _train_continuously(args, beam_args, given, derive_defaults)
+    config, derive_defaults = _train_config(cls, given, derive_defaults, args.resume, "--resume")
     reader = _reader(args, getattr(config, "feature_dim", None))
     if getattr(config, "feature_dim", 0) is None and reader.n_features:
         config = dataclasses.replace(config, feature_dim=reader.n_features)
@@ -585,6 +746,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
             "--resume", metavar="STATE_DIR", help="merge this checkpoint's state with the new data"
         )
         _add_reader_args(sub)
+        _add_streaming_args(sub)
         _add_params(sub.add_argument_group("hyperparameters"), _config_params(cls.CONFIG))
         _add_params(
             sub.add_argument_group("model defaults (used by derive unless given there)"),

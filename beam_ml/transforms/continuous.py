@@ -1,0 +1,675 @@
+"""Continuous training: one state follows a stream, snapshotted every few seconds.
+
+:class:`TrainContinuously` runs *cycles*. A cycle is one bounded Beam pipeline: it
+reads what the source holds past the positions stored in the last checkpoint, trains
+on from that checkpoint (``Train(resume_from=...)``: statistics states merge, SGD
+states continue), and writes the new state *and* the new source positions in one
+atomic checkpoint (keeping the last K). Then the model is derived from the state,
+written atomically, and announced (optionally on a Kafka or Pub/Sub topic).
+
+Why cycles of bounded pipelines rather than one endless streaming pipeline:
+
+- state and positions commit together, so a crash at any moment (``kill -9``
+  included) loses nothing and counts nothing twice: a restart reads the last
+  checkpoint and goes on from its positions;
+- the Python DirectRunner cannot keep an endless splittable-DoFn source running while
+  a later stage emits (its portable runner runs stages one after another).
+
+On a runner with durable streaming of its own (Flink, Dataflow), ``TrainStreaming``
+over an unbounded source is the one-pipeline alternative. A cycle adds Beam's fixed
+start-up (a few tenths of a second) to the work, so snapshots every few seconds are
+practical; a record is in a published model at most one interval plus one cycle
+after it arrives (BENCHMARKS.md measures it).
+
+Feeds (where cycles read from):
+
+- :class:`KafkaFeed`: positions are offsets per partition; a cycle reads each
+  partition from the stored offset to its end when the cycle starts.
+- :class:`PipeFeed`: a background thread reads lines from a pipe (``tail -F``) into a
+  bounded queue (a full queue stops reading: back-pressure, not memory growth); a
+  cycle trains on what is queued. A pipe cannot be replayed: on a crash, the lines
+  read but not yet checkpointed are lost (the checkpoint says how many were kept).
+- :class:`PubSubFeed`: pulls messages and acknowledges them only after the checkpoint
+  that includes them is written; the checkpoint also names the cycle's message ids,
+  so a message redelivered after a crash between the checkpoint and the ack is
+  acknowledged and skipped, not counted twice.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import logging
+import os
+import queue
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import apache_beam as beam
+
+from beam_ml.core.errors import BadInputError, NotEnoughDataError
+from beam_ml.core.state import TrainingState, config_from_dict, state_class_for
+
+__all__ = ["Feed", "KafkaFeed", "PipeFeed", "PubSubFeed", "Take", "TrainContinuously"]
+
+_log = logging.getLogger("beam_ml.continuous")
+
+
+@dataclass
+class Take:
+    """What one cycle reads: a read transform returning ``(blocks, dead_letters)``,
+    the positions after it, and the feed's bookkeeping for :meth:`Feed.commit`."""
+
+    read: beam.PTransform
+    positions: dict[str, Any]
+    n_features: int | None = None
+    records: int | None = None
+    receipt: Any = None
+
+
+class Feed(abc.ABC):
+    """A source read in cycles, each from where the last checkpoint left it."""
+
+    name: str = "feed"
+
+    @abc.abstractmethod
+    def take(self, positions: dict[str, Any]) -> Take | None:
+        """The next cycle's read, or None when nothing new has arrived."""
+
+    def waiting(self, positions: dict[str, Any]) -> int:
+        """Records waiting past ``positions`` (for ``snapshot_every_rows``); 0 if unknown."""
+        return 0
+
+    def commit(self, take: Take) -> None:  # noqa: B027 (most feeds have nothing to do)
+        """Called once the checkpoint holding ``take.positions`` is written."""
+
+    def ended(self) -> bool:
+        """True when the source can never deliver more (a closed pipe)."""
+        return False
+
+    def close(self) -> None:  # noqa: B027
+        """Release connections and threads."""
+
+
+# --------------------------------------------------------------------------- Kafka
+class KafkaFeed(Feed):
+    """Kafka topics read in cycles; positions are ``{'topic:partition': offset}``.
+
+    Parameters
+    ----------
+    url : str
+        ``kafka://host:port/topic[?start=...&api_version=...]``: ``start`` applies to
+        the first cycle only; later cycles start at the checkpoint's offsets.
+    format : {'csv', 'jsonl', 'libsvm'}
+    **reader_options
+        Passed to :class:`~beam_ml.io.kafka.ReadKafka` (label_column, feature_dim ...).
+    """
+
+    def __init__(self, url: str, format: str, **reader_options: Any):
+        from beam_ml.io.kafka import parse_kafka_url
+
+        self.name, self.format = url, format
+        self._url = parse_kafka_url(url)
+        self._options = reader_options
+        self._consumer: Any = None
+
+    def _start(self, positions: dict[str, Any]) -> dict[str, Any]:
+        if not positions:
+            return self._url
+        url = {k: v for k, v in self._url.items() if k != "start_timestamp_ms"}
+        url["start"] = {
+            (k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1])): int(o) for k, o in positions.items()
+        }
+        return url
+
+    def take(self, positions: dict[str, Any]) -> Take | None:
+        from beam_ml.io.kafka import ReadKafka
+
+        read = ReadKafka(**self._start(positions), format=self.format, **self._options)
+        start, end = read.start_offsets, read.end_offsets
+        records = sum(end[tp] - start[tp] for tp in end)
+        if records <= 0:
+            return None
+        return Take(
+            read.with_dead_letters(),
+            {f"{t}:{p}": o for (t, p), o in end.items()},
+            read.n_features,
+            records,
+        )
+
+    def waiting(self, positions: dict[str, Any]) -> int:
+        from kafka import KafkaConsumer, TopicPartition
+
+        if not positions:
+            return 0  # the first cycle runs at once anyway
+        if self._consumer is None:
+            options: dict[str, Any] = {"bootstrap_servers": self._url["bootstrap_servers"]}
+            if "api_version" in self._url:
+                options["api_version"] = self._url["api_version"]
+            self._consumer = KafkaConsumer(**options, enable_auto_commit=False, group_id=None)
+        tps = [TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1])) for k in positions]
+        ends = self._consumer.end_offsets(tps)
+        return int(sum(ends[tp] - positions[f"{tp.topic}:{tp.partition}"] for tp in tps))
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+# --------------------------------------------------------------------------- pipes
+class PipeFeed(Feed):
+    """Lines of an endless pipe (``tail -F log.csv | beam-ml train ... --input -``).
+
+    A thread reads lines into a queue of at most ``max_lines``; each cycle writes what
+    is queued to a spill file and reads it with :class:`~beam_ml.io.sources.ReadBlocks`
+    (same parsers and dead letters as files; ``line`` numbers are the pipe's).
+    Positions are ``{'lines': N}``, the lines consumed so far (a pipe is not replayed).
+    """
+
+    def __init__(
+        self,
+        format: str,
+        stream: BinaryIO | None = None,
+        *,
+        header: str | bool = "auto",
+        max_lines: int = 200_000,
+        name: str = "<stdin>",
+        **reader_options: Any,
+    ):
+        import sys
+
+        self.name, self.format, self._options = name, format, reader_options
+        self._stream = stream if stream is not None else sys.stdin.buffer
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=max_lines)
+        self._max_lines = max_lines
+        self._header_option = header
+        self._header: bytes | None = None
+        self._header_known = format != "csv" or header is False
+        self._eof = False
+        self._consumed = self._bytes = 0  # lines and bytes of the pipe consumed so far
+        self._offset: int | None = None
+        self._spill_dir = tempfile.mkdtemp(prefix="beam_ml_pipe_")
+        threading.Thread(target=self._pump, name="beam_ml-pipe", daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in iter(self._stream.readline, b""):
+            self._queue.put(line if line.endswith(b"\n") else line + b"\n")
+        self._queue.put(None)
+
+    def _drain(self) -> list[bytes]:
+        lines: list[bytes] = []
+        while len(lines) < self._max_lines:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._eof = True
+                break
+            lines.append(line)
+        return lines
+
+    def take(self, positions: dict[str, Any]) -> Take | None:
+        from beam_ml.io import formats
+        from beam_ml.io.sources import ReadBlocks
+
+        if self._offset is None:  # lines counted by the checkpoint, before this process
+            self._offset = int(positions.get("lines", 0))
+        lines = self._drain()
+        base, base_bytes = self._consumed, self._bytes  # consumed by earlier cycles
+        if not self._header_known and lines:
+            delimiter = self._options.get("delimiter", ",")
+            fields = formats.split_csv_line(lines[0].rstrip(b"\r\n"), delimiter)
+            if self._header_option is True or formats.looks_like_header(fields):
+                self._header = lines.pop(0)
+                base, base_bytes = base + 1, base_bytes + len(self._header)
+            self._header_known = True
+        self._consumed = base + len(lines)
+        self._bytes = base_bytes + sum(len(line) for line in lines)
+        if not any(line.strip() for line in lines):
+            return None
+        path = os.path.join(self._spill_dir, f"cycle-{uuid.uuid4().hex[:8]}.{self.format}")
+        with open(path, "wb") as f:
+            f.write((self._header or b"") + b"".join(lines))
+        options = dict(self._options)
+        if self.format == "csv":
+            options["header"] = self._header is not None
+        read = ReadBlocks(path, self.format, **options).with_dead_letters()
+        head = len(self._header or b"")  # spill line and offset -> the pipe's
+        return Take(
+            _Renamed(read, self.name, base - (self._header is not None), base_bytes - head),
+            {"lines": self._offset + self._consumed},
+            read.n_features,
+            len(lines),
+        )
+
+    def waiting(self, positions: dict[str, Any]) -> int:
+        return self._queue.qsize()
+
+    def ended(self) -> bool:
+        return self._eof and self._queue.empty()
+
+
+class _Renamed(beam.PTransform):
+    """A spill file's read whose dead letters name the pipe and its line numbers."""
+
+    def __init__(self, read: beam.PTransform, name: str, line_shift: int, byte_shift: int):
+        super().__init__()
+        self._read, self._name = read, name
+        self._line_shift, self._byte_shift = line_shift, byte_shift
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
+        blocks, dead = pbegin | "ReadSpill" >> self._read
+        name, lines, offsets = self._name, self._line_shift, self._byte_shift
+
+        def rename(record: dict[str, Any]) -> dict[str, Any]:
+            line, offset = record.get("line"), record.get("offset")
+            return {
+                **record,
+                "file": name,
+                "line": None if line is None else line + lines,
+                "offset": None if offset is None else offset + offsets,
+            }
+
+        return blocks, dead | "NamePipe" >> beam.Map(rename)
+
+
+# --------------------------------------------------------------------------- Pub/Sub
+class PubSubFeed(Feed):
+    """A Pub/Sub subscription read in cycles; acknowledged after each checkpoint.
+
+    Positions are ``{'message_ids': [...]}``, the ids the last checkpoint included: a
+    message redelivered after a crash between that checkpoint and its ack is skipped.
+    """
+
+    def __init__(
+        self,
+        subscription: str,
+        format: str,
+        *,
+        max_messages: int = 50_000,
+        pull_seconds: float = 0.5,
+        **decode_options: Any,
+    ):
+        from beam_ml.io.pubsub import PubSubPuller
+
+        self.name, self.format = subscription, format
+        self._puller = PubSubPuller(subscription)
+        self._max, self._pull_seconds = max_messages, pull_seconds
+        self._options = decode_options
+        self._spec: Any = None
+
+    def take(self, positions: dict[str, Any]) -> Take | None:
+        from beam_ml.io.records import record_spec
+
+        done = set(positions.get("message_ids", ()))
+        messages, stale = [], []
+        deadline = time.monotonic() + self._pull_seconds
+        while len(messages) < self._max:
+            got = self._puller.pull(
+                min(1000, self._max - len(messages)), timeout=max(0.05, deadline - time.monotonic())
+            )
+            if not got:
+                break
+            for m in got:
+                (stale if m.message_id in done else messages).append(m)
+            if time.monotonic() >= deadline:
+                break
+        if stale:  # checkpointed before a crash, but never acknowledged
+            self._puller.ack([m.ack_id for m in stale])
+        if not messages:
+            return None
+        self._puller.extend([m.ack_id for m in messages], 600)  # training may take a while
+        if self._spec is None:
+            first = next((m.data for m in messages if m.data.strip()), None)
+            self._spec = record_spec(self.format, first, **self._options)
+        records = [(m.message_id, m.data) for m in messages]
+        read = _FromRecords(records, self._spec, self.name)
+        return Take(
+            read,
+            {"message_ids": [m.message_id for m in messages]},
+            self._spec.n_features,
+            len(messages),
+            [m.ack_id for m in messages],
+        )
+
+    def commit(self, take: Take) -> None:
+        self._puller.ack(take.receipt)
+
+    def close(self) -> None:
+        self._puller.close()
+
+
+class _FromRecords(beam.PTransform):
+    def __init__(self, records: list, spec: Any, source: str):
+        super().__init__()
+        self._records, self._spec, self._source = records, spec, source
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
+        from beam_ml.io.records import DecodeRecords
+
+        return (
+            pbegin
+            | "Records" >> beam.Create(self._records, reshuffle=False)
+            | "Decode" >> DecodeRecords(self._spec, self._source).with_dead_letters()
+        )
+
+
+# --------------------------------------------------------------------------- the loop
+@dataclass
+class Snapshot:
+    """One cycle's outcome (also logged and announced)."""
+
+    snapshot: int
+    rows: int
+    bad_records: int
+    n_seen: int
+    seconds: float
+    positions: dict[str, Any]
+    model: str | None
+
+
+def _counter(result: Any, name: str) -> int:
+    from apache_beam.metrics.metric import MetricsFilter
+
+    found = result.metrics().query(MetricsFilter().with_namespace("beam_ml").with_name(name))
+    return int(sum(c.committed or c.attempted or 0 for c in found["counters"]))
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    return json.dumps(record, default=str)
+
+
+def _has_rows(state: TrainingState) -> bool:
+    return state.n_seen > 0
+
+
+class TrainContinuously:
+    """Train ``config`` on ``feed`` in cycles, snapshotting into ``output`` (see module).
+
+    Parameters
+    ----------
+    config : an algorithm config; replaced by the checkpoint's when ``output`` exists
+        (a restart continues where the last snapshot ended).
+    feed : Feed
+    output : str
+        Checkpoint directory of the state (and the source positions).
+    snapshot_every_seconds : float
+        Start a cycle this long after the previous one started.
+    snapshot_every_rows : int, optional
+        Also start one as soon as this many records wait.
+    keep : int
+        Snapshots kept in ``output`` (``read_checkpoint(output, payload=...)``).
+    model_output : str, optional
+        Where each snapshot's model is written; None: no model.
+    derive_params : dict
+        Parameters of ``state.derive``.
+    publish : str, optional
+        ``kafka://host:port/topic`` or ``pubsub://projects/P/topics/T``: a JSON message
+        announcing each new model (snapshot number, paths, rows, positions).
+    stop_after_seconds, stop_when_idle_seconds : float, optional
+        Stop after this long in all, or once no record arrived for this long.
+    pipeline_args : list of str
+        Beam pipeline options of each cycle.
+    dead_letters : str, optional
+        JSON-lines file the malformed records are appended to.
+    extra : dict
+        Stored in every checkpoint's manifest (e.g. derive defaults).
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        feed: Feed,
+        output: str,
+        *,
+        snapshot_every_seconds: float = 30.0,
+        snapshot_every_rows: int | None = None,
+        keep: int = 5,
+        model_output: str | None = None,
+        derive_params: dict[str, Any] | None = None,
+        publish: str | None = None,
+        stop_after_seconds: float | None = None,
+        stop_when_idle_seconds: float | None = None,
+        pipeline_args: list[str] | None = None,
+        dead_letters: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
+        from beam_ml.io.checkpoints import CheckpointNotFoundError, read_manifest
+
+        if snapshot_every_seconds <= 0:
+            raise BadInputError(
+                f"snapshot_every must be > 0 seconds; got {snapshot_every_seconds}."
+            )
+        if getattr(config, "epochs", 1) > 1:
+            raise BadInputError(
+                f"epochs={config.epochs}: continuous training reads a stream once; use epochs=1."
+            )
+        self.state_class = state_class_for(config)
+        self.config, self.feed, self.output = config, feed, output
+        self.every_seconds, self.every_rows = float(snapshot_every_seconds), snapshot_every_rows
+        self.keep, self.model_output = keep, model_output
+        self.derive_params = dict(derive_params or {})
+        self.publish, self.pipeline_args = publish, list(pipeline_args or [])
+        self.stop_after, self.stop_when_idle = stop_after_seconds, stop_when_idle_seconds
+        self.dead_letters, self.extra = dead_letters, dict(extra or {})
+        self.positions: dict[str, Any] = {}
+        self.snapshot = 0
+        self._stopping = False
+        try:
+            manifest = read_manifest(output)
+        except CheckpointNotFoundError:
+            manifest = None
+        self.resumed = manifest is not None
+        if manifest is not None:
+            if manifest["algorithm"] != self.state_class.FAMILY:
+                raise BadInputError(
+                    f"{output!r} holds a {manifest['algorithm']} state, not "
+                    f"{self.state_class.FAMILY}."
+                )
+            self.config = config_from_dict(self.state_class.CONFIG, manifest["config"])
+            stored = manifest.get("extra", {})
+            self.positions = dict(stored.get("source_positions") or {})
+            self.snapshot = int(stored.get("snapshot", 0))
+            _log.info(
+                "continuing %s from snapshot %d of %s (%s rows)",
+                self.state_class.FAMILY,
+                self.snapshot,
+                output,
+                f"{manifest['n_seen']:,}",
+            )
+
+    def stop(self, *_: Any) -> None:
+        """Finish the running cycle, then return from :meth:`run` (also on SIGTERM)."""
+        self._stopping = True
+
+    def run(self) -> list[Snapshot]:
+        """Cycle until stopped; return the snapshots written."""
+        from beam_ml.core.runner import pipeline_options
+
+        options = pipeline_options(self.pipeline_args)
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                handlers[sig] = signal.signal(sig, self.stop)
+        started = time.monotonic()
+        last_data = started
+        done: list[Snapshot] = []
+        next_at = started
+        try:
+            while not self._stopping:
+                self._wait(next_at, started)
+                if self._stopping:
+                    break
+                cycle_start = time.monotonic()
+                take = self.feed.take(self.positions)
+                if take is None:
+                    now = time.monotonic()
+                    if self.feed.ended() or (
+                        self.stop_when_idle is not None and now - last_data >= self.stop_when_idle
+                    ):
+                        break
+                    next_at = now + min(self.every_seconds, 0.25)
+                    continue
+                last_data = cycle_start
+                done.append(self._cycle(take, options, cycle_start))
+                next_at = cycle_start + self.every_seconds
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            self.feed.close()
+        return done
+
+    def _wait(self, until: float, started: float) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            if self.stop_after is not None and now - started >= self.stop_after:
+                self._stopping = True
+                return
+            if now >= until:
+                return
+            if self.every_rows and self.feed.waiting(self.positions) >= self.every_rows:
+                return
+            time.sleep(min(0.05 if self.every_rows else 0.25, until - now))
+
+    def _cycle(self, take: Take, options: Any, cycle_start: float) -> Snapshot:
+        from beam_ml.io.checkpoints import ReadCheckpoint, WriteCheckpoint, read_manifest
+        from beam_ml.transforms.train import Train
+
+        if getattr(self.config, "feature_dim", 0) is None and take.n_features and not self.resumed:
+            self.config = dataclasses.replace(self.config, feature_dim=take.n_features)
+        version = self.snapshot + 1
+        extra = {
+            **self.extra,
+            "source_positions": take.positions,
+            "snapshot": version,
+            "trained_on": self.feed.name,
+        }
+        dead_tmp = os.path.join(tempfile.mkdtemp(prefix="beam_ml_dead_"), "cycle.jsonl")
+        p = beam.Pipeline(options=options)
+        blocks, dead = p | "Read" >> take.read
+        _ = (
+            dead
+            | "DeadLetterJson" >> beam.Map(_json_line)
+            | "WriteDeadLetters"
+            >> beam.io.WriteToText(dead_tmp, num_shards=1, shard_name_template="")
+        )
+        resumed = p | "Resume" >> ReadCheckpoint(self.output) if self.resumed else None
+        (
+            blocks
+            | Train(self.config, resume_from=resumed)
+            | "SkipEmpty" >> beam.Filter(_has_rows)
+            | WriteCheckpoint(self.output, extra, keep=self.keep)
+        )
+        result = p.run()
+        result.wait_until_finish()
+        rows, bad = _counter(result, "rows_read"), _counter(result, "bad_records")
+        self._keep_dead_letters(dead_tmp)
+        try:
+            manifest = read_manifest(self.output)
+        except FileNotFoundError:
+            manifest = None
+        if manifest is None or manifest.get("extra", {}).get("snapshot") != version:
+            # Nothing trainable yet (every record malformed): go on past them.
+            self.positions = take.positions
+            self.feed.commit(take)
+            return Snapshot(0, rows, bad, 0, time.monotonic() - cycle_start, take.positions, None)
+        self.resumed, self.snapshot, self.positions = True, version, take.positions
+        self.feed.commit(take)
+        model = self._derive(manifest)
+        seconds = time.monotonic() - cycle_start
+        snap = Snapshot(version, rows, bad, manifest["n_seen"], seconds, take.positions, model)
+        _log.info(
+            "snapshot %d: +%s rows (%s in all)%s in %.2f s%s",
+            version,
+            f"{rows:,}",
+            f"{manifest['n_seen']:,}",
+            f", {bad:,} malformed" if bad else "",
+            seconds,
+            f"; model in {model}" if model else "",
+        )
+        if self.publish:
+            self._announce(snap)
+        return snap
+
+    def _keep_dead_letters(self, tmp: str) -> None:
+        if os.path.exists(tmp):
+            if self.dead_letters and os.path.getsize(tmp):
+                with open(tmp, "rb") as src, open(self.dead_letters, "ab") as dst:
+                    dst.write(src.read())
+            os.remove(tmp)
+        os.rmdir(os.path.dirname(tmp))
+
+    def _derive(self, manifest: dict[str, Any]) -> str | None:
+        from beam_ml.io.checkpoints import read_checkpoint, write_checkpoint
+
+        if self.model_output is None:
+            return None
+        state, _ = read_checkpoint(self.output, "state")
+        try:
+            model = state.derive(**self.derive_params)
+        except NotEnoughDataError as exc:  # e.g. fewer rows than k so far
+            _log.warning("snapshot %d: no model yet: %s", self.snapshot, exc)
+            return None
+        write_checkpoint(
+            self.model_output,
+            model,
+            {
+                "derived_from": self.output,
+                "snapshot": self.snapshot,
+                "params": self.derive_params,
+                "n_seen": manifest["n_seen"],
+                "source_positions": manifest["extra"]["source_positions"],
+            },
+        )
+        return self.model_output
+
+    def _announce(self, snap: Snapshot) -> None:
+        message = json.dumps(
+            {
+                "algorithm": self.state_class.FAMILY,
+                "snapshot": snap.snapshot,
+                "state": self.output,
+                "model": snap.model,
+                "n_seen": snap.n_seen,
+                "rows": snap.rows,
+                "source_positions": snap.positions,
+                "published": time.time(),
+            }
+        ).encode()
+        announce(self.publish, message)
+
+
+def announce(url: str, message: bytes) -> None:
+    """Send ``message`` to ``kafka://host:port/topic`` or ``pubsub://projects/P/topics/T``."""
+    if url.startswith("kafka://"):
+        from kafka import KafkaProducer
+
+        from beam_ml.io.kafka import parse_kafka_url
+
+        target = parse_kafka_url(url)
+        options: dict[str, Any] = {"bootstrap_servers": target["bootstrap_servers"]}
+        if "api_version" in target:
+            options["api_version"] = target["api_version"]
+        producer = KafkaProducer(**options)
+        try:
+            for topic in target["topics"]:
+                producer.send(topic, message)
+            producer.flush(30)
+        finally:
+            producer.close()
+    elif url.startswith("pubsub://"):
+        from beam_ml.io.pubsub import parse_pubsub_url, publish
+
+        publish(parse_pubsub_url(url), message)
+    else:
+        raise BadInputError(
+            f"--publish takes kafka://host:port/topic or pubsub://projects/P/topics/T; got {url!r}."
+        )

@@ -1,0 +1,224 @@
+"""Continuous training (`beam-ml train ... --streaming`): snapshots while records arrive,
+models published, and a kill -9 mid-stream costs nothing: the restarted trainer ends
+with the state of one uninterrupted pass over the same records."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from beam_ml import LinearLearnerConfig, LinearLearnerState, PCAConfig, PCAState, read_checkpoint
+from beam_ml.core.block import Block
+from beam_ml.io.checkpoints import read_manifest
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.streaming, pytest.mark.slow]
+
+PARTITIONS = 3
+
+
+def _trainer(*args, stdin=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "beam_ml.cli", "train", *map(str, args)],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+    )
+
+
+def _snapshot(path: Path) -> int:
+    try:
+        return int(read_manifest(str(path))["extra"]["snapshot"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return 0
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _csv(rows: np.ndarray) -> list[bytes]:
+    return [",".join(repr(v) for v in r).encode() for r in rows.tolist()]
+
+
+class _Producer(threading.Thread):
+    """Sends ``rows`` (batches, PARTITIONS at a time) to ``topic`` over a few seconds."""
+
+    def __init__(self, cluster, topic, rows, batches: int, pause: float, partitions=PARTITIONS):
+        super().__init__(daemon=True)
+        self.cluster, self.topic, self.rows, self.partitions = cluster, topic, rows, partitions
+        self.batches, self.pause = batches, pause
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            per_partition = np.array_split(self.rows, self.partitions)
+            for b in range(self.batches):
+                for p, rows in enumerate(per_partition):
+                    chunk = np.array_split(rows, self.batches)[b]
+                    self.cluster.produce(self.topic, _csv(chunk), partition=p)
+                time.sleep(self.pause)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+CASES = {
+    "pca": (["pca", "--num_components", 2], 4),
+    "linear_learner": (
+        ["linear_learner", "--predictor_type", "regressor", "--loss", "squared_loss",
+         "--label_column", 4, "--num_models", 2],
+        5,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("algorithm", sorted(CASES))
+def test_kill_9_mid_stream_then_restart_equals_one_uninterrupted_pass(
+    kafka_cluster, tmp_path, rng, algorithm
+):
+    args, width = CASES[algorithm]
+    topic = f"continuous-{algorithm}"
+    kafka_cluster.create_topic(topic, partitions=PARTITIONS)
+    rows = rng.normal(size=(6_000, width)) @ rng.normal(size=(width, width))
+    rows = rows.astype(np.float32).astype(np.float64)  # exactly what the CSV carries
+    url = f"kafka://{kafka_cluster.bootstrap_servers}/{topic}?api_version=2.3"
+    state_dir = tmp_path / "state"
+    command = [*args, "--input", url, "--format", "csv", "--output", state_dir, "--streaming"]
+    producer = _Producer(kafka_cluster, topic, rows, batches=30, pause=0.15)
+    producer.start()
+    first = _trainer(*command, "--snapshot_every", "200ms")
+    try:
+        _wait_for(lambda: _snapshot(state_dir) >= 2, 90, "two snapshots")
+        time.sleep(0.1 + 0.3 * rng.random())  # anywhere in a cycle
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    killed_at = read_manifest(str(state_dir))
+    assert first.returncode == -signal.SIGKILL
+    assert 0 < killed_at["n_seen"] < len(rows), "kill earlier: the test needs a partial state"
+
+    second = _trainer(*command, "--snapshot_every", "500ms", "--stop_when_idle", "4s")
+    producer.join(60)
+    assert producer.error is None and not producer.is_alive()
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err.decode()
+    assert "continuing" in err.decode()
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["n_seen"] == len(rows), (summary, killed_at["n_seen"])
+    assert summary["rows_read"] == len(rows) - killed_at["n_seen"]
+
+    state, manifest = read_checkpoint(str(state_dir))
+    expected_positions = {f"{topic}:{p}": len(part) for p, part in
+                          enumerate(np.array_split(rows, PARTITIONS))}  # fmt: skip
+    assert manifest["extra"]["source_positions"] == expected_positions
+    # Exactly one uninterrupted pass's statistics (float64 sums in another order).
+    if algorithm == "pca":
+        reference = PCAState(PCAConfig(num_components=2, feature_dim=width)).update(rows)
+        assert state.n_seen == reference.n_seen
+        np.testing.assert_allclose(state.mean, reference.mean, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(state.scatter, reference.scatter, rtol=1e-10, atol=1e-9)
+    else:
+        reference = LinearLearnerState(state.config).update(Block(rows[:, :4], rows[:, 4].copy()))
+        assert state.n_seen == reference.n_seen
+        np.testing.assert_allclose(state.exact_mean, reference.exact_mean, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            state.exact_scatter, reference.exact_scatter, rtol=1e-10, atol=1e-9
+        )
+    # The model of the last snapshot was published beside the state.
+    model_manifest = read_manifest(str(state_dir) + ".model")
+    assert model_manifest["extra"]["snapshot"] == manifest["extra"]["snapshot"]
+    assert model_manifest["extra"]["n_seen"] == len(rows)
+
+
+def test_models_are_announced_on_a_topic_and_the_last_k_snapshots_kept(
+    kafka_cluster, tmp_path, rng
+):
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic, announcements = "continuous-announced", "models"
+    kafka_cluster.create_topic(topic, partitions=1)
+    kafka_cluster.create_topic(announcements, partitions=1)
+    rows = rng.normal(size=(900, 3))
+    producer = _Producer(kafka_cluster, topic, rows, batches=6, pause=0.4, partitions=1)
+    producer.start()
+    servers = kafka_cluster.bootstrap_servers
+    trainer = _trainer(
+        "kmeans", "--k", 3, "--input", f"kafka://{servers}/{topic}?api_version=2.3",
+        "--format", "csv", "--output", tmp_path / "state", "--streaming",
+        "--snapshot_every", "300ms", "--keep", 3, "--stop_when_idle", "3s",
+        "--publish", f"kafka://{servers}/{announcements}?api_version=2.3",
+    )  # fmt: skip
+    out, err = trainer.communicate(timeout=120)
+    producer.join(10)
+    assert trainer.returncode == 0 and producer.error is None, (err.decode(), producer.error)
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["n_seen"] == 900 and summary["snapshots"] >= 3
+
+    consumer = KafkaConsumer(bootstrap_servers=servers, api_version=(2, 3), group_id=None)
+    tp = TopicPartition(announcements, 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    messages = []
+    deadline = time.monotonic() + 20
+    while len(messages) < summary["snapshots"] and time.monotonic() < deadline:
+        for record in consumer.poll(timeout_ms=200).get(tp, []):
+            messages.append(json.loads(record.value))
+    consumer.close()
+    assert [m["snapshot"] for m in messages] == list(range(1, summary["snapshots"] + 1))
+    assert messages[-1]["n_seen"] == 900 and messages[-1]["model"].endswith("state.model")
+    n_seen = [m["n_seen"] for m in messages]
+    assert n_seen == sorted(n_seen) and n_seen[0] < 900  # models followed the stream
+    manifest = read_manifest(str(tmp_path / "state"))
+    assert len(manifest["history"]) == 3
+    older, _ = read_checkpoint(str(tmp_path / "state"), payload=manifest["history"][2]["payload"])
+    assert older.n_seen == messages[-3]["n_seen"]
+
+
+def test_an_endless_pipe_publishes_models_before_it_ends(tmp_path, rng):
+    """`tail -F log.csv | beam-ml train ... --input - --streaming`: models while the
+    pipe is open; malformed lines named by their line in the pipe."""
+    rows = rng.normal(size=(2_000, 4)).astype(np.float32).astype(np.float64)
+    trainer = _trainer(
+        "pca", "--num_components", 2, "--input", "-", "--format", "csv",
+        "--output", tmp_path / "state", "--streaming", "--snapshot_every", "200ms",
+        stdin=subprocess.PIPE,
+    )  # fmt: skip
+    lines = [b"a,b,c,d\n"] + [line + b"\n" for line in _csv(rows)]
+    lines.insert(1001, b"1,2,oops,4\n")  # line 1002 of the pipe
+    trainer.stdin.write(b"".join(lines[:1001]))
+    trainer.stdin.flush()
+
+    def model_rows() -> int:
+        try:
+            return read_manifest(str(tmp_path / "state.model"))["extra"]["n_seen"]
+        except FileNotFoundError:
+            return 0
+
+    _wait_for(lambda: model_rows() == 1000, 60, "a model of the first 1,000 rows, pipe open")
+    # The rest, then the end of the pipe, which ends the run.
+    out, err = trainer.communicate(b"".join(lines[1001:]), timeout=60)
+    assert trainer.returncode == 0, err.decode()
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["n_seen"] == 2_000 and summary["bad_records"] == 1
+    state, manifest = read_checkpoint(str(tmp_path / "state"))
+    reference = PCAState(PCAConfig(num_components=2, feature_dim=4)).update(rows)
+    np.testing.assert_allclose(state.scatter, reference.scatter, rtol=1e-10, atol=1e-9)
+    assert manifest["extra"]["source_positions"] == {"lines": 2_002}
+    dead = [json.loads(line) for line in (tmp_path / "state.dead_letters.jsonl").open()]
+    assert [(d["file"], d["line"], d["record"]) for d in dead] == [("<stdin>", 1002, "1,2,oops,4")]
+    assert dead[0]["offset"] == len(b"".join(lines[:1001]))
