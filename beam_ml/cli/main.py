@@ -269,6 +269,13 @@ def _add_streaming_args(parser: argparse.ArgumentParser) -> None:
         "--keep", type=int, default=5, help="snapshots kept in --output (default: 5)"
     )
     group.add_argument(
+        "--window",
+        type=int,
+        metavar="SNAPSHOTS",
+        help="sliding window (PCA, K-Means): the model is derived from the rows of the last "
+        "this many snapshots only",
+    )
+    group.add_argument(
         "--model_output",
         metavar="DIR",
         help="where each model is written (default: <output>.model)",
@@ -531,6 +538,7 @@ def _train_continuously(
         snapshot_every_seconds=args.snapshot_every,
         snapshot_every_rows=args.snapshot_every_rows,
         keep=args.keep,
+        window=args.window,
         model_output=model_output,
         derive_params=derive_defaults,
         publish=args.publish,
