@@ -506,7 +506,11 @@ def _feed(args: argparse.Namespace, feature_dim: int | None) -> Any:
     if source.startswith("pubsub://"):
         from beam_ml.io.pubsub import parse_pubsub_url
 
-        return PubSubFeed(parse_pubsub_url(source), fmt, **options)
+        # A crashed trainer's messages return after their lease: long enough for a
+        # cycle, short enough for a restart to get them back soon.
+        lease = max(10.0, 3 * args.snapshot_every + 10.0)
+        subscription = parse_pubsub_url(source, expect="subscription")
+        return PubSubFeed(subscription, fmt, lease_seconds=lease, **options)
     header = {"auto": "auto", "true": True, "false": False}[args.header]
     return PipeFeed(fmt, header=header, **options)
 

@@ -33,8 +33,6 @@ Examples
 
 from __future__ import annotations
 
-import bisect
-import json
 import logging
 import threading
 import time
@@ -52,10 +50,15 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
-from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
-from beam_ml.io import formats
-from beam_ml.io.sources import DEAD_LETTERS, METRICS_NAMESPACE, _DroppedLog, route_bad_records
+from beam_ml.io.records import RecordSpec, check_record_options, decode_records, record_spec
+from beam_ml.io.sources import (
+    DEAD_LETTERS,
+    METRICS_NAMESPACE,
+    _DroppedLog,
+    no_dead_letters_when_strict,
+    route_bad_records,
+)
 
 __all__ = ["KAFKA_FORMATS", "POSITIONS", "ReadKafka", "parse_kafka_url"]
 
@@ -89,6 +92,21 @@ class _Spec:
     max_block_seconds: float
     idle_timeout: float
     strict: bool
+
+    @property
+    def records(self) -> RecordSpec:
+        """The decoding part, for :func:`~beam_ml.io.records.decode_records`."""
+        return RecordSpec(
+            format=self.format,
+            n_columns=self.n_columns,
+            n_features=self.n_features,
+            label_column=self.label_column,
+            delimiter=self.delimiter,
+            zero_based=self.zero_based,
+            features_key=self.features_key,
+            block_size=self.block_size,
+            strict=self.strict,
+        )
 
 
 @dataclass(frozen=True)
@@ -178,93 +196,13 @@ def _source(topic: str, partition: int) -> str:
     return f"kafka://{topic}/{partition}"
 
 
-def _decode(
-    spec: _Spec, topic: str, partition: int, offsets: Sequence[int], values: Sequence[Any]
-) -> tuple[Block | None, list[dict[str, Any]]]:
-    """Record values -> one block and the bad records (Kafka offsets as ``offset``)."""
-    source = _source(topic, partition)
-    bad: list[dict[str, Any]] = []
-    lines: list[bytes] = []
-    kept: list[int] = []
-    for offset, value in zip(offsets, values, strict=True):
-        if value is None or not bytes(value).strip():
-            bad.append(formats.bad_record(source, offset, None, b"", "empty record value"))
-            continue
-        value = bytes(value).rstrip(b"\r\n")
-        if b"\n" in value or b"\r" in value:
-            if spec.format != "jsonl":
-                bad.append(
-                    formats.bad_record(source, offset, None, value, "a record holds several lines")
-                )
-                continue
-            value = value.replace(b"\r", b" ").replace(b"\n", b" ")  # JSON whitespace
-        lines.append(value)
-        kept.append(offset)
-    if not lines:
-        return None, bad
-    data = b"\n".join(lines)
-    starts = [0]
-    for line in lines[:-1]:
-        starts.append(starts[-1] + len(line) + 1)
-    if spec.format == "csv":
-        block, parse_bad = formats.parse_csv(
-            data,
-            n_columns=spec.n_columns or 0,
-            label_column=spec.label_column,  # type: ignore[arg-type]
-            delimiter=spec.delimiter,
-        )
-    elif spec.format == "jsonl":
-        block, parse_bad = formats.parse_jsonl(
-            data,
-            n_features=spec.n_features or 0,
-            label_column=spec.label_column,
-            features_key=spec.features_key,
-        )
-    else:
-        block, parse_bad = formats.parse_libsvm(
-            data, feature_dim=spec.n_features or 0, zero_based=spec.zero_based
-        )
-    for record in parse_bad:
-        k = bisect.bisect_right(starts, record["offset"]) - 1
-        bad.append(formats.bad_record(source, kept[k], None, record["record"], record["reason"]))
-    bad.sort(key=lambda r: r["offset"])
-    if block is not None:
-        block = Block(block.features, block.labels, origin=(source, kept[0]))
-    return block, bad
-
-
 # --------------------------------------------------------------------- planning
 
 
 def _check_options(
     format: Any, label_column: Any, block_size: Any, max_block_seconds: Any, feature_dim: Any
 ) -> None:
-    if format not in KAFKA_FORMATS:
-        raise BadInputError(
-            f"The 'format' parameter of ReadKafka must be one of {list(KAFKA_FORMATS)}. "
-            f"Got {format!r} instead."
-        )
-    if label_column is not None and (
-        isinstance(label_column, bool) or not isinstance(label_column, (int, str))
-    ):
-        raise BadInputError(
-            "The 'label_column' parameter of ReadKafka must be an int, a str or None. "
-            f"Got {label_column!r} instead."
-        )
-    if format == "csv" and isinstance(label_column, str):
-        raise BadInputError(
-            f"Kafka CSV records have no header: give label_column {label_column!r} as an index."
-        )
-    if format == "libsvm" and label_column is not None:
-        raise BadInputError("LIBSVM labels are the first token; label_column must be None.")
-    if format == "libsvm" and feature_dim is None:
-        raise BadInputError(
-            "a LIBSVM stream cannot be scanned for its largest index: give feature_dim."
-        )
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise BadInputError(
-            f"The 'block_size' parameter of ReadKafka must be an int >= 1. Got {block_size!r} instead."
-        )
+    check_record_options(format, label_column, ",", feature_dim, block_size, "ReadKafka")
     if not isinstance(max_block_seconds, (int, float)) or not max_block_seconds > 0:
         raise BadInputError(
             "The 'max_block_seconds' parameter of ReadKafka must be a number > 0. "
@@ -342,50 +280,6 @@ def _peek(consumer: Any, parts: Sequence[_Partition]) -> bytes | None:
     return None
 
 
-def _infer(
-    format: str,
-    value: bytes | None,
-    label_column: int | str | None,
-    delimiter: str,
-    features_key: str,
-) -> tuple[int | None, int | None, int | str | None]:
-    """(n_columns, n_features, label_column) from the first record's value."""
-    if value is None:
-        return None, None, label_column
-    if format == "csv":
-        n = len(formats.split_csv_line(value, delimiter))
-        if label_column is not None:
-            if not -n <= int(label_column) < n:
-                raise BadInputError(
-                    f"label_column must be in [{-n}, {n}) for records of {n} fields; "
-                    f"got {label_column}."
-                )
-            label_column = int(label_column) % n
-        return n, n - (label_column is not None), label_column
-    try:
-        item = json.loads(value)
-    except ValueError as exc:
-        raise BadInputError(
-            f"the first Kafka record is not JSON ({exc}): {value[:200]!r}"
-        ) from None
-    if isinstance(item, list):
-        if isinstance(label_column, str):
-            raise BadInputError(
-                f"label_column {label_column!r} is a key, but the records are JSON arrays."
-            )
-        if label_column is not None:
-            label_column = int(label_column) % len(item)
-        return None, len(item) - (label_column is not None), label_column
-    if isinstance(item, dict) and isinstance(item.get(features_key), list):
-        if label_column is None and "label" in item:
-            label_column = "label"
-        return None, len(item[features_key]), label_column
-    raise BadInputError(
-        f"the first Kafka record is neither a JSON array nor an object with a "
-        f"{features_key!r} array: {value[:200]!r}"
-    )
-
-
 def _within(fn: Any, seconds: float, what: str) -> Any:
     """``fn()``, or BadInputError after ``seconds``: some kafka-python metadata calls
     wait without a timeout, and construction must not hang on an unreachable broker."""
@@ -446,7 +340,9 @@ class _ReadPartitionFn(beam.DoFn):
     def _flush(
         self, part: _Partition, offsets: list[int], values: list[Any], stamps: list[int]
     ) -> Iterator[Any]:
-        block, bad = _decode(self._spec, part.topic, part.partition, offsets, values)
+        block, bad = decode_records(
+            self._spec.records, _source(part.topic, part.partition), offsets, values
+        )
         if bad:
             yield from route_bad_records(bad, "kafka", self._spec.strict, self._bad, self._dropped)
         if block is not None:
@@ -709,18 +605,23 @@ class ReadKafka(beam.PTransform):
         if unbounded:
             self._parts = [replace(p, end=_UNBOUNDED) for p in self._parts]
         self._stop_after_seconds = stop_after_seconds
-        if format != "libsvm":
-            n_columns, n_features, label = _infer(
-                format, first, label_column, delimiter, features_key
-            )
-            if None not in (feature_dim, n_features) and feature_dim != n_features:
-                raise BadInputError(
-                    f"feature_dim={feature_dim} was given, but the first Kafka record has "
-                    f"{n_features} features."
-                )
-            spec = replace(
-                spec, n_columns=n_columns, n_features=n_features or feature_dim, label_column=label
-            )
+        decoding = record_spec(
+            format,
+            first,
+            label_column=label_column,
+            delimiter=delimiter,
+            feature_dim=feature_dim,
+            zero_based=zero_based,
+            features_key=features_key,
+            block_size=block_size,
+            strict=strict,
+        )
+        spec = replace(
+            spec,
+            n_columns=decoding.n_columns,
+            n_features=decoding.n_features,
+            label_column=decoding.label_column,
+        )
         self._spec = spec
         self._with_dead_letters = False
         self._with_positions = False
@@ -745,11 +646,7 @@ class ReadKafka(beam.PTransform):
 
     def with_dead_letters(self) -> ReadKafka:
         """Make the transform return ``(blocks, dead_letters)``."""
-        if self._spec.strict:
-            raise BadInputError(
-                "strict=True stops at the first bad record, so there are no dead letters "
-                "to return; use one or the other."
-            )
+        no_dead_letters_when_strict(self._spec.strict)
         self._with_dead_letters = True
         return self
 

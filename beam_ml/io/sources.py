@@ -847,6 +847,15 @@ class _DroppedLog:
             )
 
 
+def no_dead_letters_when_strict(strict: bool) -> None:
+    """The check every reader's ``with_dead_letters()`` makes first."""
+    if strict:
+        raise BadInputError(
+            "strict=True stops at the first bad record, so there are no dead letters to "
+            "return; use one or the other."
+        )
+
+
 def route_bad_records(
     bad: list[dict[str, Any]], fmt: str, strict: bool, counter: Any, dropped: _DroppedLog | None
 ) -> Iterator[TaggedOutput]:
@@ -1014,11 +1023,7 @@ class ReadBlocks(beam.PTransform):
         ``dead_letters`` is a PCollection of bad-record dicts with keys ``file``,
         ``offset``, ``line``, ``record`` (at most 1,000 characters) and ``reason``.
         """
-        if self._spec.strict:
-            raise BadInputError(
-                "strict=True stops at the first bad record, so there are no dead "
-                "letters to return; use one or the other."
-            )
+        no_dead_letters_when_strict(self._spec.strict)
         self._with_dead_letters = True
         return self
 

@@ -46,7 +46,13 @@ from apache_beam.metrics import Metrics
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
 from beam_ml.io import formats
-from beam_ml.io.sources import DEAD_LETTERS, METRICS_NAMESPACE, _DroppedLog, route_bad_records
+from beam_ml.io.sources import (
+    DEAD_LETTERS,
+    METRICS_NAMESPACE,
+    _DroppedLog,
+    no_dead_letters_when_strict,
+    route_bad_records,
+)
 
 __all__ = ["ReadSql", "sql_url"]
 
@@ -445,11 +451,7 @@ class ReadSql(beam.PTransform):
 
     def with_dead_letters(self) -> ReadSql:
         """Make the transform return ``(blocks, dead_letters)``."""
-        if self._spec.strict:
-            raise BadInputError(
-                "strict=True stops at the first bad row, so there are no dead letters to "
-                "return; use one or the other."
-            )
+        no_dead_letters_when_strict(self._spec.strict)
         self._with_dead_letters = True
         return self
 

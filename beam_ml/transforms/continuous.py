@@ -286,8 +286,12 @@ class _Renamed(beam.PTransform):
 class PubSubFeed(Feed):
     """A Pub/Sub subscription read in cycles; acknowledged after each checkpoint.
 
-    Positions are ``{'message_ids': [...]}``, the ids the last checkpoint included: a
-    message redelivered after a crash between that checkpoint and its ack is skipped.
+    Pulled messages are leased for ``lease_seconds`` (a crashed trainer's messages
+    come back that long after it pulled them) and acknowledged once the checkpoint
+    that includes them is written. Positions are ``{'recent': [[id, time], ...]}``:
+    the ids checkpointed in the last two leases, so a message redelivered after a
+    crash between a checkpoint and its ack is acknowledged and skipped, not counted
+    twice.
     """
 
     def __init__(
@@ -297,26 +301,29 @@ class PubSubFeed(Feed):
         *,
         max_messages: int = 50_000,
         pull_seconds: float = 0.5,
+        lease_seconds: float = 60.0,
         **decode_options: Any,
     ):
         from beam_ml.io.pubsub import PubSubPuller
 
         self.name, self.format = subscription, format
         self._puller = PubSubPuller(subscription)
-        self._max, self._pull_seconds = max_messages, pull_seconds
+        self._max, self._pull_seconds, self._lease = max_messages, pull_seconds, lease_seconds
         self._options = decode_options
         self._spec: Any = None
+        self._spill_dir = tempfile.mkdtemp(prefix="beam_ml_pubsub_")
 
     def take(self, positions: dict[str, Any]) -> Take | None:
         from beam_ml.io.records import record_spec
 
-        done = set(positions.get("message_ids", ()))
+        now = time.time()
+        recent = [[i, t] for i, t in positions.get("recent", ()) if t >= now - 2 * self._lease]
+        done = {i for i, _ in recent}
         messages, stale = [], []
         deadline = time.monotonic() + self._pull_seconds
         while len(messages) < self._max:
-            got = self._puller.pull(
-                min(1000, self._max - len(messages)), timeout=max(0.05, deadline - time.monotonic())
-            )
+            wait = max(0.05, deadline - time.monotonic())
+            got = self._puller.pull(min(1000, self._max - len(messages)), timeout=wait)
             if not got:
                 break
             for m in got:
@@ -327,40 +334,68 @@ class PubSubFeed(Feed):
             self._puller.ack([m.ack_id for m in stale])
         if not messages:
             return None
-        self._puller.extend([m.ack_id for m in messages], 600)  # training may take a while
+        self._puller.extend([m.ack_id for m in messages], int(round(self._lease)))
         if self._spec is None:
             first = next((m.data for m in messages if m.data.strip()), None)
             self._spec = record_spec(self.format, first, **self._options)
         records = [(m.message_id, m.data) for m in messages]
-        read = _FromRecords(records, self._spec, self.name)
+        read = _FromRecords(records, self._spec, self.name, self._spill_dir)
         return Take(
             read,
-            {"message_ids": [m.message_id for m in messages]},
+            {"recent": recent + [[m.message_id, now] for m in messages]},
             self._spec.n_features,
             len(messages),
-            [m.ack_id for m in messages],
+            ([m.ack_id for m in messages], read.path),
         )
 
     def commit(self, take: Take) -> None:
-        self._puller.ack(take.receipt)
+        ack_ids, spill = take.receipt
+        self._puller.ack(ack_ids)
+        os.remove(spill)
 
     def close(self) -> None:
         self._puller.close()
 
 
 class _FromRecords(beam.PTransform):
-    def __init__(self, records: list, spec: Any, source: str):
+    """Pulled records, spilled by the driver to one ``.npz`` (ids, bytes, ends: no
+    pickle), then decoded in the pipeline: ``beam.Create`` of the records themselves
+    would pickle them into the pipeline, ~0.4 s per MB."""
+
+    def __init__(self, records: list[tuple[str, bytes]], spec: Any, source: str, spill_dir: str):
         super().__init__()
-        self._records, self._spec, self._source = records, spec, source
+        import numpy as np
+
+        self.path = os.path.join(spill_dir, f"records-{uuid.uuid4().hex[:8]}.npz")
+        values = [value for _, value in records]
+        np.savez(
+            self.path,
+            ids=np.array([str(i) for i, _ in records]),
+            data=np.frombuffer(b"".join(values), dtype=np.uint8),
+            ends=np.cumsum([len(v) for v in values], dtype=np.int64),
+        )
+        self._spec, self._source = spec, source
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
         from beam_ml.io.records import DecodeRecords
 
         return (
             pbegin
-            | "Records" >> beam.Create(self._records, reshuffle=False)
+            | "Spill" >> beam.Create([self.path], reshuffle=False)
+            | "Records" >> beam.FlatMap(_spilled_records)
             | "Decode" >> DecodeRecords(self._spec, self._source).with_dead_letters()
         )
+
+
+def _spilled_records(path: str) -> Any:
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as spill:
+        ids, data, ends = spill["ids"], spill["data"].tobytes(), spill["ends"]
+    start = 0
+    for record_id, end in zip(ids.tolist(), ends.tolist(), strict=True):
+        yield record_id, data[start:end]
+        start = end
 
 
 # --------------------------------------------------------------------------- the loop
@@ -704,7 +739,7 @@ def announce(url: str, message: bytes) -> None:
     elif url.startswith("pubsub://"):
         from beam_ml.io.pubsub import parse_pubsub_url, publish
 
-        publish(parse_pubsub_url(url), message)
+        publish(parse_pubsub_url(url, expect="topic"), message)
     else:
         raise BadInputError(
             f"--publish takes kafka://host:port/topic or pubsub://projects/P/topics/T; got {url!r}."

@@ -21,3 +21,26 @@ def kafka_broker():
 
     with KafkaBroker() as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def pubsub_server():
+    """An in-process Pub/Sub gRPC server on 127.0.0.1, for the whole session.
+
+    ``PUBSUB_EMULATOR_HOST`` points every google-cloud-pubsub client created meanwhile
+    (Beam's DirectRunner included) at it, and is restored afterwards.
+    """
+    import os
+
+    from tests.streaming.pubsub_server import PubSubServer
+
+    with PubSubServer() as server:
+        before = os.environ.get("PUBSUB_EMULATOR_HOST")
+        os.environ["PUBSUB_EMULATOR_HOST"] = server.host
+        try:
+            yield server
+        finally:
+            if before is None:
+                os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+            else:
+                os.environ["PUBSUB_EMULATOR_HOST"] = before

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from beam_ml import LinearLearnerConfig, LinearLearnerState, PCAConfig, PCAState, read_checkpoint
+from beam_ml import LinearLearnerState, PCAConfig, PCAState, read_checkpoint
 from beam_ml.core.block import Block
 from beam_ml.io.checkpoints import read_manifest
 from tests.conftest import REPO
@@ -222,3 +222,54 @@ def test_an_endless_pipe_publishes_models_before_it_ends(tmp_path, rng):
     dead = [json.loads(line) for line in (tmp_path / "state.dead_letters.jsonl").open()]
     assert [(d["file"], d["line"], d["record"]) for d in dead] == [("<stdin>", 1002, "1,2,oops,4")]
     assert dead[0]["offset"] == len(b"".join(lines[:1001]))
+
+
+def test_pubsub_kill_9_then_restart_loses_and_repeats_nothing(pubsub_server, tmp_path, rng):
+    """Messages are acknowledged only after the checkpoint that holds them: those a
+    killed trainer pulled come back after their lease and are trained once."""
+    from google.cloud import pubsub_v1
+
+    subscription = pubsub_server.create_subscription("continuous", "rows", ack_deadline=10)
+    rows = rng.normal(size=(3_000, 3)).astype(np.float32).astype(np.float64)
+    publisher = pubsub_v1.PublisherClient()
+    topic = pubsub_server.topic_path("rows")
+
+    def publish(part):
+        futures = [publisher.publish(topic, line) for line in _csv(part)]
+        for future in futures:
+            future.result(timeout=30)
+
+    publish(rows[:1_000])
+    command = [
+        "pca", "--num_components", 2, "--input", f"pubsub://{subscription}", "--format", "csv",
+        "--output", tmp_path / "state", "--streaming", "--snapshot_every", "200ms",
+    ]  # fmt: skip
+    first = _trainer(*command)
+    try:
+        _wait_for(lambda: _snapshot(tmp_path / "state") >= 1, 60, "a first snapshot")
+        publish(rows[1_000:2_000])
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    killed_at = read_manifest(str(tmp_path / "state"))["n_seen"]
+    publish(rows[2_000:])
+    second = _trainer(*command)
+    try:
+        # Messages the killed trainer held come back when its lease (10.6 s) ends.
+        _wait_for(
+            lambda: (
+                pubsub_server.backlog(subscription) == 0
+                and read_manifest(str(tmp_path / "state"))["n_seen"] >= len(rows)
+            ),
+            90,
+            "every message trained and acknowledged",
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)  # finishes its cycle, then exits
+        out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err.decode()
+    assert 0 < killed_at < len(rows)
+    state, _ = read_checkpoint(str(tmp_path / "state"))
+    assert state.n_seen == len(rows)  # none lost, none twice
+    reference = PCAState(PCAConfig(num_components=2, feature_dim=3)).update(rows)
+    np.testing.assert_allclose(state.scatter, reference.scatter, rtol=1e-10, atol=1e-9)

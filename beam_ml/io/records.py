@@ -1,0 +1,471 @@
+"""Record values (one row each) into blocks: shared by Kafka and Pub/Sub readers.
+
+A *record* is one message of a row-at-a-time source: a Kafka record's value or a Pub/Sub
+message's data. Each holds one row, as one CSV line without header, one JSON array or
+object (with a ``features_key`` array), or one LIBSVM line. :func:`record_spec` settles
+the shape once, from the first record; :func:`decode_records` turns a batch of records
+into one :class:`~beam_ml.core.block.Block` and the bad records, with the parsers of
+:mod:`beam_ml.io.formats`; :class:`DecodeRecords` does it in a pipeline, batching the
+records of a bundle into blocks of at most ``block_size`` rows [STYLE §1.4].
+
+A bad record (undecodable, empty, several lines in one CSV or LIBSVM record) has the
+shape of the file readers' with ``file`` = the source (``'kafka://topic/0'``,
+``'pubsub://projects/P/subscriptions/S'``) and ``offset`` = the record's id (its Kafka
+offset or Pub/Sub message id, as given).
+
+Examples
+--------
+>>> spec = record_spec("csv", b"1.5,2,0", label_column=-1)
+>>> spec.n_columns, spec.n_features, spec.label_column
+(3, 2, 2)
+>>> block, bad = decode_records(spec, "kafka://t/0", [7, 8], [b"1,2,1", b"1,x,0"])
+>>> block.features.tolist(), block.labels.tolist()
+([[1.0, 2.0]], [1.0])
+>>> bad[0]["offset"], bad[0]["reason"]
+(8, "field 1 ('x') is not a number")
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.utils.timestamp import MAX_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from beam_ml.core.block import Block
+from beam_ml.core.errors import BadInputError
+from beam_ml.io import formats
+from beam_ml.io.sources import (
+    DEAD_LETTERS,
+    METRICS_NAMESPACE,
+    _DroppedLog,
+    no_dead_letters_when_strict,
+    route_bad_records,
+)
+
+__all__ = ["RECORD_FORMATS", "DecodeRecords", "RecordSpec", "decode_records", "record_spec"]
+
+#: Formats of a record value.
+RECORD_FORMATS = ("csv", "jsonl", "libsvm")
+
+# ``route_bad_records`` describes a bad record by its ``offset``; under the "kafka"
+# wording that reads "offset <id>", which fits any record id.
+_DESCRIBE_AS = "kafka"
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """How to decode records, settled once (see :func:`record_spec`).
+
+    Attributes
+    ----------
+    format : {'csv', 'jsonl', 'libsvm'}
+    n_columns : int or None
+        CSV fields per record, the label included; None for other formats.
+    n_features : int or None
+        Features per row; None when nothing told it yet (no first record).
+    label_column : int, str or None
+        CSV: normalized field index in ``[0, n_columns)``; JSON: element index or key.
+    delimiter : str
+    zero_based : bool
+        LIBSVM indices start at 0.
+    features_key : str
+        JSON objects: the key of the features array.
+    block_size : int
+        Most rows per block.
+    strict : bool
+        Stop at the first bad record instead of routing it to the dead letters.
+    """
+
+    format: str
+    n_columns: int | None
+    n_features: int | None
+    label_column: int | str | None
+    delimiter: str = ","
+    zero_based: bool = False
+    features_key: str = "features"
+    block_size: int = 10_000
+    strict: bool = False
+
+
+def check_record_options(
+    format: Any,
+    label_column: Any,
+    delimiter: Any,
+    feature_dim: Any,
+    block_size: Any,
+    owner: str = "record_spec",
+) -> None:
+    """Clear errors for the decoding options of ``owner`` (record_spec, ReadKafka ...)."""
+    if format not in RECORD_FORMATS:
+        raise BadInputError(
+            f"The 'format' parameter of {owner} must be one of {list(RECORD_FORMATS)}. "
+            f"Got {format!r} instead."
+        )
+    if label_column is not None and (
+        isinstance(label_column, bool) or not isinstance(label_column, (int, str))
+    ):
+        raise BadInputError(
+            f"The 'label_column' parameter of {owner} must be an int, a str or None. "
+            f"Got {label_column!r} instead."
+        )
+    if format == "csv" and isinstance(label_column, str):
+        raise BadInputError(
+            f"CSV records have no header: give label_column {label_column!r} as an index."
+        )
+    if format == "libsvm" and label_column is not None:
+        raise BadInputError("LIBSVM labels are the first token; label_column must be None.")
+    if format == "libsvm" and feature_dim is None:
+        raise BadInputError(
+            "a LIBSVM stream cannot be scanned for its largest index: give feature_dim."
+        )
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise BadInputError(
+            f"The 'delimiter' parameter of {owner} must be one character. "
+            f"Got {delimiter!r} instead."
+        )
+    if feature_dim is not None and (
+        isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1
+    ):
+        raise BadInputError(
+            f"The 'feature_dim' parameter of {owner} must be an int >= 1 or None. "
+            f"Got {feature_dim!r} instead."
+        )
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise BadInputError(
+            f"The 'block_size' parameter of {owner} must be an int >= 1. "
+            f"Got {block_size!r} instead."
+        )
+
+
+def _csv_label(label_column: int | None, n: int) -> int | None:
+    if label_column is None:
+        return None
+    if not -n <= label_column < n:
+        raise BadInputError(
+            f"label_column must be in [{-n}, {n}) for records of {n} fields; got {label_column}."
+        )
+    return label_column % n
+
+
+def _infer(
+    format: str,
+    value: bytes,
+    label_column: int | str | None,
+    delimiter: str,
+    features_key: str,
+) -> tuple[int | None, int, int | str | None]:
+    """(n_columns, n_features, label_column) from the first record's value."""
+    if format == "csv":
+        n = len(formats.split_csv_line(value, delimiter))
+        label = _csv_label(label_column, n)  # type: ignore[arg-type]
+        return n, n - (label is not None), label
+    try:
+        item = json.loads(value)
+    except ValueError as exc:
+        raise BadInputError(f"the first record is not JSON ({exc}): {value[:200]!r}") from None
+    if isinstance(item, list):
+        if isinstance(label_column, str):
+            raise BadInputError(
+                f"label_column {label_column!r} is a key, but the records are JSON arrays."
+            )
+        if label_column is not None:
+            if not -len(item) <= label_column < len(item):
+                raise BadInputError(
+                    f"label_column must be in [{-len(item)}, {len(item)}) for JSON arrays "
+                    f"of {len(item)} elements; got {label_column}."
+                )
+            label_column = label_column % len(item)
+        return None, len(item) - (label_column is not None), label_column
+    if isinstance(item, dict) and isinstance(item.get(features_key), list):
+        if isinstance(label_column, int):
+            raise BadInputError(
+                f"label_column {label_column} is an index, but the records are JSON objects: "
+                "give the label's key."
+            )
+        if label_column is None and "label" in item:
+            label_column = "label"
+        return None, len(item[features_key]), label_column
+    raise BadInputError(
+        f"the first record is neither a JSON array nor an object with a "
+        f"{features_key!r} array: {value[:200]!r}"
+    )
+
+
+def record_spec(
+    format: str,
+    first_value: bytes | str | None,
+    label_column: int | str | None = None,
+    delimiter: str = ",",
+    feature_dim: int | None = None,
+    zero_based: bool = False,
+    features_key: str = "features",
+    block_size: int = 10_000,
+    strict: bool = False,
+) -> RecordSpec:
+    """Settle how records are decoded, counting columns and features in ``first_value``.
+
+    Parameters
+    ----------
+    format : {'csv', 'jsonl', 'libsvm'}
+    first_value : bytes, str or None
+        A record of the stream (its first). None when none is known: the feature count
+        then comes from ``feature_dim`` alone.
+    label_column : int or str, optional
+        CSV: field index (negative counts from the end); JSON arrays: element index;
+        JSON objects: key (``'label'`` by default when the first object has one).
+    delimiter : str, default ','
+    feature_dim : int, optional
+        Features per row. Required for LIBSVM; otherwise it must match ``first_value``.
+    zero_based : bool, default False
+    features_key : str, default 'features'
+    block_size : int, default 10_000
+    strict : bool, default False
+
+    Returns
+    -------
+    RecordSpec
+
+    Raises
+    ------
+    BadInputError
+        An unknown format, a label column that does not fit the records, a first value
+        that does not parse, a ``feature_dim`` other than the first value's, a LIBSVM
+        spec without ``feature_dim``.
+    """
+    check_record_options(format, label_column, delimiter, feature_dim, block_size)
+    n_columns: int | None = None
+    n_features = feature_dim
+    if isinstance(first_value, str):
+        first_value = first_value.encode()
+    if format != "libsvm" and first_value is not None and first_value.strip():
+        n_columns, n_features, label_column = _infer(
+            format, first_value.strip(), label_column, delimiter, features_key
+        )
+        if feature_dim is not None and feature_dim != n_features:
+            raise BadInputError(
+                f"feature_dim={feature_dim} was given, but the first record has "
+                f"{n_features} features: {first_value[:200]!r}"
+            )
+    elif format == "csv" and feature_dim is not None:
+        if isinstance(label_column, int) and label_column < 0:
+            raise BadInputError(
+                "without a first record, a CSV label_column must be a non-negative index; "
+                f"got {label_column}."
+            )
+        n_columns = feature_dim + (label_column is not None)
+        label_column = _csv_label(label_column, n_columns)  # type: ignore[arg-type]
+    return RecordSpec(
+        format=format,
+        n_columns=n_columns,
+        n_features=n_features,
+        label_column=label_column,
+        delimiter=delimiter,
+        zero_based=bool(zero_based),
+        features_key=features_key,
+        block_size=block_size,
+        strict=bool(strict),
+    )
+
+
+def _bad(source: str, record_id: Any, value: Any, reason: str) -> dict[str, Any]:
+    record = formats.bad_record(source, 0, None, value, reason)
+    record["offset"] = record_id  # ids need not be integers (Pub/Sub message ids)
+    return record
+
+
+def decode_records(
+    spec: RecordSpec, source: str, ids: Sequence[Any], values: Sequence[bytes | None]
+) -> tuple[Block | None, list[dict[str, Any]]]:
+    """Record values -> one block of the good rows (in order) and the bad records.
+
+    Parameters
+    ----------
+    spec : RecordSpec
+    source : str
+        Names the records' origin in bad records and in ``Block.origin``.
+    ids : sequence
+        One id per record (Kafka offset, Pub/Sub message id): a bad record's ``offset``.
+    values : sequence of bytes
+        One row each; ``None`` or blank values are bad records.
+
+    Returns
+    -------
+    block : Block or None
+        ``origin`` is ``(source, id of its first row)``; None if no row is good.
+    bad : list of dict
+        In input order.
+
+    Raises
+    ------
+    BadInputError
+        ``spec`` does not know the feature count (no first record nor ``feature_dim``).
+    """
+    if len(ids) != len(values):
+        raise BadInputError(f"decode_records got {len(ids)} ids but {len(values)} values.")
+    bad: list[tuple[int, dict[str, Any]]] = []  # (position, record): sorted at the end
+    lines: list[bytes] = []
+    kept: list[int] = []  # positions of ``lines`` in the input
+    for i, value in enumerate(values):
+        if isinstance(value, str):
+            value = value.encode()
+        if value is None or not bytes(value).strip():
+            bad.append((i, _bad(source, ids[i], b"", "empty record value")))
+            continue
+        value = bytes(value).rstrip(b"\r\n")
+        if b"\n" in value or b"\r" in value:
+            if spec.format != "jsonl":
+                bad.append((i, _bad(source, ids[i], value, "a record holds several lines")))
+                continue
+            value = value.replace(b"\r", b" ").replace(b"\n", b" ")  # JSON whitespace
+        lines.append(value)
+        kept.append(i)
+    if not lines:
+        return None, [record for _, record in bad]
+    if spec.n_features is None or (spec.format == "csv" and spec.n_columns is None):
+        raise BadInputError(
+            f"cannot decode the records of {source}: the RecordSpec knows no feature count "
+            "(build it with record_spec from a first record, or give feature_dim)."
+        )
+    data = b"\n".join(lines)
+    starts = [0]
+    for line in lines[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+    if spec.format == "csv":
+        block, parse_bad = formats.parse_csv(
+            data,
+            n_columns=spec.n_columns,  # type: ignore[arg-type]
+            label_column=spec.label_column,  # type: ignore[arg-type]
+            delimiter=spec.delimiter,
+        )
+    elif spec.format == "jsonl":
+        block, parse_bad = formats.parse_jsonl(
+            data,
+            n_features=spec.n_features,
+            label_column=spec.label_column,
+            features_key=spec.features_key,
+        )
+    else:
+        block, parse_bad = formats.parse_libsvm(
+            data, feature_dim=spec.n_features, zero_based=spec.zero_based
+        )
+    for record in parse_bad:
+        # the parsers report byte offsets in ``data``: map them back to the records
+        i = kept[bisect.bisect_right(starts, record["offset"]) - 1]
+        bad.append((i, _bad(source, ids[i], record["record"], record["reason"])))
+    bad.sort(key=lambda pair: pair[0])
+    if block is not None:
+        good = sorted(set(kept) - {i for i, _ in bad})
+        block = Block(block.features, block.labels, origin=(source, ids[good[0]]))
+    return block, [record for _, record in bad]
+
+
+# ----------------------------------------------------------------------- the transform
+
+
+class _DecodeFn(beam.DoFn):
+    """Batches the ``(id, value)`` records of a bundle, per window, into blocks.
+
+    A block is emitted when it holds ``block_size`` records, and the rest at the end of
+    the bundle, so no record waits longer than its bundle. Blocks (and bad records)
+    carry the earliest timestamp of their records: an event-time stream keeps its times.
+    """
+
+    def __init__(self, spec: RecordSpec, source: str, dead_letters: bool):
+        self._spec = spec
+        self._source = source
+        self._dead_letters = dead_letters
+        self._rows = Metrics.counter(METRICS_NAMESPACE, "rows_read")
+        self._bad = Metrics.counter(METRICS_NAMESPACE, "bad_records")
+
+    def setup(self) -> None:
+        self._dropped = None if self._dead_letters else _DroppedLog(_DESCRIBE_AS)
+
+    def start_bundle(self) -> None:
+        self._batches: dict[Any, list[Any]] = defaultdict(lambda: [[], [], MAX_TIMESTAMP])
+
+    def process(
+        self,
+        element: tuple[Any, bytes],
+        window: Any = beam.DoFn.WindowParam,
+        timestamp: Any = beam.DoFn.TimestampParam,
+    ) -> Iterator[Any]:
+        record_id, value = element
+        batch = self._batches[window]
+        batch[0].append(record_id)
+        batch[1].append(value)
+        batch[2] = min(batch[2], timestamp)
+        if len(batch[0]) >= self._spec.block_size:
+            del self._batches[window]
+            yield from self._flush(window, *batch)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        batches, self._batches = self._batches, defaultdict(lambda: [[], [], MAX_TIMESTAMP])
+        for window, batch in batches.items():
+            yield from self._flush(window, *batch)
+
+    def _flush(self, window: Any, ids: list[Any], values: list[Any], stamp: Any) -> Iterator[Any]:
+        block, bad = decode_records(self._spec, self._source, ids, values)
+        if bad:
+            for out in route_bad_records(
+                bad, _DESCRIBE_AS, self._spec.strict, self._bad, self._dropped
+            ):
+                yield TaggedOutput(out.tag, WindowedValue(out.value, stamp, (window,)))
+        if block is not None:
+            self._rows.inc(block.n_rows)
+            yield WindowedValue(block, stamp, (window,))
+
+
+class DecodeRecords(beam.PTransform):
+    """``(id, value)`` records -> blocks of at most ``spec.block_size`` rows.
+
+    Records are batched within a bundle (per window) and decoded with
+    :func:`decode_records`; blocks keep the window and the earliest timestamp of their
+    records. Counts the ``beam_ml/rows_read`` and ``beam_ml/bad_records`` metrics. Bad
+    records are logged and dropped, or kept with :meth:`with_dead_letters`, or stop the
+    pipeline (``spec.strict``).
+
+    Parameters
+    ----------
+    spec : RecordSpec
+        From :func:`record_spec`; it must know the feature count.
+    source : str
+        Names the records' origin (``'pubsub://projects/P/subscriptions/S'``).
+    """
+
+    def __init__(self, spec: RecordSpec, source: str):
+        super().__init__()
+        if not isinstance(spec, RecordSpec):
+            raise BadInputError(
+                f"DecodeRecords needs a RecordSpec (see record_spec). Got {type(spec).__name__}."
+            )
+        if spec.n_features is None:
+            raise BadInputError(
+                "DecodeRecords needs a RecordSpec with a feature count: build it with "
+                "record_spec from a first record, or give feature_dim."
+            )
+        self._spec = spec
+        self._source = source
+        self._with_dead_letters = False
+
+    def with_dead_letters(self) -> DecodeRecords:
+        """Make the transform return ``(blocks, dead_letters)``."""
+        no_dead_letters_when_strict(self._spec.strict)
+        self._with_dead_letters = True
+        return self
+
+    def expand(self, records: beam.PCollection) -> Any:
+        outputs = records | "Decode" >> beam.ParDo(
+            _DecodeFn(self._spec, self._source, self._with_dead_letters)
+        ).with_outputs(DEAD_LETTERS, main="blocks")
+        if self._with_dead_letters:
+            return outputs.blocks, outputs[DEAD_LETTERS]
+        return outputs.blocks
