@@ -53,6 +53,9 @@ _EXPORTS = {
     "beam_ml.io.pipes": ["ReadPipe"],
     "beam_ml.io.sql": ["ReadSql"],
     "beam_ml.io.kafka": ["ReadKafka"],
+    "beam_ml.io.pubsub": ["ReadPubSub"],
+    "beam_ml.io.records": ["DecodeRecords", "record_spec"],
+    "beam_ml.transforms.continuous": ["TrainContinuously", "KafkaFeed", "PubSubFeed", "PipeFeed"],
     "beam_ml.transforms": [
         "Train",
         "TrainPerKey",

@@ -7,7 +7,9 @@ straight from file splits (DESIGN.md §2); the format parsers live in
 and ordered output files are in :mod:`beam_ml.io.checkpoints` and :mod:`beam_ml.io.sinks`.
 Row-at-a-time sources, imported from their modules: :mod:`beam_ml.io.pipes` (standard
 input), :mod:`beam_ml.io.sql` (query results through SQLAlchemy), :mod:`beam_ml.io.kafka`
-(Kafka topics through kafka-python).
+(Kafka topics through kafka-python), :mod:`beam_ml.io.pubsub` (Pub/Sub subscriptions
+through Beam's ``ReadFromPubSub`` and google-cloud-pubsub); both decode one row per
+record with :mod:`beam_ml.io.records`.
 """
 
 from __future__ import annotations
