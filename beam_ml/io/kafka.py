@@ -234,8 +234,16 @@ def _resolve_partitions(
     first = consumer.beginning_offsets(tps)
     end = consumer.end_offsets(tps)
     if start_timestamp_ms is not None:
-        found_times = consumer.offsets_for_times({tp: start_timestamp_ms for tp in tps})
-        begin = {tp: end[tp] if found_times[tp] is None else found_times[tp].offset for tp in tps}
+        try:
+            found = consumer.offsets_for_times({tp: start_timestamp_ms for tp in tps})
+        except Exception:  # UnsupportedVersionError and the like: search the records
+            found = {}
+        begin = {
+            tp: found[tp].offset
+            if found.get(tp) is not None
+            else _first_at_or_after(consumer, tp, first[tp], end[tp], start_timestamp_ms)
+            for tp in tps
+        }
     elif start == "earliest":
         begin = dict(first)
     elif start == "latest":
@@ -258,6 +266,41 @@ def _resolve_partitions(
             f"of partitions to offsets. Got {start!r} instead."
         )
     return [_Partition(tp.topic, tp.partition, begin[tp], end[tp]) for tp in tps]
+
+
+def _record_at(consumer: Any, tp: Any, offset: int) -> Any:
+    """The first record at or after ``offset`` (one exists: ``offset`` < the end)."""
+    consumer.assign([tp])
+    consumer.seek(tp, offset)
+    deadline = time.monotonic() + _PEEK_SECONDS
+    while time.monotonic() < deadline:
+        for record in consumer.poll(timeout_ms=_POLL_MS, max_records=1).get(tp, []):
+            if record.offset >= offset:
+                return record
+    raise BadInputError(f"no record of {tp.topic!r}/{tp.partition} arrived at offset {offset}.")
+
+
+def _first_at_or_after(consumer: Any, tp: Any, lo: int, hi: int, timestamp_ms: int) -> int:
+    """The offset of the first record with a timestamp >= ``timestamp_ms`` in ``[lo,
+    hi)``, or ``hi``: a binary search over the records' own timestamps, for brokers
+    that do not answer timestamp lookups (ListOffsets v1) although their records carry
+    timestamps. Records are assumed in timestamp order, as with CreateTime producers."""
+    found = hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        record = _record_at(consumer, tp, mid)
+        if record.offset >= hi:  # no record in [mid, hi) (compaction, markers)
+            hi = mid
+        elif record.timestamp is None or record.timestamp < 0:
+            raise BadInputError(
+                f"the records of {tp.topic!r} carry no timestamps (Kafka < 0.10): "
+                "start=timestamp cannot apply; start at offsets instead."
+            )
+        elif record.timestamp >= timestamp_ms:
+            found, hi = record.offset, mid
+        else:
+            lo = record.offset + 1
+    return found
 
 
 def _peek(consumer: Any, parts: Sequence[_Partition]) -> bytes | None:
