@@ -102,66 +102,154 @@ class Feed(abc.ABC):
 class KafkaFeed(Feed):
     """Kafka topics read in cycles; positions are ``{'topic:partition': offset}``.
 
+    A background consumer fetches new records as they arrive (kafka-python decodes
+    them in Python, ~30 µs a record: done between cycles, not inside them) into a
+    buffer of at most ``max_records`` (then it waits: back-pressure, bounded memory);
+    each cycle trains on what was fetched and stores the next offset of every
+    partition with the state.
+
     Parameters
     ----------
     url : str
         ``kafka://host:port/topic[?start=...&api_version=...]``: ``start`` applies to
-        the first cycle only; later cycles start at the checkpoint's offsets.
+        the first cycle only; later cycles, and restarts, go on from the checkpoint.
     format : {'csv', 'jsonl', 'libsvm'}
-    **reader_options
-        Passed to :class:`~beam_ml.io.kafka.ReadKafka` (label_column, feature_dim ...).
+    max_records : int
+        Records fetched ahead of the next cycle, at most.
+    **decode_options
+        label_column, delimiter, feature_dim, zero_based, features_key, block_size
+        (see :func:`~beam_ml.io.records.record_spec`).
     """
 
-    def __init__(self, url: str, format: str, **reader_options: Any):
+    def __init__(self, url: str, format: str, *, max_records: int = 200_000, **decode_options):
         from beam_ml.io.kafka import parse_kafka_url
+        from beam_ml.io.records import check_record_options
 
         self.name, self.format = url, format
         self._url = parse_kafka_url(url)
-        self._options = reader_options
-        self._consumer: Any = None
+        self._options = decode_options
+        check_record_options(
+            format,
+            decode_options.get("label_column"),
+            decode_options.get("delimiter", ","),
+            decode_options.get("feature_dim"),
+            decode_options.get("block_size", 10_000),
+            "KafkaFeed",
+        )
+        self._max = max_records
+        self._lock = threading.Lock()
+        self._buffer: dict[tuple[str, int], list[tuple[int, bytes | None]]] = {}
+        self._count = 0
+        self._starts: dict[str, int] = {}
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._spec: Any = None
+        self._spill_dir = tempfile.mkdtemp(prefix="beam_ml_kafka_")
 
-    def _start(self, positions: dict[str, Any]) -> dict[str, Any]:
-        if not positions:
-            return self._url
-        url = {k: v for k, v in self._url.items() if k != "start_timestamp_ms"}
-        url["start"] = {
-            (k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1])): int(o) for k, o in positions.items()
+    def _consumer(self) -> Any:
+        from kafka import KafkaConsumer
+
+        options: dict[str, Any] = {
+            "bootstrap_servers": self._url["bootstrap_servers"],
+            "enable_auto_commit": False,
+            "group_id": None,
+            "auto_offset_reset": "earliest",
         }
-        return url
+        if "api_version" in self._url:
+            options["api_version"] = self._url["api_version"]
+        return KafkaConsumer(**options)
+
+    def _start(self, positions: dict[str, Any]) -> None:
+        """Resolve the partitions and where each starts; start the fetching thread."""
+        from kafka import TopicPartition
+
+        from beam_ml.core.errors import BadInputError
+        from beam_ml.io.kafka import _resolve_partitions
+
+        try:
+            consumer = self._consumer()
+        except Exception as exc:  # NoBrokersAvailable and friends
+            raise BadInputError(f"cannot reach the Kafka brokers {self.name}: {exc}") from None
+        start: Any = self._url.get("start", "earliest")
+        stamp = self._url.get("start_timestamp_ms")
+        if positions:
+            start = {
+                (k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1])): o for k, o in positions.items()
+            }
+            stamp = None
+        parts = _resolve_partitions(
+            consumer, self._url["topics"], self._url.get("partitions"), start, stamp
+        )
+        self._starts = {f"{p.topic}:{p.partition}": p.start for p in parts}
+        tps = [TopicPartition(p.topic, p.partition) for p in parts]
+        consumer.assign(tps)
+        for part, tp in zip(parts, tps, strict=True):
+            consumer.seek(tp, part.start)
+        self._thread = threading.Thread(
+            target=self._fetch, args=(consumer,), name="beam_ml-kafka-feed", daemon=True
+        )
+        self._thread.start()
+
+    def _fetch(self, consumer: Any) -> None:
+        try:
+            while not self._stop.is_set():
+                if self._count >= self._max:
+                    time.sleep(0.05)
+                    continue
+                batch = consumer.poll(timeout_ms=200, max_records=10_000)
+                if not batch:
+                    continue
+                with self._lock:
+                    for tp, records in batch.items():
+                        held = self._buffer.setdefault((tp.topic, tp.partition), [])
+                        held.extend((r.offset, r.value) for r in records)
+                        self._count += len(records)
+        except BaseException as exc:  # reported by the next take()
+            self._error = exc
+        finally:
+            consumer.close()
 
     def take(self, positions: dict[str, Any]) -> Take | None:
-        from beam_ml.io.kafka import ReadKafka
+        from beam_ml.io.records import record_spec
 
-        read = ReadKafka(**self._start(positions), format=self.format, **self._options)
-        start, end = read.start_offsets, read.end_offsets
-        records = sum(end[tp] - start[tp] for tp in end)
-        if records <= 0:
+        if self._thread is None:
+            self._start(positions)
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            buffer, self._buffer, self._count = self._buffer, {}, 0
+        after = {**self._starts, **positions}
+        if not buffer:
             return None
+        groups = []
+        for (topic, partition), records in sorted(buffer.items()):
+            after[f"{topic}:{partition}"] = records[-1][0] + 1
+            groups.append(
+                (
+                    f"kafka://{topic}/{partition}",
+                    [o for o, _ in records],
+                    [v or b"" for _, v in records],
+                )
+            )
+        if self._spec is None:
+            first = next((v for g in groups for v in g[2] if v.strip()), None)
+            self._spec = record_spec(self.format, first, **self._options)
+        total = sum(len(g[1]) for g in groups)
         return Take(
-            read.with_dead_letters(),
-            {f"{t}:{p}": o for (t, p), o in end.items()},
-            read.n_features,
-            records,
+            _FromRecords(groups, self._spec, self._spill_dir), after, self._spec.n_features, total
         )
 
-    def waiting(self, positions: dict[str, Any]) -> int:
-        from kafka import KafkaConsumer, TopicPartition
+    def commit(self, take: Take) -> None:
+        take.read.remove()
 
-        if not positions:
-            return 0  # the first cycle runs at once anyway
-        if self._consumer is None:
-            options: dict[str, Any] = {"bootstrap_servers": self._url["bootstrap_servers"]}
-            if "api_version" in self._url:
-                options["api_version"] = self._url["api_version"]
-            self._consumer = KafkaConsumer(**options, enable_auto_commit=False, group_id=None)
-        tps = [TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1])) for k in positions]
-        ends = self._consumer.end_offsets(tps)
-        return int(sum(ends[tp] - positions[f"{tp.topic}:{tp.partition}"] for tp in tps))
+    def waiting(self, positions: dict[str, Any]) -> int:
+        return self._count
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
 
 
 # --------------------------------------------------------------------------- pipes
@@ -338,53 +426,66 @@ class PubSubFeed(Feed):
         if self._spec is None:
             first = next((m.data for m in messages if m.data.strip()), None)
             self._spec = record_spec(self.format, first, **self._options)
-        records = [(m.message_id, m.data) for m in messages]
-        read = _FromRecords(records, self._spec, self.name, self._spill_dir)
+        group = (self.name, [m.message_id for m in messages], [m.data for m in messages])
+        read = _FromRecords([group], self._spec, self._spill_dir)
         return Take(
             read,
             {"recent": recent + [[m.message_id, now] for m in messages]},
             self._spec.n_features,
             len(messages),
-            ([m.ack_id for m in messages], read.path),
+            [m.ack_id for m in messages],
         )
 
     def commit(self, take: Take) -> None:
-        ack_ids, spill = take.receipt
-        self._puller.ack(ack_ids)
-        os.remove(spill)
+        self._puller.ack(take.receipt)
+        take.read.remove()
 
     def close(self) -> None:
         self._puller.close()
 
 
 class _FromRecords(beam.PTransform):
-    """Pulled records, spilled by the driver to one ``.npz`` (ids, bytes, ends: no
-    pickle), then decoded in the pipeline: ``beam.Create`` of the records themselves
-    would pickle them into the pipeline, ~0.4 s per MB."""
+    """Records fetched by the driver, spilled to one ``.npz`` per source (ids, bytes,
+    ends: no pickle), then decoded in the pipeline. ``beam.Create`` of the records
+    themselves would pickle them into the pipeline, ~0.4 s per MB.
 
-    def __init__(self, records: list[tuple[str, bytes]], spec: Any, source: str, spill_dir: str):
+    ``groups``: ``(source, ids, values)``, e.g. one per Kafka partition."""
+
+    def __init__(self, groups: list[tuple[str, list, list[bytes]]], spec: Any, spill_dir: str):
         super().__init__()
         import numpy as np
 
-        self.path = os.path.join(spill_dir, f"records-{uuid.uuid4().hex[:8]}.npz")
-        values = [value for _, value in records]
-        np.savez(
-            self.path,
-            ids=np.array([str(i) for i, _ in records]),
-            data=np.frombuffer(b"".join(values), dtype=np.uint8),
-            ends=np.cumsum([len(v) for v in values], dtype=np.int64),
-        )
-        self._spec, self._source = spec, source
+        self.paths, self._sources = [], []
+        for source, ids, values in groups:
+            path = os.path.join(spill_dir, f"records-{uuid.uuid4().hex[:8]}.npz")
+            np.savez(
+                path,
+                ids=np.array(ids),
+                data=np.frombuffer(b"".join(values), dtype=np.uint8),
+                ends=np.cumsum([len(v) for v in values], dtype=np.int64),
+            )
+            self.paths.append(path)
+            self._sources.append(source)
+        self._spec = spec
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
         from beam_ml.io.records import DecodeRecords
 
-        return (
-            pbegin
-            | "Spill" >> beam.Create([self.path], reshuffle=False)
-            | "Records" >> beam.FlatMap(_spilled_records)
-            | "Decode" >> DecodeRecords(self._spec, self._source).with_dead_letters()
-        )
+        blocks, dead = [], []
+        for i, (path, source) in enumerate(zip(self.paths, self._sources, strict=True)):
+            b, d = (
+                pbegin
+                | f"Spill{i}" >> beam.Create([path], reshuffle=False)
+                | f"Records{i}" >> beam.FlatMap(_spilled_records)
+                | f"Decode{i}" >> DecodeRecords(self._spec, source).with_dead_letters()
+            )
+            blocks.append(b)
+            dead.append(d)
+        return blocks | "Blocks" >> beam.Flatten(), dead | "DeadLetters" >> beam.Flatten()
+
+    def remove(self) -> None:
+        for path in self.paths:
+            os.remove(path)
 
 
 def _spilled_records(path: str) -> Any:
