@@ -1,11 +1,12 @@
 """Continuous training: one state follows a stream, snapshotted every few seconds.
 
-:class:`TrainContinuously` runs *cycles*. A cycle is one bounded Beam pipeline: it
-reads what the source holds past the positions stored in the last checkpoint, trains
-on from that checkpoint (``Train(resume_from=...)``: statistics states merge, SGD
-states continue), and writes the new state *and* the new source positions in one
-atomic checkpoint (keeping the last K). Then the model is derived from the state,
-written atomically, and announced (optionally on a Kafka or Pub/Sub topic).
+:class:`TrainContinuously` runs *cycles*. A feed gathers what arrived past the
+positions stored in the last checkpoint; a cycle is one bounded Beam pipeline that
+decodes it into blocks, trains on from that checkpoint (``Train(resume_from=...)``:
+statistics states merge, SGD states continue), and writes the new state *and* the new
+source positions in one atomic checkpoint (keeping the last K). Then the model is
+derived from the state, written atomically, and announced (optionally on a Kafka or
+Pub/Sub topic).
 
 Why cycles of bounded pipelines rather than one endless streaming pipeline:
 
@@ -21,16 +22,16 @@ start-up (a few tenths of a second) to the work, so snapshots every few seconds 
 practical; a record is in a published model at most one interval plus one cycle
 after it arrives (BENCHMARKS.md measures it).
 
-Feeds (where cycles read from):
+Feeds (where cycles read from; each holds at most a configured number of records):
 
-- :class:`KafkaFeed`: positions are offsets per partition; a cycle reads each
-  partition from the stored offset to its end when the cycle starts.
+- :class:`KafkaFeed`: a background consumer fetches records as they arrive; positions
+  are the next offset of every partition.
 - :class:`PipeFeed`: a background thread reads lines from a pipe (``tail -F``) into a
-  bounded queue (a full queue stops reading: back-pressure, not memory growth); a
-  cycle trains on what is queued. A pipe cannot be replayed: on a crash, the lines
-  read but not yet checkpointed are lost (the checkpoint says how many were kept).
+  bounded queue (a full queue stops reading: back-pressure, not memory growth). A pipe
+  cannot be replayed: on a crash, the lines read but not yet checkpointed are lost
+  (the checkpoint says how many were kept).
 - :class:`PubSubFeed`: pulls messages and acknowledges them only after the checkpoint
-  that includes them is written; the checkpoint also names the cycle's message ids,
+  that includes them is written; the checkpoint also names the recent message ids,
   so a message redelivered after a crash between the checkpoint and the ack is
   acknowledged and skipped, not counted twice.
 """
