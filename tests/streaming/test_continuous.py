@@ -273,3 +273,22 @@ def test_pubsub_kill_9_then_restart_loses_and_repeats_nothing(pubsub_server, tmp
     assert state.n_seen == len(rows)  # none lost, none twice
     reference = PCAState(PCAConfig(num_components=2, feature_dim=3)).update(rows)
     np.testing.assert_allclose(state.scatter, reference.scatter, rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--input", "data.csv"], "--streaming reads kafka://"),
+        (["--input", "-"], "needs --format"),
+        (["--input", "-", "--format", "csv", "--strict"], "no --query nor --strict"),
+        (["--input", "-", "--format", "csv", "--snapshot_every", "soon"], "a duration"),
+    ],
+)
+def test_streaming_usage_errors_are_one_line(tmp_path, extra, message):
+    done = subprocess.run(
+        [sys.executable, "-m", "beam_ml.cli", "train", "pca", "--num_components", "2",
+         "--output", str(tmp_path / "s"), "--streaming", *extra],
+        capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr.decode(), done.stderr.decode()
+    assert len(done.stderr.decode().strip().splitlines()) == 1
