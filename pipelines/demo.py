@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +140,7 @@ def main() -> None:
     ok = angles.max() < 2.0
     print("PCA recovered the hidden factors." if ok else "PCA did NOT recover the hidden factors.")
     ok = kmeans_demo(rng) and ok
+    ok = streaming_demo(rng) and ok
     sys.exit(0 if ok else 1)
 
 
@@ -174,6 +177,49 @@ def kmeans_demo(rng: np.random.Generator) -> bool:
         f"the curve flattens at k={chosen}: {'the 6 hidden segments' if chosen == 6 else 'not 6!'}"
     )
     return chosen == 6
+
+
+def streaming_demo(rng: np.random.Generator) -> bool:
+    """A drifting stream through a pipe: models published while it flows, following it."""
+    before = rng.uniform(-5, 5, size=(3, 4))
+    after = before + 8.0  # every segment moves half way through the stream
+    args = [
+        "train", "kmeans", "--k", "3", "--half_life_time_size", "1000", "--input", "-",
+        "--format", "csv", "--output", f"{OUT}/stream_state", "--streaming",
+        "--snapshot_every", "1s",
+    ]  # fmt: skip
+    for old in ("stream_state", "stream_state.model"):  # --streaming continues what it finds
+        shutil.rmtree(OUT / old, ignore_errors=True)
+    print("\nStreaming 20,000 rows through a pipe, the segments moving after 10,000:")
+    print(f"$ python make_rows.py | beam-ml {shlex.join(args)}", flush=True)
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "beam_ml.cli", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    for batch in range(8):
+        centres = before if batch < 4 else after
+        rows = centres[rng.integers(0, 3, 2_500)] + 0.5 * rng.normal(size=(2_500, 4))
+        trainer.stdin.write("".join(",".join(f"{v:.4f}" for v in r) + "\n" for r in rows).encode())
+        trainer.stdin.flush()
+        time.sleep(0.6)
+    out, err = trainer.communicate()  # the end of the pipe ends the run
+    for line in err.decode().splitlines():
+        print(f"  | {line}")
+    if trainer.returncode != 0:
+        sys.exit(f"demo step failed (exit {trainer.returncode})")
+    from beam_ml import read_checkpoint
+
+    model, manifest = read_checkpoint(f"{OUT}/stream_state.model", "model")
+    gaps = [float(np.min(np.linalg.norm(model.centres - c, axis=1))) for c in after]
+    followed = max(gaps) < 0.5
+    print(
+        f"the last model (snapshot {manifest['extra']['snapshot']}) has a centre within "
+        f"{max(gaps):.2f} of each moved segment: "
+        + ("it followed the drift." if followed else "it did NOT follow the drift!")
+    )
+    return followed
 
 
 if __name__ == "__main__":

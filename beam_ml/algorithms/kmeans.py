@@ -258,6 +258,7 @@ class KMeansState(TrainingState):
     FAMILY = "kmeans"
     SERIAL_VERSION = 1
     CONFIG = KMeansConfig
+    CONTINUES_ON_RESUME = True  # with decay, new rows weigh more than old ones
 
     def __init__(self, config: KMeansConfig):
         super().__init__(config)
@@ -387,6 +388,21 @@ class KMeansState(TrainingState):
         if merged.centres is not None:
             merged._reduce(merged._budget, merged._rng(2))
         return merged
+
+    def continued(self) -> KMeansState:
+        """Where new rows start when resuming: a summary of their own (same features)."""
+        fresh = KMeansState(self.config)
+        if self.centres is not None:
+            fresh.centres = np.zeros((0, self.centres.shape[1]))
+        return fresh
+
+    def followed_by(self, later: KMeansState) -> KMeansState:
+        """This summary, decayed by ``later``'s rows (``half_life_time_size``), merged
+        with ``later``'s: what one pass over the old rows and then the new ones gives."""
+        older = KMeansState(self.config)
+        older.n, older.centres, older.weights = self.n, self.centres, self.weights.copy()
+        older._decay(later.n)
+        return older.merge(later)
 
     # --- models ----------------------------------------------------------------------
     def derive(

@@ -189,10 +189,10 @@ class TrainingState(abc.ABC):
     MODEL: ClassVar[type[Model]]
     #: How new data extends a trained state (``Train(resume_from=...)``, ``--resume``,
     #: every cycle of continuous training). False: the new data's own state is merged
-    #: in (sufficient statistics: exact). True (SGD): the new data trains on from the
-    #: old state, each replica starting at ``old.continued()``, and ``old.followed_by``
-    #: adds the result; merging a fresh replica would average the old model with an
-    #: untrained one.
+    #: in (sufficient statistics: exact). True: order matters, so the new rows train
+    #: from ``old.continued()`` and ``old.followed_by(new)`` joins them: SGD models go
+    #: on from the old parameters (merging a fresh replica would average the old model
+    #: with an untrained one); a decaying summary forgets old rows as new ones come.
     CONTINUES_ON_RESUME: ClassVar[bool] = False
 
     def __init__(self, config: Any):

@@ -22,7 +22,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_ml.core.combine import StateCombineFn
-from beam_ml.core.state import TrainingState, state_class_for
+from beam_ml.core.state import TrainingState, load_state, state_class_for
 
 __all__ = ["TrainEpochs", "continue_epochs", "train_on_from"]
 
@@ -42,7 +42,8 @@ class _TrainReplica(beam.DoFn):
             if self._start_key != id(start):
                 # continued() trains the start's last partial mini-batch: once per worker.
                 self._start_key, self._start = id(start), start.continued()
-            self._replica = self._start._copy()
+            copy = getattr(self._start, "_copy", None)  # else a round trip through bytes
+            self._replica = copy() if copy else load_state(self._start.to_bytes())
         self._replica.update(block)
 
     def finish_bundle(self) -> Any:
@@ -70,13 +71,14 @@ def continue_epochs(
     ValueError
         When ``blocks`` is unbounded (a stream is one pass) and more epochs are asked.
     """
-    if config.epochs >= max(first_epoch, 2) and not blocks.is_bounded:
+    epochs = getattr(config, "epochs", 1)  # one pass for states without epochs (k-means)
+    if epochs >= max(first_epoch, 2) and not blocks.is_bounded:
         raise ValueError(
-            f"epochs={config.epochs} needs bounded input: a stream is read once. "
+            f"epochs={epochs} needs bounded input: a stream is read once. "
             "Use epochs=1 for unbounded sources."
         )
     family = state_class_for(config).FAMILY
-    for epoch in range(first_epoch, config.epochs + 1):
+    for epoch in range(first_epoch, epochs + 1):
         label = f"BeamML_{family}_Epoch{epoch}"
         start = beam.pvalue.AsSingleton(state)
         replicas = blocks | f"{label}_Replicas" >> beam.ParDo(_TrainReplica(), start)

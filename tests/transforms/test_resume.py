@@ -10,6 +10,7 @@ import pytest
 from beam_ml import (
     FactorizationMachinesConfig,
     FactorizationMachinesState,
+    KMeansConfig,
     LinearLearnerConfig,
     LinearLearnerState,
     ReadCheckpoint,
@@ -99,3 +100,21 @@ def test_factorization_machines_resume_counts_all_rows_and_learns_on(tmp_path, r
     loss = _log_loss(resumed.derive(), test)
     assert loss < 0.97 * _log_loss(after_day1.derive(), test)
     assert loss < _log_loss(merged.derive(), test)
+
+
+@pytest.mark.beam
+def test_kmeans_with_decay_resumes_in_order(tmp_path, rng):
+    """Old rows fade as new ones come, across a resume as within one pass."""
+    config = KMeansConfig(k=2, half_life_time_size=1_000)
+    before, after = np.array([[0.0, 0.0], [10.0, 0.0]]), np.array([[0.0, 50.0], [10.0, 50.0]])
+    day1 = before[rng.integers(0, 2, 5_000)] + rng.normal(size=(5_000, 2))
+    day2 = after[rng.integers(0, 2, 8_000)] + rng.normal(size=(8_000, 2))
+    resumed = _train_then_resume(tmp_path, config, day1, day2)
+    assert resumed.n_seen == 13_000
+    old_weight = resumed.weights[resumed.centres[:, 1] < 25].sum()
+    assert old_weight < 5_000 * 0.5**8 * 1.01  # decayed by 8 half-lives, as in one pass
+    centres = resumed.derive().centres
+    assert np.abs(np.sort(centres[:, 0]) - [0, 10]).max() < 0.3 and (centres[:, 1] > 49).all()
+    # Without decay, resuming is an ordinary merge: every row keeps its weight.
+    plain = _train_then_resume(tmp_path / "plain", KMeansConfig(k=2), day1, day2)
+    assert plain.weights.sum() == pytest.approx(13_000)
