@@ -34,6 +34,9 @@ setup(
         # ReadPubSub (Beam's ReadFromPubSub imports it) and the Pub/Sub model announcements;
         # < 3: the major version apache-beam 2.77's gcp extra accepts.
         "google-cloud-pubsub>=2.1,<3",
+        # The linear learner keeps BLAS on one thread for small SGD steps (waking
+        # OpenBLAS's threads costs more than the product); scikit-learn uses it too.
+        "threadpoolctl>=3",
     ],
     extras_require={
         # confluent-kafka: its bundled librdkafka runs the mock Kafka cluster of tests/streaming

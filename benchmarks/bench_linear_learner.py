@@ -12,6 +12,8 @@ Then times, in one run:
 
 - np.load (dense) or the LIBSVM file parsed by scikit-learn (sparse), and one pass of
   ``SGDClassifier(loss='log_loss').partial_fit`` over 10,000-row batches (one model);
+- sparse only: beam_ml's LIBSVM parser alone (``formats.parse_libsvm`` over the file's
+  10,000-row chunks, in memory: what ``ReadBlocks`` does per chunk, without Beam);
 - scikit-learn ``LogisticRegression`` (lbfgs, C=1: the optimum on 1M rows) in memory;
 - beam_ml end to end: ``ReadBlocks`` -> ``Train(LinearLearnerConfig(num_models=32))``
   -> ``Derive(loss_function)`` -> model checkpoint, DirectRunner, start-up included;
@@ -169,6 +171,20 @@ def log_loss(probability: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
+def parse_chunks(data: bytes, dim: int) -> int:
+    """Rows parsed by beam_ml's LIBSVM parser from the file's ~BLOCK-row chunks."""
+    from beam_ml.io import formats
+
+    step = BLOCK * (len(data) // max(1, data.count(b"\n")))
+    rows, start = 0, 0
+    while start < len(data):
+        stop = data.find(b"\n", start + step) + 1 or len(data)
+        block, _ = formats.parse_libsvm(data[start:stop], feature_dim=dim, offset=start)
+        rows += block.n_rows if block is not None else 0
+        start = stop
+    return rows
+
+
 def timed(fn, repeat: int | None = None):
     best, value = float("inf"), None
     for _ in range(repeat or REPEAT):
@@ -288,6 +304,10 @@ def main() -> None:
     seconds[load_name], loaded = timed(lambda: load(paths["train"], sparse, dim))
     x, y = split(loaded, sparse)
     del loaded
+    if sparse:
+        text = paths["train"].read_bytes()
+        seconds["beam_ml_parse_libsvm"], _ = timed(lambda: parse_chunks(text, dim))
+        del text
 
     def sgd_pass():
         model = SGDClassifier(loss="log_loss", random_state=0)

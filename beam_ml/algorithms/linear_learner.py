@@ -87,15 +87,22 @@ Liberty et al., "Elastic machine learning algorithms in Amazon SageMaker", SIGMO
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+
+try:  # the C++ kernels behind scipy.sparse's products, without its per-call checks
+    from scipy.sparse import _sparsetools
+except ImportError:  # pragma: no cover - a scipy that moved them: the public operators
+    _sparsetools = None
 
 from beam_ml.core.block import Block, as_block
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
@@ -386,9 +393,25 @@ class LinearLearnerConfig:
 
 
 # --- labels ------------------------------------------------------------------------------
+def _origin(block: Block) -> str:
+    """Where a block came from, for error messages ('' if unknown)."""
+    if block.origin is None:
+        return ""
+    file, offset = block.origin
+    return (
+        f" The block came from {file} and starts at offset {offset} (the byte offset of "
+        f"its first line in a text file, the index of its first row in .npy or Parquet)."
+    )
+
+
 def _labels(block: Block, config: LinearLearnerConfig, owner: str) -> np.ndarray:
-    """The block's labels as float64, checked for the predictor type (binary -> 0/1)."""
-    where = "" if block.origin is None else f" (block from {block.origin[0]} at {block.origin[1]})"
+    """The block's labels as float64, checked for the predictor type (binary -> 0/1).
+
+    A bad label raises :class:`BadInputError` naming the first bad row of the block (0-based),
+    its value, the labels the predictor type accepts, how many of the block's labels are bad
+    and the block's origin (file and offset), so the record can be found in the input.
+    """
+    where = _origin(block)
     if block.labels is None:
         raise BadInputError(
             f"{owner} needs labels: give blocks as Block(features, labels) (readers: "
@@ -405,13 +428,21 @@ def _labels(block: Block, config: LinearLearnerConfig, owner: str) -> np.ndarray
         need = "0 or 1 (or -1/+1) for a binary_classifier"
     elif kind == "multiclass_classifier":
         bad |= (labels < 0) | (labels >= config.num_classes) | (labels != np.round(labels))
-        need = f"an integer in [0, {config.num_classes - 1}] for num_classes={config.num_classes}"
+        need = (
+            f"an integer in [0, {config.num_classes - 1}] for a multiclass_classifier with "
+            f"num_classes={config.num_classes}"
+        )
     else:
         need = "a finite number for a regressor"
     if bad.any():
-        row = int(np.argmax(bad))
+        rows = np.flatnonzero(bad)
+        row = int(rows[0])
+        values = np.unique(labels[rows][:1000].astype(str))
+        shown = ", ".join(values[:5].tolist()) + (", ..." if len(values) > 5 else "")
         raise BadInputError(
-            f"{owner}: the label at row {row} is {labels[row]!r}; it must be {need}." + where
+            f"{owner}: the label at row {row} is {float(labels[row])!r}; it must be {need}. "
+            f"{len(rows)} of the block's {len(labels)} labels are bad (rows are numbered "
+            f"from 0 within the block; bad values: {shown})." + where
         )
     return (labels > 0).astype(np.float64) if kind == "binary_classifier" else labels
 
@@ -480,6 +511,64 @@ def _softmax_loss(s: np.ndarray, y: np.ndarray, grad: bool) -> tuple[np.ndarray,
 
 
 # --- moments -----------------------------------------------------------------------------
+#: Multiply-adds of a mini-batch's forward product up to which the packed step runs
+#: BLAS on one thread: waking OpenBLAS's threads for each small product costs more than
+#: the product (the 64-feature dense benchmark: 20% faster end to end on 2 cores).
+_ONE_THREAD_WORK = 2**24
+_BLAS_CONTROL: Any = None  # threadpoolctl's BLAS controller, False if unavailable
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0  # updates running with the limit (several threads may train at once)
+_BLAS_LIMIT: Any = None
+
+
+def _blas_threads(work: int) -> Any:
+    """A context that keeps BLAS on one thread for a training step of ``work``
+    multiply-adds if it is small, via ``threadpoolctl`` when installed (it comes with
+    scikit-learn); else, or for large steps, nothing changes."""
+    global _BLAS_CONTROL
+    if work > _ONE_THREAD_WORK:
+        return contextlib.nullcontext()
+    if _BLAS_CONTROL is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS_CONTROL = ThreadpoolController().select(user_api="blas") or False
+        except Exception:  # not installed, or an unknown BLAS: leave threads alone
+            _BLAS_CONTROL = False
+    if not _BLAS_CONTROL:
+        return contextlib.nullcontext()
+    return _one_blas_thread()
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Any:
+    """BLAS on one thread while any update needs it; the first sets the limit, the last
+    restores the original thread counts (so concurrent updates cannot leave it set)."""
+    global _BLAS_USERS, _BLAS_LIMIT
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            _BLAS_LIMIT = _BLAS_CONTROL.limit(limits=1)
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                _BLAS_LIMIT.restore_original_limits()
+                _BLAS_LIMIT = None
+
+
+def _weighted_colsum(weights: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``weights @ a`` for (rows,) weights and a (rows, c) array, by ``einsum``.
+
+    Not through BLAS: on a mini-batch, OpenBLAS's threaded gemv spends far more time
+    waking its threads than computing (in a Beam pipeline, up to 40% of the training
+    step on 2 cores). Same float32 sums in another order: the last bits may differ.
+    """
+    return np.einsum("i,ij->j", weights, a)
+
+
 def _column_moments(x: Any) -> tuple[np.ndarray, np.ndarray]:
     """Column means and centred sums of squares (float64) of a dense or CSR block.
 
@@ -512,7 +601,61 @@ def _merge_moments(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     return n, mean, m2_a + m2_b + weight * delta * delta
 
 
+def _direct_csr(x: Any, dense: np.ndarray) -> bool:
+    """Whether ``x`` (CSR) times ``dense`` can call scipy's kernel directly."""
+    return (
+        _sparsetools is not None
+        and sp.isspmatrix_csr(x)
+        and x.data.dtype == dense.dtype
+        and dense.dtype in (np.float32, np.float64)
+        and x.indices.dtype == x.indptr.dtype
+        and dense.flags.c_contiguous
+    )
+
+
+def _times(x: Any, w: np.ndarray) -> np.ndarray:
+    """``x @ w`` for a dense or CSR mini-batch ``x`` (b, d) and dense ``w`` (d, c).
+
+    For CSR, scipy's ``csr_matvecs`` kernel is called as ``x @ w`` would call it (same
+    arithmetic), without the per-call format checks and wrappers that cost as much as
+    the product on a 1,000-row mini-batch.
+    """
+    if not sp.issparse(x):
+        return x @ w
+    if not _direct_csr(x, w):
+        return np.asarray(x @ w)
+    b, d = x.shape
+    out = np.zeros((b, w.shape[1]), dtype=w.dtype)
+    _sparsetools.csr_matvecs(b, d, w.shape[1], x.indptr, x.indices, x.data, w.ravel(), out.ravel())
+    return out
+
+
+def _transpose_times(x: Any, g: np.ndarray) -> np.ndarray:
+    """``x.T @ g`` for a dense or CSR ``x`` (b, d) and dense ``g`` (b, c): (d, c).
+
+    For CSR, ``x.T`` is the CSC matrix on the same arrays, so this is the ``csc_matvecs``
+    call of ``x.T @ g``, minus the wrappers.
+    """
+    if not sp.issparse(x):
+        return x.T @ g
+    if not _direct_csr(x, g):
+        return np.asarray(x.T @ g)
+    b, d = x.shape
+    out = np.zeros((d, g.shape[1]), dtype=g.dtype)
+    _sparsetools.csc_matvecs(d, b, g.shape[1], x.indptr, x.indices, x.data, g.ravel(), out.ravel())
+    return out
+
+
 def _rows(x: Any, start: int, stop: int, copy: bool = False) -> Any:
+    if sp.isspmatrix_csr(x):
+        # Rows start:stop on the same arrays (half the cost of scipy's slicing, a copy).
+        stop = min(stop, x.shape[0])
+        lo, hi = int(x.indptr[start]), int(x.indptr[stop])
+        return sp.csr_matrix(
+            (x.data[lo:hi], x.indices[lo:hi], x.indptr[start : stop + 1] - lo),
+            shape=(stop - start, x.shape[1]),
+            copy=copy,
+        )
     part = x[start:stop]
     return part.copy() if copy else part
 
@@ -704,7 +847,8 @@ class LinearLearnerState(TrainingState):
         if self.has_exact:
             self._absorb_exact(x, y)
         self.n += x.shape[0]
-        self._feed(x, y, copy=True)
+        with _blas_threads(self.d * 2 * self.m * self.k * self.config.mini_batch_size):
+            self._feed(x, y, copy=True)
         return self
 
     def _warming(self) -> bool:
@@ -844,7 +988,7 @@ class LinearLearnerState(TrainingState):
         t = self.steps
         dtype = np.float32 if x.dtype == np.float32 else np.float64
         weights = np.concatenate([self.coef, self.avg_coef], axis=1).astype(dtype)
-        scores = np.asarray(x @ weights)
+        scores = _times(x, weights)
         scores += np.concatenate([self.intercept, self.avg_intercept]).astype(dtype)
         if cfg.scales_label:
             scores -= y_mean
@@ -867,7 +1011,7 @@ class LinearLearnerState(TrainingState):
             if self._binary:
                 # Right answers at score 0: sum(1 - y) + (2y - 1) . [s > 0], one product.
                 positive = (scores > 0).astype(dtype)
-                correct = (b - y.sum()) + (2 * t_col[:, 0] - 1) @ positive
+                correct = (b - y.sum()) + _weighted_colsum(2 * t_col[:, 0] - 1, positive)
                 # A long pass's histograms sample its mini-batches: all in the first
                 # 2^17 rows, then every 2nd, 4th ... (the stride doubles as the pass
                 # does), each counted stride times: well over 10^5 rows for any
@@ -883,8 +1027,9 @@ class LinearLearnerState(TrainingState):
         else:
             per_row, w_sum = sample_w.astype(dtype), float(sample_w.sum())
             grad = grad * per_row[:, None]
-        # Column sums as products with a vector (BLAS), not reductions with a cast.
-        loss_sum = np.concatenate([per_row @ last_loss, per_row @ avg_loss]).astype(np.float64)
+        # Column sums as products with a vector, not reductions with a cast.
+        sums = [_weighted_colsum(per_row, last_loss), _weighted_colsum(per_row, avg_loss)]
+        loss_sum = np.concatenate(sums).astype(np.float64)
         self.progress[0] += loss_sum
         self.progress[1] += t * loss_sum
         self.progress[2] += correct
@@ -893,8 +1038,8 @@ class LinearLearnerState(TrainingState):
         # Gradient in the standardized space z = (x - mean) / scale, computed without
         # centring x: z^T r = (x^T r - mean * sum(r)) / scale.
         grad /= b
-        g_sum = (np.ones(b, dtype=grad.dtype) @ grad).astype(np.float64)
-        g_x = np.asarray(x.T @ grad, dtype=np.float64)
+        g_sum = _weighted_colsum(np.ones(b, dtype=grad.dtype), grad).astype(np.float64)
+        g_x = np.asarray(_transpose_times(x, grad), dtype=np.float64)
         g_x -= np.outer(mean, g_sum)
         g_x /= scale[:, None]
         ratio = (scale / y_scale)[:, None]
@@ -958,9 +1103,8 @@ class LinearLearnerState(TrainingState):
         np.maximum(index, 0, out=index)  # (np.clip's wrapper costs more than the work here)
         np.minimum(index, _HIST_BINS - 1, out=index)
         index = index.astype(np.intp)
-        index += (np.arange(m) * (2 * _HIST_BINS))[None, :] + (y.astype(np.intp) * _HIST_BINS)[
-            :, None
-        ]
+        index += np.arange(0, m * 2 * _HIST_BINS, 2 * _HIST_BINS)
+        index += (y.astype(np.intp) * _HIST_BINS)[:, None]
         counts = np.bincount(index.ravel(), minlength=m * 2 * _HIST_BINS)
         self.hist += weight * counts.reshape(m, 2, _HIST_BINS)
 

@@ -432,6 +432,76 @@ def test_bad_labels_raise_clear_errors(rng):
         model.metric_sums(features)
 
 
+def test_bad_label_errors_name_origin_row_and_expected_labels(rng):
+    features = rng.normal(size=(6, 3))
+    origin = ("data/train.libsvm", 1234)
+    binary = LinearLearnerState(_binary())
+    with pytest.raises(BadInputError) as info:
+        binary.update(Block(features, np.r_[0, 1, 2, np.nan, 7, 0], origin=origin))
+    message = str(info.value)
+    assert "label at row 2 is 2.0; it must be 0 or 1 (or -1/+1) for a binary_classifier" in message
+    assert "3 of the block's 6 labels are bad" in message and "2.0, 7.0, nan" in message
+    assert "from data/train.libsvm and starts at offset 1234" in message
+    multiclass = LinearLearnerState(
+        LinearLearnerConfig(predictor_type="multiclass_classifier", num_classes=3)
+    )
+    for labels, row, value in [
+        (np.r_[0, 1, 2, 3, 0, 1], 3, "3.0"),  # >= num_classes
+        (np.r_[0, 0.5, 2, 1, 0, 1], 1, "0.5"),  # not an integer
+        (np.r_[0, 1, -1, 1, 0, 1], 2, "-1.0"),  # negative
+        (np.r_[0, 1, 2, 1, 0, np.nan], 5, "nan"),
+    ]:
+        with pytest.raises(BadInputError) as info:
+            multiclass.update(Block(features, labels, origin=("rows.npy", 5000)))
+        message = str(info.value)
+        assert f"label at row {row} is {value}; it must be an integer in [0, 2]" in message
+        assert "num_classes=3" in message and "from rows.npy and starts at offset 5000" in message
+    regressor = LinearLearnerState(LinearLearnerConfig(predictor_type="regressor"))
+    with pytest.raises(BadInputError, match=r"row 0 is inf; it must be a finite number"):
+        regressor.update(Block(features, np.r_[np.inf, np.zeros(5)]))
+    # Nothing was absorbed from the rejected blocks.
+    assert binary.n_seen == multiclass.n_seen == regressor.n_seen == 0
+
+
+@pytest.mark.beam
+def test_bad_label_in_a_file_names_the_file_in_the_pipeline_error(tmp_path):
+    path = tmp_path / "train.libsvm"
+    lines = [f"{i % 2} 1:{i} 3:1" for i in range(50)]
+    lines[37] = "2 1:0.5 2:1"  # not a binary label
+    path.write_text("\n".join(lines) + "\n")
+    config = _binary(feature_dim=3, mini_batch_size=10)
+    with pytest.raises(Exception, match=r"label at row 37 is 2\.0") as info:
+        with beam.Pipeline(options=direct_options()) as p:
+            _ = (
+                p
+                | beam_ml.ReadBlocks(str(path), "libsvm", feature_dim=3)
+                | beam_ml.Train(config)
+                | beam_ml.WriteCheckpoint(str(tmp_path / "model"))
+            )
+    assert f"from {path} and starts at offset 0" in str(info.value)
+
+
+def test_small_steps_run_blas_on_one_thread_and_restore_it(rng):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    if not blas:
+        pytest.skip("no BLAS library found by threadpoolctl")
+    before = [lib["num_threads"] for lib in blas.info()]
+    outer, inner = linear_learner._blas_threads(1000), linear_learner._blas_threads(1000)
+    with outer:
+        assert {lib["num_threads"] for lib in blas.info()} == {1}
+        inner.__enter__()
+    # the limit stays while any update holds it, and the original comes back after the last
+    assert {lib["num_threads"] for lib in blas.info()} == {1}
+    inner.__exit__(None, None, None)
+    assert [lib["num_threads"] for lib in blas.info()] == before
+    with linear_learner._blas_threads(2**30):  # a large step keeps BLAS's threads
+        assert [lib["num_threads"] for lib in blas.info()] == before
+    x, y = rng.normal(size=(300, 4)), (rng.random(300) < 0.5).astype(float)
+    LinearLearnerState(_binary(mini_batch_size=50)).update(Block(x, y))
+    assert [lib["num_threads"] for lib in blas.info()] == before
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="'predictor_type' parameter of LinearLearnerConfig"):
         LinearLearnerConfig(predictor_type="classifier")

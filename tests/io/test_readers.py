@@ -435,6 +435,75 @@ def test_libsvm_bad_records_and_syntax(tmp_path):
     assert [d["line"] for d in sort_dead(dead_beam)] == [4, 5, 6, 7, 8]
 
 
+def _same_parse(data: bytes, feature_dim: int, zero_based: bool = False) -> None:
+    """parse_libsvm (bulk paths) gives what the line-by-line reference gives."""
+    got, got_bad = formats.parse_libsvm(
+        data, feature_dim=feature_dim, zero_based=zero_based, file="f", offset=7, line=3
+    )
+    ref, ref_bad = formats._parse_libsvm_lines(data, feature_dim, zero_based, "f", 7, 3)
+    assert got_bad == ref_bad
+    if ref is None:
+        assert got is None
+        return
+    assert got.origin == ref.origin == ("f", 7)
+    assert got.features.dtype == np.float32 and got.labels.dtype == np.float64
+    assert got.features.has_sorted_indices
+    np.testing.assert_array_equal(got.labels, ref.labels)
+    np.testing.assert_array_equal(got.features.indptr, ref.features.indptr)
+    np.testing.assert_array_equal(got.features.indices, ref.features.indices)
+    np.testing.assert_array_equal(got.features.data, ref.features.data)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1 1:1 3:0.5\n0 2:-2\n",  # one separator after every field: the fastest path
+        "1 1:7 3:007\n0 2:12345678901234567\n1 4:99999999999999999999\n",  # integers only
+        "+1 1:1e-3 3:.5\n-1 2:5. 4:-0\n1\n",  # signs, exponents, bare points, no pairs
+        "1  1:1\t3:2 \r\n\n0 2:1\n\n",  # runs of whitespace, CRLF, blank lines
+        "1 1:1\n0 2:1",  # no final newline
+        "1 3:1 1:2\n0 2:1 2:3\n1 4:1 1:1 2:1\n",  # unsorted rows, a duplicate
+        "1 1:0.1234567890123456789\n2.5 2:1e400 3:1\n1 2:123456789012345678901234567890\n",
+        "1 1:1\n1 1::2\n1 :2\n1 2:\n1 1:2:3\n1:1 2:1\n0 7\n1 1:-2-3\n",  # malformed pairs
+        "1 1:nan\n1 2:inf\nx 1:1\n1 1:0x10\n1 2:1\n",  # other characters
+        "1 0:1\n1 1.5:1\n1 -2:1\n1 99999999999:1\n",  # odd indices
+    ],
+)
+def test_libsvm_bulk_tokenizer_matches_the_line_parser(text):
+    data = text.encode()
+    for zero_based in (False, True):
+        _same_parse(data, 4, zero_based)
+
+
+def test_libsvm_bulk_tokenizer_fuzzed_against_the_line_parser():
+    rng = np.random.default_rng(4)
+    numbers = ["1", "0", "-1", "+1", "2.5", "1e3", "-0", ".5", "5.", "1e", "+-1", "3.0", "007"]
+    separators = [" ", "  ", "\t", ":", "::", "\n", "\r\n", "\n\n", " \n "]
+    bulk = 0
+    for _ in range(400):
+        parts = []
+        for _ in range(rng.integers(1, 10)):
+            if rng.random() < 0.6:  # a well-formed line
+                pairs = [
+                    f"{rng.choice(['1', '2', '3', '5', '0', '1.5'])}:{rng.choice(numbers)}"
+                    for _ in range(rng.integers(0, 5))
+                ]
+                parts.append(" ".join([rng.choice(["1", "0", "-1", "+1"]), *pairs]) + "\n")
+            else:
+                parts.append(rng.choice(numbers) + rng.choice(separators))
+        data = "".join(parts).encode()
+        bulk += formats._libsvm_bulk(data) is not None
+        _same_parse(data, 4)
+    assert bulk > 50  # the bulk tokenizer took part, not only the line parser
+
+
+def test_libsvm_bulk_parse_of_a9a_matches_the_line_parser(a9a):
+    data = Path(data_path("a9a", "a9a")).read_bytes()[: 2**20]
+    data = data[: data.rfind(b"\n") + 1]
+    assert formats._libsvm_bulk(data) is not None
+    _same_parse(data, 123)
+
+
 def test_libsvm_needs_labels_from_the_line(tmp_path):
     path = tmp_path / "s.svm"
     path.write_text("1 1:1\n")
