@@ -31,7 +31,7 @@ _EXPORTS = {
         "FactorizationMachinesState",
         "FactorizationMachinesModel",
     ],
-    "beam_ml.nn.epochs": ["TrainEpochs"],
+    "beam_ml.transforms.epochs": ["TrainEpochs"],
     "beam_ml.core.block": ["Block", "as_block"],
     "beam_ml.core.combine": ["StateCombineFn", "StateCoder"],
     "beam_ml.core.runner": ["pipeline_options"],

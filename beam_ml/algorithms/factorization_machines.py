@@ -27,7 +27,7 @@ unseen data, and the score histogram that a derived classification threshold com
   ``recommend`` for the top-N items of a user.
 
 ``epochs > 1`` needs bounded input: ``Train`` then runs the further epochs over the same
-blocks, each replica starting from the previous epoch's state (:mod:`beam_ml.nn.epochs`).
+blocks, each replica starting from the previous epoch's state (:mod:`beam_ml.transforms.epochs`).
 
 Notes
 -----
@@ -552,7 +552,7 @@ class FactorizationMachinesState(TrainingState):
     @classmethod
     def more_epochs(cls, config: FactorizationMachinesConfig, blocks: Any, state: Any) -> Any:
         """Hook used by ``Train``: epochs 2..``config.epochs`` over the same bounded blocks."""
-        from beam_ml.nn.epochs import continue_epochs
+        from beam_ml.transforms.epochs import continue_epochs
 
         return continue_epochs(blocks, state, config, first_epoch=2)
 

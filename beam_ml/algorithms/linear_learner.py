@@ -71,7 +71,7 @@ Merging
 Epochs
     A stream is one pass. For a bounded input ``epochs > 1`` makes :class:`~beam_ml.Train`
     pass over the same blocks again inside the same pipeline (the shared driver,
-    :func:`beam_ml.nn.epochs.continue_epochs`): every bundle's replica starts from
+    :func:`beam_ml.transforms.epochs.continue_epochs`): every bundle's replica starts from
     :meth:`LinearLearnerState.continued` of the previous pass's state (the models,
     optimizer and scaler carry on; the row count, exact statistics, progressive losses
     and histograms start afresh, so they describe one pass), and the replicas merge as
@@ -1133,7 +1133,7 @@ class LinearLearnerState(TrainingState):
     def more_epochs(cls, config: LinearLearnerConfig, blocks: Any, state: Any) -> Any:
         """Hook used by ``Train``: epochs 2..``config.epochs`` over the same bounded blocks,
         every bundle's replica starting from :meth:`continued` of the epoch before."""
-        from beam_ml.nn.epochs import continue_epochs  # numpy and Beam only, no MXNet
+        from beam_ml.transforms.epochs import continue_epochs  # numpy and Beam only, no MXNet
 
         return continue_epochs(blocks, state, config, first_epoch=2)
 

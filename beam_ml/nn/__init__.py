@@ -3,7 +3,7 @@
 ``beam_ml.nn.engine`` holds what every such algorithm shares: the device, seeded
 initialization, parameter tables with their optimizer state, the optimizers, mini-batching
 independent of block boundaries and the example-weighted merge. ``beam_ml.nn.fm`` is the
-Factorization Machine's network. ``beam_ml.nn.epochs`` runs more than one epoch over bounded
+Factorization Machine's network. ``beam_ml.transforms.epochs`` runs more than one epoch over bounded
 input in a Beam pipeline.
 
 MXNet (1.9.1) is imported lazily, by :func:`beam_ml.nn.engine.mxnet`, the first time a

@@ -50,7 +50,7 @@ class Train(beam.PTransform):
     def expand(self, blocks):
         data = blocks
         if self.resume_from is not None and self.state_class.CONTINUES_ON_RESUME:
-            from beam_ml.nn.epochs import train_on_from  # numpy and Beam only, no MXNet
+            from beam_ml.transforms.epochs import train_on_from  # numpy and Beam only, no MXNet
 
             return train_on_from(blocks, self.resume_from, self.config)
         if self.resume_from is not None:
@@ -60,7 +60,7 @@ class Train(beam.PTransform):
             combine = combine.with_fanout(self.fanout)
         state = blocks | "Combine" >> combine.with_output_types(TrainingState)
         # Gradient-trained families (config.epochs > 1) read bounded input again: each
-        # further epoch continues from the previous epoch's state (beam_ml.nn.epochs).
+        # further epoch continues from the previous epoch's state (beam_ml.transforms.epochs).
         if getattr(self.config, "epochs", 1) > 1 and hasattr(self.state_class, "more_epochs"):
             state = self.state_class.more_epochs(self.config, data, state)
         return state
