@@ -170,6 +170,8 @@ def main() -> None:
             f"trainer RSS: first {first:.0f} MiB, last {last:.0f} MiB, max {values.max():.0f} MiB "
             f"({len(values)} samples, every 10 s)"
         )
+        per_minute = [f"{t / 60:.0f}m {r:.0f}" for t, r in rss if int(t) % 60 < 10]
+        print("  by minute (MiB): " + ", ".join(per_minute))
 
 
 if __name__ == "__main__":
