@@ -292,3 +292,29 @@ def test_streaming_usage_errors_are_one_line(tmp_path, extra, message):
     )  # fmt: skip
     assert done.returncode == 2 and message in done.stderr.decode(), done.stderr.decode()
     assert len(done.stderr.decode().strip().splitlines()) == 1
+
+
+def test_models_are_announced_on_pubsub(pubsub_server, tmp_path, rng):
+    from beam_ml.io.pubsub import PubSubPuller
+
+    subscription = pubsub_server.create_subscription("model-news", "models", ack_deadline=10)
+    rows = rng.normal(size=(600, 3))
+    trainer = _trainer(
+        "pca", "--num_components", 2, "--input", "-", "--format", "csv",
+        "--output", tmp_path / "state", "--streaming", "--snapshot_every", "200ms",
+        "--publish", f"pubsub://{pubsub_server.topic_path('models')}",
+        stdin=subprocess.PIPE,
+    )  # fmt: skip
+    for part in np.array_split(rows, 3):
+        trainer.stdin.write(b"".join(line + b"\n" for line in _csv(part)))
+        trainer.stdin.flush()
+        time.sleep(0.6)
+    out, err = trainer.communicate(timeout=60)
+    assert trainer.returncode == 0, err.decode()
+    snapshots = json.loads(out.decode().strip().splitlines()[-1])["snapshots"]
+    with PubSubPuller(subscription) as puller:
+        messages = puller.pull(100, timeout=5)
+        puller.ack([m.ack_id for m in messages])
+    news = sorted((json.loads(m.data) for m in messages), key=lambda m: m["snapshot"])
+    assert [m["snapshot"] for m in news] == list(range(1, snapshots + 1)) and snapshots >= 2
+    assert news[-1]["n_seen"] == 600 and news[-1]["model"].endswith("state.model")
