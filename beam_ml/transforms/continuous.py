@@ -658,7 +658,10 @@ class TrainContinuously:
             )
 
     def stop(self, *_: Any) -> None:
-        """Finish the running cycle, then return from :meth:`run` (also on SIGTERM)."""
+        """Finish the running cycle, then return from :meth:`run` (SIGTERM, Ctrl-C);
+        a second Ctrl-C interrupts at once (the last checkpoint stays whole)."""
+        if self._stopping and _:
+            raise KeyboardInterrupt
         self._stopping = True
 
     def run(self) -> list[Snapshot]:
