@@ -156,6 +156,8 @@ class KafkaFeed(Feed):
             "enable_auto_commit": False,
             "group_id": None,
             "auto_offset_reset": "earliest",
+            # A broker may hold a fetch this long waiting for data: it adds to latency.
+            "fetch_max_wait_ms": 100,
         }
         if "api_version" in self._url:
             options["api_version"] = self._url["api_version"]
