@@ -553,19 +553,18 @@ def _train_continuously(
         extra={"derive_defaults": derive_defaults},
     )
     started = time.time()
-    snapshots = trainer.run()
-    written = [s for s in snapshots if s.snapshot]
+    trainer.run()
     print(
         json.dumps(
             {
                 "algorithm": cls.FAMILY,
                 "output": args.output,
                 "model_output": model_output,
-                "snapshots": len(written),
+                "snapshots": trainer.snapshots_written,
                 "last_snapshot": trainer.snapshot,
-                "n_seen": written[-1].n_seen if written else None,
-                "rows_read": sum(s.rows for s in snapshots),
-                "bad_records": sum(s.bad_records for s in snapshots),
+                "n_seen": trainer.n_seen,
+                "rows_read": trainer.rows_read,
+                "bad_records": trainer.bad_records,
                 "seconds": round(time.time() - started, 2),
             }
         )

@@ -39,6 +39,7 @@ Feeds (where cycles read from; each holds at most a configured number of records
 from __future__ import annotations
 
 import abc
+import collections
 import dataclasses
 import functools
 import json
@@ -588,6 +589,8 @@ class TrainContinuously:
         Stored in every checkpoint's manifest (e.g. derive defaults).
     """
 
+    HISTORY = 1000  # cycle outcomes run() keeps
+
     def __init__(
         self,
         config: Any,
@@ -635,6 +638,8 @@ class TrainContinuously:
         self.dead_letters, self.extra = dead_letters, dict(extra or {})
         self.positions: dict[str, Any] = {}
         self.snapshot = 0
+        self.rows_read = self.bad_records = self.snapshots_written = 0
+        self.n_seen: int | None = None
         self._stopping = False
         try:
             manifest = read_manifest(output)
@@ -667,7 +672,8 @@ class TrainContinuously:
         self._stopping = True
 
     def run(self) -> list[Snapshot]:
-        """Cycle until stopped; return the snapshots written."""
+        """Cycle until stopped; return the last ``HISTORY`` cycles' outcomes (totals in
+        ``rows_read``, ``bad_records``, ``snapshots_written``: a run may last months)."""
         from beam_ml.core.runner import pipeline_options
 
         options = pipeline_options(self.pipeline_args)
@@ -677,7 +683,7 @@ class TrainContinuously:
                 handlers[sig] = signal.signal(sig, self.stop)
         started = time.monotonic()
         last_data = started
-        done: list[Snapshot] = []
+        done: collections.deque[Snapshot] = collections.deque(maxlen=self.HISTORY)
         next_at = started
         try:
             while not self._stopping:
@@ -695,13 +701,18 @@ class TrainContinuously:
                     next_at = now + min(self.every_seconds, 0.25)
                     continue
                 last_data = cycle_start
-                done.append(self._cycle(take, options, cycle_start))
+                snap = self._cycle(take, options, cycle_start)
+                done.append(snap)
+                self.rows_read += snap.rows
+                self.bad_records += snap.bad_records
+                self.snapshots_written += bool(snap.snapshot)
+                self.n_seen = snap.n_seen or self.n_seen
                 next_at = cycle_start + self.every_seconds
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             self.feed.close()
-        return done
+        return list(done)
 
     def _wait(self, until: float, started: float) -> None:
         while not self._stopping:
