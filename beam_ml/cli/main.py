@@ -388,15 +388,6 @@ def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
 
 
 # --- running a pipeline ------------------------------------------------------------------
-def _counter(result: Any, name: str) -> int:
-    from apache_beam.metrics.metric import MetricsFilter
-
-    counters = result.metrics().query(MetricsFilter().with_namespace("beam_ml").with_name(name))[
-        "counters"
-    ]
-    return int(sum(c.committed or c.attempted or 0 for c in counters))
-
-
 def _run(pipeline: Any) -> Any:
     result = pipeline.run()
     result.wait_until_finish()
@@ -421,7 +412,9 @@ def _read_blocks(p: Any, args: argparse.Namespace, output: str, reader: Any) -> 
 
 
 def _report_reading(result: Any, args: argparse.Namespace, seconds: float) -> int:
-    rows, bad = _counter(result, "rows_read"), _counter(result, "bad_records")
+    from beam_ml.core.runner import counter
+
+    rows, bad = counter(result, "rows_read"), counter(result, "bad_records")
     rate = rows / seconds if seconds > 0 else 0.0
     _LOG.info("read %s rows in %.1f s (%s rows/s)", f"{rows:,}", seconds, f"{rate:,.0f}")
     if bad:

@@ -6,7 +6,7 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-__all__ = ["pipeline_options", "bind_direct_runner_to_loopback"]
+__all__ = ["pipeline_options", "bind_direct_runner_to_loopback", "counter"]
 
 
 class _LoopbackServer:
@@ -61,3 +61,12 @@ def pipeline_options(argv: list[str] | None = None, **overrides: Any) -> Pipelin
     if options.view_as(DirectOptions).direct_running_mode == "multi_processing":
         bind_direct_runner_to_loopback()
     return options
+
+
+def counter(result: Any, name: str) -> int:
+    """The value of beam_ml's counter ``name`` (``rows_read``, ``bad_records``) in a
+    finished pipeline's ``result``: committed where the runner commits, else attempted."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    found = result.metrics().query(MetricsFilter().with_namespace("beam_ml").with_name(name))
+    return int(sum(c.committed or c.attempted or 0 for c in found["counters"]))

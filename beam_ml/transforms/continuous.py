@@ -72,7 +72,6 @@ class Take:
     read: beam.PTransform
     positions: dict[str, Any]
     n_features: int | None = None
-    records: int | None = None
     receipt: Any = None
 
 
@@ -239,10 +238,7 @@ class KafkaFeed(Feed):
         if self._spec is None:
             first = next((v for g in groups for v in g[2] if v.strip()), None)
             self._spec = record_spec(self.format, first, **self._options)
-        total = sum(len(g[1]) for g in groups)
-        return Take(
-            _FromRecords(groups, self._spec, self._spill_dir), after, self._spec.n_features, total
-        )
+        return Take(_FromRecords(groups, self._spec, self._spill_dir), after, self._spec.n_features)
 
     def commit(self, take: Take) -> None:
         take.read.remove()
@@ -340,7 +336,6 @@ class PipeFeed(Feed):
             _Renamed(read, self.name, base - (self._header is not None), base_bytes - head),
             {"lines": self._offset + self._consumed},
             read.n_features,
-            len(lines),
         )
 
     def waiting(self, positions: dict[str, Any]) -> int:
@@ -436,7 +431,6 @@ class PubSubFeed(Feed):
             read,
             {"recent": recent + [[m.message_id, now] for m in messages]},
             self._spec.n_features,
-            len(messages),
             [m.ack_id for m in messages],
         )
 
@@ -515,13 +509,6 @@ class Snapshot:
     seconds: float
     positions: dict[str, Any]
     model: str | None
-
-
-def _counter(result: Any, name: str) -> int:
-    from apache_beam.metrics.metric import MetricsFilter
-
-    found = result.metrics().query(MetricsFilter().with_namespace("beam_ml").with_name(name))
-    return int(sum(c.committed or c.attempted or 0 for c in found["counters"]))
 
 
 class _WriteLines(beam.DoFn):
@@ -727,6 +714,7 @@ class TrainContinuously:
             time.sleep(min(0.05 if self.every_rows else 0.25, until - now))
 
     def _cycle(self, take: Take, options: Any, cycle_start: float) -> Snapshot:
+        from beam_ml.core.runner import counter
         from beam_ml.io.checkpoints import ReadCheckpoint, WriteCheckpoint, read_manifest
         from beam_ml.transforms.train import Train
 
@@ -753,7 +741,7 @@ class TrainContinuously:
         )
         result = p.run()
         result.wait_until_finish()
-        rows, bad = _counter(result, "rows_read"), _counter(result, "bad_records")
+        rows, bad = counter(result, "rows_read"), counter(result, "bad_records")
         self._keep_dead_letters(dead_dir)
         try:
             manifest = read_manifest(self.output)

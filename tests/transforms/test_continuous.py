@@ -40,7 +40,7 @@ class _ListFeed(Feed):
         i = int(positions.get("cycle", 0))
         if i >= len(self.cycles):
             return None
-        return Take(_Read(self.cycles[i], self.bad.get(i, [])), {"cycle": i + 1}, None, 1)
+        return Take(_Read(self.cycles[i], self.bad.get(i, [])), {"cycle": i + 1})
 
     def commit(self, take):
         self.committed.append(take.positions["cycle"])
