@@ -81,32 +81,9 @@ class _Spec:
     bootstrap_servers: tuple[str, ...]
     api_version: tuple[int, ...] | None
     consumer_config: tuple[tuple[str, Any], ...]
-    format: str
-    n_columns: int | None  # CSV fields per record, label included
-    n_features: int | None
-    label_column: int | str | None
-    delimiter: str
-    zero_based: bool
-    features_key: str
-    block_size: int
-    max_block_seconds: float
-    idle_timeout: float
-    strict: bool
-
-    @property
-    def records(self) -> RecordSpec:
-        """The decoding part, for :func:`~beam_ml.io.records.decode_records`."""
-        return RecordSpec(
-            format=self.format,
-            n_columns=self.n_columns,
-            n_features=self.n_features,
-            label_column=self.label_column,
-            delimiter=self.delimiter,
-            zero_based=self.zero_based,
-            features_key=self.features_key,
-            block_size=self.block_size,
-            strict=self.strict,
-        )
+    records: RecordSpec | None  # how values decode (None until the first record is seen)
+    max_block_seconds: float = 1.0
+    idle_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -387,7 +364,9 @@ class _ReadPartitionFn(beam.DoFn):
             self._spec.records, _source(part.topic, part.partition), offsets, values
         )
         if bad:
-            yield from route_bad_records(bad, "kafka", self._spec.strict, self._bad, self._dropped)
+            yield from route_bad_records(
+                bad, "kafka", self._spec.records.strict, self._bad, self._dropped
+            )
         if block is not None:
             self._rows.inc(block.n_rows)
             if part.end >= _UNBOUNDED:  # event time: the block's first record's timestamp
@@ -428,7 +407,7 @@ class _ReadPartitionFn(beam.DoFn):
         opened = began  # when the open block's first record arrived
         while True:
             records = self._consumer.poll(
-                timeout_ms=_POLL_MS, max_records=self._spec.block_size
+                timeout_ms=_POLL_MS, max_records=self._spec.records.block_size
             ).get(tp, [])
             now = time.monotonic()
             if records:
@@ -445,7 +424,7 @@ class _ReadPartitionFn(beam.DoFn):
                 offsets.append(record.offset)
                 values.append(record.value)
                 stamps.append(record.timestamp)
-                if len(offsets) >= self._spec.block_size:
+                if len(offsets) >= self._spec.records.block_size:
                     yield from self._flush(part, offsets, values, stamps)
                     offsets, values, stamps = [], [], []
             if offsets and now - opened >= self._spec.max_block_seconds:
@@ -613,17 +592,9 @@ class ReadKafka(beam.PTransform):
             bootstrap_servers=tuple(servers),
             api_version=None if api_version is None else tuple(api_version),
             consumer_config=tuple(sorted((consumer_config or {}).items())),
-            format=format,
-            n_columns=None,
-            n_features=feature_dim,
-            label_column=label_column,
-            delimiter=delimiter,
-            zero_based=bool(zero_based),
-            features_key=features_key,
-            block_size=block_size,
+            records=None,
             max_block_seconds=float(max_block_seconds),
             idle_timeout=float(idle_timeout),
-            strict=bool(strict),
         )
 
         def plan() -> tuple[list[_Partition], bytes | None]:
@@ -648,7 +619,7 @@ class ReadKafka(beam.PTransform):
         if unbounded:
             self._parts = [replace(p, end=_UNBOUNDED) for p in self._parts]
         self._stop_after_seconds = stop_after_seconds
-        decoding = record_spec(
+        records = record_spec(
             format,
             first,
             label_column=label_column,
@@ -659,19 +630,13 @@ class ReadKafka(beam.PTransform):
             block_size=block_size,
             strict=strict,
         )
-        spec = replace(
-            spec,
-            n_columns=decoding.n_columns,
-            n_features=decoding.n_features,
-            label_column=decoding.label_column,
-        )
-        self._spec = spec
+        self._spec = replace(spec, records=records)
         self._with_dead_letters = False
         self._with_positions = False
 
     @property
     def n_features(self) -> int | None:
-        return self._spec.n_features
+        return self._spec.records.n_features
 
     @property
     def start_offsets(self) -> dict[tuple[str, int], int]:
@@ -689,7 +654,7 @@ class ReadKafka(beam.PTransform):
 
     def with_dead_letters(self) -> ReadKafka:
         """Make the transform return ``(blocks, dead_letters)``."""
-        no_dead_letters_when_strict(self._spec.strict)
+        no_dead_letters_when_strict(self._spec.records.strict)
         self._with_dead_letters = True
         return self
 

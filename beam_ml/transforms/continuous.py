@@ -149,19 +149,19 @@ class KafkaFeed(Feed):
         self._spill_dir = tempfile.mkdtemp(prefix="beam_ml_kafka_")
 
     def _consumer(self) -> Any:
-        from kafka import KafkaConsumer
+        from beam_ml.io.kafka import _consumer, _Spec
 
-        options: dict[str, Any] = {
-            "bootstrap_servers": self._url["bootstrap_servers"],
-            "enable_auto_commit": False,
-            "group_id": None,
-            "auto_offset_reset": "earliest",
-            # A broker may hold a fetch this long waiting for data: it adds to latency.
-            "fetch_max_wait_ms": 100,
-        }
-        if "api_version" in self._url:
-            options["api_version"] = self._url["api_version"]
-        return KafkaConsumer(**options)
+        api_version = self._url.get("api_version")
+        # A broker may hold a fetch up to fetch_max_wait_ms waiting for data (500 ms by
+        # default): that would add to every record's latency.
+        return _consumer(
+            _Spec(
+                tuple(self._url["bootstrap_servers"]),
+                api_version,
+                (("fetch_max_wait_ms", 100),),
+                None,
+            )
+        )
 
     def _start(self, positions: dict[str, Any]) -> None:
         """Resolve the partitions and where each starts; start the fetching thread."""
