@@ -318,3 +318,28 @@ def test_models_are_announced_on_pubsub(pubsub_server, tmp_path, rng):
     news = sorted((json.loads(m.data) for m in messages), key=lambda m: m["snapshot"])
     assert [m["snapshot"] for m in news] == list(range(1, snapshots + 1)) and snapshots >= 2
     assert news[-1]["n_seen"] == 600 and news[-1]["model"].endswith("state.model")
+
+
+def test_snapshot_every_rows_starts_a_cycle_before_the_interval(kafka_cluster, tmp_path, rng):
+    topic = "continuous-rows-trigger"
+    kafka_cluster.create_topic(topic, partitions=1)
+    kafka_cluster.produce(topic, _csv(rng.normal(size=(300, 3))))
+    trainer = _trainer(
+        "pca", "--num_components", 2, "--format", "csv", "--output", tmp_path / "state",
+        "--input", f"kafka://{kafka_cluster.bootstrap_servers}/{topic}?api_version=2.3",
+        "--streaming", "--snapshot_every", "10m", "--snapshot_every_rows", 500,
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: _snapshot(tmp_path / "state") == 1, 60, "the first snapshot")
+        kafka_cluster.produce(topic, _csv(rng.normal(size=(400, 3))))
+        time.sleep(3)
+        assert _snapshot(tmp_path / "state") == 1  # 400 rows wait: fewer than 500
+        sent = time.monotonic()
+        kafka_cluster.produce(topic, _csv(rng.normal(size=(200, 3))))
+        _wait_for(lambda: _snapshot(tmp_path / "state") == 2, 30, "a snapshot by rows")
+        assert time.monotonic() - sent < 10  # not the 10-minute interval
+    finally:
+        trainer.send_signal(signal.SIGTERM)
+        out, err = trainer.communicate(timeout=60)
+    assert trainer.returncode == 0, err.decode()
+    assert json.loads(out.decode().strip().splitlines()[-1])["n_seen"] == 900
