@@ -47,6 +47,9 @@ from beam_ml.io.sources import (
     DEAD_LETTERS,
     METRICS_NAMESPACE,
     _DroppedLog,
+    check_feature_dim,
+    check_label_column,
+    check_positive_ints,
     no_dead_letters_when_strict,
     route_bad_records,
 )
@@ -110,13 +113,7 @@ def check_record_options(
             f"The 'format' parameter of {owner} must be one of {list(RECORD_FORMATS)}. "
             f"Got {format!r} instead."
         )
-    if label_column is not None and (
-        isinstance(label_column, bool) or not isinstance(label_column, (int, str))
-    ):
-        raise BadInputError(
-            f"The 'label_column' parameter of {owner} must be an int, a str or None. "
-            f"Got {label_column!r} instead."
-        )
+    check_label_column(label_column, owner)
     if format == "csv" and isinstance(label_column, str):
         raise BadInputError(
             f"CSV records have no header: give label_column {label_column!r} as an index."
@@ -132,18 +129,8 @@ def check_record_options(
             f"The 'delimiter' parameter of {owner} must be one character. "
             f"Got {delimiter!r} instead."
         )
-    if feature_dim is not None and (
-        isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1
-    ):
-        raise BadInputError(
-            f"The 'feature_dim' parameter of {owner} must be an int >= 1 or None. "
-            f"Got {feature_dim!r} instead."
-        )
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise BadInputError(
-            f"The 'block_size' parameter of {owner} must be an int >= 1. "
-            f"Got {block_size!r} instead."
-        )
+    check_feature_dim(feature_dim, owner)
+    check_positive_ints(owner, block_size=block_size)
 
 
 def _csv_label(label_column: int | None, n: int) -> int | None:

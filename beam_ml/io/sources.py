@@ -192,6 +192,31 @@ def _normalize_index(label_column: int, n: int, what: str) -> int:
     return label_column % n
 
 
+def check_label_column(value: Any, owner: str) -> None:
+    """Readers' shared checks (identical messages for ReadBlocks, ReadSql, records)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
+        raise BadInputError(
+            f"The 'label_column' parameter of {owner} must be an int, a str or None. "
+            f"Got {value!r} instead."
+        )
+
+
+def check_feature_dim(value: Any, owner: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise BadInputError(
+            f"The 'feature_dim' parameter of {owner} must be an int >= 1 or None. "
+            f"Got {value!r} instead."
+        )
+
+
+def check_positive_ints(owner: str, **values: Any) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadInputError(
+                f"The {name!r} parameter of {owner} must be an int >= 1. Got {value!r} instead."
+            )
+
+
 def _check_options(
     format: str,
     label_column: Any,
@@ -206,13 +231,7 @@ def _check_options(
             f"The 'format' parameter of ReadBlocks must be one of {list(FORMATS)}. "
             f"Got {format!r} instead."
         )
-    if label_column is not None and (
-        isinstance(label_column, bool) or not isinstance(label_column, (int, str))
-    ):
-        raise BadInputError(
-            "The 'label_column' parameter of ReadBlocks must be an int, a str or None. "
-            f"Got {label_column!r} instead."
-        )
+    check_label_column(label_column, "ReadBlocks")
     if header not in ("auto", True, False):
         raise BadInputError(
             "The 'header' parameter of ReadBlocks must be 'auto', True or False. "
@@ -225,18 +244,8 @@ def _check_options(
             "The 'delimiter' parameter of ReadBlocks must be one character (not a quote "
             f"or newline). Got {delimiter!r} instead."
         )
-    if feature_dim is not None and (
-        isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1
-    ):
-        raise BadInputError(
-            "The 'feature_dim' parameter of ReadBlocks must be an int >= 1 or None. "
-            f"Got {feature_dim!r} instead."
-        )
-    for name, value in (("block_size", block_size), ("split_bytes", split_bytes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise BadInputError(
-                f"The {name!r} parameter of ReadBlocks must be an int >= 1. Got {value!r} instead."
-            )
+    check_feature_dim(feature_dim, "ReadBlocks")
+    check_positive_ints("ReadBlocks", block_size=block_size, split_bytes=split_bytes)
 
 
 def _plan(

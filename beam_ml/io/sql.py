@@ -50,6 +50,8 @@ from beam_ml.io.sources import (
     DEAD_LETTERS,
     METRICS_NAMESPACE,
     _DroppedLog,
+    check_label_column,
+    check_positive_ints,
     no_dead_letters_when_strict,
     route_bad_records,
 )
@@ -120,23 +122,13 @@ def _display(url: str) -> str:
 
 
 def _check_options(label_column: Any, split_column: Any, block_size: Any, split_rows: Any) -> None:
-    if label_column is not None and (
-        isinstance(label_column, bool) or not isinstance(label_column, (int, str))
-    ):
-        raise BadInputError(
-            "The 'label_column' parameter of ReadSql must be an int, a str or None. "
-            f"Got {label_column!r} instead."
-        )
+    check_label_column(label_column, "ReadSql")
     if split_column is not None and not isinstance(split_column, str):
         raise BadInputError(
             "The 'split_column' parameter of ReadSql must be a column name or None. "
             f"Got {split_column!r} instead."
         )
-    for name, value in (("block_size", block_size), ("split_rows", split_rows)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise BadInputError(
-                f"The {name!r} parameter of ReadSql must be an int >= 1. Got {value!r} instead."
-            )
+    check_positive_ints("ReadSql", block_size=block_size, split_rows=split_rows)
 
 
 def _plan(
