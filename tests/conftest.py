@@ -1,4 +1,4 @@
-"""Shared fixtures: a logged, overridable seed; the real datasets; DirectRunner pipelines."""
+"""Shared fixtures: a logged, overridable seed; the real datasets; local Beam pipelines."""
 
 from __future__ import annotations
 
@@ -59,5 +59,5 @@ def load_mnist_images() -> np.ndarray:
 
 
 def direct_options(*argv: str):
-    """DirectRunner options (named explicitly, loopback only) for test pipelines."""
+    """Options for test pipelines: beam_ml's LocalRunner (named by default), loopback only."""
     return pipeline_options(list(argv))

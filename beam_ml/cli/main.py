@@ -725,7 +725,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         prog="beam-ml",
         description="Train, derive, predict and evaluate streaming ML models on Apache Beam. "
         "Options a command does not know are passed to Beam as pipeline options "
-        "(e.g. --runner DirectRunner --direct_num_workers 2 --direct_running_mode multi_processing).",
+        "(e.g. --runner FlinkRunner, or --direct_num_workers 2 --direct_running_mode multi_processing).",
         allow_abbrev=False,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")

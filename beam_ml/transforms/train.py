@@ -30,8 +30,8 @@ class Train(beam.PTransform):
     Examples
     --------
     >>> import apache_beam as beam, numpy as np
-    >>> from beam_ml import Train, PCAConfig
-    >>> with beam.Pipeline(runner="DirectRunner") as p:
+    >>> from beam_ml import Train, PCAConfig, pipeline_options
+    >>> with beam.Pipeline(options=pipeline_options()) as p:
     ...     _ = (p | beam.Create([np.eye(3)]) | Train(PCAConfig(num_components=2))
     ...            | beam.Map(lambda s: print(s.n_seen)))
     3

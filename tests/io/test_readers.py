@@ -26,6 +26,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
+from beam_ml.core.runner import pipeline_options
 from beam_ml.io import ReadBlocks, formats, read_blocks_local, sources
 from tests.conftest import data_path
 
@@ -46,7 +47,7 @@ def run_beam(read: ReadBlocks, tmp_path: Path):
     out = tmp_path / f"out-{uuid.uuid4().hex}"
     (out / "blocks").mkdir(parents=True)
     (out / "dead").mkdir()
-    p = test_pipeline.TestPipeline(runner="DirectRunner")
+    p = test_pipeline.TestPipeline(options=pipeline_options())
     result = p | read
     blocks, dead = result if isinstance(result, tuple) else (result, None)
     _ = blocks | "SaveBlocks" >> beam.Map(_save, str(out / "blocks"))
@@ -277,7 +278,7 @@ def test_empty_inputs_yield_nothing(tmp_path):
     assert ReadBlocks(str(empty), "csv").n_features is None
     assert ReadBlocks(str(header_only), "csv").n_features == 3
 
-    p = test_pipeline.TestPipeline(runner="DirectRunner")
+    p = test_pipeline.TestPipeline(options=pipeline_options())
     counts = (
         p
         | ReadBlocks([str(empty), str(header_only)], "csv")

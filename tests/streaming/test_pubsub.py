@@ -15,11 +15,11 @@ import uuid
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_ml import PCAConfig
 from beam_ml.core.errors import BadInputError
+from beam_ml.core.runner import pipeline_options
 from beam_ml.io.pubsub import PubSubPuller, ReadPubSub, parse_pubsub_url, publish
 from beam_ml.io.records import DecodeRecords, decode_records, record_spec
 from beam_ml.transforms import TrainStreaming
@@ -274,7 +274,7 @@ def test_decode_records_good_and_bad():
 def test_decode_records_transform_batches_within_bundles():
     spec = record_spec("csv", b"1,2", block_size=3)
     records = [(i, b"%d,%d" % (i, i)) for i in range(8)] + [(8, b"bad")]
-    with beam.Pipeline(runner="DirectRunner") as p:
+    with beam.Pipeline(options=pipeline_options()) as p:
         blocks, dead = (
             p
             | beam.Create(records, reshuffle=False)
@@ -352,7 +352,7 @@ def test_streaming_pipeline_trains_on_every_message(pubsub_server, topic_and_sub
     read = ReadPubSub(sub, "csv", block_size=8).with_dead_letters()  # peeks at rows[0]
     snapshots, dead_letters = tmp_path / "n_seen.jsonl", tmp_path / "dead.jsonl"
 
-    p = beam.Pipeline(options=PipelineOptions(streaming=True, runner="DirectRunner"))
+    p = beam.Pipeline(options=pipeline_options(streaming=True))
     blocks, dead = p | "Read" >> read
     (
         blocks

@@ -1,0 +1,59 @@
+"""beam_ml's default runner: Beam's local runners, never a downloaded Prism binary."""
+
+import apache_beam as beam
+import pytest
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.runners.portability import prism_runner
+from apache_beam.runners.worker import statesampler
+
+from beam_ml.core.runner import LOCAL_RUNNER, pipeline_options
+
+
+class _RecordSamplingPeriod(beam.DoFn):
+    """Reports the running bundle's state-sampler period as a metric."""
+
+    def process(self, element):
+        period = statesampler.get_current_tracker().sampling_period_ms
+        Metrics.distribution("test", "sampling_period_ms").update(period)
+        yield element
+
+
+def _run(options):
+    """Run a two-element pipeline; return the sampling periods its bundles saw."""
+    p = beam.Pipeline(options=options)
+    _ = p | beam.Create([1, 2]) | beam.ParDo(_RecordSamplingPeriod())
+    result = p.run()
+    result.wait_until_finish()
+    found = result.metrics().query()["distributions"]
+    return {(d.committed.min, d.committed.max) for d in found}
+
+
+@pytest.fixture
+def prism_attempts(monkeypatch):
+    """Counts the times a runner hands a pipeline to Prism (and lets it fail fast)."""
+    attempts = []
+
+    def refuse(self, pipeline, options):
+        attempts.append(pipeline)
+        raise RuntimeError("Prism is not used in these tests")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", refuse)
+    return attempts
+
+
+@pytest.mark.beam
+def test_default_runner_never_tries_prism_and_samples_briefly(prism_attempts):
+    options = pipeline_options()
+    assert options.view_as(StandardOptions).runner == LOCAL_RUNNER
+    assert _run(options) == {(10, 10)}
+    assert prism_attempts == []
+    # The cap is lifted after the run: other runners in the process keep Beam's period.
+    assert statesampler.StateSampler.__init__.__defaults__ == (200,)
+
+
+@pytest.mark.beam
+def test_beams_direct_runner_still_tries_prism_first(prism_attempts):
+    """What the default avoids, shown with the runner named explicitly (this Beam)."""
+    assert _run(pipeline_options(["--runner", "DirectRunner"])) == {(200, 200)}
+    assert len(prism_attempts) == 1
