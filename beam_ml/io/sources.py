@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -880,6 +882,57 @@ def route_bad_records(
             dropped.add(record)
 
 
+_END = object()
+
+
+def read_ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """``items``, produced by a thread that keeps up to ``depth`` of them ready.
+
+    A fused Beam stage alternates reading+parsing a chunk and training on it on one
+    core; read ahead, the next chunk is parsed (numpy, mostly outside the GIL) while
+    this one trains. Memory stays bounded (``depth`` + 2 items alive). An exception of
+    the producer is raised here, in order; closing this generator stops the producer.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((_END, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="beam_ml-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = ready.get()
+            if item is _END:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 class _ReadRangesFn(beam.DoFn):
     """Reads each range descriptor into blocks (main output) and bad records."""
 
@@ -895,7 +948,7 @@ class _ReadRangesFn(beam.DoFn):
         self._dropped = None if self._dead_letters else _DroppedLog(self._spec.format)
 
     def process(self, rng: _Range) -> Iterator[Any]:
-        for block, bad, nbytes in _read_range(self._spec, rng):
+        for block, bad, nbytes in read_ahead(_read_range(self._spec, rng)):
             rows = block.n_rows if block is not None else 0
             self._rows.inc(rows)
             self._bytes.inc(nbytes)
@@ -977,7 +1030,9 @@ class ReadBlocks(beam.PTransform):
     -----
     Pipeline shape: ``Create`` (file paths and sizes) -> ``FlatMap`` (split into range
     descriptors) -> ``Reshuffle`` -> ``ParDo`` reading each range in chunks of about
-    ``block_size`` rows. Only descriptors are shuffled, never data. Counters in the
+    ``block_size`` rows, one chunk ahead in a thread (:func:`read_ahead`: the next chunk
+    is read and parsed while the stage trains on this one). Only descriptors are
+    shuffled, never data. Counters in the
     ``beam_ml`` namespace: ``rows_read`` (good rows), ``bad_records``, ``bytes_read``.
     The reading DoFn logs progress to the ``beam_ml.io`` logger at INFO at most every
     5 seconds.

@@ -53,6 +53,7 @@ from beam_ml.io.sources import (
     check_label_column,
     check_positive_ints,
     no_dead_letters_when_strict,
+    read_ahead,
     route_bad_records,
 )
 
@@ -341,7 +342,7 @@ class _ReadRangesFn(beam.DoFn):
         self._engine.dispose()
 
     def process(self, rng: _Range) -> Iterator[Any]:
-        for block, bad in _read_range(self._spec, self._engine, rng):
+        for block, bad in read_ahead(_read_range(self._spec, self._engine, rng)):
             if bad:
                 yield from route_bad_records(
                     bad, "sql", self._spec.strict, self._bad, self._dropped

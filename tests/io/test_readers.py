@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import threading
 import pickle
 import uuid
 from pathlib import Path
@@ -669,3 +670,47 @@ def test_parquet_nulls_are_bad_records(tmp_path):
         (1, "column 'a' is null or NaN"),
         (2, "column 'b' is null or NaN"),
     ]
+
+
+# --- read-ahead ------------------------------------------------------------------------------
+def _produced(log: list, n: int, fail_at: int | None = None):
+    """Yields 0..n-1, logging each before it is handed on; raises at ``fail_at``."""
+    try:
+        for i in range(n):
+            if i == fail_at:
+                raise BadInputError(f"item {i} is bad")
+            log.append(i)
+            yield np.full(3, i)
+    finally:
+        log.append("closed")
+
+
+def _read_ahead_threads() -> list:
+    return [t for t in threading.enumerate() if t.name == "beam_ml-read-ahead"]
+
+
+def test_read_ahead_keeps_order_stays_bounded_and_raises_in_place():
+    log: list = []
+    seen = []
+    for item in sources.read_ahead(_produced(log, 50), depth=2):
+        ahead = sum(1 for x in log if x != "closed") - len(seen)
+        assert ahead <= 2 + 2  # the queue, the item being put, the one handed out
+        seen.append(int(item[0]))
+    assert seen == list(range(50)) and log[-1] == "closed"
+
+    log = []
+    got = []
+    with pytest.raises(BadInputError, match="item 3 is bad"):
+        for item in sources.read_ahead(_produced(log, 10, fail_at=3)):
+            got.append(int(item[0]))
+    assert got == [0, 1, 2] and log[-1] == "closed"
+    assert not _read_ahead_threads()
+
+
+def test_read_ahead_stops_the_producer_when_the_consumer_stops():
+    log: list = []
+    items = sources.read_ahead(_produced(log, 1000))
+    assert int(next(items)[0]) == 0
+    items.close()  # what Beam does when a later stage raises
+    assert log[-1] == "closed" and len(log) <= 5
+    assert not _read_ahead_threads()
