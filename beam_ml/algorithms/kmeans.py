@@ -27,6 +27,7 @@ RNG, and the same data in the same order gives the same state.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,6 +220,20 @@ def _cluster(
     return best
 
 
+def _cheapest_first(cost: np.ndarray, count: int) -> Iterator[np.ndarray]:
+    """Indices of ``cost`` in stable ascending order, as a short prefix of at least
+    ``count`` (all ties included) and then the rest: a few merges need only the
+    cheapest pairs, and sorting all m^2 / 2 of them was a fifth of a block's update."""
+    if count < len(cost):
+        bound = np.partition(cost, count)[count]
+        head = np.flatnonzero(cost <= bound)
+        yield head[np.argsort(cost[head], kind="stable")]
+        rest = np.flatnonzero(cost > bound)
+        yield rest[np.argsort(cost[rest], kind="stable")]
+    else:
+        yield np.argsort(cost, kind="stable")
+
+
 def _ward_pairs(centres: np.ndarray, weights: np.ndarray, merges: int) -> np.ndarray:
     """Labels that merge ``merges`` disjoint pairs of centres, cheapest (Ward) first."""
     m = len(centres)
@@ -227,16 +242,18 @@ def _ward_pairs(centres: np.ndarray, weights: np.ndarray, merges: int) -> np.nda
         * weights[None, :]
         / np.maximum(weights[:, None] + weights[None, :], 1e-300)
     )
-    cost = w * _squared_distances(centres, centres)
     rows, cols = np.triu_indices(m, k=1)
-    order = np.argsort(cost[rows, cols], kind="stable")
+    cost = (w * _squared_distances(centres, centres))[rows, cols]
     labels, used, done = np.arange(m), np.zeros(m, dtype=bool), 0
-    for i, j in zip(rows[order], cols[order], strict=True):
-        if not (used[i] or used[j]):
-            labels[j], used[i], used[j] = i, True, True
-            done += 1
-            if done == merges:
-                break
+    for order in _cheapest_first(cost, max(64, 16 * merges)):  # ~10 x merges are read
+        for i, j in zip(rows[order], cols[order], strict=True):
+            if not (used[i] or used[j]):
+                labels[j], used[i], used[j] = i, True, True
+                done += 1
+                if done == merges:
+                    break
+        if done == merges:
+            break
     # Compact the labels to 0..m-merges-1.
     return np.unique(labels, return_inverse=True)[1]
 
