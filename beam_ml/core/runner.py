@@ -9,7 +9,13 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.direct.direct_runner import SwitchingDirectRunner
 from apache_beam.runners.worker import statesampler
 
-__all__ = ["LocalRunner", "LOCAL_RUNNER", "pipeline_options", "bind_direct_runner_to_loopback", "counter"]
+__all__ = [
+    "LOCAL_RUNNER",
+    "LocalRunner",
+    "bind_direct_runner_to_loopback",
+    "counter",
+    "pipeline_options",
+]
 
 #: The ``--runner`` value of :class:`LocalRunner`, beam_ml's default.
 LOCAL_RUNNER = "beam_ml.core.runner.LocalRunner"

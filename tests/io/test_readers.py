@@ -10,8 +10,8 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import threading
 import pickle
+import threading
 import uuid
 from pathlib import Path
 
