@@ -20,8 +20,11 @@ unseen data, and the score histogram that a derived classification threshold com
   whatever the block boundaries, so one block or the same rows one by one give the same
   SGD steps. Sparse input stays sparse: a step touches only the columns its rows use.
 * ``merge`` averages replicas that share their seeded initialization, row by row,
-  weighted by the examples that touched each row. It is approximate: the test suite
-  measures what merging 2 and 4 replicas costs against one replica on all the data.
+  weighted by the examples that touched each row, after rotating one replica's factors
+  onto the other's (the model is invariant to rotating the latent space, and replicas
+  grown from a small initialization on different data settle in different
+  orientations). It is approximate: the test suite measures what merging 2 and 4
+  replicas costs against one replica on all the data.
 * ``derive`` returns a :class:`FactorizationMachinesModel` (numpy only:
   predicting needs no MXNet) with the bias, linear weights and factors as arrays, and
   ``recommend`` for the top-N items of a user.
@@ -477,7 +480,9 @@ class FactorizationMachinesState(TrainingState):
         super().check_mergeable(other)
 
     def merge(self, other: FactorizationMachinesState) -> FactorizationMachinesState:
-        """Example-weighted average of two replicas (approximate; see the module notes)."""
+        """Example-weighted average of two replicas, ``other``'s factors aligned to this
+        one's first (approximate; see the module notes). ``a.merge(b)`` and
+        ``b.merge(a)`` differ by a rotation of the factors: the same predictions."""
         self.check_mergeable(other)
         if other._pristine():
             return self._copy()
@@ -490,10 +495,13 @@ class FactorizationMachinesState(TrainingState):
                 f"{other.epoch} after {other.n_before} rows); SGD replicas must share theirs."
             )
         merged = self._copy()
-        for name in ("table", "bias"):
-            mine, theirs = getattr(self, name), getattr(other, name)
-            if theirs is not None:
-                setattr(merged, name, theirs.copy() if mine is None else mine.merged(theirs))
+        if self.table is not None and other.table is not None:
+            # Factors (columns 1:) in the same orientation before averaging (engine.py).
+            merged.table = self.table.merged(other.table.aligned_to(self.table, start=1))
+        elif other.table is not None:
+            merged.table = other.table.copy()
+        if other.bias is not None:
+            merged.bias = other.bias.copy() if self.bias is None else self.bias.merged(other.bias)
         merged.steps = max(self.steps, other.steps)
         merged.n_rows += other.n_rows
         merged.pv += other.pv

@@ -34,8 +34,9 @@ Merge
     the number of examples that touched it in each replica since their shared start
     (example-weighted parameter averaging, the "loose consistency" of a parameter server;
     Zinkevich et al. 2010). Weighting per row rather than per replica keeps a sparse
-    feature that only one replica saw at that replica's value instead of halving it. The
-    merge is approximate (SGD is not a sufficient statistic); its cost in quality is
+    feature that only one replica saw at that replica's value instead of halving it.
+    :meth:`ParameterTable.aligned_to` first rotates a replica's factor columns onto the
+    other's (orthogonal Procrustes). The merge is approximate (SGD is not a sufficient statistic); its cost in quality is
     measured by the tests (tests/algorithms/test_factorization_machines.py).
 
 Payloads are plain numpy arrays in the state's versioned format: no pickle, no MXNet file.
@@ -285,6 +286,33 @@ class ParameterTable:
         return ParameterTable(
             self.values.copy(), self.width, self.slots, np.zeros_like(self.counts)
         )
+
+    def aligned_to(self, reference: ParameterTable, start: int) -> ParameterTable:
+        """A copy whose parameter columns ``start:width`` are rotated onto ``reference``'s.
+
+        The rotation is the orthogonal ``Q`` that minimizes ``sum w ||v Q - r||^2`` over
+        the rows both replicas trained (``w`` the harmonic mean of their example counts):
+        orthogonal Procrustes, one SVD of a (width - start)^2 matrix. A model of inner
+        products of these vectors (FM factors) does not change under ``Q``, but replicas
+        that grow their factors from a small initialization on different data settle in
+        different orientations, and averaging misaligned factors loses part of what each
+        learned. Optimizer slots stay as they are: AdaGrad's history and Adam's second
+        moment are per coordinate, Adam's first moment is forgotten within ~10 steps.
+        """
+        out = self.copy()
+        both = np.flatnonzero((self.counts > 0) & (reference.counts > 0))
+        if both.size == 0 or start >= self.width:
+            return out
+        c_mine = self.counts[both].astype(np.float64)
+        c_ref = reference.counts[both].astype(np.float64)
+        w = (c_mine * c_ref / (c_mine + c_ref))[:, None]
+        mine = self.values[both, start : self.width].astype(np.float64)
+        ref = reference.values[both, start : self.width].astype(np.float64)
+        u, _, vt = np.linalg.svd((mine * w).T @ ref)
+        rows = np.flatnonzero(self.counts)  # the others hold the shared start values
+        block = out.values[rows, start : self.width].astype(np.float64)
+        out.values[rows, start : self.width] = (block @ (u @ vt)).astype(np.float32)
+        return out
 
     def merged(self, other: ParameterTable) -> ParameterTable:
         """Row-wise example-weighted average of two replicas from the same start point.
