@@ -7,7 +7,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.portability import prism_runner
 from apache_beam.runners.worker import statesampler
 
-from beam_ml.core.runner import LOCAL_RUNNER, pipeline_options
+from beam_ml.core.runner import LOCAL_RUNNER, LocalRunner, pipeline_options
 
 
 class _RecordSamplingPeriod(beam.DoFn):
@@ -57,3 +57,20 @@ def test_beams_direct_runner_still_tries_prism_first(prism_attempts):
     """What the default avoids, shown with the runner named explicitly (this Beam)."""
     assert _run(pipeline_options(["--runner", "DirectRunner"])) == {(200, 200)}
     assert len(prism_attempts) == 1
+
+
+@pytest.mark.beam
+def test_default_runner_runs_batch_graphs_without_a_proto_round_trip(monkeypatch):
+    """As Beam's DirectRunner does for batch (it recognizes itself by class name)."""
+    round_trips = []
+    original = beam.Pipeline.from_runner_api
+
+    def counting(*args, **kwargs):
+        round_trips.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(beam.Pipeline, "from_runner_api", staticmethod(counting))
+    assert _run(pipeline_options()) == {(10, 10)} and round_trips == []
+    assert not LocalRunner().is_fnapi_compatible()  # outside a run: the DirectRunner's answer
+    _run(pipeline_options(["--runner", "beam_ml.core.runner.LocalRunner", "--streaming"]))
+    assert round_trips  # streaming (BundleBasedDirectRunner) keeps Beam's round trip
