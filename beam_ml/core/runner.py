@@ -53,7 +53,7 @@ class LocalRunner(SwitchingDirectRunner):
     def is_fnapi_compatible(self) -> bool:
         """What ``Pipeline.run`` grants ``SwitchingDirectRunner`` by its class name: a batch
         pipeline runs on the FnApiRunner, so it skips the proto round trip of the whole
-        graph (~0.07 s of pickling and unpickling every DoFn). Outside ``run`` (no scoped
+        graph (~0.05 s of pickling and unpickling every DoFn). Outside ``run`` (no scoped
         options) the answer stays the DirectRunner's, False."""
         options = get_pipeline_options()
         return options is not None and not options.view_as(StandardOptions).streaming
