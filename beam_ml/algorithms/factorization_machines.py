@@ -557,13 +557,6 @@ class FactorizationMachinesState(TrainingState):
             out.pv_hist = self.pv_hist + later.pv_hist
         return out
 
-    @classmethod
-    def more_epochs(cls, config: FactorizationMachinesConfig, blocks: Any, state: Any) -> Any:
-        """Hook used by ``Train``: epochs 2..``config.epochs`` over the same bounded blocks."""
-        from beam_ml.transforms.epochs import continue_epochs
-
-        return continue_epochs(blocks, state, config, first_epoch=2)
-
     # --- models ------------------------------------------------------------------------------
     def derive(
         self,

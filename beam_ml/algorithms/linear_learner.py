@@ -1129,14 +1129,6 @@ class LinearLearnerState(TrainingState):
         self.avg_intercept[cols] = 0.0
 
     # --- epochs ----------------------------------------------------------------------
-    @classmethod
-    def more_epochs(cls, config: LinearLearnerConfig, blocks: Any, state: Any) -> Any:
-        """Hook used by ``Train``: epochs 2..``config.epochs`` over the same bounded blocks,
-        every bundle's replica starting from :meth:`continued` of the epoch before."""
-        from beam_ml.transforms.epochs import continue_epochs  # numpy and Beam only, no MXNet
-
-        return continue_epochs(blocks, state, config, first_epoch=2)
-
     def continued(self) -> LinearLearnerState:
         """The state that starts the next pass over the same data (a new object).
 

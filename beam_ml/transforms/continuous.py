@@ -610,7 +610,7 @@ class TrainContinuously:
         self.state_class = state_class_for(config)
         if window is not None and window < 1:
             raise BadInputError(f"window must be >= 1 snapshots; got {window}.")
-        if window is not None and hasattr(self.state_class, "more_epochs"):  # SGD
+        if window is not None and hasattr(config, "epochs"):  # SGD families
             raise BadInputError(
                 "window applies to states that keep all their data (PCA, K-Means); "
                 f"{self.state_class.FAMILY} models forget old data as they learn on."

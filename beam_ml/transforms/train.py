@@ -8,6 +8,7 @@ import apache_beam as beam
 
 from beam_ml.core.combine import StateCombineFn
 from beam_ml.core.state import TrainingState, state_class_for
+from beam_ml.transforms.epochs import continue_epochs, train_on_from
 
 __all__ = ["Train", "TrainPerKey"]
 
@@ -50,8 +51,6 @@ class Train(beam.PTransform):
     def expand(self, blocks):
         data = blocks
         if self.resume_from is not None and self.state_class.CONTINUES_ON_RESUME:
-            from beam_ml.transforms.epochs import train_on_from  # numpy and Beam only, no MXNet
-
             return train_on_from(blocks, self.resume_from, self.config)
         if self.resume_from is not None:
             blocks = (blocks, self.resume_from) | "WithResumedState" >> beam.Flatten()
@@ -61,8 +60,8 @@ class Train(beam.PTransform):
         state = blocks | "Combine" >> combine.with_output_types(TrainingState)
         # Gradient-trained families (config.epochs > 1) read bounded input again: each
         # further epoch continues from the previous epoch's state (beam_ml.transforms.epochs).
-        if getattr(self.config, "epochs", 1) > 1 and hasattr(self.state_class, "more_epochs"):
-            state = self.state_class.more_epochs(self.config, data, state)
+        if getattr(self.config, "epochs", 1) > 1:
+            state = continue_epochs(data, state, self.config, first_epoch=2)
         return state
 
 
