@@ -23,8 +23,12 @@ unseen data, and the score histogram that a derived classification threshold com
   weighted by the examples that touched each row, after rotating one replica's factors
   onto the other's (the model is invariant to rotating the latent space, and replicas
   grown from a small initialization on different data settle in different
-  orientations). It is approximate: the test suite measures what merging 2 and 4
-  replicas costs against one replica on all the data.
+  orientations). ``finish_round`` then scales each row's merged step between the
+  replicas' average and their sum, choosing on a bounded sample of rows set aside from
+  training (``merge_holdout``, ``merge_sample_size``): an average of ``r`` replicas
+  makes ``1/r`` of the progress of one model early in training. It is approximate: the
+  test suite measures what merging 2 and 4 replicas costs against one replica on all
+  the data.
 * ``derive`` returns a :class:`FactorizationMachinesModel` (numpy only:
   predicting needs no MXNet) with the bias, linear weights and factors as arrays, and
   ``recommend`` for the top-N items of a user.
@@ -35,10 +39,12 @@ blocks, each replica starting from the previous epoch's state (:mod:`beam_ml.tra
 Notes
 -----
 Memory: the state holds ``feature_dim * (1 + num_factors)`` float32 parameters, as many
-again per optimizer slot (Adam 2, AdaGrad 1, SGD 0), one int64 count per feature and
-fewer than ``mini_batch_size`` pending rows: 2^20 features, 10 factors and Adam take
-146 MB, whatever the number of rows. A step costs O(nnz * num_factors) for the batch's
-non-zeros plus one gather and one scatter of the records of its distinct columns.
+again per optimizer slot (Adam 2, AdaGrad 1, SGD 0), one int64 example count and one
+int32 replica count per feature, fewer than ``mini_batch_size`` pending rows and at most
+``merge_sample_size`` sampled rows: 2^20 features, 10 factors and Adam take 150 MB
+(and ~1 MB of sample at 40 non-zeros a row), whatever the number of rows. A step costs
+O(nnz * num_factors) for the batch's non-zeros plus one gather and one scatter of the
+records of its distinct columns.
 
 Weight decay is applied *lazily*, to the rows of the features a mini-batch uses, and the
 gradient is a mean over the mini-batch rows (unless ``rescale_grad``): the decay of a
@@ -64,12 +70,14 @@ from beam_ml.core.validation import check_choice, check_int
 from beam_ml.nn.engine import (
     INIT_METHODS,
     OPTIMIZERS,
+    MergeSample,
     OptimizerSpec,
     ParameterTable,
     PendingRows,
     check_device,
     initial_values,
 )
+from beam_ml.nn.fm import fm_scores
 
 __all__ = [
     "FactorizationMachinesConfig",
@@ -91,6 +99,8 @@ _LOGIT_RANGE = 10.0
 _PV_BINS = 400
 _AUC_BINS = 1000
 _STREAM = {"bias": 0, "linear": 1, "factors": 2}
+# The step scales a round's merge tries (finish_round): 0 the average, 1 the sum.
+_ROUND_GRID = np.linspace(0.0, 1.0, 9)
 _CLASSIFIER_METRICS = (
     "binary_classification_accuracy",
     "binary_classification_cross_entropy",
@@ -177,6 +187,13 @@ class FactorizationMachinesConfig:
         The update rule (beam_ml's addition; SageMaker does not name its optimizer).
     seed : int
         Seed of the initialization, shared by every replica of a state.
+    merge_holdout : float
+        Fraction of the rows set aside (chosen by a hash of their content, so the same
+        rows everywhere) to check how a merge of replicas is finished (``finish_round``;
+        beam_ml's addition); 0 turns the check off: plain averaging.
+    merge_sample_size : int
+        At most this many set-aside rows are kept, never trained on (a uniform sample of
+        them); the others train as usual.
     device : str
         'cpu', 'gpu' or 'gpu:N': where the mini-batch steps run (the only setting that may
         differ between states that merge).
@@ -216,6 +233,8 @@ class FactorizationMachinesConfig:
     factors_init_value: float | None = None
     optimizer: str = "adam"
     seed: int = 0
+    merge_holdout: float = 0.002
+    merge_sample_size: int = 2000
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -248,6 +267,13 @@ class FactorizationMachinesConfig:
                     )
         check_choice(self.optimizer, "optimizer", where, OPTIMIZERS)
         check_int(self.seed, "seed", where, 0)
+        _check_float(self.merge_holdout, "merge_holdout", where, 0.0)
+        if self.merge_holdout > 0.5:
+            raise ValueError(
+                f"The 'merge_holdout' parameter of {where} must be at most 0.5 (a fraction of "
+                f"the rows set aside from training). Got {self.merge_holdout!r} instead."
+            )
+        check_int(self.merge_sample_size, "merge_sample_size", where, 0, 1_000_000)
         check_device(self.device, "device", where)
 
     @property
@@ -391,6 +417,9 @@ class FactorizationMachinesState(TrainingState):
         self.epoch = 0
         self.n_rows = 0
         self.pending = PendingRows(config.mini_batch_size, config.feature_dim)
+        self.sample = MergeSample(
+            config.merge_sample_size, config.feature_dim, config.merge_holdout
+        )
         self.pv = np.zeros(3)
         self.pv_hist = np.zeros((2, _PV_BINS)) if config.classifier else None
         self._trainer: Any = None
@@ -447,8 +476,10 @@ class FactorizationMachinesState(TrainingState):
         trainer = self._trainer_for_device()  # a missing GPU fails before anything changes
         if self.table is None:
             self._allocate()
+        rows = features.shape[0]
+        features, labels = self.sample.set_aside(features, labels)  # never trained on
         self._train(trainer, self.pending.feed(features, labels))
-        self.n_rows += features.shape[0]
+        self.n_rows += rows
         return self
 
     def _train(self, trainer: Any, batches: list[tuple[Any, np.ndarray]]) -> None:
@@ -503,6 +534,7 @@ class FactorizationMachinesState(TrainingState):
         if other.bias is not None:
             merged.bias = other.bias.copy() if self.bias is None else self.bias.merged(other.bias)
         merged.steps = max(self.steps, other.steps)
+        merged.sample = self.sample.merged(other.sample)
         merged.n_rows += other.n_rows
         merged.pv += other.pv
         if merged.pv_hist is not None:
@@ -526,6 +558,7 @@ class FactorizationMachinesState(TrainingState):
             self.n_rows,
         )
         out.pending = self.pending.copy()
+        out.sample = self.sample.copy()
         out.pv = self.pv.copy()
         out.pv_hist = None if self.pv_hist is None else self.pv_hist.copy()
         return out
@@ -541,9 +574,80 @@ class FactorizationMachinesState(TrainingState):
         out.n_before, out.n_rows, out.epoch = self.n_seen, 0, self.epoch + 1
         if out.table is not None:
             out.table, out.bias = out.table.restarted(), out.bias.restarted()
+        out.sample = out.sample.restarted()
         out.pv = np.zeros(3)
         if out.pv_hist is not None:
             out.pv_hist = np.zeros_like(out.pv_hist)
+        return out
+
+    FINISHES_ROUNDS = True
+
+    def finish_round(self, start: FactorizationMachinesState | None) -> FactorizationMachinesState:
+        """Scale this merge's step from ``start`` between the replicas' average and their sum.
+
+        The merge averages: a row that ``r`` replicas trained moves by the mean of their
+        steps, which is right near convergence (every step points at the same optimum) but
+        ``1/r`` of the progress early on, when one model trained on all the rows would have
+        taken all of them; with ``epochs``, merged replicas then need ~``r`` times the epochs
+        of one model. Each row's step from ``start`` is scaled by ``1 + t (r - 1)``,
+        ``t`` in [0, 1] (0: the average, 1: the sum), one ``t`` for the bias and linear
+        weights and one for the factors, chosen on the merge sample (rows set aside, never
+        trained on): the pair whose loss there beats the average's by the most and by more
+        than twice the paired standard error, else ``t = 0``. Measured in BENCHMARKS.md.
+        """
+        if self.table is None or self.sample.n_rows < 2 or self.table.trained_by().max() < 2:
+            return self
+        if start is None:  # the seeded initialization every replica began at
+            start = FactorizationMachinesState(self.config)
+            start._allocate()
+        if start.table is None:
+            return self
+        sample = self.sample
+        columns, local = np.unique(sample.features.indices, return_inverse=True)
+        rows = sp.csr_matrix(
+            (sample.features.data, local.astype(np.int64), sample.features.indptr),
+            shape=(sample.n_rows, len(columns)),
+        )
+        labels = sample.labels.astype(np.float64)
+        w = self.table.width
+        merged = self.table.params[columns].astype(np.float64)
+        extra = np.maximum(self.table.trained_by()[columns] - 1, 0)[:, None] * (
+            merged - start.table.params[columns]
+        )
+        bias, bias_step = (
+            float(self.bias.params[0, 0]),
+            float(self.bias.params[0, 0] - start.bias.params[0, 0]),
+        )
+        bias_extra = max(int(self.bias.trained_by()[0]) - 1, 0) * bias_step
+
+        def losses(t_linear: float, t_factors: float) -> np.ndarray:
+            params = merged + extra * np.array([t_linear] + [t_factors] * (w - 1))
+            v = params[:, 1:]
+            scores = fm_scores(
+                rows, bias + t_linear * bias_extra, params[:, 0], v, np.einsum("ij,ij->i", v, v)
+            )
+            if self.config.classifier:
+                return _log_loss(scores, labels)
+            return np.square(scores - labels)
+
+        base = losses(0.0, 0.0)
+        best, chosen = 0.0, (0.0, 0.0)
+        for t_linear in _ROUND_GRID:
+            for t_factors in _ROUND_GRID:
+                if t_linear == t_factors == 0.0:
+                    continue
+                gain = losses(t_linear, t_factors) - base
+                mean, error = gain.mean(), gain.std(ddof=1) / np.sqrt(gain.shape[0])
+                if mean < -2 * error and mean < best:
+                    best, chosen = mean, (t_linear, t_factors)
+        if chosen == (0.0, 0.0):
+            return self
+        out = self._copy()
+        scale = np.array([chosen[0]] + [chosen[1]] * (w - 1), dtype=np.float32)
+        r = np.maximum(out.table.trained_by() - 1, 0).astype(np.float32)[:, None]
+        params = out.table.values[:, :w]
+        params += r * scale * (params - start.table.params)
+        out.bias.values[0, 0] += chosen[0] * bias_extra
         return out
 
     def followed_by(self, later: FactorizationMachinesState) -> FactorizationMachinesState:
@@ -680,6 +784,7 @@ class FactorizationMachinesState(TrainingState):
         if self.pv_hist is not None:
             arrays["pv_hist"] = self.pv_hist
         arrays.update(self.pending.to_arrays("pending"))
+        arrays.update(self.sample.to_arrays("sample"))
         if self.table is not None:
             arrays.update(self.bias.to_arrays("bias", slot_names))
             arrays.update(self.table.to_arrays("features", slot_names))
@@ -700,6 +805,9 @@ class FactorizationMachinesState(TrainingState):
             state.pv_hist = arrays["pv_hist"].astype(np.float64)
         state.pending = PendingRows.from_arrays(
             arrays, "pending", config.mini_batch_size, config.feature_dim
+        )
+        state.sample = MergeSample.from_arrays(
+            arrays, "sample", config.merge_sample_size, config.feature_dim, config.merge_holdout
         )
         if "features" in arrays:
             slot_names = _SLOT_NAMES[config.optimizer]

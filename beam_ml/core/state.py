@@ -239,6 +239,15 @@ class TrainingState(abc.ABC):
         """A possibly smaller equivalent state (called before shuffles)."""
         return self
 
+    # A round: replicas that all began at one start point, each trained on its share, then
+    # merged. SGD states override finish_round; statistics states merge exactly.
+    FINISHES_ROUNDS: ClassVar[bool] = False
+
+    def finish_round(self: StateT, start: StateT | None) -> StateT:
+        """This merge of a round's replicas, finished against ``start``, the point they
+        all began at (``None``: the initial state). Statistics states: itself."""
+        return self
+
     # --- compatibility and serialization ---------------------------------------------
     @property
     def fingerprint(self) -> str:

@@ -242,15 +242,29 @@ class ParameterTable:
         Optimizer state arrays (Adam 2, AdaGrad 1, SGD 0).
     counts : ndarray of shape (n_rows,), int64
         Examples that touched each row since the state's start point: the merge weights.
+    replicas : ndarray of shape (n_rows,), int32, optional
+        Replicas merged into each row since the start point (0 where this table is one
+        replica: see :meth:`trained_by`).
     """
 
-    def __init__(self, values: np.ndarray, width: int, slots: int, counts: np.ndarray):
-        if values.shape[1] != (1 + slots) * width or counts.shape != (values.shape[0],):
+    def __init__(
+        self,
+        values: np.ndarray,
+        width: int,
+        slots: int,
+        counts: np.ndarray,
+        replicas: np.ndarray | None = None,
+    ):
+        n = values.shape[0]
+        replicas = np.zeros(n, dtype=np.int32) if replicas is None else replicas
+        if values.shape[1] != (1 + slots) * width or {counts.shape, replicas.shape} != {(n,)}:
             raise IncompatibleStateError(
-                f"Parameter table of shape {values.shape} with {counts.shape} counts does not "
+                f"Parameter table of shape {values.shape} with {counts.shape} counts and "
+                f"{replicas.shape} replica counts does not "
                 f"hold {width} parameters and {slots} optimizer slots per row."
             )
         self.values, self.width, self.slots, self.counts = values, width, slots, counts
+        self.replicas = replicas
 
     @classmethod
     def initial(cls, params: np.ndarray, slots: int) -> ParameterTable:
@@ -279,13 +293,19 @@ class ParameterTable:
         self.counts[rows] += touches
 
     def copy(self) -> ParameterTable:
-        return ParameterTable(self.values.copy(), self.width, self.slots, self.counts.copy())
+        return ParameterTable(
+            self.values.copy(), self.width, self.slots, self.counts.copy(), self.replicas.copy()
+        )
 
     def restarted(self) -> ParameterTable:
         """A copy whose counts start again from zero (a new start point for replicas)."""
         return ParameterTable(
             self.values.copy(), self.width, self.slots, np.zeros_like(self.counts)
         )
+
+    def trained_by(self) -> np.ndarray:
+        """How many replicas trained each row since the start point (0: none)."""
+        return np.maximum(self.replicas, self.counts > 0)
 
     def aligned_to(self, reference: ParameterTable, start: int) -> ParameterTable:
         """A copy whose parameter columns ``start:width`` are rotated onto ``reference``'s.
@@ -331,6 +351,7 @@ class ParameterTable:
             # a + (b - a) * w_b is exactly b when a row is new to self (w_b == 1).
             out.values[rows] = np.where(w_b == 1, b, a + (b - a) * w_b)
             out.counts[rows] += other.counts[rows]
+            out.replicas[rows] = self.trained_by()[rows] + other.trained_by()[rows]
         return out
 
     def to_arrays(self, prefix: str, slot_names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -340,6 +361,7 @@ class ParameterTable:
         for i, name in enumerate(slot_names, start=1):
             arrays[f"{prefix}.{name}"] = self.values[:, i * w : (i + 1) * w]
         arrays[f"{prefix}.counts"] = self.counts
+        arrays[f"{prefix}.replicas"] = self.replicas
         return arrays
 
     @classmethod
@@ -357,7 +379,14 @@ class ParameterTable:
                 f"State arrays {prefix!r} have inconsistent shapes {sorted(shapes)}."
             )
         values = np.concatenate([p.astype(np.float32, copy=False) for p in parts], axis=1)
-        return cls(values, parts[0].shape[1], len(slot_names), counts.astype(np.int64))
+        replicas = arrays.get(f"{prefix}.replicas")  # absent from states of before 2026-11-25
+        return cls(
+            values,
+            parts[0].shape[1],
+            len(slot_names),
+            counts.astype(np.int64),
+            None if replicas is None else replicas.astype(np.int32),
+        )
 
 
 # --- mini-batches independent of block boundaries ------------------------------------------------
@@ -374,6 +403,29 @@ def unique_inverse(indices: np.ndarray, scratch: np.ndarray) -> tuple[np.ndarray
     first = representative == position
     local = np.cumsum(first) - 1
     return indices[first], local[representative]
+
+
+def _rows_to_arrays(prefix: str, features: sp.csr_matrix, labels: np.ndarray) -> dict[str, Any]:
+    return {
+        f"{prefix}.data": features.data,
+        f"{prefix}.indices": features.indices.astype(np.int64),
+        f"{prefix}.indptr": features.indptr.astype(np.int64),
+        f"{prefix}.labels": labels,
+    }
+
+
+def _rows_from_arrays(
+    arrays: dict[str, np.ndarray], prefix: str, n_features: int, what: str
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    indptr = arrays[f"{prefix}.indptr"]
+    try:
+        features = sp.csr_matrix(
+            (arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"], indptr),
+            shape=(len(indptr) - 1, n_features),
+        )
+    except ValueError as exc:
+        raise IncompatibleStateError(f"{what} in the state are invalid: {exc}") from None
+    return features, arrays[f"{prefix}.labels"]
 
 
 class PendingRows:
@@ -418,31 +470,142 @@ class PendingRows:
         return out
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        f = self.features
-        return {
-            f"{prefix}.data": f.data,
-            f"{prefix}.indices": f.indices.astype(np.int64),
-            f"{prefix}.indptr": f.indptr.astype(np.int64),
-            f"{prefix}.labels": self.labels,
-        }
+        return _rows_to_arrays(prefix, self.features, self.labels)
 
     @classmethod
     def from_arrays(
         cls, arrays: dict[str, np.ndarray], prefix: str, batch_rows: int, n_features: int
     ) -> PendingRows:
         out = cls(batch_rows, n_features)
-        indptr = arrays[f"{prefix}.indptr"]
-        try:
-            out.features = sp.csr_matrix(
-                (arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"], indptr),
-                shape=(len(indptr) - 1, n_features),
-            )
-        except ValueError as exc:
-            raise IncompatibleStateError(f"Pending rows in the state are invalid: {exc}") from None
-        out.labels = arrays[f"{prefix}.labels"]
+        out.features, out.labels = _rows_from_arrays(arrays, prefix, n_features, "Pending rows")
         if out.labels.shape != (out.n_rows,) or out.n_rows >= batch_rows:
             raise IncompatibleStateError(
                 f"The state holds {out.n_rows} pending rows with {out.labels.shape[0]} labels; "
                 f"expected fewer than mini_batch_size={batch_rows}, one label each."
             )
+        return out
+
+
+# --- a uniform sample of the rows a round trained on ---------------------------------------------
+def _mix64(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, elementwise on uint64 (wrapping arithmetic)."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def row_keys(features: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's content (columns, values, label), uint64 of shape (rows,).
+
+    The same row gets the same key in any block, worker or epoch; distinct rows collide
+    with probability ~2^-64. Entries are hashed one by one and summed per row (order of
+    the entries does not matter), through a prefix sum so empty rows work too.
+    """
+    with np.errstate(over="ignore"):
+        columns = features.indices.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        values = features.data.astype(np.float32).view(np.uint32).astype(np.uint64)
+        entry = _mix64(columns ^ (values << np.uint64(32)))
+        prefix = np.concatenate([np.zeros(1, np.uint64), np.cumsum(entry, dtype=np.uint64)])
+        rows = prefix[features.indptr[1:]] - prefix[features.indptr[:-1]]
+        label = labels.astype(np.float64).view(np.uint64)
+        return _mix64(rows + _mix64(label ^ np.uint64(0xD1B54A32D192ED03)))
+
+
+class MergeSample:
+    """Rows set aside from training, a bounded uniform sample of them: the held-out
+    evidence that decides how a merge of replicas is finished
+    (``FactorizationMachinesState.finish_round``).
+
+    A row is set aside when its :func:`row_keys` falls in the lowest ``holdout`` fraction
+    of the key space (the same rows in any block, worker or epoch). The sample keeps the
+    ``size`` set-aside rows of smallest key (a bottom-k sketch): uniform, the same
+    whatever order or split the rows arrived in, and merging two samples is exact (the
+    smallest keys of the union; a row two replicas both saw counts once). The rows in
+    the sample are never trained on, in any replica or epoch. Memory: ``size`` rows,
+    whatever the number of rows seen.
+    """
+
+    def __init__(self, size: int, n_features: int, holdout: float):
+        self.size, self.n_features, self.holdout = size, n_features, holdout
+        self.features = sp.csr_matrix((0, n_features), dtype=np.float32)
+        self.labels = np.zeros(0, dtype=np.float32)
+        self.keys = np.zeros(0, dtype=np.uint64)
+
+    @property
+    def n_rows(self) -> int:
+        return self.features.shape[0]
+
+    def set_aside(
+        self, features: sp.csr_matrix, labels: np.ndarray
+    ) -> tuple[sp.csr_matrix, np.ndarray]:
+        """The rows to train on; the set-aside rows the sample takes stay out of them.
+
+        A set-aside row the sample does not take at once (its key is above the largest
+        kept while the sample is full) can never be in it later (the largest kept key
+        only falls, and in a merge too): it trains like any other. Rows that are
+        taken and later pushed out are the only loss, about
+        ``size * (1 + ln(set-aside rows / size))`` rows in all.
+        """
+        if self.size == 0 or self.holdout == 0 or features.shape[0] == 0:
+            return features, labels
+        keys = row_keys(features, labels)
+        held = np.flatnonzero(keys < np.uint64(min(self.holdout, 1.0) * 2.0**64 - 1))
+        if self.n_rows == self.size:  # full: only keys below the largest kept can enter
+            held = held[keys[held] < self.keys[-1]]
+        if held.shape[0] > self.size:
+            held = held[np.argpartition(keys[held], self.size - 1)[: self.size]]
+        if held.shape[0] == 0:
+            return features, labels
+        self._keep_smallest(features[held], labels[held], keys[held])
+        train = np.ones(features.shape[0], dtype=bool)
+        train[held] = False
+        return features[train], labels[train]
+
+    def merged(self, other: MergeSample) -> MergeSample:
+        out = self.copy()
+        if other.n_rows:
+            out._keep_smallest(other.features, other.labels, other.keys)
+        return out
+
+    def _keep_smallest(self, features: sp.csr_matrix, labels: np.ndarray, keys: np.ndarray) -> None:
+        all_keys = np.concatenate([self.keys, keys])
+        _, first = np.unique(all_keys, return_index=True)  # sorted by key, duplicates once
+        keep = first[: self.size]
+        self.features = sp.vstack([self.features, features], format="csr")[keep]
+        self.labels = np.concatenate([self.labels, labels.astype(np.float32)])[keep]
+        self.keys = all_keys[keep]
+
+    def restarted(self) -> MergeSample:
+        """An empty sample of the same size (a new start point)."""
+        return MergeSample(self.size, self.n_features, self.holdout)
+
+    def copy(self) -> MergeSample:
+        out = MergeSample(self.size, self.n_features, self.holdout)
+        out.features, out.labels, out.keys = self.features.copy(), self.labels.copy(), self.keys
+        return out
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {**_rows_to_arrays(prefix, self.features, self.labels), f"{prefix}.keys": self.keys}
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], prefix: str, size: int, n_features: int, holdout: float
+    ) -> MergeSample:
+        out = cls(size, n_features, holdout)
+        if f"{prefix}.keys" not in arrays:  # states of before 2026-11-25: no sample
+            return out
+        out.features, labels = _rows_from_arrays(
+            arrays, prefix, n_features, "The merge sample rows"
+        )
+        out.labels = labels.astype(np.float32)
+        out.keys = arrays[f"{prefix}.keys"].astype(np.uint64)
+        if not out.labels.shape == out.keys.shape == (out.n_rows,) or out.n_rows > size:
+            raise IncompatibleStateError(
+                f"The state's merge sample holds {out.n_rows} rows, {out.labels.shape[0]} "
+                f"labels and {out.keys.shape[0]} keys; expected one of each, at most {size}."
+            )
+        if np.any(np.diff(out.keys) <= 0):
+            raise IncompatibleStateError("The state's merge sample keys are not increasing.")
         return out

@@ -5,7 +5,8 @@ the usual ``CombineGlobally(StateCombineFn(config))``. For every further epoch, 
 bundle trains a *replica* that starts from the previous epoch's state (a side input,
 :meth:`continued`: its last partial mini-batch trained, its per-feature counts restarted),
 and the replicas are averaged by the state's merge, exactly like the replicas of epoch 1
-that start from the seeded initialization. Between epochs the state is an ordinary
+that start from the seeded initialization; ``finish_round`` then gets the merge and the
+start point the replicas shared (SGD states scale the merged step there). Between epochs the state is an ordinary
 PCollection element: :class:`TrainEpochs` can write each epoch's state as a checkpoint,
 and ``start_from`` continues training from one.
 
@@ -24,7 +25,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_ml.core.combine import StateCombineFn
 from beam_ml.core.state import TrainingState, load_state, state_class_for
 
-__all__ = ["TrainEpochs", "continue_epochs", "train_on_from"]
+__all__ = ["TrainEpochs", "continue_epochs", "finish_first_round", "train_on_from"]
 
 
 class _TrainReplica(beam.DoFn):
@@ -54,7 +55,18 @@ class _TrainReplica(beam.DoFn):
 
 def _or_start(merged: TrainingState, start: TrainingState) -> TrainingState:
     # No replica at all (no blocks): the epoch leaves the state where it was.
-    return merged if merged.n_seen else start.continued()
+    if not merged.n_seen:
+        return start.continued()
+    return merged.finish_round(start.continued()) if merged.FINISHES_ROUNDS else merged
+
+
+def finish_first_round(state: beam.PCollection, state_class: type, label: str) -> Any:
+    """The first round's merge, finished against the initial state (SGD states only)."""
+    if not state_class.FINISHES_ROUNDS:
+        return state
+    return state | label >> beam.Map(lambda s: s.finish_round(None)).with_output_types(
+        TrainingState
+    )
 
 
 def continue_epochs(
@@ -149,6 +161,7 @@ class TrainEpochs(beam.PTransform):
         state = blocks | "Epoch1" >> beam.CombineGlobally(
             StateCombineFn(self.config, self.state_class)
         ).with_output_types(TrainingState)
+        state = finish_first_round(state, self.state_class, "Epoch1_FinishRound")
         if self.checkpoint_dir is not None:
             _write(state, self.checkpoint_dir, 1, "BeamML_Epoch1")
         return continue_epochs(blocks, state, self.config, 2, self.checkpoint_dir)

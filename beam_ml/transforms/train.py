@@ -8,7 +8,7 @@ import apache_beam as beam
 
 from beam_ml.core.combine import StateCombineFn
 from beam_ml.core.state import TrainingState, state_class_for
-from beam_ml.transforms.epochs import continue_epochs, train_on_from
+from beam_ml.transforms.epochs import continue_epochs, finish_first_round, train_on_from
 
 __all__ = ["Train", "TrainPerKey"]
 
@@ -58,6 +58,7 @@ class Train(beam.PTransform):
         if self.fanout:
             combine = combine.with_fanout(self.fanout)
         state = blocks | "Combine" >> combine.with_output_types(TrainingState)
+        state = finish_first_round(state, self.state_class, "FinishRound")
         # Gradient-trained families (config.epochs > 1) read bounded input again: each
         # further epoch continues from the previous epoch's state (beam_ml.transforms.epochs).
         if getattr(self.config, "epochs", 1) > 1:

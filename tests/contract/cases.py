@@ -96,6 +96,9 @@ _FM_COMMON = dict(
     linear_wd=0.0,
     factors_wd=0.0,
     factors_init_sigma=0.1,
+    # The merge sample is full after the smallest data sets here: the state's size is fixed.
+    merge_holdout=0.2,
+    merge_sample_size=10,
 )
 
 
