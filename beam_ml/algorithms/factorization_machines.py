@@ -99,8 +99,12 @@ _LOGIT_RANGE = 10.0
 _PV_BINS = 400
 _AUC_BINS = 1000
 _STREAM = {"bias": 0, "linear": 1, "factors": 2}
-# The step scales a round's merge tries (finish_round): 0 the average, 1 the sum.
-_ROUND_GRID = np.linspace(0.0, 1.0, 9)
+# The step scales a round's merge tries (finish_round): 0 the average, 1 the sum. Factors
+# grown from a small initialization grow multiplicatively (each one's gradient scales with
+# the others), so one model taking all the steps moves them further than the sum of short
+# independent runs: their scale may go to 2.
+_LINEAR_GRID = np.linspace(0.0, 1.0, 9)
+_FACTOR_GRID = np.linspace(0.0, 2.0, 17)
 _CLASSIFIER_METRICS = (
     "binary_classification_accuracy",
     "binary_classification_cross_entropy",
@@ -589,11 +593,12 @@ class FactorizationMachinesState(TrainingState):
         steps, which is right near convergence (every step points at the same optimum) but
         ``1/r`` of the progress early on, when one model trained on all the rows would have
         taken all of them; with ``epochs``, merged replicas then need ~``r`` times the epochs
-        of one model. Each row's step from ``start`` is scaled by ``1 + t (r - 1)``,
-        ``t`` in [0, 1] (0: the average, 1: the sum), one ``t`` for the bias and linear
-        weights and one for the factors, chosen on the merge sample (rows set aside, never
-        trained on): the pair whose loss there beats the average's by the most and by more
-        than twice the paired standard error, else ``t = 0``. Measured in BENCHMARKS.md.
+        of one model. Each row's step from ``start`` is scaled by ``1 + t (r - 1)``
+        (``t = 0``: the average, 1: the sum), one ``t`` in [0, 1] for the bias and linear
+        weights and one in [0, 2] for the factors, chosen on the merge sample (rows set
+        aside, never trained on): the pair whose loss there beats the average's by the
+        most and by more than twice the paired standard error, else ``t = 0``. Measured
+        in BENCHMARKS.md.
         """
         if self.table is None or self.sample.n_rows < 2 or self.table.trained_by().max() < 2:
             return self
@@ -632,8 +637,8 @@ class FactorizationMachinesState(TrainingState):
 
         base = losses(0.0, 0.0)
         best, chosen = 0.0, (0.0, 0.0)
-        for t_linear in _ROUND_GRID:
-            for t_factors in _ROUND_GRID:
+        for t_linear in _LINEAR_GRID:
+            for t_factors in _FACTOR_GRID:
                 if t_linear == t_factors == 0.0:
                     continue
                 gain = losses(t_linear, t_factors) - base

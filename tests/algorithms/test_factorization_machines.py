@@ -601,8 +601,8 @@ def test_merging_replicas_loses_little_on_a9a():
 
 def test_finishing_a_round_recovers_what_averaging_loses_on_ratings(rng):
     """Matrix-factorization-like data, 6 epochs: averaged replicas progress 1/r as fast as
-    one model (+41% / +113% RMSE for 2 / 4 replicas); a finished round scales each row's
-    step by 1 + t (r - 1) with t chosen on the merge sample."""
+    one model (+40% / +113% RMSE for 2 / 4 replicas); a finished round scales each row's
+    step by 1 + t (r - 1) with t chosen on the held-out merge sample."""
     x, y, _ = _ratings(rng, noise=0.5)
     config = FactorizationMachinesConfig(
         feature_dim=3000, num_factors=2, predictor_type="regressor", mini_batch_size=1000,
@@ -620,7 +620,7 @@ def test_finishing_a_round_recovers_what_averaging_loses_on_ratings(rng):
         _report(f"ratings merge of {r} replicas, 6 epochs: rmse {finished:.4f} vs {single:.4f} "
                 f"({100 * change[r]:+.2f}%)")  # fmt: skip
     assert change[2] <= 0.02
-    assert change[4] <= 0.04  # measured +2.3% (+4.8% with the default holdout's 400 rows)
+    assert change[4] <= 0.02  # measured +1.8%
     # The check can fail: the plain average of 2 replicas is far behind.
     plain = _rounds(config, shards[2], 6, finish=False).derive().score("rmse", test)
     assert plain / single - 1 > 0.2
