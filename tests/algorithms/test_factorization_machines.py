@@ -812,6 +812,37 @@ def test_cli_train_derive_predict_evaluate_on_a9a(tmp_path):
     assert failed.returncode == 1 and "sees no GPU" in failed.stderr
 
 
+@pytest.mark.slow
+def test_multi_process_epochs_merge_replicas_across_processes(tmp_path):
+    """Two worker processes, 3 epochs: every epoch's replicas cross process boundaries
+    (as encoded states) and merge; the result stays within 2% of one replica in memory."""
+    x, y, xt, yt = _a9a()
+    lines = data_path("a9a", "a9a").read_text().splitlines()
+    order = np.random.default_rng(0).permutation(len(lines))  # the order _a9a trains in
+    for part in range(4):
+        rows = [lines[i] for i in order[part::4]]
+        (tmp_path / f"part{part}.libsvm").write_text("\n".join(rows) + "\n")
+    settings = dict(_CLASSIFIER, epochs=3)
+    flags = [item for key, value in settings.items() for item in (f"--{key}", value)]
+    beam_ml(
+        "train", "factorization_machines", "--input", f"{tmp_path}/part*.libsvm",
+        "--format", "libsvm", "--feature_dim", 123, "--output", tmp_path / "state", *flags,
+        "--direct_running_mode", "multi_processing", "--direct_num_workers", 2,
+    )  # fmt: skip
+    state, _ = read_checkpoint(str(tmp_path / "state"))
+    assert state.n_seen == 3 * x.shape[0] and state.epoch == 2
+    assert state.bias.trained_by()[0] >= 2  # the last epoch merged replicas
+    test = Block(xt, yt)
+    merged = state.derive().score("binary_classification_cross_entropy", test)
+    single = (
+        _fit(FactorizationMachinesConfig(feature_dim=123, **settings), x, y, epochs=3)
+        .derive()
+        .score("binary_classification_cross_entropy", test)
+    )
+    _report(f"a9a, 3 epochs on 2 worker processes: {merged:.4f} vs one replica {single:.4f}")
+    assert merged <= 1.02 * single
+
+
 def beam_ml(*args, check=True):
     done = subprocess.run(
         [sys.executable, "-m", "beam_ml.cli", *map(str, args)],
