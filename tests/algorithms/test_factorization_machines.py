@@ -205,15 +205,24 @@ def test_block_update_equals_row_by_row_exactly(rng, optimizer):
 def test_state_and_model_round_trip(rng, optimizer):
     config = FactorizationMachinesConfig(
         feature_dim=30, num_factors=4, predictor_type="binary_classifier", mini_batch_size=32,
-        optimizer=optimizer,
+        optimizer=optimizer, merge_holdout=0.1,
     )  # fmt: skip
     x = sp.random(300, 30, density=0.2, format="csr", random_state=2, dtype=np.float32)
     y = rng.integers(0, 2, 300).astype(float)
-    state = FactorizationMachinesState(config).update(Block(x[:250], y[:250]))
-    assert state.pending.n_rows == 250 % 32
+    # Two replicas merged: replica counts and the merge sample are in the state too.
+    state = FactorizationMachinesState(config).update(Block(x[:120], y[:120]))
+    state = state.merge(FactorizationMachinesState(config).update(Block(x[120:250], y[120:250])))
+    assert state.table.replicas.max() == 2 and 10 < state.sample.n_rows < 45
+    assert state.pending.n_rows == (250 - state.sample.n_rows) % 32
     blob = state.to_bytes()
     again = load_state(blob)
     assert again.to_bytes() == blob
+    # A state written before the merge sample and replica counts existed still loads.
+    meta, arrays = state._payload()
+    old = {k: v for k, v in arrays.items() if not k.startswith("sample") and "replicas" not in k}
+    before = FactorizationMachinesState._from_payload(config, meta, old)
+    assert before.sample.n_rows == 0 and before.table.replicas.max() == 0
+    np.testing.assert_array_equal(before.table.values, state.table.values)
     # Training goes on identically after the round trip (optimizer state and steps kept).
     state.update(Block(x[250:], y[250:]))
     again.update(Block(x[250:], y[250:]))
