@@ -600,8 +600,11 @@ class FactorizationMachinesState(TrainingState):
         most and by more than twice the paired standard error, else ``t = 0``. Measured
         in BENCHMARKS.md.
         """
-        if self.table is None or self.sample.n_rows < 2 or self.table.trained_by().max() < 2:
+        if self.table is None or self.sample.n_rows < 2:
             return self
+        others = np.maximum(self.table.trained_by() - 1, 0)  # r - 1 per row
+        if not others.any():
+            return self  # one replica: nothing was averaged
         if start is None:  # the seeded initialization every replica began at
             start = FactorizationMachinesState(self.config)
             start._allocate()
@@ -616,14 +619,11 @@ class FactorizationMachinesState(TrainingState):
         labels = sample.labels.astype(np.float64)
         w = self.table.width
         merged = self.table.params[columns].astype(np.float64)
-        extra = np.maximum(self.table.trained_by()[columns] - 1, 0)[:, None] * (
-            merged - start.table.params[columns]
+        extra = others[columns, None] * (merged - start.table.params[columns])
+        bias = float(self.bias.params[0, 0])
+        bias_extra = max(int(self.bias.trained_by()[0]) - 1, 0) * (
+            bias - float(start.bias.params[0, 0])
         )
-        bias, bias_step = (
-            float(self.bias.params[0, 0]),
-            float(self.bias.params[0, 0] - start.bias.params[0, 0]),
-        )
-        bias_extra = max(int(self.bias.trained_by()[0]) - 1, 0) * bias_step
 
         def losses(t_linear: float, t_factors: float) -> np.ndarray:
             params = merged + extra * np.array([t_linear] + [t_factors] * (w - 1))
@@ -649,9 +649,8 @@ class FactorizationMachinesState(TrainingState):
             return self
         out = self._copy()
         scale = np.array([chosen[0]] + [chosen[1]] * (w - 1), dtype=np.float32)
-        r = np.maximum(out.table.trained_by() - 1, 0).astype(np.float32)[:, None]
         params = out.table.values[:, :w]
-        params += r * scale * (params - start.table.params)
+        params += others.astype(np.float32)[:, None] * scale * (params - start.table.params)
         out.bias.values[0, 0] += chosen[0] * bias_extra
         return out
 
