@@ -551,7 +551,7 @@ class MergeSample:
         if self.size == 0 or self.holdout == 0 or features.shape[0] == 0:
             return features, labels
         keys = row_keys(features, labels)
-        held = np.flatnonzero(keys < np.uint64(min(self.holdout, 1.0) * 2.0**64 - 1))
+        held = np.flatnonzero(keys < np.uint64(self.holdout * 2.0**64))  # holdout <= 0.5
         if self.n_rows == self.size:  # full: only keys below the largest kept can enter
             held = held[keys[held] < self.keys[-1]]
         if held.shape[0] > self.size:

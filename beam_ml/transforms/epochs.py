@@ -6,9 +6,9 @@ bundle trains a *replica* that starts from the previous epoch's state (a side in
 :meth:`continued`: its last partial mini-batch trained, its per-feature counts restarted),
 and the replicas are averaged by the state's merge, exactly like the replicas of epoch 1
 that start from the seeded initialization; ``finish_round`` then gets the merge and the
-start point the replicas shared (SGD states scale the merged step there). Between epochs the state is an ordinary
-PCollection element: :class:`TrainEpochs` can write each epoch's state as a checkpoint,
-and ``start_from`` continues training from one.
+start point the replicas shared (SGD states scale the merged step there). Between epochs
+the state is an ordinary PCollection element: :class:`TrainEpochs` can write each epoch's
+state as a checkpoint, and ``start_from`` continues training from one.
 
 No MXNet here: the states train themselves (and load MXNet) on the workers.
 """
