@@ -244,7 +244,7 @@ def merges(train: Path, test: beam_ml.Block) -> dict:
     ratings = beam_ml.FactorizationMachinesConfig(
         feature_dim=3000, num_factors=2, predictor_type="regressor", mini_batch_size=1000,
         bias_lr=0.01, linear_lr=0.01, factors_lr=0.01, bias_wd=0.0, linear_wd=1e-5,
-        factors_wd=1e-5, factors_init_sigma=0.1, merge_holdout=0.01,
+        factors_wd=1e-5, factors_init_sigma=0.1,
     )  # fmt: skip
     blocks = [beam_ml.Block(x[i : i + BLOCK], y[i : i + BLOCK]) for i in range(0, 200_000, BLOCK)]
     held_out = beam_ml.Block(x[200_000:], y[200_000:])

@@ -523,8 +523,8 @@ class MergeSample:
     ``size`` set-aside rows of smallest key (a bottom-k sketch): uniform, the same
     whatever order or split the rows arrived in, and merging two samples is exact (the
     smallest keys of the union; a row two replicas both saw counts once). The rows in
-    the sample are never trained on, in any replica or epoch. Memory: ``size`` rows,
-    whatever the number of rows seen.
+    the sample never train a replica, in any epoch (a derived model learns them at the
+    end). Memory: ``size`` rows, whatever the number of rows seen.
     """
 
     def __init__(self, size: int, n_features: int, holdout: float):

@@ -197,7 +197,10 @@ def test_block_update_equals_row_by_row_exactly(rng, optimizer):
     by_row = FactorizationMachinesState(config)
     for i in range(150):
         by_row.update(Block(x[i : i + 1], y[i : i + 1]))
-    assert by_block.steps == by_row.steps == 9 and by_block.pending.n_rows == 6
+    trained = 150 - by_block.sample.n_rows  # the merge sample's rows are set aside
+    assert by_block.sample.n_rows == by_row.sample.n_rows == 2  # this data, the default 1%
+    assert by_block.steps == by_row.steps == trained // 16
+    assert by_block.pending.n_rows == trained % 16
     assert by_block.to_bytes() == by_row.to_bytes()
 
 
@@ -616,8 +619,7 @@ def test_finishing_a_round_recovers_what_averaging_loses_on_ratings(rng):
     config = FactorizationMachinesConfig(
         feature_dim=3000, num_factors=2, predictor_type="regressor", mini_batch_size=1000,
         bias_lr=0.01, linear_lr=0.01, factors_lr=0.01, bias_wd=0, linear_wd=1e-5,
-        factors_wd=1e-5, factors_init_sigma=0.1,
-        merge_holdout=0.01,  # 200k rows: a sample of 2,000 (the default 0.2% gives 400)
+        factors_wd=1e-5, factors_init_sigma=0.1,  # default merge_holdout: a sample of 2,000
     )  # fmt: skip
     test = Block(x[200_000:], y[200_000:])
     shards = {r: [(x[a:b], y[a:b]) for a, b in _cuts(200_000, r)] for r in (1, 2, 4)}
@@ -654,6 +656,39 @@ def test_finish_round_keeps_single_replicas_and_needs_a_sample(rng):
     merged = halves[0].merge(halves[1])
     assert merged.sample.n_rows == 0 and merged.finish_round(None) is merged
     assert merged.table.trained_by().max() == 2
+
+
+def test_a_derived_model_learns_the_rows_set_aside(rng):
+    """The sample's rows never train the state (they judge merges), but the model derived
+    from it learns them: each row here has a column of its own, so a column the state
+    never moved is a row it never trained on."""
+    n = 400
+    config = FactorizationMachinesConfig(
+        feature_dim=n + 1, num_factors=2, predictor_type="regressor", mini_batch_size=10,
+        linear_lr=0.1, merge_holdout=0.2, merge_sample_size=50,
+    )  # fmt: skip
+    own = np.arange(n)
+    x = sp.csr_matrix(
+        (np.ones(2 * n), np.column_stack([own, np.full(n, n)]).ravel(), np.arange(0, 2 * n + 1, 2)),
+        shape=(n, n + 1),
+    )
+    y = rng.normal(2.0, 0.5, n)
+    state = FactorizationMachinesState(config).update(Block(x, y))
+    start = FactorizationMachinesState(config)
+    start._allocate()
+    held = np.isin(own, state.sample.features.indices)
+    assert state.sample.n_rows == held.sum() == 50
+    untouched = state.table.params[:n, 0] == start.table.params[:n, 0]
+    np.testing.assert_array_equal(untouched, held)  # the state never trained those rows
+    model = state.derive()
+    assert not np.any(model.linear[:n][held] == start.table.params[:n][held, 0])
+    # Their loss falls: the model fitted them too.
+    sample = Block(state.sample.features, state.sample.labels)
+    before = FactorizationMachinesModel(
+        bias=float(state.bias.params[0, 0]), linear=state.table.params[:, 0].copy(),
+        factors=state.table.params[:, 1:].copy(), predictor_type="regressor",
+    ).score("rmse", sample)  # fmt: skip
+    assert model.score("rmse", sample) < before
 
 
 def test_merge_sample_sets_aside_the_same_rows_whatever_the_order_and_split(rng):
