@@ -24,8 +24,9 @@ unseen data, and the score histogram that a derived classification threshold com
   onto the other's (the model is invariant to rotating the latent space, and replicas
   grown from a small initialization on different data settle in different
   orientations). ``finish_round`` then scales each row's merged step between the
-  replicas' average and their sum, choosing on a bounded sample of rows set aside from
-  training (``merge_holdout``, ``merge_sample_size``): an average of ``r`` replicas
+  replicas' average and their sum (and adds up AdaGrad's histories), choosing on a
+  bounded sample of rows set aside from training (``merge_holdout``,
+  ``merge_sample_size``; ``derive`` learns them too): an average of ``r`` replicas
   makes ``1/r`` of the progress of one model early in training. It is approximate: the
   test suite measures what merging 2 and 4 replicas costs against one replica on all
   the data.
@@ -599,8 +600,8 @@ class FactorizationMachinesState(TrainingState):
         (``t = 0``: the average, 1: the sum), one ``t`` in [0, 1] for the bias and linear
         weights and one in [0, 8] for the factors, chosen on the merge sample (rows set
         aside, never trained on): the pair whose loss there beats the average's by the
-        most and by more than twice the paired standard error, else ``t = 0``. Measured
-        in BENCHMARKS.md.
+        most and by more than twice the paired standard error, else ``t = 0``. AdaGrad's
+        histories always add up (:meth:`_summed_histories`). Measured in BENCHMARKS.md.
         """
         if self.table is None:
             return self

@@ -658,6 +658,29 @@ def test_finish_round_keeps_single_replicas_and_needs_a_sample(rng):
     assert merged.table.trained_by().max() == 2
 
 
+def test_finished_merges_add_up_adagrad_histories(rng):
+    """AdaGrad's history sums squared gradients: after a round, a row holds the start's
+    history plus every replica's increment, as one model taking all the steps would."""
+    config = FactorizationMachinesConfig(
+        feature_dim=6, num_factors=2, predictor_type="regressor", mini_batch_size=20,
+        optimizer="adagrad", merge_holdout=0.0,
+    )  # fmt: skip
+    x = rng.normal(size=(400, 6))
+    x[200:, 5] = 0.0  # column 5: the first replica's rows only
+    y = x[:, 0] * x[:, 1] + x[:, 2]
+    halves = [FactorizationMachinesState(config).update(Block(x[a:b], y[a:b])) for a, b in ((0, 200), (200, 400))]  # fmt: skip
+    start = FactorizationMachinesState(config)
+    start._allocate()
+    w = start.table.width
+    history = lambda s: s.table.values[:, w : 2 * w]  # noqa: E731
+    increments = sum(history(h) - history(start) for h in halves)
+    finished = halves[0].merge(halves[1]).finish_round(None)
+    np.testing.assert_allclose(history(finished), history(start) + increments, rtol=1e-5)
+    bias = sum(h.bias.values[0, 1] - start.bias.values[0, 1] for h in halves)
+    assert finished.bias.values[0, 1] == pytest.approx(start.bias.values[0, 1] + bias, rel=1e-5)
+    assert finished.table.trained_by()[5] == 1  # one replica's row: its own history
+
+
 def test_a_derived_model_learns_the_rows_set_aside(rng):
     """The sample's rows never train the state (they judge merges), but the model derived
     from it learns them: each row here has a column of its own, so a column the state
