@@ -607,7 +607,7 @@ def test_merging_replicas_loses_little_on_a9a():
             f"{mean[1, 4]:.4f} ({100 * change[r, 4]:+.2f}%)"
         )
     # 4 replicas of one pass over 8,000 rows each (about 80 steps each) lose the most:
-    # +1.7% measured (one order alone: +3.2%).
+    # +0.6% measured with the defaults (+2.2% while AdaGrad histories were averaged).
     assert max(change.values()) <= 0.02
 
 
@@ -631,7 +631,7 @@ def test_finishing_a_round_recovers_what_averaging_loses_on_ratings(rng):
         _report(f"ratings merge of {r} replicas, 6 epochs: rmse {finished:.4f} vs {single:.4f} "
                 f"({100 * change[r]:+.2f}%)")  # fmt: skip
     assert change[2] <= 0.02
-    assert change[4] <= 0.02  # measured +1.8%
+    assert change[4] <= 0.02  # measured +1.4% (+5.4% with 400 rows held out)
     # The check can fail: the plain average of 2 replicas is far behind.
     plain = _rounds(config, shards[2], 6, finish=False).derive().score("rmse", test)
     assert plain / single - 1 > 0.2
