@@ -613,7 +613,7 @@ class FactorizationMachinesState(TrainingState):
             start._allocate()
         if start.table is None:
             return self
-        out = self._summed_histories(start, others)
+        out = self._summed_histories(start)
         if self.sample.n_rows < 2:
             return out
         sample = self.sample
@@ -655,14 +655,11 @@ class FactorizationMachinesState(TrainingState):
             return out
         out = out._copy() if out is self else out
         scale = np.array([chosen[0]] + [chosen[1]] * (w - 1), dtype=np.float32)
-        params = out.table.values[:, :w]
-        params += others.astype(np.float32)[:, None] * scale * (params - start.table.params)
-        out.bias.values[0, 0] += chosen[0] * bias_extra
+        out.table.extend_steps(start.table, slice(0, w), scale)
+        out.bias.extend_steps(start.bias, slice(0, 1), np.float32(chosen[0]))
         return out
 
-    def _summed_histories(
-        self, start: FactorizationMachinesState, others: np.ndarray
-    ) -> FactorizationMachinesState:
+    def _summed_histories(self, start: FactorizationMachinesState) -> FactorizationMachinesState:
         """AdaGrad's history sums every example's squared gradient: the merge averaged the
         replicas' increments, one model taking all their steps would have added them up
         (and stepped as cautiously as that sum says, in later epochs and at ``derive``).
@@ -670,13 +667,8 @@ class FactorizationMachinesState(TrainingState):
         if self.config.optimizer != "adagrad":
             return self
         out = self._copy()
-        for table, before, extra in (
-            (out.table, start.table, others),
-            (out.bias, start.bias, np.maximum(self.bias.trained_by() - 1, 0)),
-        ):
-            w = table.width
-            history = table.values[:, w : 2 * w]
-            history += extra.astype(np.float32)[:, None] * (history - before.values[:, w : 2 * w])
+        for table, before in ((out.table, start.table), (out.bias, start.bias)):
+            table.extend_steps(before, slice(table.width, 2 * table.width), 1.0)
         return out
 
     def followed_by(self, later: FactorizationMachinesState) -> FactorizationMachinesState:

@@ -307,6 +307,13 @@ class ParameterTable:
         """How many replicas trained each row since the start point (0: none)."""
         return np.maximum(self.replicas, self.counts > 0)
 
+    def extend_steps(self, start: ParameterTable, columns: slice, scale: Any) -> None:
+        """Scale each row's merged step from ``start`` by ``1 + scale (r - 1)`` in place
+        (``r`` the replicas that trained it): ``scale`` 1 sums the replicas' steps."""
+        others = np.maximum(self.trained_by() - 1, 0).astype(np.float32)[:, None]
+        values = self.values[:, columns]
+        values += others * scale * (values - start.values[:, columns])
+
     def aligned_to(self, reference: ParameterTable, start: int) -> ParameterTable:
         """A copy whose parameter columns ``start:width`` are rotated onto ``reference``'s.
 
