@@ -108,33 +108,58 @@ def _squared_distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.maximum(d2, 0.0, out=d2)
 
 
-def _nearest(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of and squared distance to the nearest centre, for each point.
+class _Rows:
+    """Rows prepared once for every distance computation of an update: ``[x, 1]`` in
+    float32 and ``||x||^2``.
 
     ``||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2`` and the first term does not change the
     argmin, so one product of [x, 1] with [-2c, ||c||^2] gives the scores and a single
     pass finds the minimum. float32 halves the memory traffic that dominates here (the
     means themselves are accumulated in float64).
     """
-    p32 = np.empty((points.shape[0], points.shape[1] + 1), dtype=np.float32)
-    p32[:, :-1] = points
-    p32[:, -1] = 1.0
-    c32 = np.empty((centres.shape[0], centres.shape[1] + 1), dtype=np.float32)
-    c32[:, :-1] = -2.0 * centres
-    c32[:, -1] = np.einsum("ij,ij->i", centres, centres)
-    scores = p32 @ c32.T  # (n, m)
-    labels = np.argmin(scores, axis=1)
-    nearest = scores[np.arange(len(labels)), labels].astype(np.float64)
-    nearest += np.einsum("ij,ij->i", p32[:, :-1], p32[:, :-1])
-    return labels, np.maximum(nearest, 0.0)
+
+    def __init__(self, points: np.ndarray):
+        self.augmented = np.empty((points.shape[0], points.shape[1] + 1), dtype=np.float32)
+        self.augmented[:, :-1] = points
+        self.augmented[:, -1] = 1.0
+        x = self.augmented[:, :-1]
+        self.squared_norms = np.einsum("ij,ij->i", x, x).astype(np.float64)
+
+    def nearest(self, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index of and squared distance to the nearest of ``centres``, for each row."""
+        c32 = np.empty((centres.shape[0], centres.shape[1] + 1), dtype=np.float32)
+        c32[:, :-1] = -2.0 * centres
+        c32[:, -1] = np.einsum("ij,ij->i", centres, centres)
+        if len(centres) < 16:  # a few new candidates: OpenBLAS is 2-3x faster this way round
+            scores = c32 @ self.augmented.T  # (m, n)
+            labels = np.argmin(scores, axis=0)
+            nearest = np.take_along_axis(scores, labels[None], axis=0)[0] + self.squared_norms
+        else:
+            scores = self.augmented @ c32.T  # (n, m)
+            labels = np.argmin(scores, axis=1)
+            nearest = np.take_along_axis(scores, labels[:, None], axis=1)[:, 0] + self.squared_norms
+        return labels, np.maximum(nearest, 0.0, out=nearest)
+
+
+def _nearest(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of and squared distance to the nearest centre, for each point."""
+    return _Rows(points).nearest(centres)
 
 
 def _weighted_means(
-    points: np.ndarray, weights: np.ndarray, labels: np.ndarray, m: int
+    points: np.ndarray, weights: np.ndarray | None, labels: np.ndarray, m: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per label: total weight (m,) and weighted sum (m, d), via one sparse product."""
-    onehot = sp.csr_matrix((weights, (labels, np.arange(len(labels)))), shape=(m, len(labels)))
-    return np.asarray(onehot.sum(axis=1)).ravel(), onehot @ points
+    """Per label: total weight (m,) and weighted sum (m, d) in float64, via one product
+    with the (m, n) one-hot matrix (sparse unless it is small). ``weights=None``: ones."""
+    n = len(labels)
+    mass = np.bincount(labels, weights=weights, minlength=m).astype(np.float64)
+    values = np.ones(n) if weights is None else weights
+    if m * n <= 65_536:  # the summary's own k-means: a dense product is cheapest
+        onehot = np.zeros((m, n))
+        onehot[labels, np.arange(n)] = values
+        return mass, onehot @ points
+    onehot = sp.csc_matrix((values, labels, np.arange(n + 1)), shape=(m, n))
+    return mass, onehot @ points
 
 
 def _pairwise(points: np.ndarray) -> np.ndarray | None:
@@ -324,8 +349,9 @@ class KMeansState(TrainingState):
         budget, n_rows, old = self._budget, rows.shape[0], len(self.centres)
         share = n_rows / (self.weights.sum() + n_rows)
         wanted = max(1, int(np.ceil(budget * share)))
+        prepared = _Rows(rows)
         if old:
-            labels, closest = _nearest(rows, self.centres)
+            labels, closest = prepared.nearest(self.centres)
         else:
             labels, closest = np.zeros(n_rows, dtype=np.int64), np.full(n_rows, np.inf)
         picked: list[np.ndarray] = []
@@ -336,26 +362,32 @@ class KMeansState(TrainingState):
             if len(chosen) == 0:
                 break
             # Incremental: only the new candidates' distances are computed.
-            new_labels, new_closest = _nearest(rows, rows[chosen])
+            new_labels, new_closest = prepared.nearest(rows[chosen])
             better = new_closest < closest
             labels[better] = old + sum(len(p) for p in picked) + new_labels[better]
             closest[better] = new_closest[better]
             picked.append(chosen)
         centres = np.vstack([self.centres, *(rows[p] for p in picked)])
-        points = np.vstack([self.centres, rows])
-        weights = np.concatenate([self.weights, np.ones(n_rows)])
-        labels = np.concatenate([np.arange(old), labels])
-        # A block that brings many new centres gets a second Lloyd step over the old
-        # centres (weighted) and its rows together.
-        for step in range(2 if wanted >= budget // 4 else 1):
-            if step:
-                labels = _nearest(points, centres)[0]
+        # Each old centre keeps its weight and absorbs its rows: exact means.
+        mass, sums = _weighted_means(rows, None, labels, len(centres))
+        mass[:old] += self.weights
+        sums[:old] += self.weights[:, None] * self.centres
+        filled = mass > 0
+        centres = sums[filled] / mass[filled, None]
+        if wanted >= budget // 4:
+            # A block that brings many new centres gets a second Lloyd step over the
+            # old centres (weighted) and its rows together.
+            points = np.vstack([self.centres, rows])
+            weights = np.concatenate([self.weights, np.ones(n_rows)])
+            labels = _nearest(points, centres)[0]
             mass, sums = _weighted_means(points, weights, labels, len(centres))
             filled = mass > 0
             centres = sums[filled] / mass[filled, None]
         self.centres, self.weights = centres, mass[filled]
         self.n += n_rows
-        self._reduce(budget, rng)
+        # Reduce to a little under the budget: the next blocks' few new centres then
+        # fit without a reduce after every block.
+        self._reduce(budget, rng, target=budget - budget // 8)
 
     @staticmethod
     def _sample(
@@ -370,20 +402,22 @@ class KMeansState(TrainingState):
             return np.zeros(0, dtype=np.int64)
         return np.unique(rng.choice(n_rows, size=count, replace=True, p=closest / total))
 
-    def _reduce(self, budget: int, rng: np.random.Generator) -> None:
-        """Bring the summary back to the budget; every centre stays an exact mean.
+    def _reduce(self, budget: int, rng: np.random.Generator, target: int | None = None) -> None:
+        """Bring a summary over the budget back to ``target`` (default: the budget)
+        centres; every centre stays an exact mean.
 
         A few extra centres (the steady state of a stream): merge the pairs whose
         merge raises the cost least (Ward: w_i w_j / (w_i + w_j) ||c_i - c_j||^2),
         disjoint pairs at once. Many (a merge of two states, the first blocks):
         weighted k-means on the centres themselves.
         """
-        excess = len(self.centres) - budget
-        if excess <= 0:
+        if len(self.centres) <= budget:
             return
+        target = budget if target is None else target
+        excess = len(self.centres) - target
         if excess > budget // 4:
-            centres, labels, _ = _cluster(
-                self.centres, self.weights, budget, rng, max_iter=_REDUCE_STEPS, tol=0.0
+            _, labels, _ = _cluster(
+                self.centres, self.weights, target, rng, max_iter=_REDUCE_STEPS, tol=0.0
             )
         else:
             labels = _ward_pairs(self.centres, self.weights, excess)
