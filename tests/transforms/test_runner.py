@@ -74,3 +74,25 @@ def test_default_runner_runs_batch_graphs_without_a_proto_round_trip(monkeypatch
     assert not LocalRunner().is_fnapi_compatible()  # outside a run: the DirectRunner's answer
     _run(pipeline_options(["--runner", "beam_ml.core.runner.LocalRunner", "--streaming"]))
     assert round_trips  # streaming (BundleBasedDirectRunner) keeps Beam's round trip
+
+
+def test_options_make_each_view_once_and_views_stay_live():
+    """A view is made once per class (Beam re-parses the flags on every view_as), and
+    every view still reads and writes the one set of values."""
+    import pickle
+
+    from apache_beam.options.pipeline_options import DirectOptions, TypeOptions
+
+    options = pipeline_options(["--direct_num_workers", "3"], pipeline_type_check=False)
+    standard = options.view_as(StandardOptions)
+    assert options.view_as(StandardOptions) is standard
+    assert options.view_as(DirectOptions).direct_num_workers == 3
+    assert options.view_as(TypeOptions).pipeline_type_check is False
+    standard.streaming = True
+    assert options.view_as(StandardOptions).streaming and options.get_all_options()["streaming"]
+    options.view_as(DirectOptions).direct_num_workers = 5
+    assert options.get_all_options()["direct_num_workers"] == 5
+    again = pickle.loads(pickle.dumps(options))
+    assert "_views" not in again.__dict__
+    assert again.view_as(DirectOptions).direct_num_workers == 5
+    assert again.view_as(StandardOptions).streaming
