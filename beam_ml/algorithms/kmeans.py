@@ -46,6 +46,9 @@ _INIT = ("kmeans++", "random")
 # k-means|| rounds of candidate sampling per block, budget / rounds candidates each.
 _OVERSAMPLE_ROUNDS = 2
 _REDUCE_STEPS = 10
+# Fewer new candidates than this per block (a stream's steady state): one round, and
+# they join the next block's product instead of a product of their own.
+_FEW_CANDIDATES = 8
 
 
 @dataclass(frozen=True)
@@ -245,16 +248,17 @@ def _cluster(
     return best
 
 
-def _cheapest_first(cost: np.ndarray, count: int) -> Iterator[int]:
-    """Indices of ``cost`` in stable ascending order, sorting a prefix of at least
-    ``count`` (all ties included) first and the rest only if it is reached: a few merges
-    read only the cheapest pairs, and sorting all m^2 / 2 was a fifth of an update."""
+def _cheapest_first(cost: np.ndarray, count: int) -> Iterator[np.ndarray]:
+    """Indices of ``cost`` in stable ascending order, in two parts: a sorted prefix of at
+    least ``count`` (all ties included), then the sorted rest, only if it is reached. A
+    few merges read only the cheapest pairs; sorting all m^2 / 2 was a fifth of an
+    update."""
     if count >= len(cost):
-        yield from np.argsort(cost, kind="stable").tolist()
+        yield np.argsort(cost, kind="stable")
         return
     bound = np.partition(cost, count)[count]
     for part in (np.flatnonzero(cost <= bound), np.flatnonzero(cost > bound)):
-        yield from part[np.argsort(cost[part], kind="stable")].tolist()
+        yield part[np.argsort(cost[part], kind="stable")]
 
 
 def _ward_pairs(centres: np.ndarray, weights: np.ndarray, merges: int) -> np.ndarray:
@@ -267,15 +271,15 @@ def _ward_pairs(centres: np.ndarray, weights: np.ndarray, merges: int) -> np.nda
     )
     rows, cols = np.triu_indices(m, k=1)
     cost = (w * _squared_distances(centres, centres))[rows, cols]
-    labels, used, done = np.arange(m), np.zeros(m, dtype=bool), 0
-    for pair in _cheapest_first(cost, max(64, 16 * merges)):  # ~10 x merges are read
-        i, j = rows[pair], cols[pair]
-        if not (used[i] or used[j]):
-            labels[j], used[i], used[j] = i, True, True
-            done += 1
-            if done == merges:
-                break
-    # Compact the labels to 0..m-merges-1.
+    labels, used = np.arange(m), set()
+    for part in _cheapest_first(cost, max(64, 16 * merges)):  # ~10 x merges are read
+        for i, j in zip(rows[part].tolist(), cols[part].tolist()):
+            if i not in used and j not in used:
+                labels[j] = i
+                used.update((i, j))
+                if len(used) == 2 * merges:
+                    # Compact the labels to 0..m-merges-1.
+                    return np.unique(labels, return_inverse=True)[1]
     return np.unique(labels, return_inverse=True)[1]
 
 
@@ -355,17 +359,25 @@ class KMeansState(TrainingState):
         else:
             labels, closest = np.zeros(n_rows, dtype=np.int64), np.full(n_rows, np.inf)
         picked: list[np.ndarray] = []
-        rounds = _OVERSAMPLE_ROUNDS if wanted >= 8 else 1
+        rounds = 1 if wanted < _FEW_CANDIDATES else _OVERSAMPLE_ROUNDS
         for _ in range(rounds):
             uniform = self.config.init_method == "random" or not np.isfinite(closest).all()
             chosen = self._sample(closest, max(1, wanted // rounds), uniform, rng)
             if len(chosen) == 0:
                 break
-            # Incremental: only the new candidates' distances are computed.
-            new_labels, new_closest = prepared.nearest(rows[chosen])
-            better = new_closest < closest
-            labels[better] = old + sum(len(p) for p in picked) + new_labels[better]
-            closest[better] = new_closest[better]
+            first = old + sum(len(p) for p in picked)
+            if old and wanted < _FEW_CANDIDATES:
+                # A few candidates: each starts as its own row only; the rows near it
+                # join it from the next block on (its distances come with the next
+                # block's product instead of a product of their own).
+                labels[chosen] = first + np.arange(len(chosen))
+                closest[chosen] = 0.0
+            else:
+                # Incremental: only the new candidates' distances are computed.
+                new_labels, new_closest = prepared.nearest(rows[chosen])
+                better = new_closest < closest
+                labels[better] = first + new_labels[better]
+                closest[better] = new_closest[better]
             picked.append(chosen)
         centres = np.vstack([self.centres, *(rows[p] for p in picked)])
         # Each old centre keeps its weight and absorbs its rows: exact means.
