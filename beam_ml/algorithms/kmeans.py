@@ -273,7 +273,7 @@ def _ward_pairs(centres: np.ndarray, weights: np.ndarray, merges: int) -> np.nda
     cost = (w * _squared_distances(centres, centres))[rows, cols]
     labels, used = np.arange(m), set()
     for part in _cheapest_first(cost, max(64, 16 * merges)):  # ~10 x merges are read
-        for i, j in zip(rows[part].tolist(), cols[part].tolist()):
+        for i, j in zip(rows[part].tolist(), cols[part].tolist(), strict=True):
             if i not in used and j not in used:
                 labels[j] = i
                 used.update((i, j))
