@@ -96,3 +96,38 @@ def test_options_make_each_view_once_and_views_stay_live():
     assert "_views" not in again.__dict__
     assert again.view_as(DirectOptions).direct_num_workers == 5
     assert again.view_as(StandardOptions).streaming
+
+
+@pytest.mark.beam
+def test_a_run_inspects_each_dofn_once_and_state_still_works(monkeypatch):
+    """Beam inspects every DoFn's methods ~20 times in a run; the default runner keeps
+    the first answer for the run (a stateful DoFn's specs included) and puts Beam's
+    function back afterwards."""
+    from apache_beam.transforms import userstate
+    from apache_beam.transforms.userstate import BagStateSpec
+
+    class Collect(beam.DoFn):
+        BAG = BagStateSpec("bag", beam.coders.VarIntCoder())
+
+        def process(self, element, bag=beam.DoFn.StateParam(BAG)):
+            bag.add(element[1])
+            yield element[0], sorted(bag.read())
+
+    computed = []
+    original = userstate.get_dofn_specs
+
+    def counting(dofn):
+        computed.append(type(dofn).__name__)
+        return original(dofn)
+
+    monkeypatch.setattr(userstate, "get_dofn_specs", counting)
+    p = beam.Pipeline(options=pipeline_options())
+    out = p | beam.Create([("a", 1), ("a", 2), ("b", 3)]) | beam.ParDo(Collect())
+    computed.clear()  # construction is outside the run
+    from apache_beam.testing.util import assert_that, equal_to
+
+    assert_that(out, equal_to([("a", [1]), ("a", [1, 2]), ("b", [3])]))
+    p.run().wait_until_finish()
+    assert userstate.get_dofn_specs is counting  # put back after the run
+    # Once per DoFn object: the graph's own, then each stage's unpickled copy.
+    assert 0 < computed.count("Collect") <= 2, computed
