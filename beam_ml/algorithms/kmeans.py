@@ -585,18 +585,20 @@ class KMeansModel(Model):
         return self.centres.shape[0]
 
     def _nearest(self, features: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest centre and squared distance per row, in float64. ``||x||^2`` does not
+        change the argmin, so it is added to the chosen scores only (one pass over the
+        (rows, k) scores fewer, and none for the per-row norms' broadcast)."""
         if sp.issparse(features):
             sq = np.asarray(features.multiply(features).sum(axis=1)).ravel()
-            d2 = (
-                sq[:, None]
-                - 2.0 * np.asarray(features @ self.centres.T)
-                + (self.centres**2).sum(axis=1)
-            )
-            d2 = np.maximum(d2, 0.0)
+            scores = np.asarray(features @ (-2.0 * self.centres.T))
         else:
-            d2 = _squared_distances(np.asarray(features, dtype=np.float64), self.centres)
-        labels = np.argmin(d2, axis=1)
-        return labels, d2[np.arange(len(labels)), labels]
+            x = np.asarray(features, dtype=np.float64)
+            sq = np.einsum("ij,ij->i", x, x)
+            scores = x @ (-2.0 * self.centres.T)
+        scores += np.einsum("ij,ij->i", self.centres, self.centres)
+        labels = np.argmin(scores, axis=1)
+        d2 = np.take_along_axis(scores, labels[:, None], axis=1)[:, 0] + sq
+        return labels, np.maximum(d2, 0.0, out=d2)
 
     def assign(self, block: Any) -> np.ndarray:
         """The nearest centre's index for each row, shape (rows,)."""
