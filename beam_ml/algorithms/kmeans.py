@@ -9,11 +9,13 @@ Update, per block (vectorized, no loop over rows):
 1. *Oversample* (k-means|| style, Bahmani et al. 2012): pick new candidate centres
    among the block's rows with probability proportional to their squared distance to
    the current centres, in two rounds; the first block starts uniformly.
-2. *Absorb*: assign every row to its nearest centre (old or new) and move each centre
-   to the exact weighted mean of what it holds.
-3. *Reduce*: when the summary exceeds its budget, cluster the weighted centres
-   themselves (weighted k-means++ then Lloyd) back to the budget; merged centres are
-   weighted means of their members, so the summary stays a set of exact means.
+2. *Absorb*: assign every row to its nearest centre (old or new; a stream's few new
+   candidates per block hold only their own row until the next block) and move each
+   centre to the exact weighted mean of what it holds.
+3. *Reduce*: when the summary exceeds its budget, merge centres back to 7/8 of it
+   (the cheapest Ward pairs, or weighted k-means on the centres when many must go);
+   merged centres are weighted means of their members, so the summary stays a set of
+   exact means, and the next few blocks' candidates fit without a reduce.
 
 Merge = union, then reduce. Because every centre is the mean of its rows,
 ``cost(data, C) <= cost(summary, C) + cost(data, summary)`` for any centres ``C``, and
@@ -341,7 +343,8 @@ class KMeansState(TrainingState):
 
     def _absorb_rows(self, rows: np.ndarray) -> None:
         """Draw candidate centres from the block, assign every row to its nearest centre
-        (old or new), and move the centres to the exact weighted means.
+        (old, or new unless the candidates are few), and move the centres to the exact
+        weighted means.
 
         A block gets new candidates in proportion to its share of the weight seen
         (all of the budget for the first block, ~budget/t for the t-th of a stationary
