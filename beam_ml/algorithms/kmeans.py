@@ -162,8 +162,8 @@ def _weighted_means(
     if m * n <= 65_536:  # the summary's own k-means: a dense product is cheapest
         onehot = np.zeros((m, n))
         onehot[labels, np.arange(n)] = values
-        return mass, onehot @ points
-    onehot = sp.csc_matrix((values, labels, np.arange(n + 1)), shape=(m, n))
+    else:
+        onehot = sp.csc_matrix((values, labels, np.arange(n + 1)), shape=(m, n))
     return mass, onehot @ points
 
 
@@ -273,15 +273,19 @@ def _ward_pairs(centres: np.ndarray, weights: np.ndarray, merges: int) -> np.nda
     )
     rows, cols = np.triu_indices(m, k=1)
     cost = (w * _squared_distances(centres, centres))[rows, cols]
+    pairs = (  # ~10 x merges are read
+        pair
+        for part in _cheapest_first(cost, max(64, 16 * merges))
+        for pair in zip(rows[part].tolist(), cols[part].tolist(), strict=True)
+    )
     labels, used = np.arange(m), set()
-    for part in _cheapest_first(cost, max(64, 16 * merges)):  # ~10 x merges are read
-        for i, j in zip(rows[part].tolist(), cols[part].tolist(), strict=True):
-            if i not in used and j not in used:
-                labels[j] = i
-                used.update((i, j))
-                if len(used) == 2 * merges:
-                    # Compact the labels to 0..m-merges-1.
-                    return np.unique(labels, return_inverse=True)[1]
+    for i, j in pairs:
+        if i not in used and j not in used:
+            labels[j] = i
+            used.update((i, j))
+            if len(used) == 2 * merges:
+                break
+    # Compact the labels to 0..m-merges-1.
     return np.unique(labels, return_inverse=True)[1]
 
 
