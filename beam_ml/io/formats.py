@@ -29,6 +29,8 @@ import csv
 import functools
 import json
 import math
+import re
+import struct
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,13 +48,16 @@ from beam_ml.core.errors import BadInputError
 __all__ = [
     "MAX_RECORD_CHARS",
     "ParseResult",
+    "BOM",
+    "MAX_INFERRED_FEATURE_DIM",
     "bad_record",
+    "count_records",
     "fill_line_numbers",
     "looks_like_header",
     "split_csv_line",
     "parse_csv",
     "parse_libsvm",
-    "libsvm_max_index",
+    "libsvm_check_indices",
     "parse_jsonl",
     "NpyHeader",
     "read_npy_header",
@@ -130,6 +135,47 @@ def fill_line_numbers(bad: list[dict[str, Any]], data: bytes, offset: int, first
         rec["line"] = int(first_line + n_before)
 
 
+#: The UTF-8 byte order mark some tools write at the start of a text file.
+BOM = b"\xef\xbb\xbf"
+
+# A line of nothing but ASCII whitespace (what ``bytes.strip`` removes) is blank: it is
+# no record in any text format.
+_BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r\f\v]*\n")
+
+
+def _is_blank(line: bytes) -> bool:
+    return not line.strip()
+
+
+def _has_blank_line(data: bytes) -> bool:
+    last = data[data.rfind(b"\n") + 1 :]
+    return bool(_BLANK_LINE.search(data)) or (len(last) > 0 and _is_blank(last))
+
+
+def count_records(data: bytes, format: str) -> int:
+    """How many records the complete lines ``data`` hold, counted apart from parsing.
+
+    A record is a line that is not blank (nor, in LIBSVM, only a comment). Readers
+    check that every parser accounts for each: rows used + bad records == records.
+    """
+    if format == "libsvm" and b"#" in data:
+        return sum(1 for line in data.split(b"\n") if _libsvm_tokens(line))
+    if _has_blank_line(data):
+        return sum(1 for line in data.split(b"\n") if not _is_blank(line))
+    return data.count(b"\n") + (len(data) > 0 and not data.endswith(b"\n"))
+
+
+def _content_lines(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(index, start, end) of the lines of ``data`` that are not blank."""
+    starts, ends = _line_bounds(data)
+    keep = np.flatnonzero(ends > starts)
+    if _has_blank_line(data):
+        keep = np.array(
+            [i for i in keep if not _is_blank(data[starts[i] : ends[i]])], dtype=np.int64
+        )
+    return keep, starts[keep], ends[keep]
+
+
 def _line_of(first_line: int | None, n_before: int) -> int | None:
     return None if first_line is None else first_line + n_before
 
@@ -145,12 +191,34 @@ def _is_number(text: str) -> bool:
 # ------------------------------------------------------------------------------- CSV
 
 
-def split_csv_line(line: bytes | str, delimiter: str = ",") -> list[str]:
-    """Fields of one CSV line (quotes handled like ``pyarrow.csv``'s defaults)."""
+def _csv_fields(line: bytes | str, delimiter: str) -> tuple[list[str], str | None]:
+    """Fields of one CSV line and, if the ``csv`` module rejects it, why.
+
+    The ``csv`` module raises on a carriage return inside a line and on a field over
+    its 131,072-character limit; such a line is then split on the delimiter alone (good
+    enough to count fields and spot a header) and the reason makes it a bad record.
+    """
     if isinstance(line, bytes):
         line = line.decode("utf-8", "replace")
     line = line.rstrip("\r\n")
-    return next(csv.reader([line], delimiter=delimiter), [])
+    try:
+        return next(csv.reader([line], delimiter=delimiter), []), None
+    except csv.Error as exc:
+        if "new-line" in str(exc):
+            reason = "a carriage return inside the line (a quoted line break, or mixed line endings)"
+        elif "field limit" in str(exc):
+            reason = f"a field is longer than {csv.field_size_limit():,} characters"
+        else:
+            reason = f"not a valid CSV line ({exc})"
+        return [f.strip().strip('"') for f in line.split(delimiter)], reason
+
+
+def split_csv_line(line: bytes | str, delimiter: str = ",") -> list[str]:
+    """Fields of one CSV line (quotes handled like ``pyarrow.csv``'s defaults).
+
+    Never raises: a line the ``csv`` module rejects is split on the delimiter alone.
+    """
+    return _csv_fields(line, delimiter)[0]
 
 
 def looks_like_header(fields: Sequence[str]) -> bool:
@@ -221,8 +289,11 @@ def _csv_problem(
     n_columns: int,
     column_names: Sequence[str] | None,
     label_column: int | None = None,
+    split_error: str | None = None,
 ) -> str | None:
     """Why one CSV record is bad (the reference check), or None if it is good."""
+    if split_error is not None:
+        return split_error
     if len(fields) != n_columns:
         return f"expected {n_columns} fields, found {len(fields)}"
     for j, field in enumerate(fields):
@@ -312,11 +383,17 @@ def parse_csv(
             parse_options=parse_opts,
             convert_options=convert_opts,
         )
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except pa.ArrowException:
         return _parse_csv_lines(
             data, n_columns, label_column, delimiter, column_names, file, offset, line
         )
     n_rows = table.num_rows
+    if n_rows != count_records(data, "csv"):
+        # pyarrow ends a row at a lone '\r' and keeps whitespace-only lines; records
+        # are the non-blank '\n' lines, so the careful path decides.
+        return _parse_csv_lines(
+            data, n_columns, label_column, delimiter, column_names, file, offset, line
+        )
     columns = table.columns
     if label_column is None:
         features = _columns_to_float32(columns, n_rows)
@@ -330,22 +407,14 @@ def parse_csv(
         row_ok = np.isfinite(features).all(axis=1) & np.isfinite(labels)
     if row_ok.all():
         return (_block(features, labels, file, offset) if n_rows else None), []
-    # Some NaN/inf/empty fields: map rows back to their lines to report them. pyarrow
-    # skips empty lines, so rows are the non-empty lines in order; if that ever fails
-    # to hold (exotic line endings), the line-by-line path decides.
-    starts, ends = _line_bounds(data)
-    nonempty = ends > starts
-    if int(nonempty.sum()) != n_rows:
-        return _parse_csv_lines(
-            data, n_columns, label_column, delimiter, column_names, file, offset, line
-        )
-    starts, ends = starts[nonempty], ends[nonempty]
-    line_index = np.flatnonzero(nonempty)
+    # Some NaN/inf/empty fields: map rows back to their lines to report them (rows are
+    # the non-blank lines in order: their count was checked above).
+    line_index, starts, ends = _content_lines(data)
     bad = []
     for r in np.flatnonzero(~row_ok):
         text = data[starts[r] : ends[r]]
-        fields = split_csv_line(text, delimiter)
-        reason = _csv_problem(fields, n_columns, column_names, label_column)
+        fields, error = _csv_fields(text, delimiter)
+        reason = _csv_problem(fields, n_columns, column_names, label_column, error)
         bad.append(
             bad_record(
                 file,
@@ -378,16 +447,15 @@ def _parse_csv_lines(
     line: int | None,
 ) -> ParseResult:
     """Line-by-line CSV parse of one chunk that failed the fast path."""
-    starts, ends = _line_bounds(data)
-    keep = np.flatnonzero(ends > starts)
-    texts = [data[starts[i] : ends[i]].decode("utf-8", "replace") for i in keep]
+    keep, starts, ends = _content_lines(data)
+    texts = [data[a:b].decode("utf-8", "replace") for a, b in zip(starts, ends, strict=True)]
     # one reader per line: an unmatched quote must not swallow the next lines
-    rows = [split_csv_line(text, delimiter) for text in texts]
+    rows = [_csv_fields(text, delimiter) for text in texts]
     good_rows: list[np.ndarray] = []
     bad = []
-    for k, (i, fields) in enumerate(zip(keep, rows, strict=True)):
+    for k, (i, (fields, error)) in enumerate(zip(keep, rows, strict=True)):
         values = None
-        if len(fields) == n_columns:
+        if len(fields) == n_columns and error is None:
             try:
                 values = np.array(fields, dtype=np.float64)
             except ValueError:
@@ -397,14 +465,14 @@ def _parse_csv_lines(
             ):
                 values = None  # the reference check below decides (labels may be large)
         if values is None:
-            reason = _csv_problem(fields, n_columns, column_names, label_column)
+            reason = _csv_problem(fields, n_columns, column_names, label_column, error)
             if reason is None:  # a large label: a good row after all
                 good_rows.append(np.array(fields, dtype=np.float64))
                 continue
             bad.append(
                 bad_record(
                     file,
-                    offset + int(starts[i]),
+                    offset + int(starts[k]),
                     _line_of(line, int(i)),
                     texts[k],
                     reason or "not a row of numbers",
@@ -469,6 +537,8 @@ def _libsvm_line(
         if abs(value) > _FLOAT32_MAX:
             return f"value of index {raw_index} is too large for float32", label, [], []
         index = raw_index - shift
+        if raw_index == 0 and not zero_based:
+            return _INDEX_0_REASON, label, [], []
         if index < 0:
             base = "0-based" if zero_based else "1-based (zero_based=False)"
             return f"index {raw_index} is out of range: indices are {base}", label, [], []
@@ -896,26 +966,57 @@ def _parse_libsvm_lines(
     return _block(features, np.asarray(labels, dtype=np.float64), file, offset), bad
 
 
-def libsvm_max_index(data: bytes, *, zero_based: bool = False) -> int:
-    """Largest feature index in ``data`` (shifted to 0-based), or -1 if there is none.
+#: The largest ``feature_dim`` a reader infers from the data (LIBSVM's largest index);
+#: a larger one must be given: one stray index must not make a model of 10^12 features.
+MAX_INFERRED_FEATURE_DIM = 2**20
 
-    Used to infer ``feature_dim`` (= max + 1). Malformed lines are ignored here; the
-    reader reports them as bad records later.
+_INDEX_0_REASON = "index 0 in a 1-based file: pass --zero_based true (zero_based=True)"
+
+
+def _inferred_index_problem(raw_index: int, zero_based: bool, limit: int) -> str | None:
+    if raw_index == 0 and not zero_based:
+        return _INDEX_0_REASON
+    if raw_index - (0 if zero_based else 1) >= limit:
+        return (
+            f"index {raw_index} would make the inferred feature_dim larger than "
+            f"{limit:,}; if the input really has that many features, pass "
+            "--feature_dim (feature_dim=...)"
+        )
+    return None
+
+
+def libsvm_check_indices(
+    data: bytes, *, zero_based: bool = False, limit: int = MAX_INFERRED_FEATURE_DIM
+) -> tuple[int, tuple[int, bytes, str] | None]:
+    """Largest feature index in ``data`` (0-based; -1 if none), and the first record
+    that forbids inferring ``feature_dim`` from it, as (line index in ``data``, line,
+    reason): index 0 in a 1-based file, or an index that would make ``feature_dim``
+    exceed ``limit``.
+
+    Malformed lines are ignored here; the reader reports them as bad records later.
     """
     shift = 0 if zero_based else 1
     tokens = _libsvm_bulk(data)
     if tokens is not None:
         raw = tokens.raw_index
-        ok = np.isfinite(raw) & (raw == np.floor(raw))
-        return int(raw[ok].max()) - shift if ok.any() else -1
-    best = -1
-    for text in data.split(b"\n"):
-        line_tokens = _libsvm_tokens(text)
-        if line_tokens:
-            _, _, idx, _ = _libsvm_line(line_tokens, None, zero_based)
-            if idx:
-                best = max(best, max(idx))
-    return best
+        raw = raw[np.isfinite(raw) & (raw == np.floor(raw))]
+        if not len(raw):
+            return -1, None
+        if raw.max() - shift < limit and (zero_based or raw.min() != 0):
+            return int(raw.max()) - shift, None
+    # a problem to locate, or lines the bulk tokenizer does not take: line by line
+    largest = -1
+    for i, text in enumerate(data.split(b"\n")):
+        for token in _libsvm_tokens(text)[1:]:
+            try:
+                raw_index = int(token.partition(b":")[0])
+            except ValueError:
+                continue
+            problem = _inferred_index_problem(raw_index, zero_based, limit)
+            if problem is not None:
+                return largest, (i, text, problem)
+            largest = max(largest, raw_index - shift)
+    return largest, None
 
 
 # ------------------------------------------------------------------------ JSON lines
@@ -979,13 +1080,26 @@ def _jsonl_item(
     for j, value in enumerate(values):
         if not _json_number(value):
             return f"feature {j} ({_short(json.dumps(value))}) is not a number", [], None
-        if not math.isfinite(value):
+        number = _json_float(value)
+        if number is None or abs(number) > _FLOAT32_MAX:
+            return f"feature {j} ({_short(value)}) is too large for float32", [], None
+        if not math.isfinite(number):
             return f"feature {j} is {value}", [], None
-        if abs(value) > _FLOAT32_MAX:
-            return f"feature {j} ({value:g}) is too large for float32", [], None
-    if label is not None and not math.isfinite(label):
-        return f"label is {label}", [], None
+    if label is not None:
+        number = _json_float(label)
+        if number is None:
+            return f"label ({_short(label)}) is too large for a float", [], None
+        if not math.isfinite(number):
+            return f"label is {label}", [], None
     return None, values, label
+
+
+def _json_float(value: int | float) -> float | None:
+    """``float(value)``, or None for an integer beyond float's range (JSON has no limit)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _numeric_matrix(rows: list[Any], width: int) -> np.ndarray | None:
@@ -994,7 +1108,7 @@ def _numeric_matrix(rows: list[Any], width: int) -> np.ndarray | None:
         warnings.simplefilter("ignore")  # ragged lists: VisibleDeprecationWarning
         try:
             array = np.array(rows)
-        except ValueError:
+        except (ValueError, TypeError, OverflowError):  # ragged, or a huge integer
             return None
     if array.ndim != 2 or array.shape[1] != width or array.dtype.kind not in "fi":
         return None
@@ -1040,7 +1154,7 @@ def parse_jsonl(
     for k, i in enumerate(keep):
         try:
             items.append(json.loads(texts[i]))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
             items.append(None)
             errors[k] = f"invalid JSON: {exc}"
     fast = None
@@ -1102,7 +1216,10 @@ def _jsonl_fast(
         if labels_raw is not None:
             if not all(_json_number(v) for v in labels_raw):
                 return None
-            labels = np.array(labels_raw, dtype=np.float64)
+            try:
+                labels = np.array(labels_raw, dtype=np.float64)
+            except OverflowError:  # an integer beyond float's range: named per record
+                return None
             if not np.isfinite(labels).all():
                 return None
         features = np.ascontiguousarray(matrix, dtype=np.float32)
@@ -1143,16 +1260,40 @@ class NpyHeader:
         return self.shape[1] * self.dtype.itemsize
 
 
-def read_npy_header(f: BinaryIO, path: str = "") -> NpyHeader:
+#: Longest ``.npy`` header read (numpy >= 1.24 refuses more than 10,000 bytes too).
+_NPY_MAX_HEADER = 64 * 2**10
+
+
+def read_npy_header(f: BinaryIO, path: str = "", size: int | None = None) -> NpyHeader:
     """Read the header of a ``.npy`` stream positioned at its start.
+
+    ``size``, the file's length in bytes, if given, must hold the rows the header
+    declares: nothing is allocated from a header before it is checked against it.
 
     Raises
     ------
     BadInputError
-        Not a ``.npy`` file, not 2-D, Fortran order (rows are not contiguous, so they
-        cannot be read by range) or a non-numeric dtype.
+        Not a ``.npy`` file (or a header numpy cannot parse), not 2-D, Fortran order
+        (rows are not contiguous, so they cannot be read by range), a non-numeric dtype
+        (pickled object arrays included), or a shape the file is too short for.
     """
     fmt = np.lib.format
+    start = f.tell()
+    prefix = f.read(12)
+    if len(prefix) < 10 or prefix[:6] != fmt.MAGIC_PREFIX:
+        raise BadInputError(f"{path} is not a .npy file (it does not start with \\x93NUMPY).")
+    major = prefix[6]
+    header_size = (
+        struct.unpack("<H", prefix[8:10])[0]
+        if major == 1
+        else struct.unpack("<I", prefix[8:12].ljust(4, b"\0"))[0]
+    )
+    if header_size > _NPY_MAX_HEADER:
+        raise BadInputError(
+            f"{path} declares a .npy header of {header_size:,} bytes (at most "
+            f"{_NPY_MAX_HEADER:,} are read); it is corrupt or not written by numpy."
+        )
+    f.seek(start)
     try:
         version = fmt.read_magic(f)
         if version == (1, 0):
@@ -1161,8 +1302,14 @@ def read_npy_header(f: BinaryIO, path: str = "") -> NpyHeader:
             shape, fortran_order, dtype = fmt.read_array_header_2_0(f)
         else:  # (3, 0): utf-8 header, same layout; numpy has no public reader for it
             shape, fortran_order, dtype = fmt._read_array_header(f, version)  # type: ignore[attr-defined]
-    except ValueError as exc:
-        raise BadInputError(f"{path} is not a readable .npy file: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - numpy's parser raises ValueError,
+        # SyntaxError, tokenize.TokenError, TypeError ... on a damaged header
+        message = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"{path} is not a readable .npy file: {message[:300]}") from None
+    if not isinstance(shape, tuple) or not all(
+        isinstance(n, int) and n >= 0 for n in shape
+    ):
+        raise BadInputError(f"{path} has an invalid .npy shape {shape!r:.100}.")
     if len(shape) != 2:
         raise BadInputError(
             f"{path} holds an array of shape {shape}; ReadBlocks reads 2-D arrays "
@@ -1173,11 +1320,18 @@ def read_npy_header(f: BinaryIO, path: str = "") -> NpyHeader:
             f"{path} is in Fortran order, so its rows are not contiguous; save it with "
             "np.save(path, np.ascontiguousarray(x))."
         )
-    if dtype.kind not in "fiub":
+    if dtype.kind not in "fiub" or dtype.itemsize == 0:
         raise BadInputError(
             f"{path} has dtype {dtype}; ReadBlocks needs a real numeric .npy array."
         )
-    return NpyHeader((int(shape[0]), int(shape[1])), dtype, int(f.tell()))
+    head = NpyHeader((int(shape[0]), int(shape[1])), dtype, int(f.tell()))
+    if size is not None and head.header_len + head.n_rows * head.row_bytes > size:
+        raise BadInputError(
+            f"{path} declares {head.n_rows:,} rows of {head.n_columns:,} {dtype} values "
+            f"({head.n_rows * head.row_bytes:,} bytes), but the file holds only "
+            f"{max(0, size - head.header_len):,} bytes of data: it is truncated or corrupt."
+        )
+    return head
 
 
 def parse_npy_rows(

@@ -347,6 +347,7 @@ class _ReadPartitionFn(beam.DoFn):
     def __init__(self, spec: _Spec, dead_letters: bool):
         self._spec = spec
         self._dead_letters = dead_letters
+        self._records = Metrics.counter(METRICS_NAMESPACE, "records_read")
         self._rows = Metrics.counter(METRICS_NAMESPACE, "rows_read")
         self._bad = Metrics.counter(METRICS_NAMESPACE, "bad_records")
 
@@ -363,6 +364,7 @@ class _ReadPartitionFn(beam.DoFn):
         block, bad = decode_records(
             self._spec.records, _source(part.topic, part.partition), offsets, values
         )
+        self._records.inc(len(values))
         if bad:
             yield from route_bad_records(
                 bad, "kafka", self._spec.records.strict, self._bad, self._dropped

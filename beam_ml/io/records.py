@@ -370,6 +370,7 @@ class _DecodeFn(beam.DoFn):
         self._spec = spec
         self._source = source
         self._dead_letters = dead_letters
+        self._records = Metrics.counter(METRICS_NAMESPACE, "records_read")
         self._rows = Metrics.counter(METRICS_NAMESPACE, "rows_read")
         self._bad = Metrics.counter(METRICS_NAMESPACE, "bad_records")
 
@@ -401,6 +402,7 @@ class _DecodeFn(beam.DoFn):
 
     def _flush(self, window: Any, ids: list[Any], values: list[Any], stamp: Any) -> Iterator[Any]:
         block, bad = decode_records(self._spec, self._source, ids, values)
+        self._records.inc(len(values))
         if bad:
             for out in route_bad_records(
                 bad, _DESCRIBE_AS, self._spec.strict, self._bad, self._dropped
@@ -416,7 +418,8 @@ class DecodeRecords(beam.PTransform):
 
     Records are batched within a bundle (per window) and decoded with
     :func:`decode_records`; blocks keep the window and the earliest timestamp of their
-    records. Counts the ``beam_ml/rows_read`` and ``beam_ml/bad_records`` metrics. Bad
+    records. Counts the ``beam_ml/records_read``, ``beam_ml/rows_read`` (used) and
+    ``beam_ml/bad_records`` (set aside) metrics, the first the sum of the others. Bad
     records are logged and dropped, or kept with :meth:`with_dead_letters`, or stop the
     pipeline (``spec.strict``).
 

@@ -25,13 +25,18 @@ Examples
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
 import logging
+import lzma
 import queue
 import threading
 import time
+import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, cast
 
 import apache_beam as beam
@@ -50,6 +55,7 @@ __all__ = [
     "DEAD_LETTERS",
     "METRICS_NAMESPACE",
     "ReadBlocks",
+    "ReadCounts",
     "read_blocks_local",
 ]
 
@@ -57,8 +63,13 @@ __all__ = [
 FORMATS = ("csv", "libsvm", "jsonl", "npy", "parquet")
 #: Tag of the dead-letter output.
 DEAD_LETTERS = "dead_letters"
-#: Namespace of the ``rows_read``, ``bad_records`` and ``bytes_read`` counters.
+#: Namespace of the ``records_read``, ``rows_read`` (rows used), ``bad_records`` (set
+#: aside) and ``bytes_read`` counters; records_read == rows_read + bad_records.
 METRICS_NAMESPACE = "beam_ml"
+#: Default ``max_bad_fraction``: a file (or range) with more bad records than this
+#: fraction of its records (and at least ``_MIN_BAD_TO_STOP``) stops the reading.
+MAX_BAD_FRACTION = 0.5
+_MIN_BAD_TO_STOP = 10
 
 _TEXT_FORMATS = ("csv", "libsvm", "jsonl")
 # LIBSVM files are scanned for their largest index only up to this size; beyond it a
@@ -98,6 +109,7 @@ class _Spec:
     split_bytes: int
     strict: bool
     row_bytes_hint: int = 128
+    max_bad_fraction: float = MAX_BAD_FRACTION
 
 
 @dataclass(frozen=True)
@@ -145,7 +157,47 @@ def _open(path: str, *, seekable: bool = False) -> BinaryIO:
     """Open raw bytes for range reads, or decompressed bytes for .gz & co."""
     if seekable or not _is_compressed(path):
         return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    return FileSystems.open(path, compression_type=CompressionTypes.detect_compression_type(path))
+    return cast(BinaryIO, _Decompressed(path))
+
+
+# Python's own decompressors raise on a stream that ends early (Beam's return what
+# they have, so a truncated .gz would lose its tail without a word).
+_DECOMPRESSORS: dict[str, Any] = {
+    CompressionTypes.GZIP: lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    CompressionTypes.BZIP2: bz2.BZ2File,
+    CompressionTypes.LZMA: lzma.LZMAFile,
+}
+
+
+class _Decompressed:
+    """The decompressed bytes of a file; truncated or corrupt data is a BadInputError."""
+
+    def __init__(self, path: str):
+        self.path = path
+        kind = CompressionTypes.detect_compression_type(path)
+        self.raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        make = _DECOMPRESSORS.get(kind)
+        self.inner = make(self.raw) if make else FileSystems.open(path, compression_type=kind)
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data = self.inner.read(n)
+        except (EOFError, OSError, ValueError, zlib.error, lzma.LZMAError) as exc:
+            raise BadInputError(
+                f"{self.path} is truncated or corrupt: it cannot be decompressed to its "
+                f"end ({exc}); repair or remove it."
+            ) from None
+        return data
+
+    def close(self) -> None:
+        self.inner.close()
+        self.raw.close()
+
+    def __enter__(self) -> _Decompressed:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def _peek_lines(path: str) -> tuple[list[bytes], int]:
@@ -176,6 +228,8 @@ def _peek_lines(path: str) -> tuple[list[bytes], int]:
     data = b"".join(pieces)
     if piece:  # stopped early: keep complete lines only
         data = data[: last_newline + 1]
+    if data.startswith(formats.BOM):
+        data = data[len(formats.BOM) :]
     lines = data.split(b"\n")
     if data.endswith(b"\n"):
         lines.pop()
@@ -207,6 +261,14 @@ def check_feature_dim(value: Any, owner: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise BadInputError(
             f"The 'feature_dim' parameter of {owner} must be an int >= 1 or None. "
+            f"Got {value!r} instead."
+        )
+
+
+def check_bad_fraction_option(value: Any, owner: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise BadInputError(
+            f"The 'max_bad_fraction' parameter of {owner} must be a number in [0, 1]. "
             f"Got {value!r} instead."
         )
 
@@ -291,8 +353,23 @@ def _plan(
     return planner(spec, files, first, header, feature_dim)
 
 
+def _usual_width(widths: Iterable[int]) -> int:
+    """The most common width among the first records (the wider one on a tie): one
+    truncated or overlong first record must not set the width of a whole file."""
+    counts = Counter(widths)
+    return max(counts, key=lambda width: (counts[width], width))
+
+
+#: Records the planner looks at to settle a text file's width.
+_PLAN_RECORDS = 1_000
+
+
 def _plan_csv(
-    spec: _Spec, files: list[tuple[str, int]], first: str | None, header: Any, _: Any
+    spec: _Spec,
+    files: list[tuple[str, int]],
+    first: str | None,
+    header: Any,
+    feature_dim: int | None,
 ) -> _Spec:
     label = spec.label_column
     for path in _first_nonempty(files):
@@ -301,15 +378,30 @@ def _plan_csv(
         if not data_lines:
             continue  # only blank lines: nothing to learn from this file
         first_fields = formats.split_csv_line(lines[0], spec.delimiter)
-        has_header = bool(lines[0].strip()) and (
-            header is True or (header == "auto" and formats.looks_like_header(first_fields))
+        first_blank = not lines[0].strip()  # then data_lines[0] is not lines[0]
+        widths = [
+            len(formats.split_csv_line(line, spec.delimiter))
+            for line in data_lines[int(not first_blank) : _PLAN_RECORDS]
+        ]
+        # 'auto': a first line with a non-number, as wide as the rows under it (a
+        # malformed first row of data is no header: it is a bad record)
+        has_header = not first_blank and (
+            header is True
+            or (
+                header == "auto"
+                and formats.looks_like_header(first_fields)
+                and (not widths or len(first_fields) == _usual_width(widths))
+            )
         )
         if has_header:
             names = tuple(f.strip() for f in first_fields)
             n_columns = len(names)
         else:
             names = None
-            n_columns = len(formats.split_csv_line(data_lines[0], spec.delimiter))
+            if feature_dim is not None and (label is None or isinstance(label, int)):
+                n_columns = feature_dim + (label is not None)
+            else:
+                n_columns = _usual_width(widths if first_blank else [len(first_fields), *widths])
         if isinstance(label, str):
             if names is None:
                 raise BadInputError(
@@ -361,12 +453,37 @@ def _plan_libsvm(
         largest = -1
         for path in _first_nonempty(files):
             with _open(path) as f:  # in 16 MiB chunks: bulk tokenizing needs ~10x memory
-                for _, chunk in _ChunkReader(f, 0).chunks(_UNBOUNDED, lambda: 16 * 2**20):
-                    largest = max(
-                        largest, formats.libsvm_max_index(chunk, zero_based=spec.zero_based)
-                    )
+                reader = _ChunkReader(f, 0)
+                reader.skip_bom()
+                line = 1
+                for offset, chunk in reader.chunks(_UNBOUNDED, lambda: 16 * 2**20):
+                    top, problem = formats.libsvm_check_indices(chunk, zero_based=spec.zero_based)
+                    if problem is not None:
+                        i, text, reason = problem
+                        raise BadInputError(
+                            f"cannot infer feature_dim: {path}, line {line + i}: {reason}; "
+                            f"record: {text[:200].decode('utf-8', 'replace')!r}"
+                        )
+                    largest = max(largest, top)
+                    line += chunk.count(b"\n")
+        if largest < 0:
+            raise BadInputError(
+                "the LIBSVM input has no feature index to infer feature_dim from; pass "
+                "feature_dim (--feature_dim)."
+            )
         feature_dim = largest + 1
     return replace(spec, n_features=feature_dim, row_bytes_hint=hint)
+
+
+def _json_records(lines: list[bytes]) -> tuple[list[Any], str | None]:
+    """The lines that are valid JSON, decoded, and the first decoding error."""
+    items, error = [], None
+    for line in lines:
+        try:
+            items.append(json.loads(line))
+        except (ValueError, RecursionError) as exc:
+            error = error or str(exc) or type(exc).__name__
+    return items, error
 
 
 def _plan_jsonl(
@@ -378,21 +495,22 @@ def _plan_jsonl(
         records = [ln for ln in lines if ln.strip()]
         if not records:
             continue
-        try:
-            item = json.loads(records[0])
-        except ValueError as exc:
+        items, error = _json_records(records[:_PLAN_RECORDS])
+        if not items:
             raise BadInputError(
-                f"the first record of {path} is not valid JSON ({exc}); is this the right format?"
-            ) from None
+                f"the first record of {path} is not valid JSON ({error}); is this the right format?"
+            )
+        item = items[0]
         if isinstance(item, list):
             if isinstance(label, str):
                 raise BadInputError(
                     f"label_column {label!r} is a key, but the records of {path} are "
                     "JSON arrays; give the label's index instead."
                 )
+            width = _usual_width(len(x) for x in items if isinstance(x, list))
             if label is not None:
-                label = _normalize_index(label, len(item), path)
-            n_features = len(item) - (label is not None)
+                label = _normalize_index(label, width, path)
+            n_features = width - (label is not None)
         elif isinstance(item, dict):
             key = spec.features_key
             if not isinstance(item.get(key), list):
@@ -412,7 +530,9 @@ def _plan_jsonl(
                     f"label_column {label!r} is not a key of the first record of {path}; "
                     f"its keys are {sorted(item)}."
                 )
-            n_features = len(item[key])
+            n_features = _usual_width(
+                len(x[key]) for x in items if isinstance(x, dict) and isinstance(x.get(key), list)
+            )
         else:
             raise BadInputError(
                 f"the first record of {path} is a JSON {type(item).__name__}; expected "
@@ -429,7 +549,7 @@ def _plan_npy(
         return spec
     label = spec.label_column
     with _open(first, seekable=True) as f:
-        head = formats.read_npy_header(f, first)
+        head = formats.read_npy_header(f, first, dict(files)[first])
     if isinstance(label, str):
         raise BadInputError(
             f"label_column {label!r} is a name, but .npy columns have none; give the "
@@ -482,8 +602,16 @@ def _build(
         options["block_size"],
         options["split_bytes"],
     )
+    max_bad_fraction = options.pop("max_bad_fraction")
+    check_bad_fraction_option(max_bad_fraction, "ReadBlocks")
     files = _match_files(file_pattern)
-    spec = _plan(files, format, **options)
+    spec = replace(_plan(files, format, **options), max_bad_fraction=float(max_bad_fraction))
+    if spec.n_features == 0:
+        raise BadInputError(
+            f"the {format} input has no feature columns"
+            + (" (only the label)" if spec.label_column is not None else "")
+            + f" ({files[0][0]}); there is nothing to train on."
+        )
     wanted = options["feature_dim"]
     if format != "libsvm" and None not in (wanted, spec.n_features) and wanted != spec.n_features:
         raise BadInputError(
@@ -508,7 +636,7 @@ def _split_file(file: tuple[str, int], spec: _Spec) -> list[_Range]:
         return [_Range(path, s, min(s + step, size)) for s in range(0, size, step)]
     if spec.format == "npy":
         with _open(path, seekable=True) as f:
-            head = formats.read_npy_header(f, path)
+            head = formats.read_npy_header(f, path, size)
         rows = max(1, spec.split_bytes // max(1, head.row_bytes))
         n = head.n_rows
         return [_Range(path, r, min(r + rows, n)) for r in range(0, n, rows)]
@@ -562,6 +690,14 @@ class _ChunkReader:
             pieces.append(data)
             n -= len(data)
         self.buf = b"".join(pieces)
+
+    def skip_bom(self) -> None:
+        """At the start of a file: drop a UTF-8 byte order mark (it is not data)."""
+        if len(self.buf) < len(formats.BOM) and not self.eof:
+            self._fill(len(formats.BOM))
+        if self.buf.startswith(formats.BOM):
+            self.buf = self.buf[len(formats.BOM) :]
+            self.pos += len(formats.BOM)
 
     def first_line(self) -> bytes:
         """The line at ``pos`` (without its newline), not consumed."""
@@ -673,7 +809,8 @@ def _parse_text(
     )
 
 
-_Chunk = tuple[Block | None, list[dict[str, Any]], int]
+#: (block of the good rows, bad records, bytes read, records read).
+_Chunk = tuple[Block | None, list[dict[str, Any]], int, int]
 
 
 def _read_text_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
@@ -686,19 +823,23 @@ def _read_text_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
             f.seek(rng.start - 1)
             reader.pos = rng.start - 1
             reader.skip_line()  # that record belongs to the previous range
-        elif spec.format == "csv" and spec.header:
+        else:
+            reader.skip_bom()
+        skipped_header = False
+        if rng.start == 0 and spec.format == "csv" and spec.header:
             first = reader.first_line()
             if not spec.header_auto or formats.looks_like_header(
                 formats.split_csv_line(first, spec.delimiter)
             ):
                 reader.skip_line()
+                skipped_header = True
         # Line numbers only matter for bad records, so newlines are counted lazily:
         # at the first bad record, the file's prefix is re-read and counted once (up
         # to a limit), then each chunk's newlines are added. A compressed file cannot
         # be re-read cheaply, so it is counted as it goes.
         newlines: int | None = None  # newlines before the current chunk, if known
         if compressed:
-            newlines = 1 if reader.pos else 0  # reader.pos > 0: a header was skipped
+            newlines = int(skipped_header)
         counted_prefix = compressed
         seen_bytes, seen_rows = 0, 0
         row_bytes = max(1, spec.row_bytes_hint)
@@ -716,11 +857,12 @@ def _read_text_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
                     formats.fill_line_numbers(bad, chunk, offset, newlines + 1)
             if newlines is not None:
                 newlines += chunk.count(b"\n")
+            records = formats.count_records(chunk, spec.format)
             seen_bytes += len(chunk)
-            seen_rows += (block.n_rows if block is not None else 0) + len(bad)
+            seen_rows += records
             if seen_rows:
                 row_bytes = max(1, seen_bytes // seen_rows)
-            yield block, bad, len(chunk)
+            yield block, bad, len(chunk), records
 
 
 def _read_exact(f: BinaryIO, n: int, path: str) -> bytearray:
@@ -760,7 +902,7 @@ def _read_npy_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
                 file=rng.path,
                 row0=row,
             )
-            yield block, bad, len(raw)
+            yield block, bad, len(raw), n
             row += n
 
 
@@ -783,16 +925,66 @@ def _read_parquet_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
             batch_size=spec.block_size, row_groups=groups, columns=columns, use_threads=True
         ):
             block, bad = formats.arrow_to_block(batch, names, label, file=rng.path, row0=row)
-            yield block, bad, nbytes * batch.num_rows // max(1, rows)
+            yield block, bad, nbytes * batch.num_rows // max(1, rows), batch.num_rows
             row += batch.num_rows
 
 
 def _read_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
+    """The chunks of one range, every record accounted for (and not mostly bad)."""
     if spec.format in _TEXT_FORMATS:
-        return _read_text_range(spec, rng)
-    if spec.format == "npy":
-        return _read_npy_range(spec, rng)
-    return _read_parquet_range(spec, rng)
+        chunks = _read_text_range(spec, rng)
+    elif spec.format == "npy":
+        chunks = _read_npy_range(spec, rng)
+    else:
+        chunks = _read_parquet_range(spec, rng)
+    return _accounted(chunks, spec.format, rng.path, spec.max_bad_fraction)
+
+
+def _accounted(
+    chunks: Iterable[_Chunk], fmt: str, path: str, max_bad_fraction: float
+) -> Iterator[_Chunk]:
+    """``chunks``, checked: in each, rows used + bad records == records read (a parser
+    that loses records is a bug, stopped here rather than silent), and at the end no
+    more than ``max_bad_fraction`` of the records bad (see :func:`check_bad_fraction`)."""
+    records = bad_records = 0
+    first_bad = None
+    for block, bad, nbytes, n in chunks:
+        rows = block.n_rows if block is not None else 0
+        if rows + len(bad) != n:
+            where = f" at {block.origin}" if block is not None and block.origin else ""
+            raise RuntimeError(
+                f"beam_ml lost records of {path}{where}: {n} records read, but {rows} "
+                f"rows used and {len(bad)} set aside. This is a bug; please report it "
+                "with the file."
+            )
+        records += n
+        bad_records += len(bad)
+        if first_bad is None and bad:
+            first_bad = bad[0]
+        yield block, bad, nbytes, n
+    check_bad_fraction(bad_records, records, max_bad_fraction, first_bad, fmt, path)
+
+
+def check_bad_fraction(
+    bad: int,
+    records: int,
+    max_bad_fraction: float,
+    first_bad: dict[str, Any] | None,
+    fmt: str,
+    where: str,
+) -> None:
+    """Stop when more than ``max_bad_fraction`` of the records read from ``where`` (a
+    file, a range of one, a query range) were bad, and at least 10: a wrong format,
+    delimiter, header or width rejects most of a file, and that must not pass as dead
+    letters. (A few bad records of a tiny file or range do not decide it.)"""
+    if bad >= _MIN_BAD_TO_STOP and bad > max_bad_fraction * records:
+        raise BadInputError(
+            f"{bad:,} of the {records:,} records read from {where} are malformed, more "
+            f"than max_bad_fraction={max_bad_fraction:g} allows: check the format, "
+            "delimiter, header, label column and feature_dim. The first: "
+            f"{_describe(cast(dict, first_bad), fmt)}. To set them aside and go on, "
+            "pass --max_bad_fraction 1 (max_bad_fraction=1.0)."
+        )
 
 
 # ------------------------------------------------------- bad records, progress, DoFn
@@ -939,6 +1131,7 @@ class _ReadRangesFn(beam.DoFn):
     def __init__(self, spec: _Spec, dead_letters: bool):
         self._spec = spec
         self._dead_letters = dead_letters
+        self._records = Metrics.counter(METRICS_NAMESPACE, "records_read")
         self._rows = Metrics.counter(METRICS_NAMESPACE, "rows_read")
         self._bad = Metrics.counter(METRICS_NAMESPACE, "bad_records")
         self._bytes = Metrics.counter(METRICS_NAMESPACE, "bytes_read")
@@ -948,8 +1141,9 @@ class _ReadRangesFn(beam.DoFn):
         self._dropped = None if self._dead_letters else _DroppedLog(self._spec.format)
 
     def process(self, rng: _Range) -> Iterator[Any]:
-        for block, bad, nbytes in read_ahead(_read_range(self._spec, rng)):
+        for block, bad, nbytes, records in read_ahead(_read_range(self._spec, rng)):
             rows = block.n_rows if block is not None else 0
+            self._records.inc(records)
             self._rows.inc(rows)
             self._bytes.inc(nbytes)
             if bad:
@@ -994,8 +1188,11 @@ class ReadBlocks(beam.PTransform):
         CSV field delimiter.
     feature_dim : int, optional
         LIBSVM number of features. If None, the files are scanned for the largest
-        index (only if they total at most 256 MiB). For dense formats, if given, it
-        must equal the number of feature columns found.
+        index (only if they total at most 256 MiB, and only up to
+        ``formats.MAX_INFERRED_FEATURE_DIM`` = 2**20 features; an index 0 in a 1-based
+        file is an error too). CSV: without a header, the field count (plus the
+        label); otherwise the usual width of the first records. For dense formats, if
+        given, it must equal the number of feature columns found.
     zero_based : bool, default False
         LIBSVM indices start at 0 (otherwise 1, as LIBSVM's own tools write them).
     block_size : int, default 10_000
@@ -1008,6 +1205,11 @@ class ReadBlocks(beam.PTransform):
         offset and reason) instead of dropping it.
     features_key : str, default 'features'
         JSON lines: key of the features array in object records.
+    max_bad_fraction : float, default 0.5
+        A file (or a ``split_bytes`` range of one) whose bad records are more than this
+        fraction of its records, and at least 10, stops the pipeline with a
+        :class:`BadInputError` naming the first: a wrong format, delimiter or width
+        must not pass as dead letters. 1.0 never stops.
 
     Attributes
     ----------
@@ -1032,8 +1234,12 @@ class ReadBlocks(beam.PTransform):
     descriptors) -> ``Reshuffle`` -> ``ParDo`` reading each range in chunks of about
     ``block_size`` rows, one chunk ahead in a thread (:func:`read_ahead`: the next chunk
     is read and parsed while the stage trains on this one). Only descriptors are
-    shuffled, never data. Counters in the
-    ``beam_ml`` namespace: ``rows_read`` (good rows), ``bad_records``, ``bytes_read``.
+    shuffled, never data. Counters in the ``beam_ml`` namespace: ``records_read``,
+    ``rows_read`` (rows used), ``bad_records`` (set aside; records_read == rows_read +
+    bad_records: a reader that loses a record stops with an error) and ``bytes_read``.
+    A UTF-8 byte order mark at the start of a text file is dropped; blank lines are no
+    records. A truncated or corrupt ``.gz``/``.bz2``/``.xz`` file stops the reading
+    with an error (what follows the damage cannot be counted).
     The reading DoFn logs progress to the ``beam_ml.io`` logger at INFO at most every
     5 seconds.
     """
@@ -1052,6 +1258,7 @@ class ReadBlocks(beam.PTransform):
         split_bytes: int = 64 * 2**20,
         strict: bool = False,
         features_key: str = "features",
+        max_bad_fraction: float = MAX_BAD_FRACTION,
     ):
         super().__init__()
         self._files, self._spec = _build(
@@ -1066,6 +1273,7 @@ class ReadBlocks(beam.PTransform):
             split_bytes=split_bytes,
             strict=strict,
             features_key=features_key,
+            max_bad_fraction=max_bad_fraction,
         )
         self._with_dead_letters = False
 
@@ -1121,13 +1329,16 @@ def read_blocks_local(
     strict: bool = False,
     features_key: str = "features",
     dead_letters: list[dict[str, Any]] | None = None,
+    max_bad_fraction: float = MAX_BAD_FRACTION,
+    counts: ReadCounts | None = None,
 ) -> Iterator[Block]:
     """Read files into blocks in this process, without Beam.
 
     Same options, checks (raised here, before the first block) and parsing as
     :class:`ReadBlocks`; blocks come in file order, then range order, so rows keep
     their order. Bad records are appended to ``dead_letters`` when a list is given,
-    else logged and dropped; ``strict=True`` raises at the first.
+    else logged and dropped; ``strict=True`` raises at the first. ``counts``, if given,
+    is updated as records are read.
     """
     files, spec = _build(
         path_or_pattern,
@@ -1141,18 +1352,42 @@ def read_blocks_local(
         split_bytes=split_bytes,
         strict=strict,
         features_key=features_key,
+        max_bad_fraction=max_bad_fraction,
     )
-    return _iter_local(spec, files, dead_letters)
+    return _iter_local(spec, files, dead_letters, counts)
+
+
+@dataclass
+class ReadCounts:
+    """What a reader did with the records it read (``read_blocks_local(counts=...)``).
+
+    ``records_read == rows_used + rows_set_aside`` always holds: every record (a
+    non-blank line, a row of a ``.npy`` or Parquet file or of a query's result) is
+    either a row of a block or a bad record.
+    """
+
+    records_read: int = 0
+    rows_used: int = 0
+    rows_set_aside: int = 0
+    files: list[str] = field(default_factory=list)
 
 
 def _iter_local(
-    spec: _Spec, files: Iterable[tuple[str, int]], dead_letters: list | None
+    spec: _Spec,
+    files: Iterable[tuple[str, int]],
+    dead_letters: list | None,
+    counts: ReadCounts | None = None,
 ) -> Iterator[Block]:
     progress = _Progress()
     dropped = _DroppedLog(spec.format)
+    counts = ReadCounts() if counts is None else counts
     for file in files:
+        counts.files.append(file[0])
         for rng in _split_file(file, spec):
-            for block, bad, _ in _read_range(spec, rng):
+            for block, bad, _, records in _read_range(spec, rng):
+                counts.records_read += records
+                counts.rows_used += block.n_rows if block is not None else 0
+                counts.rows_set_aside += len(bad)
                 if bad:
                     if spec.strict:
                         raise BadInputError(_describe(bad[0], spec.format))

@@ -56,9 +56,11 @@ def run_beam(read: ReadBlocks, tmp_path: Path):
         _ = dead | "SaveDead" >> beam.Map(_save, str(out / "dead"))
     run = p.run()
     run.wait_until_finish()
-    counters = dict.fromkeys(["rows_read", "bad_records", "bytes_read"], 0)
+    counters = dict.fromkeys(["records_read", "rows_read", "bad_records", "bytes_read"], 0)
     for c in run.metrics().query(MetricsFilter().with_namespace("beam_ml"))["counters"]:
         counters[c.key.metric.name] += c.committed
+    # every record read is either used or set aside
+    assert counters["records_read"] == counters["rows_read"] + counters["bad_records"]
     return _load(out / "blocks"), _load(out / "dead"), counters
 
 
