@@ -32,11 +32,12 @@ Examples
 from __future__ import annotations
 
 import decimal
+import itertools
 import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import apache_beam as beam
@@ -48,8 +49,11 @@ from beam_ml.core.errors import BadInputError
 from beam_ml.io import formats
 from beam_ml.io.sources import (
     DEAD_LETTERS,
+    MAX_BAD_FRACTION,
     METRICS_NAMESPACE,
     _DroppedLog,
+    check_bad_fraction,
+    check_bad_fraction_option,
     check_label_column,
     check_positive_ints,
     no_dead_letters_when_strict,
@@ -61,6 +65,8 @@ __all__ = ["ReadSql", "sql_url"]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NUMBER_TYPES = (int, float, decimal.Decimal, bool, np.number)
+# Types of values the bulk conversion takes as they are (any other goes row by row).
+_BULK_TYPES = {int, float, decimal.Decimal, bool, type(None), np.float64, np.int64}
 _log = logging.getLogger("beam_ml.io")
 
 
@@ -94,15 +100,18 @@ class _Spec:
     split_column: str | None
     block_size: int
     strict: bool
+    max_bad_fraction: float = MAX_BAD_FRACTION
 
 
 @dataclass(frozen=True)
 class _Range:
-    """Rows with ``lo <= split_column < hi`` (the whole result when lo is None)."""
+    """Rows with ``lo <= split_column < hi`` (the whole result when lo is None), or
+    with a NULL ``split_column`` (``null``): they belong to no key range."""
 
     index: int
     lo: int | None
     hi: int | None
+    null: bool = False
 
 
 def _engine(url: str) -> Any:
@@ -208,16 +217,20 @@ def _split(spec: _Spec, engine: Any, n_splits: int | None, split_rows: int) -> l
     if spec.split_column is None:
         return [_Range(0, None, None)]
     key = engine.dialect.identifier_preparer.quote(spec.split_column)
-    bounds = f"SELECT MIN({key}), MAX({key}), COUNT(*) FROM ({spec.query}) AS beam_ml_q"
+    bounds = (
+        f"SELECT MIN({key}), MAX({key}), COUNT(*), COUNT({key}) FROM ({spec.query}) AS beam_ml_q"
+    )
     try:
         with engine.connect() as conn:
-            low, high, count = conn.execute(sa.text(bounds)).one()
+            low, high, count, count_keys = conn.execute(sa.text(bounds)).one()
     except sa.exc.SQLAlchemyError as exc:
         raise BadInputError(
             f"cannot find the range of {spec.split_column!r}: {exc.args[0]}"
         ) from None
-    if count == 0 or low is None:
-        return []
+    # Rows whose key is NULL fall in no key range: one more range reads them.
+    nulls = [_Range(0, None, None, null=True)] if count > count_keys else []
+    if count_keys == 0 or low is None:
+        return nulls
     if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (low, high)):
         raise BadInputError(
             f"split_column {spec.split_column!r} must be an integer column; its values "
@@ -227,13 +240,16 @@ def _split(spec: _Spec, engine: Any, n_splits: int | None, split_rows: int) -> l
     n = n_splits if n_splits is not None else math.ceil(count / split_rows)
     n = max(1, min(n, high - low + 1))
     edges = [low + (high + 1 - low) * i // n for i in range(n + 1)]
-    return [_Range(i, edges[i], edges[i + 1]) for i in range(n)]
+    ranges = [_Range(i, edges[i], edges[i + 1]) for i in range(n)]
+    return ranges + [replace(r, index=n) for r in nulls]
 
 
 def _range_query(spec: _Spec, engine: Any, rng: _Range) -> tuple[str, dict[str, Any]]:
-    if rng.lo is None:
+    if rng.lo is None and not rng.null:
         return spec.query, {}
     key = engine.dialect.identifier_preparer.quote(spec.split_column)
+    if rng.null:
+        return f"SELECT * FROM ({spec.query}) AS beam_ml_q WHERE {key} IS NULL", {}
     return (
         f"SELECT * FROM ({spec.query}) AS beam_ml_q "
         f"WHERE {key} >= :beam_ml_lo AND {key} < :beam_ml_hi ORDER BY {key}",
@@ -257,8 +273,14 @@ def _row_problem(spec: _Spec, row: Sequence[Any]) -> str | None:
         name = spec.columns[i]
         if value is None:
             return f"column {name!r} is NULL"
+        if isinstance(value, str) and formats._is_number(value):
+            return f"column {name!r} ({_short(value)}) is text, not a number (cast it)"
+        if not isinstance(value, _NUMBER_TYPES):  # text, bytes, dates ...
+            return f"column {name!r} ({_short(value)}) is not a number"
         try:
             number = float(value)
+        except OverflowError:
+            return f"column {name!r} ({_short(value)}) is too large for a float"
         except (TypeError, ValueError):
             return f"column {name!r} ({_short(value)}) is not a number"
         if math.isnan(number):
@@ -275,12 +297,15 @@ def _rows_to_block(
 ) -> tuple[Block | None, list[dict[str, Any]]]:
     """Rows of the result -> one float32 block and the bad rows."""
     try:
+        # numpy would read the text '3.5' as a number: text takes the careful path
+        if not set(map(type, itertools.chain.from_iterable(rows))) <= _BULK_TYPES:
+            raise TypeError("not only numbers")
         values = np.array(rows, dtype=np.float64)  # NULL becomes NaN here
         ok = np.isfinite(values[:, list(spec.feature_index)]).all(axis=1)
         ok &= (np.abs(values[:, list(spec.feature_index)]) <= _FLOAT32_MAX).all(axis=1)
         if spec.label_index is not None:
             ok &= np.isfinite(values[:, spec.label_index])
-    except (TypeError, ValueError):  # a text value: find the bad rows one by one
+    except (TypeError, ValueError, OverflowError):  # text: find the bad rows one by one
         ok = np.array([_row_problem(spec, row) is None for row in rows], dtype=bool)
         wanted = set(spec.feature_index) | {spec.label_index}
         values = np.array(
@@ -308,14 +333,20 @@ def _rows_to_block(
     return Block(features, labels, origin=origin), bad
 
 
-def _read_range(spec: _Spec, engine: Any, rng: _Range) -> Iterator[tuple[Block | None, list]]:
+def _read_range(
+    spec: _Spec, engine: Any, rng: _Range
+) -> Iterator[tuple[Block | None, list, int]]:
+    """(block, bad rows, rows fetched) per fetch; stops when more than
+    ``spec.max_bad_fraction`` of the range's rows were bad."""
     import sqlalchemy as sa
 
     query, params = _range_query(spec, engine, rng)
-    key = None if spec.split_column is None else spec.columns.index(spec.split_column)
+    # A bad row's offset is its key, or its row number in the range (NULL keys).
+    key = None if spec.split_column is None or rng.null else spec.columns.index(spec.split_column)
     # Origins sort like the result: by range, then by row within the range.
     source = f"{spec.display}#{rng.index:06d}"
-    row = 0
+    row = n_bad = 0
+    first_bad = None
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True).execute(sa.text(query), params)
         while rows := result.fetchmany(spec.block_size):
@@ -323,14 +354,26 @@ def _read_range(spec: _Spec, engine: Any, rng: _Range) -> Iterator[tuple[Block |
             offsets = (
                 [row + r for r in range(len(rows))] if key is None else [int(r[key]) for r in rows]
             )
-            yield _rows_to_block(spec, rows, (source, row), offsets)
+            block, bad = _rows_to_block(spec, rows, (source, row), offsets)
+            n_bad += len(bad)
+            first_bad = first_bad or (bad[0] if bad else None)
+            yield block, bad, len(rows)
             row += len(rows)
+    where = spec.display + ("" if rng.lo is None and not rng.null else f" ({_describe_range(spec, rng)})")
+    check_bad_fraction(n_bad, row, spec.max_bad_fraction, first_bad, "sql", where)
+
+
+def _describe_range(spec: _Spec, rng: _Range) -> str:
+    if rng.null:
+        return f"rows with a NULL {spec.split_column}"
+    return f"{rng.lo} <= {spec.split_column} < {rng.hi}"
 
 
 class _ReadRangesFn(beam.DoFn):
     def __init__(self, spec: _Spec, dead_letters: bool):
         self._spec = spec
         self._dead_letters = dead_letters
+        self._records = Metrics.counter(METRICS_NAMESPACE, "records_read")
         self._rows = Metrics.counter(METRICS_NAMESPACE, "rows_read")
         self._bad = Metrics.counter(METRICS_NAMESPACE, "bad_records")
 
@@ -342,7 +385,8 @@ class _ReadRangesFn(beam.DoFn):
         self._engine.dispose()
 
     def process(self, rng: _Range) -> Iterator[Any]:
-        for block, bad in read_ahead(_read_range(self._spec, self._engine, rng)):
+        for block, bad, records in read_ahead(_read_range(self._spec, self._engine, rng)):
+            self._records.inc(records)
             if bad:
                 yield from route_bad_records(
                     bad, "sql", self._spec.strict, self._bad, self._dropped
@@ -376,6 +420,9 @@ class ReadSql(beam.PTransform):
         Rows fetched and emitted per block.
     strict : bool, default False
         Stop at the first bad row instead of setting it aside.
+    max_bad_fraction : float, default 0.5
+        Stop with an error when more than this fraction of a range's rows are bad (as
+        :class:`~beam_ml.io.sources.ReadBlocks`); 1.0 never stops.
 
     Attributes
     ----------
@@ -394,7 +441,11 @@ class ReadSql(beam.PTransform):
     Notes
     -----
     Pipeline shape: ``Create`` (range descriptors) -> ``Reshuffle`` -> ``ParDo`` running one
-    query per range. Counters ``beam_ml/rows_read`` and ``beam_ml/bad_records``.
+    query per range; rows whose ``split_column`` is NULL are read by one more range
+    (``WHERE key IS NULL``). Counters ``beam_ml/records_read`` (rows of the result),
+    ``beam_ml/rows_read`` (used) and ``beam_ml/bad_records`` (set aside): the first is
+    the sum of the others. Any value that is not a number (text such as ``'3.5'``
+    included: SQLite stores what it is given) sends its row to the dead letters.
     """
 
     def __init__(
@@ -408,9 +459,11 @@ class ReadSql(beam.PTransform):
         split_rows: int = 100_000,
         block_size: int = 10_000,
         strict: bool = False,
+        max_bad_fraction: float = MAX_BAD_FRACTION,
     ):
         super().__init__()
         _check_options(label_column, split_column, block_size, split_rows)
+        check_bad_fraction_option(max_bad_fraction, "ReadSql")
         if n_splits is not None and (
             isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 1
         ):
@@ -424,6 +477,7 @@ class ReadSql(beam.PTransform):
         self._spec, engine = _plan(
             sql_url(url), query.strip().rstrip(";"), label_column, split_column, block_size, strict
         )
+        self._spec = replace(self._spec, max_bad_fraction=float(max_bad_fraction))
         try:
             self._ranges = _split(self._spec, engine, n_splits, split_rows)
         finally:
