@@ -535,9 +535,9 @@ class KMeansState(TrainingState):
     # --- serialization ---------------------------------------------------------------
     def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         # Padded to the budget so the size depends on the config and d only.
-        budget = self._budget
         arrays = {}
-        if self.centres is not None:
+        if self.centres is not None:  # an empty state may not know d: no budget then
+            budget = self._budget
             centres = np.zeros((budget, self.centres.shape[1]))
             centres[: len(self.centres)] = self.centres
             weights = np.zeros(budget)

@@ -60,8 +60,9 @@ def as_block(data: Any, *, n_features: int | None = None, owner: str = "beam_ml"
     """Validate ``data`` and return it as a :class:`Block` (without copying if possible).
 
     Accepts a Block, a 2-D array-like or a scipy sparse matrix. Raises
-    :class:`BadInputError` naming what was expected: wrong rank, non-numeric values,
-    NaN/inf (with the row and column), or a feature count other than ``n_features``.
+    :class:`BadInputError` naming what was expected: wrong rank, no feature column,
+    non-numeric values, NaN/inf (with the row and column), or a feature count other
+    than ``n_features``.
     """
     block = data if isinstance(data, Block) else Block(data)
     source = "" if block.origin is None else f" (block from {block.origin[0]} at {block.origin[1]})"
@@ -87,6 +88,11 @@ def as_block(data: Any, *, n_features: int | None = None, owner: str = "beam_ml"
                 f"{owner} expects real numeric features; got dtype {features.dtype}." + source
             )
         values = features
+    if features.shape[1] == 0:
+        raise BadInputError(
+            f"{owner} expects at least one feature; got a block of {features.shape[0]} rows "
+            "and no feature columns (is the label the only column?)." + source
+        )
     if n_features is not None and features.shape[1] != n_features:
         raise BadInputError(
             f"X has {features.shape[1]} features, but {owner} expects {n_features}." + source
