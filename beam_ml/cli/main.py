@@ -234,6 +234,14 @@ def _add_reader_args(parser: argparse.ArgumentParser) -> None:
         help="stop at the first malformed record instead of setting it aside",
     )
     group.add_argument(
+        "--max_bad_fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="stop with an error when more than this fraction of a file's records (and at "
+        "least 10) are malformed (default: 0.5; 1: never)",
+    )
+    group.add_argument(
         "--dead_letters",
         metavar="PATH",
         help="where malformed records go as JSON lines (default: <output>.dead_letters.jsonl)",
@@ -311,6 +319,7 @@ def _stream_reader(args: argparse.Namespace, feature_dim: int | None, label: Any
             split_column=args.split_column,
             block_size=args.mini_batch_size or 10_000,
             strict=args.strict,
+            max_bad_fraction=args.max_bad_fraction,
         )
     if source != "-" and not source.startswith("kafka://"):
         if re.match(r"^(sqlite|postgres\w*|mysql|mariadb|mssql|oracle)[+:]", source):
@@ -384,6 +393,7 @@ def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
         zero_based=args.zero_based,
         block_size=args.mini_batch_size or 10_000,
         strict=args.strict,
+        max_bad_fraction=args.max_bad_fraction,
     )
 
 
@@ -415,8 +425,12 @@ def _report_reading(result: Any, args: argparse.Namespace, seconds: float) -> in
     from beam_ml.core.runner import counter
 
     rows, bad = counter(result, "rows_read"), counter(result, "bad_records")
+    records = counter(result, "records_read")  # == rows + bad: every record accounted for
     rate = rows / seconds if seconds > 0 else 0.0
-    _LOG.info("read %s rows in %.1f s (%s rows/s)", f"{rows:,}", seconds, f"{rate:,.0f}")
+    _LOG.info(
+        "read %s records in %.1f s (%s rows/s): %s rows used, %s set aside",
+        *(f"{records:,}", seconds, f"{rate:,.0f}", f"{rows:,}", f"{bad:,}"),
+    )
     if bad:
         _LOG.warning("%s malformed records set aside in %s", f"{bad:,}", args._dead_path)
     elif os.path.exists(args._dead_path) and os.path.getsize(args._dead_path) == 0:
