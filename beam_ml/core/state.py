@@ -10,14 +10,16 @@ itself with additive metric sums, so evaluation is one mergeable pass too.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from beam_ml.core import serial
 from beam_ml.core.block import Block, as_block
-from beam_ml.core.errors import IncompatibleStateError
+from beam_ml.core.errors import BeamMLError, CorruptStateError, IncompatibleStateError
 
 __all__ = [
     "TrainingState",
@@ -303,18 +305,118 @@ class TrainingState(abc.ABC):
         return f"{type(self).__name__}(n_seen={self.n_seen}, config={self.config})"
 
 
-def load_state(data: bytes) -> TrainingState:
-    """Rebuild any registered state from its bytes (never runs code from the bytes)."""
-    packed = serial.unpack(data, expected_kind="state")
-    cls = state_class(packed.family)
-    _check_version(cls, packed)
-    config = config_from_dict(cls.CONFIG, packed.config)
-    return cls._from_payload(config, packed.meta, packed.arrays)
+def load_state(data: bytes, source: str | None = None) -> TrainingState:
+    """Rebuild any registered state from its bytes (never runs code from the bytes).
+
+    Any inconsistency between the header, the config and the arrays raises a one-line
+    :class:`~beam_ml.core.errors.CorruptStateError` (or ``IncompatibleStateError``)
+    that starts with ``source`` when given (the file the bytes came from).
+    """
+    packed = serial.unpack(data, expected_kind="state", source=source)
+    where = source or f"The beam_ml {packed.family} state"
+    with _rebuilding(where, packed):
+        cls = state_class(packed.family)
+        _check_version(cls, packed)
+        try:
+            config = config_from_dict(cls.CONFIG, packed.config)
+        except (TypeError, ValueError) as exc:
+            raise IncompatibleStateError(f"the header field 'config' is invalid: {exc}") from None
+        meta, arrays = _Reads(packed.meta), _Reads(packed.arrays)
+        state = cls._from_payload(config, meta, arrays)
+        _check_all_read(packed, meta, arrays, ignored={"n_seen"})
+        if state.n_seen != packed.meta["n_seen"]:
+            raise CorruptStateError(
+                f"the header field 'meta.n_seen' ({packed.meta['n_seen']}) does not match "
+                f"the state's content ({state.n_seen} rows)."
+            )
+    return state
 
 
-def load_model(data: bytes) -> Model:
-    """Rebuild any registered model from its bytes."""
-    packed = serial.unpack(data, expected_kind="model")
-    cls = state_class(packed.family).MODEL
-    _check_version(cls, packed)
-    return cls._from_payload(packed.meta, packed.arrays)
+def load_model(data: bytes, source: str | None = None) -> Model:
+    """Rebuild any registered model from its bytes (see :func:`load_state`)."""
+    packed = serial.unpack(data, expected_kind="model", source=source)
+    where = source or f"The beam_ml {packed.family} model"
+    with _rebuilding(where, packed):
+        cls = state_class(packed.family).MODEL
+        _check_version(cls, packed)
+        meta, arrays = _Reads(packed.meta), _Reads(packed.arrays)
+        model = cls._from_payload(meta, arrays)
+        _check_all_read(packed, meta, arrays, ignored=set())
+        # Models are small and their arrays must fit one another: one row through the
+        # model finds what a shape check per family would (a transposed matrix, say).
+        model.evaluate(np.zeros((1, model.n_features)))
+    return model
+
+
+class _Reads(dict):
+    """A dict that remembers which keys were read: a meta field or array that the
+    family's reader never looks at is not a part of it (a renamed array would
+    otherwise leave an empty state that claims n_seen rows)."""
+
+    def __init__(self, values: dict[str, Any]):
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def keys(self) -> Any:  # ``**arrays`` and iteration read everything
+        self.read.update(dict.keys(self))
+        return super().keys()
+
+    def __iter__(self) -> Iterator[str]:
+        self.read.update(dict.keys(self))
+        return super().__iter__()
+
+    def items(self) -> Any:
+        self.read.update(dict.keys(self))
+        return super().items()
+
+    def values(self) -> Any:
+        self.read.update(dict.keys(self))
+        return super().values()
+
+
+def _check_all_read(packed: serial.Packed, meta: _Reads, arrays: _Reads, ignored: set[str]) -> None:
+    for field, reads in (("meta field", meta), ("array", arrays)):
+        unread = sorted(set(dict.keys(reads)) - reads.read - ignored)
+        if unread:
+            raise CorruptStateError(
+                f"the {field} {unread[0]!r} is not part of a {packed.family} {packed.kind} "
+                "(renamed or added: the file was edited or damaged)."
+            )
+
+
+@contextlib.contextmanager
+def _rebuilding(where: str, packed: serial.Packed) -> Iterator[None]:
+    """Turn whatever a family's ``_from_payload`` raises on bytes it cannot use (a
+    missing array or meta field, a shape that does not fit) into one line naming
+    ``where`` and, when it can tell, the field."""
+    try:
+        yield
+    except BeamMLError as exc:
+        raise type(exc)(_one_line(f"{where}: {exc}")) from None
+    except KeyError as exc:
+        key = exc.args[0] if exc.args else "?"
+        raise CorruptStateError(
+            _one_line(
+                f"{where}: the {packed.family} {packed.kind} needs the meta field or "
+                f"array {key!r}, which is missing."
+            )
+        ) from None
+    except (TypeError, ValueError, IndexError, AttributeError, ArithmeticError, MemoryError) as exc:
+        raise CorruptStateError(
+            _one_line(
+                f"{where}: its header and arrays do not fit a {packed.family} "
+                f"{packed.kind} ({type(exc).__name__}: {exc})."
+            )
+        ) from None
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
