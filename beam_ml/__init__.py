@@ -13,9 +13,9 @@ The names below are imported on first use (PEP 562), so ``import beam_ml`` and t
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from beam_ml._exports import export
 from beam_ml.version import __version__
 
 _EXPORTS = {
@@ -71,11 +71,7 @@ __all__ = ["__version__", *_WHERE]
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'beam_ml' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name]), name)
-    globals()[name] = value
-    return value
+    return export(globals(), _WHERE, name)
 
 
 def __dir__() -> list[str]:

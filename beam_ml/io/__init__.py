@@ -10,17 +10,17 @@ input), :mod:`beam_ml.io.sql` (query results through SQLAlchemy), :mod:`beam_ml.
 (Kafka topics through kafka-python), :mod:`beam_ml.io.pubsub` (Pub/Sub subscriptions
 through Beam's ``ReadFromPubSub`` and google-cloud-pubsub); both decode one row per
 record with :mod:`beam_ml.io.records`.
+
+The names below come from :mod:`beam_ml.io.sources` on first use (PEP 562): importing a
+module of this package, e.g. :mod:`beam_ml.io.checkpoints` to read a checkpoint, does not
+import Apache Beam.
 """
 
 from __future__ import annotations
 
-from beam_ml.io.sources import (
-    DEAD_LETTERS,
-    FORMATS,
-    METRICS_NAMESPACE,
-    ReadBlocks,
-    read_blocks_local,
-)
+from typing import Any
+
+from beam_ml._exports import export
 
 __all__ = [
     "DEAD_LETTERS",
@@ -29,3 +29,12 @@ __all__ = [
     "ReadBlocks",
     "read_blocks_local",
 ]
+_WHERE = dict.fromkeys(__all__, "beam_ml.io.sources")
+
+
+def __getattr__(name: str) -> Any:
+    return export(globals(), _WHERE, name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
