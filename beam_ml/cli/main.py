@@ -14,10 +14,14 @@ import dataclasses
 import inspect
 import json
 import logging
+import math
+import numbers
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -183,7 +187,9 @@ def _beam_options(unknown: list[str]) -> list[str]:
 
 
 # --- reader options ----------------------------------------------------------------------
-def _add_reader_args(parser: argparse.ArgumentParser) -> None:
+def _add_reader_args(
+    parser: argparse.ArgumentParser, dead_letters: str = "<output>.dead_letters.jsonl"
+) -> None:
     group = parser.add_argument_group("input")
     group.add_argument(
         "--input",
@@ -244,7 +250,7 @@ def _add_reader_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--dead_letters",
         metavar="PATH",
-        help="where malformed records go as JSON lines (default: <output>.dead_letters.jsonl)",
+        help=f"where malformed records go as JSON lines (default: {dead_letters})",
     )
 
 
@@ -397,6 +403,35 @@ def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
     )
 
 
+# --- output --------------------------------------------------------------------------------
+class _OutputClosed(Exception):
+    """Standard output's reader went away (``beam-ml inspect | head``)."""
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity made None: JSON has neither (a metric with
+    nothing to measure it on is null, not the invalid ``NaN``)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _json(value: Any, **options: Any) -> str:
+    return json.dumps(_finite(value), allow_nan=False, default=float, **options)
+
+
+def _emit(text: str) -> None:
+    """One result on standard output, flushed now so a closed pipe is seen here."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise _OutputClosed from None
+
+
 # --- running a pipeline ------------------------------------------------------------------
 def _run(pipeline: Any) -> Any:
     result = pipeline.run()
@@ -404,13 +439,14 @@ def _run(pipeline: Any) -> Any:
     return result
 
 
-def _read_blocks(p: Any, args: argparse.Namespace, output: str, reader: Any) -> Any:
-    """The input's blocks; malformed records go to a JSON-lines file (unless --strict)."""
+def _read_blocks(p: Any, args: argparse.Namespace, output: str, reader: Any) -> tuple[Any, Any]:
+    """The input's blocks, and its malformed records (None with --strict), which are
+    also written to ``--dead_letters`` (default: ``<output>.dead_letters.jsonl``)."""
     import apache_beam as beam
 
     args._dead_path = args.dead_letters or output.rstrip("/") + ".dead_letters.jsonl"
     if args.strict:
-        return p | "Read" >> reader
+        return p | "Read" >> reader, None
     blocks, dead = p | "Read" >> reader.with_dead_letters()
     _ = (
         dead
@@ -418,7 +454,7 @@ def _read_blocks(p: Any, args: argparse.Namespace, output: str, reader: Any) -> 
         | "WriteDeadLetters"
         >> beam.io.WriteToText(args._dead_path, num_shards=1, shard_name_template="")
     )
-    return blocks
+    return blocks, dead
 
 
 def _report_reading(result: Any, args: argparse.Namespace, seconds: float) -> int:
@@ -561,8 +597,8 @@ def _train_continuously(
     )
     started = time.time()
     trainer.run()
-    print(
-        json.dumps(
+    _emit(
+        _json(
             {
                 "algorithm": cls.FAMILY,
                 "output": args.output,
@@ -610,7 +646,7 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     started = time.time()
     p = beam.Pipeline(options=pipeline_options(beam_args))
-    blocks = _read_blocks(p, args, args.output, reader)
+    blocks, _ = _read_blocks(p, args, args.output, reader)
     resumed = p | "Resume" >> ReadCheckpoint(args.resume) if args.resume else None
     (
         blocks
@@ -624,8 +660,8 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     if rows == 0 and not args.resume:
         raise UsageError(f"no rows were read from --input {args.input!r}; nothing was written")
     manifest = read_manifest(args.output)
-    print(
-        json.dumps(
+    _emit(
+        _json(
             {
                 "algorithm": cls.FAMILY,
                 "output": args.output,
@@ -658,15 +694,9 @@ def _cmd_derive(args: argparse.Namespace, beam_args: list[str]) -> int:
     params = _derive_args(args, type(state), manifest.get("extra", {}).get("derive_defaults", {}))
     model = state.derive(**params)
     write_checkpoint(args.output, model, {"derived_from": args.state_dir, "params": params})
-    print(
-        json.dumps(
-            {
-                "algorithm": state.FAMILY,
-                "output": args.output,
-                "params": params,
-                **model.describe(),
-            },
-            default=float,
+    _emit(
+        _json(
+            {"algorithm": state.FAMILY, "output": args.output, "params": params, **model.describe()}
         )
     )
     return 0
@@ -689,12 +719,19 @@ def _cmd_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
     reader = _reader(args, model.n_features)
     started = time.time()
     p = beam.Pipeline(options=pipeline_options(beam_args))
-    blocks = _read_blocks(p, args, args.output, reader)
+    blocks, _ = _read_blocks(p, args, args.output, reader)
     blocks | Predict(model, keep_origin=True) | WriteRowsInOrder(args.output)
     result = _run(p)
     _report_reading(result, args, time.time() - started)
-    print(json.dumps({"output": args.output}))
+    _emit(_json({"output": args.output}))
     return 0
+
+
+def _with_dead_letters(metrics: dict[str, Any], n_dead: int, path: str) -> str:
+    """The metrics line: ``n_dead_letters`` always, and where they are when there are
+    any, so a script notices rows set aside; no NaN (not JSON)."""
+    where = {"dead_letters": path} if n_dead else {}
+    return _json({**metrics, "n_dead_letters": n_dead, **where}, sort_keys=True)
 
 
 def _cmd_evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -706,27 +743,37 @@ def _cmd_evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     model = _load_model(args.model_dir)
     reader = _reader(args, model.n_features)
-    target = args.output or os.path.join(tempfile.mkdtemp(prefix="beam_ml_eval_"), "metrics.json")
     started = time.time()
-    p = beam.Pipeline(options=pipeline_options(beam_args))
-    blocks = _read_blocks(p, args, target, reader)
-    (
-        blocks
-        | Evaluate(model)
-        | beam.Map(lambda m: json.dumps(m, sort_keys=True))
-        | beam.io.WriteToText(target, num_shards=1, shard_name_template="")
-    )
-    result = _run(p)
-    _report_reading(result, args, time.time() - started)
-    with FileSystems.open(target) as handle:
-        print(handle.read().decode().strip())
+    # Without --output the metrics go through a temporary folder, removed on every exit;
+    # the dead letters never do (default: ./evaluate.dead_letters.jsonl).
+    with tempfile.TemporaryDirectory(prefix="beam_ml_eval_", ignore_cleanup_errors=True) as tmp:
+        target = args.output or os.path.join(tmp, "metrics.json")
+        p = beam.Pipeline(options=pipeline_options(beam_args))
+        blocks, dead = _read_blocks(p, args, args.output or "evaluate", reader)
+        n_dead = (
+            dead | "CountDeadLetters" >> beam.combiners.Count.Globally()
+            if dead is not None
+            else p | "NoDeadLetters" >> beam.Create([0])
+        )
+        path = args._dead_path
+        (
+            blocks
+            | Evaluate(model)
+            | "MetricsJson"
+            >> beam.Map(_with_dead_letters, n_dead=beam.pvalue.AsSingleton(n_dead), path=path)
+            | beam.io.WriteToText(target, num_shards=1, shard_name_template="")
+        )
+        result = _run(p)
+        _report_reading(result, args, time.time() - started)
+        with FileSystems.open(target) as handle:
+            _emit(handle.read().decode().strip())
     return 0
 
 
 def _cmd_inspect(args: argparse.Namespace, beam_args: list[str]) -> int:
     from beam_ml.io.checkpoints import read_manifest
 
-    print(json.dumps(read_manifest(args.path), indent=2, sort_keys=True))
+    _emit(_json(read_manifest(args.path), indent=2, sort_keys=True))
     return 0
 
 
@@ -734,7 +781,10 @@ def _cmd_inspect(args: argparse.Namespace, beam_args: list[str]) -> int:
 def _parser(argv: list[str]) -> argparse.ArgumentParser:
     from beam_ml.core.state import families
 
-    algos = families()
+    # Only train and derive have options per algorithm: the other commands' start does
+    # not import every algorithm (loading a model imports what it needs).
+    command = next((a for a in argv if not a.startswith("-")), None)
+    algos = families() if command in ("train", "derive") else {}
     parser = _Parser(
         prog="beam-ml",
         description="Train, derive, predict and evaluate streaming ML models on Apache Beam. "
@@ -803,7 +853,9 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     )
     evaluate.add_argument("model_dir")
     evaluate.add_argument("--output", help="also write the metrics JSON here")
-    _add_reader_args(evaluate)
+    _add_reader_args(
+        evaluate, "<output>.dead_letters.jsonl, or ./evaluate.dead_letters.jsonl without --output"
+    )
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     show = commands.add_parser("inspect", help="print a checkpoint's manifest", allow_abbrev=False)
@@ -833,6 +885,11 @@ def _one_line(exc: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM ends the command as Ctrl-C does: temporary files are removed on the way out."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -842,10 +899,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser(argv)
     # --debug and --quiet are read above and welcome anywhere on the line.
     argv = [a for a in argv if a not in ("--debug", "--quiet")]
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)  # --streaming sets its own while it runs
     try:
         args, unknown = parser.parse_known_args(argv)
         beam_args = _beam_options(unknown)
         return args.handler(args, beam_args)
+    except _OutputClosed:
+        # The reader of the output left (`beam-ml inspect | head`): stop without a
+        # message, as `cat` does (status 141, a SIGPIPE); the exit's flush of the
+        # output must not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except UsageError as exc:
         print(f"beam-ml: error: {exc}", file=sys.stderr)
         return 2
