@@ -40,6 +40,7 @@ __all__ = ["PCAConfig", "PCAState", "PCAModel"]
 
 _MODES = ("regular", "randomized", "sketch")
 _MAX_EXACT_BYTES = 4 * 2**30  # a d x d float64 matrix larger than this needs the sketch
+_BUFFER_ENTRIES = 2**22  # float64 entries of the stack each Frequent Directions shrink takes
 
 
 @dataclass(frozen=True)
@@ -89,35 +90,84 @@ class PCAConfig:
 
 
 def _shrink(rows: np.ndarray, ell: int) -> tuple[np.ndarray, float]:
-    """One Frequent Directions step: keep ``ell`` rows with the same top directions.
+    """One Frequent Directions step: at most ``ell`` rows with the same top directions.
 
-    Subtracting the (ell+1)-th squared singular value from all of them zeroes every
-    row past ``ell`` and changes ``rows^T rows`` by at most that value in spectral norm.
+    Subtracting the (ell+1)-th squared singular value ``delta`` from all of them zeroes
+    every row past ``ell`` and lowers ``rows^T rows`` by at most ``delta`` in every
+    direction. The eigenproblem is the smaller Gram matrix: ``rows rows^T`` (m x m)
+    for a short stack, ``rows^T rows`` (d x d) for a tall one; both are float64 and
+    only the top ``ell`` eigenpairs, well above the rounding error ``eps * ||rows||^2``,
+    carry weight in the result.
     """
-    if rows.shape[0] <= ell:
+    m, d = rows.shape
+    if m <= ell:
         return rows, 0.0
-    _, s, vt = np.linalg.svd(rows, full_matrices=False)
-    if s.size <= ell:
-        return s[:, None] * vt, 0.0
-    delta = float(s[ell] ** 2)
-    kept = np.sqrt(np.maximum(s[:ell] ** 2 - delta, 0.0))
-    return kept[:, None] * vt[:ell], delta
+    if m <= d:
+        values, vectors = np.linalg.eigh(rows @ rows.T)  # ascending
+        values, vectors = values[::-1], vectors[:, ::-1]
+        delta = max(float(values[ell]), 0.0)
+        # Row i of the result is sqrt(1 - delta / value_i) * u_i^T rows: the right
+        # singular vector scaled to sqrt(value_i - delta), without dividing by a
+        # value that may be ~0 when the stack is rank deficient.
+        top = values[:ell]
+        scale = np.sqrt(np.clip(1.0 - delta / np.where(top > 0, top, np.inf), 0.0, 1.0))
+        return (scale[:, None] * vectors[:, :ell].T) @ rows, delta
+    values, vectors = np.linalg.eigh(rows.T @ rows)
+    values, vectors = np.maximum(values[::-1], 0.0), vectors[:, ::-1]
+    if d <= ell:  # the whole spectrum fits: exact, nothing to shrink
+        return np.sqrt(values)[:, None] * vectors.T, 0.0
+    delta = float(values[ell])
+    return np.sqrt(values[:ell] - delta)[:, None] * vectors[:, :ell].T, delta
+
+
+def _buffer_rows(ell: int, d: int) -> int:
+    """Rows folded in per shrink: ``max(ell, 2^22 // d)`` (a 32 MiB float64 stack).
+
+    Frequent Directions' bound does not depend on how many rows each shrink takes, but
+    its actual shrinkage does: ``m`` rows of isotropic noise of variance ``s^2`` put
+    about ``m s^2 (1 + sqrt(d / m))^2`` into each of their directions, so each shrink
+    subtracts about that and the total per row is about ``s^2 (1 + sqrt(d / m))^2``
+    when ``m >> ell`` (``d s^2 / m`` when ``m < d``) -- near the noise floor for
+    ``m >= d``, instead of ``d s^2 / ell`` for the textbook ``m = ell``. The stack is
+    transient working memory; the state stays ``ell x d``.
+    """
+    return max(ell, _BUFFER_ENTRIES // d)
+
+
+def _sketch(head: np.ndarray, rows: np.ndarray, ell: int) -> tuple[np.ndarray, float]:
+    """Frequent Directions over ``head`` (a sketch, kept first) then ``rows``, a buffer
+    of :func:`_buffer_rows` at a time; returns the sketch and the total shrinkage."""
+    step = _buffer_rows(ell, rows.shape[1])
+    sketch, shrinkage = head, 0.0
+    for start in range(0, rows.shape[0], step):
+        sketch, delta = _shrink(np.vstack([sketch, rows[start : start + step]]), ell)
+        shrinkage += delta
+    sketch, delta = _shrink(sketch, ell)  # a head longer than ell with no rows after it
+    return sketch, shrinkage + delta
 
 
 def _pad(rows: np.ndarray, ell: int) -> np.ndarray:
     """A fixed (ell, d) shape keeps the state's size independent of the data."""
+    if rows.shape[0] == ell:
+        return rows
     out = np.zeros((ell, rows.shape[1]))
     out[: rows.shape[0]] = rows
     return out
 
 
-def _sketch(centred: np.ndarray, ell: int) -> tuple[np.ndarray, float]:
-    """Frequent Directions over the rows of ``centred``, ``ell`` new rows at a time."""
-    sketch, shrinkage = centred[:0], 0.0
-    for start in range(0, centred.shape[0], ell):
-        sketch, delta = _shrink(np.vstack([sketch, centred[start : start + ell]]), ell)
-        shrinkage += delta
-    return _pad(sketch, ell), shrinkage
+def _folded(name: str) -> property:
+    """An attribute read only after the waiting rows are folded in (so ``n``, ``mean``,
+    ``trace``, ``sketch`` and ``shrinkage`` always describe every row seen)."""
+    private = "_" + name
+
+    def get(self: PCAState) -> Any:
+        self._flush()
+        return getattr(self, private)
+
+    def set(self: PCAState, value: Any) -> None:
+        setattr(self, private, value)
+
+    return property(get, set)
 
 
 @register
@@ -143,12 +193,22 @@ class PCAState(TrainingState):
     SERIAL_VERSION = 1
     CONFIG = PCAConfig
 
+    n = _folded("n")
+    mean = _folded("mean")
+    sketch = _folded("sketch")
+    trace = _folded("trace")
+    shrinkage = _folded("shrinkage")
+
     def __init__(self, config: PCAConfig):
         super().__init__(config)
+        # Sketch mode: rows of small blocks waiting for a full buffer (not serialized;
+        # reading an attribute above, compact, merge, derive and to_bytes fold them in).
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
         self.n = 0
-        self.mean: np.ndarray | None = None
+        self.mean = None
         self.scatter: np.ndarray | None = None
-        self.sketch: np.ndarray | None = None
+        self.sketch = None
         self.trace = 0.0
         self.shrinkage = 0.0
         if config.feature_dim is not None:
@@ -156,11 +216,15 @@ class PCAState(TrainingState):
 
     @property
     def n_seen(self) -> int:
-        return self.n
+        return self._n + self._pending_rows
 
     @property
     def n_features(self) -> int | None:
-        return None if self.mean is None else self.mean.shape[0]
+        return None if self._mean is None else self._mean.shape[0]
+
+    def _rows(self, d: int) -> int:
+        """Sketch rows kept: ``l``, or ``d`` when that is fewer (then it is exact)."""
+        return min(self.config.sketch_rows, d)
 
     def _allocate(self, d: int) -> None:
         if self.config.exact:
@@ -172,7 +236,7 @@ class PCAState(TrainingState):
                 )
             self.scatter = np.zeros((d, d))
         else:
-            self.sketch = np.zeros((self.config.sketch_rows, d))
+            self.sketch = np.zeros((self._rows(d), d))
         self.mean = np.zeros(d)
 
     # --- training --------------------------------------------------------------------
@@ -180,25 +244,58 @@ class PCAState(TrainingState):
         features = as_block(block, n_features=self.n_features, owner="PCAState").features
         if features.shape[0] == 0:
             return self
-        if self.mean is None:
+        if self._mean is None:
             self._allocate(features.shape[1])
         for chunk in dense_chunks(features, dtype=None):
-            n_b = chunk.shape[0]
-            mean_b = chunk.mean(axis=0, dtype=np.float64)
-            centred = chunk - mean_b  # float64 whatever the block's dtype: one pass, one copy
             if self.config.exact:
-                scatter_b = centred.T @ centred  # numpy runs A^T A as a symmetric rank-k update
-                self._absorb(n_b, mean_b, scatter_b, float(np.trace(scatter_b)), 0.0)
+                self._absorb_rows(chunk)
+            elif self._pending_rows + chunk.shape[0] < _buffer_rows(
+                self.config.sketch_rows, chunk.shape[1]
+            ):
+                # Small blocks wait for a full buffer (see _buffer_rows): a stream of
+                # single rows then shrinks as rarely, and as little, as large blocks do.
+                self._pending.append(np.array(chunk, dtype=np.float64))
+                self._pending_rows += chunk.shape[0]
             else:
-                sketch_b, shrink_b = _sketch(centred, self.config.sketch_rows)
-                trace_b = float(np.einsum("ij,ij->", centred, centred))
-                self._absorb(n_b, mean_b, sketch_b, trace_b, shrink_b)
+                self._flush(chunk)
+        return self
+
+    def _flush(self, chunk: np.ndarray | None = None) -> None:
+        """Fold the waiting rows (and ``chunk``) into the sketch; no-op when none wait."""
+        parts = self._pending + ([] if chunk is None else [chunk])
+        self._pending, self._pending_rows = [], 0
+        if parts:
+            self._absorb_rows(parts[0] if len(parts) == 1 else np.concatenate(parts))
+
+    def _absorb_rows(self, chunk: np.ndarray) -> None:
+        n_b = chunk.shape[0]
+        mean_b = chunk.mean(axis=0, dtype=np.float64)
+        centred = chunk - mean_b  # float64 whatever the block's dtype: one pass, one copy
+        if self.config.exact:
+            scatter_b = centred.T @ centred  # numpy runs A^T A as a symmetric rank-k update
+            self._absorb(n_b, mean_b, scatter_b, float(np.trace(scatter_b)), 0.0)
+        else:
+            # The rows go into the state's sketch directly: one Frequent Directions
+            # pass, with no intermediate sketch of the block (and its shrinkage).
+            trace_b = float(np.einsum("ij,ij->", centred, centred))
+            self._absorb(n_b, mean_b, centred, trace_b, 0.0)
+
+    def compact(self) -> PCAState:
+        """Fold the rows still waiting for a full buffer into the sketch (before a
+        shuffle, a checkpoint or a derive), so only ``l x d`` floats travel."""
+        self._flush()
         return self
 
     def _absorb(
         self, n_b: int, mean_b: np.ndarray, second_b: np.ndarray, trace_b: float, shrink_b: float
     ) -> None:
-        """Fold in a part given as (n, mean, scatter or sketch, trace, shrinkage)."""
+        """Fold in a part given as (n, mean, scatter or centred rows, trace, shrinkage).
+
+        In sketch mode ``second_b`` is any matrix whose Gram matrix stands for the part's
+        centred scatter: its centred rows, or its sketch (a merge). Both sides' sketches,
+        the mean-correction row and ``second_b`` go through one Frequent Directions pass,
+        and the shrinkages add up: the bound of the result is the sum of all three.
+        """
         if n_b == 0:
             return
         if self.n == 0:
@@ -206,7 +303,7 @@ class PCAState(TrainingState):
             if self.config.exact:
                 self.scatter = second_b.copy()
             else:
-                self.sketch = second_b.copy()
+                self._fold(second_b[:0], second_b)
             return
         n_a = self.n
         self.n, self.mean, delta, weight = pairwise_mean(n_a, self.mean, n_b, mean_b)
@@ -214,22 +311,29 @@ class PCAState(TrainingState):
         if self.config.exact:
             self.scatter = self.scatter + second_b + weight * np.outer(delta, delta)
         else:
-            rows = np.vstack([self.sketch, second_b, np.sqrt(weight) * delta[None, :]])
-            sketch, extra = _shrink(rows, self.config.sketch_rows)
-            self.sketch = _pad(sketch, self.config.sketch_rows)
-            self.shrinkage += shrink_b + extra
+            self.shrinkage += shrink_b
+            self._fold(np.vstack([self.sketch, np.sqrt(weight) * delta[None, :]]), second_b)
+
+    def _fold(self, head: np.ndarray, rows: np.ndarray) -> None:
+        ell = self._rows(rows.shape[1])
+        sketch, shrinkage = _sketch(head, rows, ell)
+        self.sketch = _pad(sketch, ell)
+        self.shrinkage += shrinkage
 
     def merge(self, other: PCAState) -> PCAState:
         self.check_mergeable(other)
-        merged = self._copy()
+        merged = self._copy().compact()
+        other = other._copy().compact() if other._pending_rows else other
         second = other.scatter if self.config.exact else other.sketch
         merged._absorb(other.n, other.mean, second, other.trace, other.shrinkage)
         return merged
 
     def _copy(self) -> PCAState:
+        """A deep copy, waiting rows included (copying folds nothing in)."""
         copy = PCAState(self.config)
-        copy.n, copy.trace, copy.shrinkage = self.n, self.trace, self.shrinkage
-        for name in ("mean", "scatter", "sketch"):
+        copy._n, copy._trace, copy._shrinkage = self._n, self._trace, self._shrinkage
+        copy._pending, copy._pending_rows = list(self._pending), self._pending_rows
+        for name in ("_mean", "scatter", "_sketch"):
             value = getattr(self, name)
             setattr(copy, name, None if value is None else value.copy())
         return copy
@@ -259,6 +363,7 @@ class PCAState(TrainingState):
             When the state has seen fewer than two rows.
         """
         where = "PCAState.derive"
+        self.compact()
         if self.n < 2:
             raise NotEnoughDataError(
                 f"PCA needs at least 2 rows to estimate a covariance; the state has seen {self.n}."
@@ -290,7 +395,11 @@ class PCAState(TrainingState):
             if not subtract_mean:
                 rows = np.vstack([rows, np.sqrt(self.n) * self.mean[None, :]])
             _, s, vt = np.linalg.svd(rows, full_matrices=False)
-            eigenvalues, components = s[:k] ** 2, vt[:k]
+            # B^T B <= C <= B^T B + shrinkage * I, so each exact eigenvalue lies in
+            # [s_i^2, s_i^2 + shrinkage] (Weyl). The upper end is reported: every
+            # shrink lowers all directions the sketch keeps by the same delta, so the
+            # leading ones have lost the whole total (issue 24: 30.7 for an exact 51.6).
+            eigenvalues, components = s[:k] ** 2 + self.shrinkage, vt[:k]
         eigenvalues = np.maximum(eigenvalues, 0.0)
         # Deterministic signs: the largest-magnitude entry of each component is positive.
         signs = np.sign(components[np.arange(k), np.argmax(np.abs(components), axis=1)])
@@ -308,6 +417,7 @@ class PCAState(TrainingState):
 
     # --- serialization ---------------------------------------------------------------
     def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self.compact()
         meta = {"trace": self.trace, "shrinkage": self.shrinkage}
         arrays = {}
         if self.mean is not None:
@@ -324,16 +434,24 @@ class PCAState(TrainingState):
         state.trace, state.shrinkage = float(meta["trace"]), float(meta["shrinkage"])
         if "mean" in arrays:
             d = arrays["mean"].shape[0]
-            expected = (d, d) if config.exact else (config.sketch_rows, d)
-            if arrays["second"].shape != expected:
+            second = arrays["second"]
+            if config.exact and second.shape != (d, d):
                 raise IncompatibleStateError(
-                    f"PCA state payload has shape {arrays['second'].shape}, expected {expected}."
+                    f"PCA state payload has shape {second.shape}, expected {(d, d)}."
+                )
+            if not config.exact and (second.ndim != 2 or second.shape[1] != d):
+                raise IncompatibleStateError(
+                    f"PCA state payload has shape {second.shape}, expected (rows, {d})."
                 )
             state.mean = arrays["mean"]
             if config.exact:
-                state.scatter = arrays["second"]
+                state.scatter = second
             else:
-                state.sketch = arrays["second"]
+                # Any number of rows is a valid sketch: states written when the default
+                # l was k + max(10, k) and the sketch was padded past d load as they
+                # are (zero rows added or removed, their shrinkage kept).
+                state.sketch = second
+                state._fold(second, second[:0])
         return state
 
 
