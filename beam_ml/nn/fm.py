@@ -1,4 +1,4 @@
-"""The Factorization Machine network on MXNet: one mini-batch step on the rows in use.
+"""The Factorization Machine step: one mini-batch on the rows in use, numpy or MXNet.
 
 The model (Rendle 2010) for a row ``x`` with ``d`` features::
 
@@ -7,14 +7,23 @@ The model (Rendle 2010) for a row ``x`` with ``d`` features::
 computed in O(nnz * k). A mini-batch touches only the ``u`` distinct columns among its
 non-zeros, so the step works on *compact* arrays: the CSR batch is re-indexed to those
 ``u`` columns (``local``), their records are gathered from the host table, the loss and
-its gradient are computed on the device with autograd (row-sparse gradients of a
-CSR x dense product, MXNet's native sparse path), the optimizer updates the compact
-parameters and state, and the records are scattered back. Nothing of size ``d`` is
-touched per step, so a 2^20-column hashed space costs what its non-zeros cost.
+its gradient are computed, the optimizer (:func:`engine.apply_update`, shared) updates the
+compact parameters and state, and the records are scattered back. Nothing of size ``d``
+is touched per step, so a 2^20-column hashed space costs what its non-zeros cost.
+
+Two trainers take the same steps (the tests compare them step by step):
+
+* :class:`NumpyFMTrainer`, the CPU's: the gradient written out, per non-zero
+  ``d loss/d score * x_rc * [1, xV_r - x_rc v_c]`` summed per column. MXNet's imperative
+  calls cost ~40-50 us each from Python and its autograd step makes ~50 of them plus two
+  CSR arrays: 5.2 ms for a 100-row step, where this one takes 0.26 ms (BENCHMARKS.md).
+* :class:`FMTrainer`, a GPU's: MXNet's autograd (row-sparse gradients of a CSR x dense
+  product, MXNet's native sparse path) on the device.
 
 Losses (summed over the rows; the optimizer rescales by ``1 / rows`` unless
 ``rescale_grad`` says otherwise): binary classifier, the logistic loss on labels 0/1
 (SageMaker's ``binary_classification_cross_entropy``); regressor, ``1/2 (score - y)^2``.
+Weight decay is per row that uses a feature (:meth:`_Settings.decay`).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import scipy.sparse as sp
 
 from beam_ml.nn import engine
 
-__all__ = ["FMTrainer", "fm_scores"]
+__all__ = ["FMTrainer", "NumpyFMTrainer", "fm_trainer", "fm_scores"]
 
 
 def fm_scores(
@@ -47,8 +56,109 @@ def fm_scores(
     return bias + lin + 0.5 * (np.einsum("ij,ij->i", xv, xv) - x2v2)
 
 
-class FMTrainer:
-    """Runs FM mini-batch steps on one device. Not part of the state: rebuilt on demand.
+class _Settings:
+    """What both trainers share: per-column rates and decays, the column scratch array."""
+
+    def __init__(
+        self,
+        n_features: int,
+        num_factors: int,
+        classifier: bool,
+        spec: engine.OptimizerSpec,
+        bias_lr: float,
+        bias_wd: float,
+        linear_lr: float,
+        linear_wd: float,
+        factors_lr: float,
+        factors_wd: float,
+    ):
+        self.k = num_factors
+        self.classifier = classifier
+        self.spec = spec
+        self.bias_lr, self.bias_wd = bias_lr, bias_wd
+        width = 1 + num_factors
+        self.lr_row = np.full((1, width), factors_lr, dtype=np.float32)
+        self.wd_row = np.full((1, width), factors_wd, dtype=np.float32)
+        self.lr_row[0, 0], self.wd_row[0, 0] = linear_lr, linear_wd
+        self.scratch = np.empty(n_features, dtype=np.int32 if n_features < 2**31 else np.int64)
+
+    def decay(self, touches: np.ndarray, rows: int) -> np.ndarray:
+        """Weight decay per column record, (u, 1 + k): ``wd`` once per row that uses the
+        feature, in the gradient's scale (``apply_update`` adds it after rescaling)."""
+        scale = self.spec.rescale_grad if self.spec.rescale_grad is not None else 1.0 / rows
+        return self.wd_row * (touches * scale).astype(np.float32)[:, None]
+
+    def columns(self, features: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The batch's distinct columns, each non-zero's local column, touches per column."""
+        columns, local = engine.unique_inverse(features.indices, self.scratch)
+        return columns, local, np.bincount(local, minlength=columns.shape[0])
+
+
+def fm_trainer(device: str, *settings: Any) -> Any:
+    """The trainer for ``device``: numpy on the CPU, MXNet on a GPU (see the module notes)."""
+    if device == "cpu":
+        return NumpyFMTrainer(*settings)
+    return FMTrainer(device, *settings)
+
+
+class NumpyFMTrainer(_Settings):
+    """FM mini-batch steps on the CPU with numpy: the gradient written out (module notes).
+
+    Takes the same steps as :class:`FMTrainer` (the tests check it against MXNet's
+    autograd), at a fraction of the per-step cost.
+    """
+
+    def step(
+        self,
+        table: engine.ParameterTable,
+        bias: engine.ParameterTable,
+        features: sp.csr_matrix,
+        labels: np.ndarray,
+        step: int,
+        write_back: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One SGD step on a mini-batch; the same contract as :meth:`FMTrainer.step`."""
+        rows, width, slots = features.shape[0], table.width, table.slots
+        data, indptr = features.data, features.indptr
+        columns, local, touches = self.columns(features)
+        records = table.gather(columns)  # (u, (1 + slots) * width)
+        theta = records[:, :width]  # (u, 1 + k): linear weight, factors
+        bias_record = bias.values[0]  # ((1 + slots),)
+        per_row = np.diff(indptr)
+        row_of = np.repeat(np.arange(rows), per_row)  # (nnz,) the row of each non-zero
+        x_theta = theta[local] * data[:, None]  # (nnz, 1 + k): x_rc [w_c, v_c]
+        xt = _row_sums(x_theta, indptr, per_row)  # (rows, 1 + k): linear term, then x V
+        xv = xt[:, 1:]  # (rows, k)
+        v_sq = np.einsum("ij,ij->i", theta[:, 1:], theta[:, 1:])  # (u,)
+        x2v2 = _row_sums(data * data * v_sq[local], indptr, per_row)  # (rows,)
+        scores = bias_record[0] + xt[:, 0] + 0.5 * (np.einsum("ij,ij->i", xv, xv) - x2v2)
+        # d loss / d score: logistic loss on 0/1 labels, or 1/2 (score - y)^2
+        d_score = (_sigmoid32(scores) if self.classifier else scores) - labels  # (rows,)
+        d_nz = d_score[row_of] * data  # (nnz,)
+        grad_nz = np.empty_like(x_theta)  # (nnz, 1 + k)
+        grad_nz[:, 0] = d_nz
+        # d/dv_c of 1/2 (|x V|^2 - sum x^2 |v|^2) = x_rc (xV_r - x_rc v_c)
+        np.multiply(xv[row_of] - x_theta[:, 1:], d_nz[:, None], out=grad_nz[:, 1:])
+        grad = _column_sums(grad_nz, local, touches)  # (u, 1 + k)
+        theta, state = engine.apply_update(
+            _NUMPY, theta, _slots(records, width, slots), grad, self.lr_row,
+            self.decay(touches, rows), step, rows, self.spec,
+        )  # fmt: skip
+        bias_grad = np.array([d_score.sum()], dtype=np.float32)
+        w0, bias_state = engine.apply_update(
+            _NUMPY, bias_record[:1], [bias_record[i : i + 1] for i in range(1, 1 + slots)],
+            bias_grad, self.bias_lr, self.bias_wd, step, rows, self.spec,
+        )  # fmt: skip
+        trained = np.concatenate([theta, *state], axis=1) if slots else theta
+        trained_bias = np.concatenate([w0, *bias_state])[None, :]  # (1, 1 + slots)
+        if write_back:
+            table.scatter(columns, trained, touches)
+            bias.scatter(np.zeros(1, dtype=np.int64), trained_bias, np.array([rows]))
+        return columns, trained, trained_bias, scores
+
+
+class FMTrainer(_Settings):
+    """Runs FM mini-batch steps on one MXNet device (autograd). Not part of the state.
 
     Parameters
     ----------
@@ -63,34 +173,12 @@ class FMTrainer:
         Column 0 of a feature record is the linear weight, columns 1..k the factors.
     """
 
-    def __init__(
-        self,
-        device: str,
-        n_features: int,
-        num_factors: int,
-        classifier: bool,
-        spec: engine.OptimizerSpec,
-        bias_lr: float,
-        bias_wd: float,
-        linear_lr: float,
-        linear_wd: float,
-        factors_lr: float,
-        factors_wd: float,
-    ):
+    def __init__(self, device: str, *settings: Any):
+        super().__init__(*settings)
         self.mx = engine.mxnet()
         self.nd = self.mx.nd
         self.ctx = engine.context(device)  # raises DeviceUnavailableError before any data
-        self.k = num_factors
-        self.classifier = classifier
-        self.spec = spec
-        self.bias_lr, self.bias_wd = bias_lr, bias_wd
-        width = 1 + num_factors
-        lr = np.full((1, width), factors_lr, dtype=np.float32)
-        wd = np.full((1, width), factors_wd, dtype=np.float32)
-        lr[0, 0], wd[0, 0] = linear_lr, linear_wd
-        self.lr = self.nd.array(lr, ctx=self.ctx)  # (1, 1 + k)
-        self.wd = self.nd.array(wd, ctx=self.ctx)  # (1, 1 + k)
-        self.scratch = np.empty(n_features, dtype=np.int32 if n_features < 2**31 else np.int64)
+        self.lr = self.nd.array(self.lr_row, ctx=self.ctx)  # (1, 1 + k)
 
     def step(
         self,
@@ -114,8 +202,7 @@ class FMTrainer:
         """
         nd, ctx, mx = self.nd, self.ctx, self.mx
         rows = features.shape[0]
-        columns, local = engine.unique_inverse(features.indices, self.scratch)
-        touches = np.bincount(local, minlength=columns.shape[0])
+        columns, local, touches = self.columns(features)
         width, slots = table.width, table.slots
         # Rows without any non-zero train the bias only; MXNet has no empty arrays, so such
         # a batch carries one stand-in column that it neither uses nor writes back.
@@ -143,8 +230,9 @@ class FMTrainer:
         state = [
             nd.array(records[:, i * width : (i + 1) * width], ctx=ctx) for i in range(1, 1 + slots)
         ]
+        wd = nd.array(self.decay(touches, rows), ctx=ctx) if not stand_in else 0.0
         theta, state = engine.apply_update(
-            nd, theta, state, grad, self.lr, self.wd, step, rows, self.spec
+            nd, theta, state, grad, self.lr, wd, step, rows, self.spec
         )
         bias_state = [nd.array(bias_record[i : i + 1], ctx=ctx) for i in range(1, 1 + slots)]
         w0, bias_state = engine.apply_update(
@@ -175,3 +263,43 @@ class FMTrainer:
             # log(1 + e^s) - y s, written to stay finite for any s
             return nd.relu(scores) - scores * y + nd.log1p(nd.exp(-nd.abs(scores)))
         return 0.5 * nd.square(scores - y)
+
+
+# --- numpy helpers of the CPU step ---------------------------------------------------------------
+class _NUMPY:
+    """The three array functions :func:`engine.apply_update` calls, for numpy arrays."""
+
+    clip = staticmethod(np.clip)
+    sqrt = staticmethod(np.sqrt)
+    broadcast_mul = staticmethod(np.multiply)
+
+
+def _slots(records: np.ndarray, width: int, slots: int) -> list[np.ndarray]:
+    return [records[:, i * width : (i + 1) * width] for i in range(1, 1 + slots)]
+
+
+def _sigmoid32(z: np.ndarray) -> np.ndarray:
+    return np.float32(0.5) * (np.float32(1.0) + np.tanh(np.float32(0.5) * z))
+
+
+def _row_sums(values: np.ndarray, indptr: np.ndarray, per_row: np.ndarray) -> np.ndarray:
+    """Sums of ``values`` (one per non-zero, CSR order) per row; rows without any are 0."""
+    rows = per_row.shape[0]
+    if rows and (per_row == per_row[0]).all():  # as many in every row (one-hot fields)
+        return values.reshape((rows, -1) + values.shape[1:]).sum(axis=1)
+    out = np.zeros((rows,) + values.shape[1:], dtype=values.dtype)
+    filled = per_row > 0
+    if values.shape[0]:
+        # reduceat sums from each start to the next one: an empty row's start equals the
+        # next row's, so only non-empty rows' starts are given.
+        out[filled] = np.add.reduceat(values, indptr[:-1][filled], axis=0)
+    return out
+
+
+def _column_sums(values: np.ndarray, local: np.ndarray, touches: np.ndarray) -> np.ndarray:
+    """Sums of ``values`` (one row per non-zero) per local column: (columns, ...)."""
+    if values.shape[0] == 0:
+        return np.zeros((0,) + values.shape[1:], dtype=values.dtype)
+    order = np.argsort(local, kind="stable")
+    starts = np.cumsum(touches) - touches
+    return np.add.reduceat(values[order], starts, axis=0)

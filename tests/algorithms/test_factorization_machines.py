@@ -184,6 +184,67 @@ def test_unique_inverse_matches_numpy(rng):
     np.testing.assert_array_equal(np.sort(unique), np.unique(indices))
 
 
+def _trainers(optimizer, classifier, wd=(0.01, 0.001, 1e-4), d=300, k=6):
+    from beam_ml.nn.engine import OptimizerSpec
+    from beam_ml.nn.fm import FMTrainer, NumpyFMTrainer
+
+    spec = OptimizerSpec(optimizer, clip_gradient=0.5)
+    settings = (d, k, classifier, spec, 0.1, wd[0], 0.02, wd[1], 0.02, wd[2])
+    return NumpyFMTrainer(*settings), FMTrainer("cpu", *settings)
+
+
+def _tables(params, bias, slots):
+    from beam_ml.nn.engine import ParameterTable
+
+    return (
+        ParameterTable.initial(params.copy(), slots),
+        ParameterTable.initial(np.full((1, 1), bias, np.float32), slots),
+    )
+
+
+@pytest.mark.parametrize("classifier", [False, True])
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad", "sgd"])
+def test_numpy_steps_equal_mxnet_autograd_steps(rng, optimizer, classifier):
+    """The CPU step's written-out gradient against MXNet's autograd, step by step, on
+    batches with empty rows, repeated columns in a batch and gradients that clip."""
+    fast, reference = _trainers(optimizer, classifier)
+    params = rng.normal(0, 0.3, (300, 7)).astype(np.float32)
+    slots = fast.spec.slots
+    for step in range(1, 12):
+        x = sp.random(40, 300, density=0.03, format="csr", random_state=step, dtype=np.float32)
+        x.data[:] = rng.normal(0, 1, x.nnz)
+        y = (rng.random(40) < 0.5) if classifier else rng.normal(2, 1, 40)
+        a, b = _tables(params, 0.2, slots), _tables(params, 0.2, slots)
+        if step > 1:  # start both from the same optimizer state
+            a[0].values[:], b[0].values[:] = previous, previous
+        out_fast = fast.step(*a, x, y.astype(np.float32), step)
+        out_ref = reference.step(*b, x, y.astype(np.float32), step)
+        np.testing.assert_array_equal(np.sort(out_fast[0]), np.sort(out_ref[0]))
+        np.testing.assert_allclose(out_fast[3], out_ref[3], rtol=1e-5, atol=1e-5)  # scores
+        np.testing.assert_allclose(a[0].values, b[0].values, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a[1].values, b[1].values, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(a[0].counts, b[0].counts)
+        previous = a[0].values.copy()
+        params = previous[:, :7]
+
+
+@pytest.mark.parametrize("engine", [0, 1])
+def test_weight_decay_is_per_row_that_uses_the_feature(engine):
+    """``*_wd`` decays a feature once per row it occurs in (in the mean gradient): the
+    same penalty per example whatever the mini-batch size. Rows predicted exactly leave
+    only the decay: w <- w (1 - lr wd touches / rows)."""
+    trainer = _trainers("sgd", False, wd=(0.0, 0.5, 0.0), d=4, k=2)[engine]
+    params = np.zeros((4, 3), np.float32)
+    params[:, 0] = [0.5, -1.0, 2.0, 0.25]
+    table, bias = _tables(params, 0.0, 0)
+    rows = sp.csr_matrix(np.array([[1, 0, 1, 0]] * 3 + [[1, 1, 0, 0]] * 7, np.float32))
+    labels = np.asarray(rows @ params[:, 0]).ravel()  # exact: no data gradient
+    trainer.step(table, bias, rows, labels, 1)
+    touches = np.array([10, 7, 3, 0])
+    expected = params[:, 0] * (1 - 0.02 * 0.5 * touches / 10)
+    np.testing.assert_allclose(table.params[:, 0], expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "adagrad", "sgd"])
 def test_block_update_equals_row_by_row_exactly(rng, optimizer):
     """The SGD steps are cut by mini_batch_size, not by blocks: same bytes either way."""
@@ -555,6 +616,39 @@ def test_ratings_rmse_within_5_percent_of_noise_floor_and_top_items(rng):
     assert len(best & set(top)) >= 5
     excluded, _ = model.recommend(one_hot, items, n=10, exclude=top[:3])
     assert not set(excluded) & set(top[:3])
+
+
+def test_defaults_on_realistic_ratings_beat_the_bias_model_and_match_sgd_factorization():
+    """Issue 15: the defaults learn. One-hot users and items of ratings that behave like a
+    public 100k set (power-law activity and popularity, biases, a low-rank taste, whole
+    stars), only the required arguments and the epochs a user would pick: the FM must
+    beat a user + item bias model and match plain per-example SGD factorization."""
+    from beam_ml.testing import bias_baseline, sgd_matrix_factorization, synthetic_ratings
+
+    ratings = synthetic_ratings(n=50_000, n_users=600, n_items=1000)
+    train, test = slice(0, 40_000), slice(40_000, None)
+    x, y = ratings.one_hot(), ratings.ratings
+    u, i, truth = ratings.users[test], ratings.items[test], y[test]
+
+    def rmse(predict):
+        return float(np.sqrt(np.mean((predict(u, i) - truth) ** 2)))
+
+    mean = float(np.sqrt(np.mean((y[train].mean() - truth) ** 2)))
+    bias = rmse(bias_baseline(ratings, train))
+    factorization = rmse(sgd_matrix_factorization(ratings, train, k=8, epochs=20))
+    assert factorization < bias < mean  # the references see what the data holds
+    for epochs in (10, 20):
+        config = FactorizationMachinesConfig(
+            feature_dim=x.shape[1], num_factors=32, predictor_type="regressor", epochs=epochs
+        )
+        fm = _fit(config, x[train], y[train], epochs=epochs).derive()
+        score = fm.score("rmse", Block(x[test], y[test]))
+        _report(
+            f"realistic ratings (600 users x 1000 items, 40k train), defaults, {epochs} "
+            f"epochs: FM rmse {score:.4f}; global mean {mean:.4f}, bias model {bias:.4f}, "
+            f"SGD factorization {factorization:.4f}"
+        )
+        assert score < bias and score <= factorization
 
 
 def _rounds(config, shards, epochs, finish=True):
