@@ -1562,16 +1562,25 @@ class LinearLearnerState(TrainingState):
         if "d" not in meta:
             return state
         d = int(meta["d"])
-        if state.d is None:
-            state._allocate(d)
-        if state.d != d or arrays["coef"].shape != state.coef.shape:
+        if arrays["coef"].shape != (d, state.m * state.k):  # before allocating d rows
             raise IncompatibleStateError(
                 f"linear_learner state payload has coef of shape {arrays['coef'].shape}; "
-                f"the config expects {state.coef.shape}."
+                f"the config expects {(d, state.m * state.k)}."
             )
+        if state.d is None:
+            state._allocate(d)
         state.moments_n = float(meta["moments_n"])
         for name in cls._ARRAYS:
-            setattr(state, name, arrays.get(name))
+            expected, found = getattr(state, name), arrays.get(name)
+            if state.d != d or (expected is None) != (found is None) or (
+                found is not None and found.shape != expected.shape
+            ):
+                raise IncompatibleStateError(
+                    f"linear_learner state payload has {name} of shape "
+                    f"{getattr(found, 'shape', None)}; the config expects "
+                    f"{getattr(expected, 'shape', None)}."
+                )
+            setattr(state, name, found)
         state.diverged = state.diverged.astype(bool)
         if int(meta["pending_rows"]):
             state.pending_y = arrays["pending_y"]

@@ -49,14 +49,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.localfilesystem import LocalFileSystem
-
 from beam_ml.core import serial
 from beam_ml.core.errors import BeamMLError, CorruptStateError, IncompatibleStateError
 from beam_ml.core.state import Model, TrainingState, load_model, load_state
+from beam_ml.io.files import CompressionTypes, FileSystems, is_local
 from beam_ml.version import __version__
 
 __all__ = [
@@ -109,7 +105,7 @@ def _join(path: str, name: str) -> str:
 
 
 def _is_local(path: str) -> bool:
-    return isinstance(FileSystems.get_filesystem(path), LocalFileSystem)
+    return is_local(path)
 
 
 def _write_bytes(path: str, data: bytes) -> None:
@@ -134,13 +130,14 @@ def _read_bounded(location: str, size: int | None, limit: int, what: str) -> byt
             if exc.errno == errno.ENOENT:
                 raise FileNotFoundError(location) from None
             raise CorruptStateError(f"{location}: {what} cannot be opened: {exc}") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # a folder, a device (/dev/zero), a FIFO
+            os.close(fd)
+            raise CorruptStateError(f"{location}: {what} is not a regular file.")
         with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise CorruptStateError(f"{location}: {what} is not a regular file.")
             _check_size(location, info.st_size, size, limit, what)
             os.set_blocking(fd, True)
-            data = handle.read(limit if size is None else size + 1)
+            data = handle.read(limit + 1 if size is None else size + 1)
     else:
         matched = FileSystems.match([location])[0].metadata_list
         if not matched:
@@ -428,7 +425,7 @@ def read_manifest(path: str) -> dict[str, Any]:
         ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IncompatibleStateError(f"{location!r} is not a beam_ml checkpoint manifest.")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if not _is_int(manifest.get("format_version")) or manifest["format_version"] != FORMAT_VERSION:
         raise IncompatibleStateError(
             f"{location}: the checkpoint has format version "
             f"{manifest.get('format_version')!r:.40}; this beam_ml reads version {FORMAT_VERSION}."
@@ -518,45 +515,11 @@ def _read_payload(
     return obj, manifest
 
 
-class WriteCheckpoint(beam.PTransform):
-    """Write each incoming state (or model) to ``path``; outputs the manifests.
+def __getattr__(name: str) -> Any:
+    # The Beam transforms are imported on first use: reading or writing a checkpoint
+    # outside a pipeline (beam-ml derive, inspect) does not import Apache Beam.
+    if name in ("WriteCheckpoint", "ReadCheckpoint"):
+        from beam_ml.io import checkpoint_transforms
 
-    Meant for a PCollection holding one state (``Train``'s output) or a stream of
-    snapshots (``TrainStreaming``'s): each write replaces the last, atomically, and
-    ``keep`` > 1 keeps that many previous payloads listed in the manifest.
-    """
-
-    def __init__(self, path: str, extra: dict[str, Any] | None = None, keep: int = 1):
-        super().__init__()
-        self.path, self.extra, self.keep = path, extra, keep
-
-    def expand(self, states):
-        path, extra, keep = self.path, self.extra, self.keep
-        return states | "BeamML_WriteCheckpoint" >> beam.Map(
-            lambda s: write_checkpoint(path, s, extra, keep)
-        )
-
-
-class ReadCheckpoint(beam.PTransform):
-    """Read the state at ``path`` into a one-element PCollection (applied to the pipeline)."""
-
-    def __init__(self, path: str):
-        super().__init__()
-        self.path = path
-        # Fail at construction, not on the workers: the manifest, and its payload there.
-        manifest = read_manifest(path)
-        if _listing(path).get(manifest["payload"]) != manifest["payload_bytes"]:
-            raise CorruptStateError(
-                f"The checkpoint at {path!r} is missing its payload "
-                f"{_join(path, manifest['payload'])!r} (or it is not a plain file of "
-                f"{manifest['payload_bytes']} bytes)."
-            )
-
-    def expand(self, pbegin):
-        path = self.path
-        read = beam.Map(lambda p: read_checkpoint(p, "state")[0]).with_output_types(TrainingState)
-        return (
-            pbegin
-            | "BeamML_CheckpointPath" >> beam.Create([path])
-            | "BeamML_ReadCheckpoint" >> read
-        )
+        return getattr(checkpoint_transforms, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
