@@ -62,6 +62,36 @@ def kmeans(tmp_path, rng):
     return tmp_path
 
 
+def test_import_and_checkpoint_commands_do_not_load_beam(kmeans):
+    state, model = kmeans / "state", kmeans / "model"
+    loaded = _child(
+        f"""
+        import contextlib, io, json, sys
+        import beam_ml
+        from beam_ml.cli.main import main
+        after_import = "apache_beam" in sys.modules
+        with contextlib.redirect_stdout(io.StringIO()):
+            codes = [main(["derive", {str(state)!r}, "--output", {str(model)!r}, "--k", "2"]),
+                     main(["inspect", {str(model)!r}])]
+        print(json.dumps({{"codes": codes, "after_import": after_import,
+                          "after_commands": "apache_beam" in sys.modules}}))
+        """
+    )
+    assert loaded == {"codes": [0, 0], "after_import": False, "after_commands": False}
+    # The public names still resolve, Beam's ones by importing Beam then.
+    names = _child(
+        """
+        import json, beam_ml, beam_ml.io, beam_ml.transforms
+        from beam_ml.io.checkpoints import WriteCheckpoint
+        assert beam_ml.WriteCheckpoint is WriteCheckpoint
+        assert beam_ml.ReadBlocks is beam_ml.io.ReadBlocks
+        assert beam_ml.Evaluate is beam_ml.transforms.Evaluate
+        print(json.dumps(sorted(n for n in beam_ml.__all__ if getattr(beam_ml, n) is None)))
+        """
+    )
+    assert names == []
+
+
 def test_evaluate_leaves_no_temporary_folder_and_reports_dead_letters(kmeans):
     write_checkpoint(
         str(kmeans / "model"), KMeansState(KMeansConfig(k=3)).update(np.eye(3) * 2).derive(k=2)
