@@ -53,6 +53,7 @@ __all__ = [
     "bad_record",
     "count_records",
     "fill_line_numbers",
+    "is_header_line",
     "looks_like_header",
     "split_csv_line",
     "parse_csv",
@@ -205,7 +206,9 @@ def _csv_fields(line: bytes | str, delimiter: str) -> tuple[list[str], str | Non
         return next(csv.reader([line], delimiter=delimiter), []), None
     except csv.Error as exc:
         if "new-line" in str(exc):
-            reason = "a carriage return inside the line (a quoted line break, or mixed line endings)"
+            reason = (
+                "a carriage return inside the line (a quoted line break, or mixed line endings)"
+            )
         elif "field limit" in str(exc):
             reason = f"a field is longer than {csv.field_size_limit():,} characters"
         else:
@@ -228,6 +231,13 @@ def looks_like_header(fields: Sequence[str]) -> bool:
     (and becomes a bad record rather than a silently skipped header).
     """
     return any(f.strip() and not _is_number(f.strip()) for f in fields)
+
+
+def is_header_line(line: bytes | str, delimiter: str = ",") -> bool:
+    """True when a CSV line looks like a header (:func:`looks_like_header`) and is a
+    valid CSV line: a line the ``csv`` module rejects is a bad record, not a header."""
+    fields, error = _csv_fields(line, delimiter)
+    return error is None and looks_like_header(fields)
 
 
 @functools.lru_cache(maxsize=64)
@@ -282,6 +292,9 @@ def _csv_field_name(j: int, column_names: Sequence[str] | None) -> str:
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# What a number may be padded with in a CSV field (str.strip() would also take the
+# unicode separators \x1c-\x1f, which no number parser here accepts).
+_ASCII_SPACE = " \t\r\n\f\v"
 
 
 def _csv_problem(
@@ -297,7 +310,7 @@ def _csv_problem(
     if len(fields) != n_columns:
         return f"expected {n_columns} fields, found {len(fields)}"
     for j, field in enumerate(fields):
-        text = field.strip()
+        text = field.strip(_ASCII_SPACE)
         name = _csv_field_name(j, column_names)
         if not text:
             return f"{name} is empty"
@@ -466,8 +479,10 @@ def _parse_csv_lines(
                 values = None  # the reference check below decides (labels may be large)
         if values is None:
             reason = _csv_problem(fields, n_columns, column_names, label_column, error)
-            if reason is None:  # a large label: a good row after all
-                good_rows.append(np.array(fields, dtype=np.float64))
+            if reason is None:  # a large label (or odd whitespace): a good row after all
+                good_rows.append(
+                    np.array([float(f.strip(_ASCII_SPACE)) for f in fields], dtype=np.float64)
+                )
                 continue
             bad.append(
                 bad_record(
@@ -1306,9 +1321,7 @@ def read_npy_header(f: BinaryIO, path: str = "", size: int | None = None) -> Npy
         # SyntaxError, tokenize.TokenError, TypeError ... on a damaged header
         message = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInputError(f"{path} is not a readable .npy file: {message[:300]}") from None
-    if not isinstance(shape, tuple) or not all(
-        isinstance(n, int) and n >= 0 for n in shape
-    ):
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
         raise BadInputError(f"{path} has an invalid .npy shape {shape!r:.100}.")
     if len(shape) != 2:
         raise BadInputError(

@@ -26,6 +26,7 @@ Examples
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import json
 import logging
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, cast
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -389,7 +391,7 @@ def _plan_csv(
             header is True
             or (
                 header == "auto"
-                and formats.looks_like_header(first_fields)
+                and formats.is_header_line(lines[0], spec.delimiter)
                 and (not widths or len(first_fields) == _usual_width(widths))
             )
         )
@@ -456,7 +458,7 @@ def _plan_libsvm(
                 reader = _ChunkReader(f, 0)
                 reader.skip_bom()
                 line = 1
-                for offset, chunk in reader.chunks(_UNBOUNDED, lambda: 16 * 2**20):
+                for _, chunk in reader.chunks(_UNBOUNDED, lambda: 16 * 2**20):
                     top, problem = formats.libsvm_check_indices(chunk, zero_based=spec.zero_based)
                     if problem is not None:
                         i, text, reason = problem
@@ -468,8 +470,8 @@ def _plan_libsvm(
                     line += chunk.count(b"\n")
         if largest < 0:
             raise BadInputError(
-                "the LIBSVM input has no feature index to infer feature_dim from; pass "
-                "feature_dim (--feature_dim)."
+                f"the LIBSVM input ({first}{', ...' if len(files) > 1 else ''}) has no "
+                "feature index to infer feature_dim from; pass feature_dim (--feature_dim)."
             )
         feature_dim = largest + 1
     return replace(spec, n_features=feature_dim, row_bytes_hint=hint)
@@ -640,8 +642,14 @@ def _split_file(file: tuple[str, int], spec: _Spec) -> list[_Range]:
         rows = max(1, spec.split_bytes // max(1, head.row_bytes))
         n = head.n_rows
         return [_Range(path, r, min(r + rows, n)) for r in range(0, n, rows)]
-    with _open(path, seekable=True) as f:
+    with _open(path, seekable=True) as f, _corrupt_parquet(path):
         meta = pq.ParquetFile(f).metadata
+    group_rows = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    if min(group_rows, default=0) < 0 or sum(group_rows) != meta.num_rows:
+        raise BadInputError(
+            f"{path} is corrupt: its metadata says {meta.num_rows:,} rows, but its row "
+            f"groups {group_rows[:10]}{'...' if len(group_rows) > 10 else ''} do not add up."
+        )
     ranges = []
     first, acc = 0, 0
     for g in range(meta.num_row_groups):
@@ -828,9 +836,7 @@ def _read_text_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
         skipped_header = False
         if rng.start == 0 and spec.format == "csv" and spec.header:
             first = reader.first_line()
-            if not spec.header_auto or formats.looks_like_header(
-                formats.split_csv_line(first, spec.delimiter)
-            ):
+            if not spec.header_auto or formats.is_header_line(first, spec.delimiter):
                 reader.skip_line()
                 skipped_header = True
         # Line numbers only matter for bad records, so newlines are counted lazily:
@@ -906,8 +912,19 @@ def _read_npy_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
             row += n
 
 
+@contextlib.contextmanager
+def _corrupt_parquet(path: str) -> Iterator[None]:
+    """pyarrow's errors on a damaged Parquet file (OSError, ArrowInvalid, ...) as one
+    BadInputError naming the file."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        message = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"{path} is not a readable Parquet file: {message[:300]}") from None
+
+
 def _read_parquet_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
-    with _open(rng.path, seekable=True) as f:
+    with _open(rng.path, seekable=True) as f, _corrupt_parquet(rng.path):
         pf = pq.ParquetFile(f)
         names, label = formats.arrow_feature_columns(pf.schema_arrow, spec.label_column, rng.path)
         if len(names) != spec.n_features:
@@ -927,6 +944,12 @@ def _read_parquet_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
             block, bad = formats.arrow_to_block(batch, names, label, file=rng.path, row0=row)
             yield block, bad, nbytes * batch.num_rows // max(1, rows), batch.num_rows
             row += batch.num_rows
+        first_row = sum(meta.row_group(g).num_rows for g in range(rng.start))
+        if row - first_row != rows:  # damaged pages: fewer rows than the metadata says
+            raise BadInputError(
+                f"{rng.path} is corrupt: its row groups {rng.start}-{rng.end - 1} hold "
+                f"{rows:,} rows by their metadata, but {row - first_row:,} could be read."
+            )
 
 
 def _read_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:

@@ -333,9 +333,7 @@ def _rows_to_block(
     return Block(features, labels, origin=origin), bad
 
 
-def _read_range(
-    spec: _Spec, engine: Any, rng: _Range
-) -> Iterator[tuple[Block | None, list, int]]:
+def _read_range(spec: _Spec, engine: Any, rng: _Range) -> Iterator[tuple[Block | None, list, int]]:
     """(block, bad rows, rows fetched) per fetch; stops when more than
     ``spec.max_bad_fraction`` of the range's rows were bad."""
     import sqlalchemy as sa
@@ -359,7 +357,9 @@ def _read_range(
             first_bad = first_bad or (bad[0] if bad else None)
             yield block, bad, len(rows)
             row += len(rows)
-    where = spec.display + ("" if rng.lo is None and not rng.null else f" ({_describe_range(spec, rng)})")
+    where = spec.display
+    if rng.lo is not None or rng.null:
+        where += f" ({_describe_range(spec, rng)})"
     check_bad_fraction(n_bad, row, spec.max_bad_fraction, first_bad, "sql", where)
 
 

@@ -118,3 +118,56 @@ def test_cli_trains_on_a_query(database, tmp_path):
     np.testing.assert_allclose(state.scatter, reference.scatter, rtol=1e-9, atol=1e-9)
     dead = [json.loads(line) for line in (tmp_path / "state.dead_letters.jsonl").open()]
     assert sorted(r["offset"] for r in dead) == sorted(BAD_IDS)
+
+
+def _sql_counters(read: ReadSql) -> dict[str, int]:
+    import apache_beam as beam
+
+    from beam_ml.core.runner import counter
+    from tests.conftest import direct_options
+
+    p = beam.Pipeline(options=direct_options())
+    _ = p | read
+    result = p.run()
+    result.wait_until_finish()
+    return {name: counter(result, name) for name in ("records_read", "rows_read", "bad_records")}
+
+
+def test_null_keys_and_numeric_text_are_read_and_accounted_for(tmp_path):
+    """Rows whose split key is NULL belong to no key range: one more range reads them.
+    Text is a dead letter even when it reads as a number ('6.5')."""
+    path = tmp_path / "n.db"
+    rows = [
+        (None if i % 4 == 0 else i, float(i), "6.5" if i == 6 else float(i)) for i in range(1, 41)
+    ]
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (id INTEGER, a REAL, b)")
+        db.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
+
+    def read_table():
+        return ReadSql(str(path), "SELECT id, a, b FROM t", split_column="id", n_splits=3)
+
+    read = read_table()
+    assert read.n_ranges == 4  # three key ranges, and the ten NULL keys
+    blocks, dead = run_source(read.with_dead_letters(), 2)
+    used = np.concatenate([np.asarray(b.features)[:, 0] for b in blocks])
+    assert sorted(used.tolist()) == [float(i) for i in range(1, 41) if i != 6]
+    assert [(r["offset"], r["reason"]) for r in dead] == [
+        (6, "column 'b' ('6.5') is text, not a number (cast it)")
+    ]
+    assert _sql_counters(read_table()) == {"records_read": 40, "rows_read": 39, "bad_records": 1}
+    # every key NULL: one range, all rows
+    only_nulls = ReadSql(str(path), "SELECT NULL AS id, a FROM t", split_column="id")
+    assert only_nulls.n_ranges == 1
+    assert _sql_counters(only_nulls) == {"records_read": 40, "rows_read": 40, "bad_records": 0}
+
+
+def test_a_mostly_bad_result_is_an_error_unless_allowed(tmp_path):
+    path = tmp_path / "bad.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (a REAL, b)")
+        db.executemany("INSERT INTO t VALUES (?, ?)", [(1.0, 2.0)] + [(1.0, None)] * 20)
+    with pytest.raises(BadInputError, match=r"20 of the 21 records read from sqlite:///.*"):
+        _sql_counters(ReadSql(str(path), "SELECT a, b FROM t"))
+    counts = _sql_counters(ReadSql(str(path), "SELECT a, b FROM t", max_bad_fraction=1.0))
+    assert counts == {"records_read": 21, "rows_read": 1, "bad_records": 20}
