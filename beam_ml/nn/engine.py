@@ -47,7 +47,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -435,6 +435,30 @@ def _rows_from_arrays(
     return features, arrays[f"{prefix}.labels"]
 
 
+class CsrRows(NamedTuple):
+    """Consecutive rows of a CSR matrix as views of its arrays (what a step reads).
+
+    scipy's row slicing costs ~0.1 ms (index checks, a new matrix), as much as a whole
+    100-row step; these views cost a few microseconds.
+    """
+
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, features: sp.csr_matrix, start: int, stop: int) -> CsrRows:
+        indptr = features.indptr[start : stop + 1]
+        first, last = indptr[0], indptr[-1]
+        return cls(
+            features.data[first:last],
+            features.indices[first:last],
+            indptr - first,
+            (stop - start, features.shape[1]),
+        )
+
+
 class PendingRows:
     """Cuts a stream of labelled CSR rows into mini-batches of exactly ``batch_rows`` rows.
 
@@ -458,7 +482,7 @@ class PendingRows:
             labels = np.concatenate([self.labels, labels])
         n_full = features.shape[0] // self.batch_rows * self.batch_rows
         batches = [
-            (features[start : start + self.batch_rows], labels[start : start + self.batch_rows])
+            (CsrRows.of(features, start, start + self.batch_rows), labels[start : start + self.batch_rows])
             for start in range(0, n_full, self.batch_rows)
         ]
         self.features, self.labels = features[n_full:], labels[n_full:].copy()
