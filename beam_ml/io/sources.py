@@ -80,7 +80,9 @@ _LIBSVM_SCAN_LIMIT = 256 * 2**20
 # Line numbers of bad records come from counting the newlines before their chunk, a
 # re-read of the file's prefix done once per range, and only this far into a file.
 _LINE_COUNT_LIMIT = 256 * 2**20
-_PEEK_LIMIT = 64 * 2**20
+# The longest record (line) read: parsing one costs ~20x its size in memory, so a
+# file without line breaks (or a runaway line) must not decide how much is allocated.
+_MAX_RECORD_BYTES = 16 * 2**20
 _MIN_CHUNK = 64 * 2**10
 _MAX_CHUNK = 1 * 2**30
 _PROGRESS_SECONDS = 5.0
@@ -222,9 +224,9 @@ def _peek_lines(path: str) -> tuple[list[bytes], int]:
             size += len(piece)
             if 0 <= first_text < last_newline and size >= 2**16:
                 break
-            if size > _PEEK_LIMIT:
+            if size > _MAX_RECORD_BYTES:
                 raise BadInputError(
-                    f"the first line of {path} is longer than {_PEEK_LIMIT >> 20} MiB; "
+                    f"the first line of {path} is longer than {_MAX_RECORD_BYTES >> 20} MiB; "
                     "is this the right format?"
                 )
     data = b"".join(pieces)
@@ -455,7 +457,7 @@ def _plan_libsvm(
         largest = -1
         for path in _first_nonempty(files):
             with _open(path) as f:  # in 16 MiB chunks: bulk tokenizing needs ~10x memory
-                reader = _ChunkReader(f, 0)
+                reader = _ChunkReader(f, 0, path)
                 reader.skip_bom()
                 line = 1
                 for _, chunk in reader.chunks(_UNBOUNDED, lambda: 16 * 2**20):
@@ -676,8 +678,9 @@ class _ChunkReader:
     ``pos`` is the file offset of ``buf[0]``.
     """
 
-    def __init__(self, f: BinaryIO, pos: int):
+    def __init__(self, f: BinaryIO, pos: int, path: str = ""):
         self.f = f
+        self.path = path
         self.pos = pos
         self.buf = b""
         self.eof = False
@@ -748,6 +751,13 @@ class _ChunkReader:
                 cut = self.buf.rfind(b"\n", 0, want)
                 if cut < 0:
                     cut = self.buf.find(b"\n", want)  # a record longer than want
+                    # it starts the buffer: memory must not follow a runaway record
+                    if max(cut + 1, len(self.buf) if cut < 0 else 0) > _MAX_RECORD_BYTES:
+                        raise BadInputError(
+                            f"the record of {self.path} at byte offset {self.pos:,} is "
+                            f"longer than {_MAX_RECORD_BYTES >> 20} MiB; is this the right "
+                            "format?"
+                        )
                 if cut < 0:
                     if not self.eof:
                         self._fill(len(self.buf))
@@ -826,7 +836,7 @@ def _read_text_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
         return  # planned on empty input; this file was empty at construction too
     compressed = _is_compressed(rng.path)
     with _open(rng.path) as f:
-        reader = _ChunkReader(f, rng.start)
+        reader = _ChunkReader(f, rng.start, rng.path)
         if rng.start > 0:
             f.seek(rng.start - 1)
             reader.pos = rng.start - 1

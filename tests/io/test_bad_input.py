@@ -555,3 +555,15 @@ def test_cli_bad_input_is_one_line_never_a_traceback(tmp_path, capsys):
     args = semicolons
     assert beam_ml_main(*args, "--max_bad_fraction", 1, "--output", tmp_path / "o2") == 2  # no rows
     assert sum(1 for _ in open(tmp_path / "o2.dead_letters.jsonl")) == 20
+
+
+def test_a_runaway_record_is_an_error_not_an_allocation(tmp_path):
+    """Parsing a record costs ~20x its size: a line over 16 MiB (a file without line
+    breaks, or a 10M-feature LIBSVM line) stops the reading, naming where it starts."""
+    path = tmp_path / "wide.svm"
+    path.write_bytes(b"1 1:1\n" * 3 + b"1 " + b"7:1 " * (4 * 2**20 + 1) + b"\n1 2:1\n")
+    with pytest.raises(BadInputError, match=r"wide\.svm at byte offset 18 is longer than 16 MiB"):
+        read(path, "libsvm", feature_dim=10)
+    (tmp_path / "one.csv").write_bytes(b"1," * (9 * 2**20))
+    with pytest.raises(BadInputError, match=r"first line of .*one\.csv is longer than 16 MiB"):
+        read(tmp_path / "one.csv", "csv")
