@@ -157,7 +157,7 @@ def _infer(
         return n, n - (label is not None), label
     try:
         item = json.loads(value)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
         raise BadInputError(f"the first record is not JSON ({exc}): {value[:200]!r}") from None
     if isinstance(item, list):
         if isinstance(label_column, str):

@@ -567,3 +567,25 @@ def test_a_runaway_record_is_an_error_not_an_allocation(tmp_path):
     (tmp_path / "one.csv").write_bytes(b"1," * (9 * 2**20))
     with pytest.raises(BadInputError, match=r"first line of .*one\.csv is longer than 16 MiB"):
         read(tmp_path / "one.csv", "csv")
+
+
+def test_fuzz_stream_records(rng):
+    """Kafka / Pub/Sub records (one row each): every record is a row or a dead letter."""
+    from beam_ml.io.records import decode_records, record_spec
+
+    x = rng.normal(size=(CASES, 3)).round(3)
+    bases = {
+        "csv": [",".join(map(str, row)).encode() for row in x],
+        "jsonl": [json.dumps(row).encode() for row in x.tolist()],
+        "libsvm": [
+            b"1 " + b" ".join(b"%d:%r" % (j + 1, v) for j, v in enumerate(row)) for row in x
+        ],
+    }
+    with pytest.raises(BadInputError, match="not JSON"):
+        record_spec("jsonl", b"[" * 100_000)
+    for fmt, values in bases.items():
+        spec = record_spec(fmt, values[0], feature_dim=3)
+        damaged = [damage(v, rng) if i % 2 else v for i, v in enumerate(values)]
+        block, bad = decode_records(spec, "kafka://t/0", list(range(CASES)), damaged)
+        assert (0 if block is None else block.n_rows) + len(bad) == CASES, fmt
+        assert all(r["reason"] and r["file"] == "kafka://t/0" for r in bad)
