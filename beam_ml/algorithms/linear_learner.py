@@ -1555,6 +1555,12 @@ class LinearLearnerState(TrainingState):
     def _from_payload(
         cls, config: LinearLearnerConfig, meta: dict[str, Any], arrays: dict[str, np.ndarray]
     ) -> LinearLearnerState:
+        # A declared feature_dim allocates at construction: it must be the stored d.
+        if config.feature_dim is not None and config.feature_dim != meta.get("d"):
+            raise IncompatibleStateError(
+                f"linear_learner state payload holds {meta.get('d')} features; the config "
+                f"declares feature_dim={config.feature_dim}."
+            )
         state = cls(config)
         state.n = int(meta["n_seen"])
         state.epoch, state.steps = int(meta["epoch"]), int(meta["steps"])

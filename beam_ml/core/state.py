@@ -324,6 +324,12 @@ def load_state(data: bytes, source: str | None = None) -> TrainingState:
         meta, arrays = _Reads(packed.meta), _Reads(packed.arrays)
         state = cls._from_payload(config, meta, arrays)
         _check_all_read(packed, meta, arrays, ignored={"n_seen"})
+        declared, found = getattr(config, "feature_dim", None), getattr(state, "n_features", None)
+        if None not in (declared, found) and declared != found:
+            raise CorruptStateError(
+                f"the header field 'config.feature_dim' ({declared}) does not match the "
+                f"state's arrays ({found} features)."
+            )
         if state.n_seen != packed.meta["n_seen"]:
             raise CorruptStateError(
                 f"the header field 'meta.n_seen' ({packed.meta['n_seen']}) does not match "

@@ -137,16 +137,18 @@ def _read_bounded(location: str, size: int | None, limit: int, what: str) -> byt
         with os.fdopen(fd, "rb") as handle:
             _check_size(location, info.st_size, size, limit, what)
             os.set_blocking(fd, True)
-            data = handle.read(limit + 1 if size is None else size + 1)
+            # One byte more than expected tells a file that grew meanwhile.
+            data = handle.read((info.st_size if size is None else size) + 1)
     else:
         matched = FileSystems.match([location])[0].metadata_list
         if not matched:
             raise FileNotFoundError(location)
-        _check_size(location, matched[0].size_in_bytes, size, limit, what)
+        listed = matched[0].size_in_bytes
+        _check_size(location, listed, size, limit, what)
         with FileSystems.open(
             location, compression_type=CompressionTypes.UNCOMPRESSED
         ) as handle:
-            data = handle.read(limit + 1 if size is None else size + 1)
+            data = handle.read((listed if size is None else size) + 1)
     _check_size(location, len(data), size, limit, what)
     return data
 
