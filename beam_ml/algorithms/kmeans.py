@@ -554,7 +554,8 @@ class KMeansState(TrainingState):
         size = int(meta["size"])
         if "centres" in arrays:
             budget = config.budget(arrays["centres"].shape[1])
-            if arrays["centres"].shape[0] != budget or size > budget:
+            shapes = (arrays["centres"].shape[0], arrays["weights"].shape)
+            if shapes != (budget, (budget,)) or size > budget:
                 raise IncompatibleStateError(
                     f"k-means payload holds {arrays['centres'].shape[0]} centres; the config's budget is {budget}."
                 )
