@@ -901,8 +901,12 @@ def _skip_unused_clients(args: argparse.Namespace, beam_args: list[str]) -> None
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
+_TERMINATED: list[int] = []  # the signal received, if any
+
+
 def _terminate(signum: int, frame: Any) -> None:
     """SIGTERM ends the command as Ctrl-C does: temporary files are removed on the way out."""
+    _TERMINATED.append(signum)
     raise SystemExit(128 + signum)
 
 
@@ -932,6 +936,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"beam-ml: error: {exc}", file=sys.stderr)
         return 2
     except (BeamMLError, ValueError, TypeError, OSError, RuntimeError) as exc:
+        if _TERMINATED:  # raised inside a running pipeline, and wrapped by Beam
+            return 128 + _TERMINATED[0]
         if debug:
             raise
         print(f"beam-ml: error: {_one_line(exc)}", file=sys.stderr)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +129,29 @@ def test_evaluate_leaves_no_temporary_folder_and_reports_dead_letters(kmeans):
     assert json.loads(done.stdout.splitlines()[-1])["dead_letters"] == str(kmeans / "bad.jsonl")
     assert len((kmeans / "bad.jsonl").read_text().splitlines()) == 2
     assert os.listdir(tmp) == []
+
+
+def test_evaluate_stopped_by_sigterm_removes_its_temporary_folder(kmeans, rng):
+    model = KMeansState(KMeansConfig(k=2)).update(np.eye(3)).derive()
+    write_checkpoint(str(kmeans / "model"), model)
+    np.save(kmeans / "x.npy", rng.normal(size=(300_000, 3)).astype(np.float32))
+    tmp = kmeans / "tmp"
+    tmp.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "beam_ml.cli", "evaluate", kmeans / "model", "--input", "x.npy"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=_env(TMPDIR=str(tmp)),
+        cwd=kmeans,
+    )
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith("beam_ml_eval_") for p in tmp.iterdir()):
+        assert child.poll() is None and time.monotonic() < deadline, "no temporary folder seen"
+        time.sleep(0.01)
+    child.send_signal(signal.SIGTERM)  # the pipeline has started, or is about to
+    _, err = child.communicate(timeout=300)
+    assert child.returncode == 143 and err.decode() == "", err.decode()
+    assert list(tmp.iterdir()) == []
 
 
 def test_evaluate_on_clean_data_says_no_dead_letters_and_quiet_is_quiet(kmeans):
