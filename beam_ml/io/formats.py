@@ -233,11 +233,21 @@ def looks_like_header(fields: Sequence[str]) -> bool:
     return any(f.strip() and not _is_number(f.strip()) for f in fields)
 
 
-def is_header_line(line: bytes | str, delimiter: str = ",") -> bool:
+def is_header_line(
+    line: bytes | str, delimiter: str = ",", names: Sequence[str] | None = None
+) -> bool:
     """True when a CSV line looks like a header (:func:`looks_like_header`) and is a
-    valid CSV line: a line the ``csv`` module rejects is a bad record, not a header."""
+    valid CSV line: a line the ``csv`` module rejects is a bad record, not a header.
+
+    With ``names`` (the header of the input's first file), the first line of another
+    file is a header only if it is that header or has no number at all: a first row of
+    data with one bad field must become a bad record, not vanish as a header.
+    """
     fields, error = _csv_fields(line, delimiter)
-    return error is None and looks_like_header(fields)
+    if error is not None or not looks_like_header(fields):
+        return False
+    stripped = tuple(f.strip() for f in fields)
+    return names is None or stripped == tuple(names) or not any(map(_is_number, stripped))
 
 
 @functools.lru_cache(maxsize=64)

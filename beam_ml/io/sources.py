@@ -369,11 +369,7 @@ _PLAN_RECORDS = 1_000
 
 
 def _plan_csv(
-    spec: _Spec,
-    files: list[tuple[str, int]],
-    first: str | None,
-    header: Any,
-    feature_dim: int | None,
+    spec: _Spec, files: list[tuple[str, int]], first: str | None, header: Any, _: Any
 ) -> _Spec:
     label = spec.label_column
     for path in _first_nonempty(files):
@@ -402,10 +398,7 @@ def _plan_csv(
             n_columns = len(names)
         else:
             names = None
-            if feature_dim is not None and (label is None or isinstance(label, int)):
-                n_columns = feature_dim + (label is not None)
-            else:
-                n_columns = _usual_width(widths if first_blank else [len(first_fields), *widths])
+            n_columns = _usual_width(widths if first_blank else [len(first_fields), *widths])
         if isinstance(label, str):
             if names is None:
                 raise BadInputError(
@@ -846,7 +839,9 @@ def _read_text_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
         skipped_header = False
         if rng.start == 0 and spec.format == "csv" and spec.header:
             first = reader.first_line()
-            if not spec.header_auto or formats.is_header_line(first, spec.delimiter):
+            if not spec.header_auto or formats.is_header_line(
+                first, spec.delimiter, spec.column_names
+            ):
                 reader.skip_line()
                 skipped_header = True
         # Line numbers only matter for bad records, so newlines are counted lazily:
@@ -1223,9 +1218,9 @@ class ReadBlocks(beam.PTransform):
         LIBSVM number of features. If None, the files are scanned for the largest
         index (only if they total at most 256 MiB, and only up to
         ``formats.MAX_INFERRED_FEATURE_DIM`` = 2**20 features; an index 0 in a 1-based
-        file is an error too). CSV: without a header, the field count (plus the
-        label); otherwise the usual width of the first records. For dense formats, if
-        given, it must equal the number of feature columns found.
+        file is an error too). For dense formats, if given, it must equal the number
+        of feature columns found (CSV and JSON lines: the usual width among the first
+        1,000 records, so that one truncated first row does not set it).
     zero_based : bool, default False
         LIBSVM indices start at 0 (otherwise 1, as LIBSVM's own tools write them).
     block_size : int, default 10_000
