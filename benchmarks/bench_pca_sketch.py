@@ -30,6 +30,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.decomposition import PCA
 
 from beam_ml import PCAConfig, PCAState
@@ -53,10 +54,33 @@ def mnist() -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=16).reshape(10_000, 784).astype(np.float64)
 
 
+def newsgroups() -> sp.csr_matrix:
+    """20 Newsgroups bag of words (11,259 x 1,995 counts), sparse as beam_ml takes it."""
+    root = Path(os.environ.get("BEAM_ML_DATA", "/work/shared/data"))
+    indptr, indices, counts = [0], [], []
+    for line in (root / "20newsgroups-bow" / "train.feat").read_text().splitlines():
+        for token in line.split()[1:]:
+            word, count = token.split(":")
+            indices.append(int(word) - 1)
+            counts.append(float(count))
+        indptr.append(len(indices))
+    return sp.csr_matrix((counts, indices, indptr), shape=(len(indptr) - 1, 1995))
+
+
+def wide_data() -> np.ndarray:
+    """The issue's structure at 10,000 x 4,000 (--wide): past the 2^22 / d buffer's reach."""
+    rng = np.random.default_rng(4000)
+    n, d = 10_000, 4_000
+    basis, _ = np.linalg.qr(rng.normal(size=(d, len(VARIANCES))))
+    signal = rng.normal(size=(n, len(VARIANCES))) * np.sqrt(VARIANCES)
+    return signal @ basis.T + rng.normal(size=(n, d)) + 3.0
+
+
 def accuracy(components, variances, data, exact_values, exact_vectors) -> dict[str, float]:
     cosines = np.linalg.svd(components @ exact_vectors.T, compute_uv=False)
-    centred = data - data.mean(axis=0)
-    spread = (centred @ components.T).std(axis=0, ddof=1) / np.sqrt(variances)
+    mean = np.asarray(data.mean(axis=0)).ravel()
+    projected = np.asarray(data @ components.T) - mean @ components.T
+    spread = projected.std(axis=0, ddof=1) / np.sqrt(variances)
     return {
         "angle_deg": float(np.degrees(np.arccos(np.clip(cosines.min(), -1.0, 1.0)))),
         "eig_rel_err": float(np.max(np.abs(variances / exact_values - 1))),
@@ -74,9 +98,10 @@ def run_sketch(data, k, extra, block, parts=1, textbook=False):
         tracemalloc.start()
         start = time.perf_counter()
         states = []
-        for share in np.array_split(data, parts):
+        bounds = np.linspace(0, data.shape[0], parts + 1).astype(int)
+        for share in (data[a:b] for a, b in zip(bounds[:-1], bounds[1:])):
             state = PCAState(config)
-            for first in range(0, len(share), block):
+            for first in range(0, share.shape[0], block):
                 state.update(share[first : first + block])
             states.append(state.compact())
         merged = states[0]
@@ -90,7 +115,7 @@ def run_sketch(data, k, extra, block, parts=1, textbook=False):
         pca_module._BUFFER_ENTRIES = saved
     variances = model.explained_variance - (model.error_bound if textbook else 0.0)
     return model.components, np.maximum(variances, 1e-300), {
-        "us_per_row": 1e6 * seconds / len(data),
+        "us_per_row": 1e6 * seconds / data.shape[0],
         "state_kib": len(merged.to_bytes()) / 1024,
         "peak_mib": peak / 2**20,
         "shrinkage_per_row": model.error_bound,
@@ -100,12 +125,24 @@ def run_sketch(data, k, extra, block, parts=1, textbook=False):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--components", type=int, default=10)
+    parser.add_argument(
+        "--wide", action="store_true", help="also 10,000 x 4,000 (exact eigh takes ~30 s)"
+    )
     args = parser.parse_args()
     k = args.components
     rows = []
-    for name, data in (("issue-24 20000x500", issue_data()), ("mnist 10000x784", mnist())):
+    datasets = [
+        ("issue-24 20000x500", issue_data),
+        ("mnist 10000x784", mnist),
+        ("20newsgroups 11259x1995 (CSR)", newsgroups),
+    ]
+    if args.wide:
+        datasets.append(("wide 10000x4000", wide_data))
+    for name, load in datasets:
+        data = load()
         start = time.perf_counter()
-        values, vectors = np.linalg.eigh(np.cov(data, rowvar=False))
+        dense = data.toarray() if sp.issparse(data) else data
+        values, vectors = np.linalg.eigh(np.cov(dense, rowvar=False))
         exact_s = time.perf_counter() - start
         values, vectors = values[::-1][:k], vectors[:, ::-1][:, :k].T
         methods = {
@@ -120,16 +157,16 @@ def main() -> None:
             row = accuracy(components, variances, data, values, vectors)
             rows.append({"data": name, "method": method, **row, **cost})
         start = time.perf_counter()
-        reference = PCA(k, svd_solver="randomized", random_state=0).fit(data)
+        reference = PCA(k, svd_solver="randomized", random_state=0).fit(dense)
         seconds = time.perf_counter() - start
         row = accuracy(reference.components_, reference.explained_variance_, data, values, vectors)
         rows.append(
             {"data": name, "method": "sklearn PCA(svd_solver='randomized')", **row,
-             "us_per_row": 1e6 * seconds / len(data)}
+             "us_per_row": 1e6 * seconds / data.shape[0]}
         )  # fmt: skip
         rows.append(
             {"data": name, "method": "exact: numpy eigh of the covariance", "angle_deg": 0.0,
-             "eig_rel_err": 0.0, "us_per_row": 1e6 * exact_s / len(data)}
+             "eig_rel_err": 0.0, "us_per_row": 1e6 * exact_s / data.shape[0]}
         )  # fmt: skip
 
     print(
