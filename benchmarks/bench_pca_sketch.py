@@ -39,12 +39,16 @@ from beam_ml.algorithms import pca as pca_module
 VARIANCES = (50.0, 40.0, 30.0, 20.0, 10.0, 8.0, 6.0, 4.0, 3.0, 2.0)
 
 
-def issue_data() -> np.ndarray:
-    rng = np.random.default_rng(24)
-    n, d = 20_000, 500
+def structured(n: int, d: int, seed: int) -> np.ndarray:
+    """Ten signal directions (VARIANCES) in a random basis, unit isotropic noise, mean 3."""
+    rng = np.random.default_rng(seed)
     basis, _ = np.linalg.qr(rng.normal(size=(d, len(VARIANCES))))
     signal = rng.normal(size=(n, len(VARIANCES))) * np.sqrt(VARIANCES)
     return signal @ basis.T + rng.normal(size=(n, d)) + 3.0
+
+
+def issue_data() -> np.ndarray:
+    return structured(20_000, 500, seed=24)
 
 
 def mnist() -> np.ndarray:
@@ -69,11 +73,7 @@ def newsgroups() -> sp.csr_matrix:
 
 def wide_data() -> np.ndarray:
     """The issue's structure at 10,000 x 4,000 (--wide): past the 2^22 / d buffer's reach."""
-    rng = np.random.default_rng(4000)
-    n, d = 10_000, 4_000
-    basis, _ = np.linalg.qr(rng.normal(size=(d, len(VARIANCES))))
-    signal = rng.normal(size=(n, len(VARIANCES))) * np.sqrt(VARIANCES)
-    return signal @ basis.T + rng.normal(size=(n, d)) + 3.0
+    return structured(10_000, 4_000, seed=4000)
 
 
 def accuracy(components, variances, data, exact_values, exact_vectors) -> dict[str, float]:

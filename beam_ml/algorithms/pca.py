@@ -18,29 +18,36 @@ Two modes, chosen like SageMaker's ``algorithm_mode``:
     its own certificate. SageMaker's ``'randomized'`` mode is a random projection; the
     name is accepted for compatibility, the algorithm here is deterministic.
 
-    Accuracy (issue 24). The bound above is a worst case; what decides the accuracy on
-    noisy data is how many rows each shrink takes. ``m`` rows of noise of variance
-    ``s^2`` in ``d`` dimensions put about ``m s^2 (1 + sqrt(d/m))^2`` into each of their
-    ``min(m, d)`` directions, and every shrink subtracts about that from all the sketch's
-    directions: the shrinkage per row is about ``d s^2 / m`` for ``m < d`` and falls to
-    about the noise floor ``s^2 (1 + sqrt(d/m))^2`` for ``m >= d``. The textbook
-    ``m = l`` (this module before issue 24) loses every direction whose variance is
-    under ``d s^2 / l``: 500 features of unit noise, l = 20: 25 per row, so 4 of 10
-    signal directions survived, 88 degrees off. Each shrink here takes
-    ``m = max(l, 2^22 / d)`` rows (a 32 MiB float64 stack; small blocks wait in the
-    state until ``m`` rows have come, and ``compact``/``to_bytes``/``merge``/``derive``
-    fold them in), so for ``d <= 2048`` the shrinkage is close to the noise floor, and
-    above that about ``d^2 s^2 / 2^22`` per row. Reported eigenvalues are the upper end
-    ``s_i^2 + shrinkage`` of the certified interval (every shrink lowers all the
-    directions the sketch keeps by the same amount, so the leading ones lost all of
-    it); whitened projections then have standard deviations in
-    ``[sqrt(s_i^2 / (s_i^2 + shrinkage)), 1]``. Measured at the defaults (l = 20, k = 10,
-    benchmarks/bench_pca_sketch.py): the issue's 20,000 x 500 data (variances 50 ... 2
-    plus unit noise): largest principal angle 1.1-1.6 degrees, eigenvalues within 1.1%,
-    whitened std 0.995-1.000, whether fed in blocks of 100 or 10,000 or merged from 4
-    states; MNIST (784 features): 1.8-2.0 degrees, within 0.9%. A direction is
-    resolved when its variance above the noise floor is a few times the shrinkage per
-    row (``PCAModel.error_bound``); weaker ones are not, whatever the bound says.
+    Accuracy (issue 24). The bound above is a worst case; what decides the accuracy is
+    how many rows each shrink takes. Every shrink subtracts the (l+1)-th squared
+    singular value of its stack from all the directions it keeps, and ``m`` rows of
+    noise of variance ``s^2`` in ``d`` dimensions put about ``d s^2`` into each of their
+    ``m`` directions when ``m < d``: the shrinkage per row is about ``d s^2 / m``. The
+    textbook ``m = l`` (this module before issue 24) thus lost ``d s^2 / l`` per row,
+    25 for 500 features of unit noise at l = 20, and with it every direction of smaller
+    variance (88 degrees off on the issue's data). Each shrink here takes
+    ``m = max(l, 2^22 / d)`` rows (a 32 MiB float64 stack): for ``m >= d`` the shrinkage
+    per row falls to about the (l+1)-th eigenvalue of the covariance (the noise floor),
+    the least an l-row sketch can lose; above ``d = 2048`` it is about
+    ``d^2 s^2 / 2^22``. Rows of small blocks wait in the state until ``m`` have come
+    (``compact``, ``to_bytes``, ``merge``, ``derive`` and reading an attribute fold them
+    in), so a stream of single rows gets the same sketch as large blocks. Reported
+    eigenvalues are the upper end ``s_i^2 + shrinkage`` of the certified interval (each
+    shrink lowers all kept directions equally, so the leading ones lost all of it);
+    whitened projections then have standard deviations in
+    ``[sqrt(s_i^2 / (s_i^2 + shrinkage)), 1]``, and ``PCAModel.angle_bound`` certifies
+    the subspace angle when the sketch's eigen-gap allows.
+
+    Measured at the defaults (l = 20, k = 10; ``benchmarks/bench_pca_sketch.py``,
+    BENCHMARKS.md): the issue's 20,000 x 500 rows (variances 50, 40, 30, 20, 10, 8, 6, 4,
+    3, 2 plus unit noise): largest principal angle 1.1-1.6 degrees, eigenvalues within
+    1.1%, whitened std 0.995-1.000, in blocks of 100 or 10,000 or merged from 4 states
+    (tested: under 10 degrees, 5%, [0.95, 1]); MNIST: under 2 degrees, 0.9%. Not met:
+    a heavy-tailed spectrum with small gaps (20 Newsgroups, k = 10: 44-54 degrees, 28%;
+    l = 80 gives 11 degrees, 3.6%) and d = 4,000 (shrinkage 8.5 per row: variances of
+    2-8 lost). A direction is resolved when its eigen-gap is a few times the shrinkage
+    per row (``PCAModel.error_bound``); for d up to a few thousand 'regular' is exact
+    and faster.
 
 In both modes ``derive`` gives a model for any number of components, with or without
 mean removal, optionally whitened, without reading the data again.
@@ -83,7 +90,9 @@ class PCAConfig:
         ('randomized' as SageMaker names it, or 'sketch'; O(l d) memory) for large d.
     extra_components : int
         Sketch rows beyond ``num_components``; -1 (SageMaker's default) means
-        ``max(10, num_components)``. Ignored in regular mode.
+        ``max(10, num_components)``. Ignored in regular mode. The shrinkage per row is
+        about the covariance's (l+1)-th eigenvalue for ``d <= 2048`` (module
+        docstring): raise it when the spectrum decays slowly past ``num_components``.
     """
 
     num_components: int
@@ -167,12 +176,11 @@ def _buffer_rows(ell: int, d: int) -> int:
     """Rows folded in per shrink: ``max(ell, 2^22 // d)`` (a 32 MiB float64 stack).
 
     Frequent Directions' bound does not depend on how many rows each shrink takes, but
-    its actual shrinkage does: ``m`` rows of isotropic noise of variance ``s^2`` put
-    about ``m s^2 (1 + sqrt(d / m))^2`` into each of their directions, so each shrink
-    subtracts about that and the total per row is about ``s^2 (1 + sqrt(d / m))^2``
-    when ``m >> ell`` (``d s^2 / m`` when ``m < d``) -- near the noise floor for
-    ``m >= d``, instead of ``d s^2 / ell`` for the textbook ``m = ell``. The stack is
-    transient working memory; the state stays ``ell x d``.
+    its actual shrinkage does (module docstring): about ``d s^2 / m`` per row for ``m``
+    rows of noise of variance ``s^2`` when ``m < d``, and about the covariance's
+    (ell+1)-th eigenvalue when ``m >= d``, instead of ``d s^2 / ell`` for the textbook
+    ``m = ell``. The stack is transient working memory; the state stays ``ell x d``.
+    The cost per row is about ``min(m, d) * d`` flops (the stack's Gram matrix).
     """
     return max(ell, _BUFFER_ENTRIES // d)
 
@@ -243,8 +251,10 @@ class PCAState(TrainingState):
     mean : ndarray of shape (d,), float64
     scatter : ndarray of shape (d, d), float64
         Regular mode: the centred scatter matrix. Sketch mode: None.
-    sketch : ndarray of shape (l, d), float64
-        Sketch mode: ``B`` with ``B^T B`` approximating the scatter. Regular mode: None.
+    sketch : ndarray of shape (min(l, d), d), float64
+        Sketch mode: ``B`` with ``B^T B <= C <= B^T B + shrinkage * I``. Regular mode:
+        None. Reading it (or ``n``, ``mean``, ``trace``, ``shrinkage``) first folds in
+        the rows waiting for a full shrink buffer.
     trace : float
         The exact trace of the centred scatter (total variance times n - 1).
     shrinkage : float
