@@ -785,7 +785,7 @@ def _count_newlines(path: str, upto: int) -> int:
 
 
 def _parse_text(
-    spec: _Spec, chunk: bytes, path: str, offset: int, line: int | None
+    spec: _Spec, chunk: bytes, path: str, offset: int, line: int | None, records: int
 ) -> formats.ParseResult:
     # the plan resolved these for the format at hand (None only for empty input)
     n_features = cast(int, spec.n_features)
@@ -799,6 +799,7 @@ def _parse_text(
             file=path,
             offset=offset,
             line=line,
+            n_records=records,
         )
     if spec.format == "libsvm":
         return formats.parse_libsvm(
@@ -860,7 +861,8 @@ def _read_text_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
 
         for offset, chunk in reader.chunks(rng.end, target):
             line = None if newlines is None else newlines + 1
-            block, bad = _parse_text(spec, chunk, rng.path, offset, line)
+            records = formats.count_records(chunk, spec.format)
+            block, bad = _parse_text(spec, chunk, rng.path, offset, line, records)
             if bad and newlines is None and not counted_prefix:
                 counted_prefix = True
                 if offset <= _LINE_COUNT_LIMIT:
@@ -868,7 +870,6 @@ def _read_text_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
                     formats.fill_line_numbers(bad, chunk, offset, newlines + 1)
             if newlines is not None:
                 newlines += chunk.count(b"\n")
-            records = formats.count_records(chunk, spec.format)
             seen_bytes += len(chunk)
             seen_rows += records
             if seen_rows:
