@@ -21,6 +21,11 @@ Labels always come out as float64 (regression targets keep their precision); fea
 as float32, dense (C order) or ``scipy.sparse.csr_matrix``. ``Block.origin`` is
 ``(file, offset)`` of the bytes (or first row) the block was parsed from, so outputs can
 be put back in input order; it is None when ``file`` is empty.
+
+Every record is either a row of the block or a bad record: no input makes a parser
+raise anything but :class:`BadInputError` or drop a record. A record is a non-blank line
+(:func:`count_records`, which the readers use to check that rows + bad records add up);
+a UTF-8 byte order mark (:data:`BOM`) is the reader's to drop.
 """
 
 from __future__ import annotations
