@@ -601,3 +601,24 @@ def test_a_bad_first_row_of_another_file_is_no_header(tmp_path):
     rows, dead, counts = read(tmp_path / "*.csv", "csv")
     assert rows == 5 and [(d["file"][-5:], d["line"]) for d in dead] == [("c.csv", 1)]
     assert counts.records_read == 6
+
+
+def test_stream_decoding_counters_add_up():
+    """DecodeRecords (Kafka, Pub/Sub) counts records read = rows used + set aside."""
+    import apache_beam as beam
+
+    from beam_ml.core.runner import counter
+    from beam_ml.io.records import DecodeRecords, record_spec
+    from tests.conftest import direct_options
+
+    values = [b"1,2", b"3,x", b"", b"4,5", b"6,7,8", b'9,"1\r0']
+    p = beam.Pipeline(options=direct_options())
+    _ = (
+        p
+        | beam.Create(list(enumerate(values)))
+        | DecodeRecords(record_spec("csv", b"1,2"), "kafka://t/0").with_dead_letters()
+    )
+    result = p.run()
+    result.wait_until_finish()
+    counts = [counter(result, n) for n in ("records_read", "rows_read", "bad_records")]
+    assert counts == [6, 2, 4]
