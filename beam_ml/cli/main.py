@@ -18,6 +18,7 @@ import math
 import numbers
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -433,6 +434,22 @@ def _emit(text: str) -> None:
 
 
 # --- running a pipeline ------------------------------------------------------------------
+_TEMPORARY: list[str] = []  # Beam's local folders of this command's pipelines
+
+
+def _pipeline(beam_args: list[str]) -> Any:
+    """A Beam pipeline whose local temporary folder goes on every exit: Beam makes it
+    when the pipeline is built and removes it only at the end of ``run``, so a signal
+    between the two left it in the temp folder."""
+    import apache_beam as beam
+
+    from beam_ml.core.runner import pipeline_options
+
+    p = beam.Pipeline(options=pipeline_options(beam_args))
+    _TEMPORARY.append(p.local_tempdir)
+    return p
+
+
 def _run(pipeline: Any) -> Any:
     result = pipeline.run()
     result.wait_until_finish()
@@ -618,7 +635,6 @@ def _train_continuously(
 def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     import apache_beam as beam
 
-    from beam_ml.core.runner import pipeline_options
     from beam_ml.core.state import config_to_dict
     from beam_ml.io.checkpoints import ReadCheckpoint, WriteCheckpoint, read_manifest
     from beam_ml.transforms import Train
@@ -645,7 +661,7 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
         extra["source_positions"] = {f"{t}:{p}": o for (t, p), o in reader.end_offsets.items()}
 
     started = time.time()
-    p = beam.Pipeline(options=pipeline_options(beam_args))
+    p = _pipeline(beam_args)
     blocks, _ = _read_blocks(p, args, args.output, reader)
     resumed = p | "Resume" >> ReadCheckpoint(args.resume) if args.resume else None
     (
@@ -703,24 +719,23 @@ def _cmd_derive(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _load_model(path: str) -> Any:
-    from beam_ml.io.checkpoints import read_checkpoint
+    from beam_ml.transforms.models import model_at  # cached: the local runner reuses it
 
-    return read_checkpoint(path, "model")[0]
+    return model_at(path)
 
 
 def _cmd_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
-    import apache_beam as beam
 
-    from beam_ml.core.runner import pipeline_options
     from beam_ml.io.sinks import WriteRowsInOrder
     from beam_ml.transforms import Predict
 
     model = _load_model(args.model_dir)
     reader = _reader(args, model.n_features)
     started = time.time()
-    p = beam.Pipeline(options=pipeline_options(beam_args))
+    p = _pipeline(beam_args)
     blocks, _ = _read_blocks(p, args, args.output, reader)
-    blocks | Predict(model, keep_origin=True) | WriteRowsInOrder(args.output)
+    # By path: workers read the model; it never travels inside the pipeline graph.
+    blocks | Predict(args.model_dir, keep_origin=True) | WriteRowsInOrder(args.output)
     result = _run(p)
     _report_reading(result, args, time.time() - started)
     _emit(_json({"output": args.output}))
@@ -738,7 +753,6 @@ def _cmd_evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
     import apache_beam as beam
     from apache_beam.io.filesystems import FileSystems
 
-    from beam_ml.core.runner import pipeline_options
     from beam_ml.transforms import Evaluate
 
     model = _load_model(args.model_dir)
@@ -748,7 +762,7 @@ def _cmd_evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
     # the dead letters never do (default: ./evaluate.dead_letters.jsonl).
     with tempfile.TemporaryDirectory(prefix="beam_ml_eval_", ignore_cleanup_errors=True) as tmp:
         target = args.output or os.path.join(tmp, "metrics.json")
-        p = beam.Pipeline(options=pipeline_options(beam_args))
+        p = _pipeline(beam_args)
         blocks, dead = _read_blocks(p, args, args.output or "evaluate", reader)
         n_dead = (
             dead | "CountDeadLetters" >> beam.combiners.Count.Globally()
@@ -758,7 +772,7 @@ def _cmd_evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
         path = args._dead_path
         (
             blocks
-            | Evaluate(model)
+            | Evaluate(args.model_dir)
             | "MetricsJson"
             >> beam.Map(_with_dead_letters, n_dead=beam.pvalue.AsSingleton(n_dead), path=path)
             | beam.io.WriteToText(target, num_shards=1, shard_name_template="")
@@ -944,6 +958,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        for folder in _TEMPORARY:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

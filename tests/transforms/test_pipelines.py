@@ -95,3 +95,36 @@ def test_multi_process_run_equals_single_process(tmp_path, rng):
     assert multi.n_seen == single.n_seen == 24_000
     np.testing.assert_allclose(multi.scatter, single.scatter, rtol=1e-10, atol=1e-8)
     np.testing.assert_allclose(multi.mean, single.mean, rtol=1e-12, atol=1e-12)
+
+
+def test_predict_and_evaluate_read_a_model_path_on_the_workers(rng, tmp_path):
+    """Issue 24: a model given by path is read by the workers, not pickled into the
+    graph (a 66 MB FM model took ~100 s that way): same outputs as the object, and a
+    graph that stays small however large the model."""
+    from beam_ml import write_checkpoint
+
+    x = rng.normal(size=(500, 400))
+    model = PCAState(PCAConfig(num_components=300)).update(x).derive()  # ~1 MB of arrays
+    write_checkpoint(str(tmp_path / "model"), model)
+    np.save(tmp_path / "x.npy", x)
+    from beam_ml import ReadBlocks
+
+    def graph_bytes(given):
+        p = beam.Pipeline(options=direct_options())
+        blocks = p | ReadBlocks(str(tmp_path / "x.npy"), "npy")
+        _ = blocks | Predict(given)
+        _ = blocks | Evaluate(given)
+        return len(p.to_runner_api().SerializeToString())
+
+    by_object, by_path = graph_bytes(model), graph_bytes(str(tmp_path / "model"))
+    assert by_object > 1_000_000 > 100_000 > by_path, (by_object, by_path)
+    expected = model.metrics_from_sums(model.metric_sums(x))
+    with beam.Pipeline(options=direct_options()) as p:
+        blocks = p | ReadBlocks(str(tmp_path / "x.npy"), "npy")
+        rows = blocks | Predict(str(tmp_path / "model")) | beam.Map(lambda out: out.shape[0])
+        assert_that(rows | beam.CombineGlobally(sum), equal_to([500]), label="rows")
+        metrics = blocks | Evaluate(str(tmp_path / "model"))
+        close = metrics | beam.Map(
+            lambda m: all(np.isclose(m[k], v, rtol=1e-9) for k, v in expected.items())
+        )
+        assert_that(close, equal_to([True]), label="metrics")
