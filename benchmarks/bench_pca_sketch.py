@@ -10,7 +10,8 @@ the float64 covariance. Compared, each on the same rows:
 - ``before``: the sketch as it was (one shrink per ``l`` rows, eigenvalues ``s_i^2``),
   at the default l = k + max(10, k), and at l = 8k;
 - ``now``: the defaults (buffered shrinks, eigenvalues ``s_i^2 + shrinkage``), fed in
-  blocks of 100 and of 10,000 rows, and as a merge of 4 states;
+  blocks of 100 and of 10,000 rows, and as merges of 4, 20 and 100 states (each trained
+  on its consecutive share of the rows);
 - scikit-learn ``PCA(svd_solver='randomized')`` (in memory, several passes).
 
 Per method: the largest principal angle to the exact top-k subspace (degrees), the
@@ -151,6 +152,8 @@ def main() -> None:
             f"now, l={2 * k} (default), blocks of 100": dict(extra=-1, block=100),
             f"now, l={2 * k} (default), blocks of 10,000": dict(extra=-1, block=10_000),
             f"now, l={2 * k} (default), merge of 4": dict(extra=-1, block=1000, parts=4),
+            f"now, l={2 * k} (default), merge of 20": dict(extra=-1, block=1000, parts=20),
+            f"now, l={2 * k} (default), merge of 100": dict(extra=-1, block=1000, parts=100),
         }
         for method, options in methods.items():
             components, variances, cost = run_sketch(data, k, **options)
