@@ -346,6 +346,7 @@ def _stream_reader(args: argparse.Namespace, feature_dim: int | None, label: Any
             zero_based=args.zero_based,
             block_size=args.mini_batch_size or 10_000,
             strict=args.strict,
+            max_bad_fraction=args.max_bad_fraction,
         )
     from beam_ml.io.kafka import ReadKafka
 
