@@ -111,7 +111,9 @@ _CRITERIA = (
 # Score histograms over the logit: progressive validation (threshold choice) and AUC.
 _LOGIT_RANGE = 10.0
 _PV_BINS = 400
-_AUC_BINS = 1000
+# 2^16 bins of 0.0003 in logit: a weak model's scores crowd into a narrow band, where
+# 1,000 bins tied most pairs (AUC 0.554 for an exact 0.570, issue 24).
+_AUC_BINS = 65536
 _STREAM = {"bias": 0, "linear": 1, "factors": 2}
 # The step scales a round's merge tries (finish_round): 0 the average, 1 the sum. Factors
 # grown from a small initialization grow multiplicatively (each one's gradient scales with
@@ -120,6 +122,7 @@ _STREAM = {"bias": 0, "linear": 1, "factors": 2}
 # with the test set as oracle), so the grid goes past it, coarsely.
 _LINEAR_GRID = np.linspace(0.0, 1.0, 9)
 _FACTOR_GRID = np.concatenate([np.linspace(0.0, 2.0, 17), [2.5, 3.0, 4.0, 6.0, 8.0]])
+_REGRESSOR_METRICS = ("rmse", "mae", "r2", "n_rows")
 _CLASSIFIER_METRICS = (
     "binary_classification_accuracy",
     "binary_classification_cross_entropy",
@@ -366,6 +369,15 @@ def _csr(features: Any, owner: str) -> sp.csr_matrix:
             )
         return x
     return sp.csr_matrix(np.asarray(features, dtype=np.float32))
+
+
+def _binned(sums: dict[str, float], prefix: str) -> np.ndarray:
+    """The counts per AUC bin kept in ``sums`` as ``<prefix><bin>`` (non-empty bins only)."""
+    counts = np.zeros(_AUC_BINS)
+    for name, value in sums.items():
+        if name.startswith(prefix):
+            counts[int(name[len(prefix) :])] += value
+    return counts
 
 
 def _logit_bins(scores: np.ndarray, bins: int) -> np.ndarray:
@@ -890,7 +902,7 @@ class FactorizationMachinesModel(Model):
     FAMILY = "factorization_machines"
     SERIAL_VERSION = 1
     #: Every metric name; a model reports those of its predictor type (``metrics``).
-    METRICS = ("rmse", *_CLASSIFIER_METRICS)
+    METRICS = ("rmse", "mae", "r2", *_CLASSIFIER_METRICS)
 
     def __init__(
         self,
@@ -912,7 +924,7 @@ class FactorizationMachinesModel(Model):
         self.n_seen = n_seen
         self.progressive_loss = progressive_loss
         # score() accepts the metrics this model reports.
-        self.METRICS = _CLASSIFIER_METRICS if self.classifier else ("rmse", "n_rows")
+        self.METRICS = _CLASSIFIER_METRICS if self.classifier else _REGRESSOR_METRICS
         # sum_f v_if^2 per feature: the self-interaction each row's pairwise term removes.
         self._sq_norms = np.einsum("ij,ij->i", factors, factors)  # (d,)
 
@@ -948,7 +960,13 @@ class FactorizationMachinesModel(Model):
         scores = self.scores(checked.features)
         sums = {"n_rows": float(labels.shape[0])}
         if not self.classifier:
-            sums["sum_squared_error"] = float(np.square(scores - labels).sum())
+            shifted = labels - self.bias  # near the mean: the r2 sums do not cancel
+            sums.update(
+                sum_squared_error=float(np.square(scores - labels).sum()),
+                sum_absolute_error=float(np.abs(scores - labels).sum()),
+                sum_shifted_label=float(shifted.sum()),
+                sum_shifted_label_squared=float(np.square(shifted).sum()),
+            )
             return sums
         predicted = _sigmoid(scores) >= self.threshold
         positive = labels > 0
@@ -962,25 +980,31 @@ class FactorizationMachinesModel(Model):
         bins = _logit_bins(scores, _AUC_BINS)
         for name, mask in (("pos", positive), ("neg", ~positive)):
             counts = np.bincount(bins[mask], minlength=_AUC_BINS)
-            sums.update({f"auc_{name}_{b:04d}": float(c) for b, c in enumerate(counts) if c})
+            sums.update({f"auc_{name}_{b:05d}": float(counts[b]) for b in np.flatnonzero(counts)})
         return sums
 
     def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
-        """SageMaker's FM metrics: ``rmse`` (regressor); ``binary_classification_accuracy``,
+        """SageMaker's FM metrics: ``rmse`` (and ``mae``, ``r2``) for a regressor; ``binary_classification_accuracy``,
         ``binary_classification_cross_entropy``, ``binary_f_beta``, ``precision``,
-        ``recall`` and ``roc_auc_score`` (from 1,000 logit bins) for a classifier."""
+        ``recall`` and ``roc_auc_score`` (from 2^16 logit bins) for a classifier."""
         n = sums.get("n_rows", 0.0)
         nan = float("nan")
         if not self.classifier:
+            # Sums of states older than MAE and r2 lack them: those two are NaN then.
+            total = sums.get("sum_shifted_label_squared", nan) - sums.get(
+                "sum_shifted_label", nan
+            ) ** 2 / max(n, 1.0)
             return {
                 "n_rows": n,
                 "rmse": float(np.sqrt(sums["sum_squared_error"] / n)) if n else nan,
+                "mae": sums.get("sum_absolute_error", nan) / n if n else nan,
+                "r2": 1.0 - sums["sum_squared_error"] / total if n and total > 0 else nan,
             }
         tp, fp = sums["true_positives"], sums["false_positives"]
         fn, tn = sums["false_negatives"], sums["true_negatives"]
         b2 = self.f_beta**2
-        pos = np.array([sums.get(f"auc_pos_{b:04d}", 0.0) for b in range(_AUC_BINS)])
-        neg = np.array([sums.get(f"auc_neg_{b:04d}", 0.0) for b in range(_AUC_BINS)])
+        pos = _binned(sums, "auc_pos_")
+        neg = _binned(sums, "auc_neg_")
         below = np.cumsum(neg) - neg  # negatives in lower bins; ties count one half
         pairs = pos.sum() * neg.sum()
         return {
@@ -1056,7 +1080,7 @@ class FactorizationMachinesModel(Model):
         return top.astype(np.int64), values
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described = {
             "predictor_type": self.predictor_type,
             "n_features": self.n_features,
             "num_factors": self.num_factors,
@@ -1065,6 +1089,10 @@ class FactorizationMachinesModel(Model):
             "progressive_validation_loss": self.progressive_loss,
             "bias": self.bias,
         }
+        if not self.classifier:  # the loss is the mean squared error; evaluate says rmse
+            loss = self.progressive_loss
+            described["progressive_validation_rmse"] = float(np.sqrt(loss)) if loss >= 0 else loss
+        return described
 
     def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {

@@ -105,7 +105,7 @@ def test_import_and_help_do_not_load_mxnet():
         "beam_ml.FactorizationMachinesConfig(feature_dim=3, num_factors=2, "
         "predictor_type='regressor')\n"
         "from beam_ml.cli.main import _parser\n"
-        "_parser([]).parse_args(['train', 'factorization_machines', '--help'])\n"
+        "argv = ['train', 'factorization_machines', '--help']\n_parser(argv).parse_args(argv)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code + "\n"],
@@ -548,6 +548,53 @@ def _adult():
     x, y = encode(train)
     order = np.random.default_rng(0).permutation(x.shape[0])
     return (x[order], y[order], *encode(test))
+
+
+def test_roc_auc_of_a_weak_model_matches_the_exact_one(rng):
+    """Issue 24: a weak model's scores crowd into a narrow band of logits (here 0.17
+    wide), where 1,000 bins tied most pairs; the AUC from 2^16 bins is the exact one."""
+    from sklearn.metrics import roc_auc_score
+
+    x = sp.random(20_000, 50, density=0.1, format="csr", random_state=1, dtype=np.float32)
+    logit = x @ rng.normal(0, 0.05, 50) - 1
+    y = (rng.random(20_000) < 1 / (1 + np.exp(-logit))).astype(float)
+    config = FactorizationMachinesConfig(
+        feature_dim=50, num_factors=4, predictor_type="binary_classifier",
+        linear_lr=0.001, factors_lr=0.001,
+    )  # fmt: skip
+    model = FactorizationMachinesState(config).update(Block(x[:10_000], y[:10_000])).derive()
+    test = Block(x[10_000:], y[10_000:])
+    ours = model.score("roc_auc_score", test)
+    assert ours == pytest.approx(roc_auc_score(y[10_000:], model.evaluate(test)[:, 0]), abs=1e-3)
+
+
+def test_regressor_metrics_match_scikit_learn():
+    """rmse, mae and r2 (issue 24: regressors reported rmse only) from additive sums."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    from beam_ml.testing import synthetic_ratings
+
+    ratings = synthetic_ratings(n=20_000, n_users=300, n_items=500)
+    x, y = ratings.one_hot(), ratings.ratings
+    config = FactorizationMachinesConfig(
+        feature_dim=800, num_factors=8, predictor_type="regressor", epochs=3
+    )
+    model = _fit(config, x[:15_000], y[:15_000], epochs=3).derive()
+    predicted = model.evaluate(x[15_000:])[:, 0]
+    sums = [
+        model.metric_sums(Block(x[a : a + 1000], y[a : a + 1000]))
+        for a in range(15_000, 20_000, 1000)
+    ]
+    metrics = model.metrics_from_sums({k: sum(s[k] for s in sums) for k in sums[0]})
+    truth = y[15_000:]
+    assert metrics["rmse"] == pytest.approx(mean_squared_error(truth, predicted) ** 0.5, rel=1e-9)
+    assert metrics["mae"] == pytest.approx(mean_absolute_error(truth, predicted), rel=1e-9)
+    assert metrics["r2"] == pytest.approx(r2_score(truth, predicted), rel=1e-9)
+    assert 0.1 < metrics["r2"] < 1
+    described = model.describe()
+    assert described["progressive_validation_rmse"] ** 2 == pytest.approx(
+        described["progressive_validation_loss"]
+    )
 
 
 def test_adult_one_hot_fm_at_least_as_good_as_logistic_regression():
