@@ -482,7 +482,10 @@ class PendingRows:
             labels = np.concatenate([self.labels, labels])
         n_full = features.shape[0] // self.batch_rows * self.batch_rows
         batches = [
-            (CsrRows.of(features, start, start + self.batch_rows), labels[start : start + self.batch_rows])
+            (
+                CsrRows.of(features, start, start + self.batch_rows),
+                labels[start : start + self.batch_rows],
+            )
             for start in range(0, n_full, self.batch_rows)
         ]
         self.features, self.labels = features[n_full:], labels[n_full:].copy()

@@ -147,8 +147,15 @@ class NumpyFMTrainer(_Settings):
             self.decay(touches, rows), step, rows, self.spec,
         )  # fmt: skip
         w0, bias_state = engine.apply_update(
-            _SCALAR, float(bias_record[0]), [float(v) for v in bias_record[1:]],
-            float(d_score.sum()), self.bias_lr, self.bias_wd, step, rows, self.spec,
+            _SCALAR,
+            float(bias_record[0]),
+            [float(v) for v in bias_record[1:]],
+            float(d_score.sum()),
+            self.bias_lr,
+            self.bias_wd,
+            step,
+            rows,
+            self.spec,
         )  # fmt: skip; one number: Python floats cost less than numpy calls
         trained = np.concatenate([theta, *state], axis=1) if slots else theta
         trained_bias = np.array([[w0, *bias_state]], dtype=np.float32)  # (1, 1 + slots)

@@ -124,4 +124,6 @@ class Evaluate(beam.PTransform):
         else:
             sums = blocks | "BeamML_MetricSums" >> beam.Map(lambda b, m: m.metric_sums(b), *side)
             finish = beam.Map(_metrics, *side)
-        return sums | "BeamML_AddSums" >> beam.CombineGlobally(_add_sums) | "BeamML_Metrics" >> finish
+        return (
+            sums | "BeamML_AddSums" >> beam.CombineGlobally(_add_sums) | "BeamML_Metrics" >> finish
+        )
