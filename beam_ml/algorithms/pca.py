@@ -23,24 +23,24 @@ Two modes, chosen like SageMaker's ``algorithm_mode``:
     singular value of its stack from all the directions it keeps, and ``m`` rows of
     noise of variance ``s^2`` in ``d`` dimensions put about ``d s^2`` into each of their
     ``m`` directions when ``m < d``: the shrinkage per row is about ``d s^2 / m``. The
-    textbook ``m = l`` (this module before issue 24) thus lost ``d s^2 / l`` per row,
-    25 for 500 features of unit noise at l = 20, and with it every direction of smaller
-    variance (88 degrees off on the issue's data). Each shrink here takes
-    ``m = max(l, 2^22 / d)`` rows (a 32 MiB float64 stack): for ``m >= d`` the shrinkage
-    per row falls to about the (l+1)-th eigenvalue of the covariance (the noise floor),
-    the least an l-row sketch can lose; above ``d = 2048`` it is about
-    ``d^2 s^2 / 2^22``. Rows of small blocks wait in the state until ``m`` have come
-    (``compact``, ``to_bytes``, ``merge``, ``derive`` and reading an attribute fold them
-    in), so a stream of single rows gets the same sketch as large blocks. A partial
-    state shrinks its own rows, though: merged states each need several times
-    ``min(m, d)`` rows for this (the issue's data merged from 8 states of 2,500 rows:
-    1.7 degrees, 3.4%; from 20 of 1,000: 4.1 degrees, 13%; from 100 of 200: 67 degrees), and so do the rows a state takes between
-    two encodings (a bundle, a streaming snapshot). Reported eigenvalues are the upper
-    end ``s_i^2 + shrinkage`` of the certified interval (each shrink lowers all kept
-    directions equally, so the leading ones lost all of it);
-    whitened projections then have standard deviations in
-    ``[sqrt(s_i^2 / (s_i^2 + shrinkage)), 1]``, and ``PCAModel.angle_bound`` certifies
-    the subspace angle when the sketch's eigen-gap allows.
+    textbook ``m = l`` (this module before issue 24) thus lost ``d s^2 / l`` per row, 25
+    for 500 features of unit noise at l = 20, and with it every direction of smaller
+    variance (88 degrees off on the issue's data). Each shrink here takes ``m = max(l,
+    2^22 / d)`` rows (a 32 MiB float64 stack): for ``m >= d`` the shrinkage per row
+    falls to about the (l+1)-th eigenvalue of the covariance (the noise floor), the
+    least an l-row sketch can lose; above ``d = 2048`` it is about ``d^2 s^2 / 2^22``.
+    Rows of small blocks wait in the state until ``m`` have come (``compact``,
+    ``to_bytes``, ``merge``, ``derive`` and reading an attribute fold them in), so a
+    stream of single rows gets the same sketch as large blocks. A partial state shrinks
+    its own rows, though: merged states each need several times ``min(m, d)`` rows for
+    this (the issue's data merged from 8 states of 2,500 rows: 1.7 degrees, 3.4%; from
+    20 of 1,000: 4.1 degrees, 13%; from 100 of 200: 67 degrees), and so do the rows a
+    state takes between two encodings (a bundle, a streaming snapshot). Reported
+    eigenvalues are the upper end ``s_i^2 + shrinkage`` of the certified interval (each
+    shrink lowers all kept directions equally, so the leading ones lost all of it);
+    whitened projections then have standard deviations in ``[sqrt(s_i^2 / (s_i^2 +
+    shrinkage)), 1]``, and ``PCAModel.angle_bound`` certifies the subspace angle when
+    the sketch's eigen-gap allows.
 
     Measured at the defaults (l = 20, k = 10; ``benchmarks/bench_pca_sketch.py``,
     BENCHMARKS.md): the issue's 20,000 x 500 rows (variances 50, 40, 30, 20, 10, 8, 6, 4,
