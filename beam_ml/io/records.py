@@ -304,8 +304,10 @@ def decode_records(
     for i, value in enumerate(values):
         if isinstance(value, str):
             value = value.encode()
-        if value is None or not bytes(value).strip():
-            bad.append((i, _bad(source, ids[i], b"", "empty record value")))
+        if value is None or not formats.count_records(bytes(value), spec.format):
+            # blank, or (LIBSVM) only a comment: a record with no row in it
+            reason = "empty record value" + (" (only a comment)" if value and b"#" in value else "")
+            bad.append((i, _bad(source, ids[i], value or b"", reason)))
             continue
         value = bytes(value).rstrip(b"\r\n")
         if b"\n" in value or b"\r" in value:
@@ -349,6 +351,12 @@ def decode_records(
         i = kept[bisect.bisect_right(starts, record["offset"]) - 1]
         bad.append((i, _bad(source, ids[i], record["record"], record["reason"])))
     bad.sort(key=lambda pair: pair[0])
+    if (0 if block is None else block.n_rows) + len(bad) != len(values):
+        raise RuntimeError(
+            f"beam_ml lost records of {source}: {len(values)} records, but "
+            f"{0 if block is None else block.n_rows} rows used and {len(bad)} set aside. "
+            "This is a bug; please report it with the records."
+        )
     if block is not None:
         good = sorted(set(kept) - {i for i, _ in bad})
         block = Block(block.features, block.labels, origin=(source, ids[good[0]]))

@@ -658,8 +658,10 @@ def _split_file(file: tuple[str, int], spec: _Spec) -> list[_Range]:
 
 
 def _row_group_bytes(meta: Any, g: int) -> int:
-    group = meta.row_group(g)
-    return sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+    """A row group's size (uncompressed). Not the sum of its column chunks' compressed
+    sizes: on some damaged column metadata, pyarrow 25's ``RowGroupMetaData.column``
+    aborts the process (an uncaught C++ exception) instead of raising."""
+    return max(0, int(meta.row_group(g).total_byte_size))
 
 
 # ----------------------------------------------------------------- reading one range

@@ -245,7 +245,7 @@ def test_fuzz_parquet(tmp_path, rng):
         except BadInputError as exc:
             assert str(path) in str(exc)
             continue
-        assert counts.records_read == 300
+        assert counts.records_read == (300 if data else 0)  # an empty file holds none
 
 
 def test_fuzz_sqlite(tmp_path, rng):
