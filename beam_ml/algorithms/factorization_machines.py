@@ -41,7 +41,8 @@ Notes
 -----
 Memory: the state holds ``feature_dim * (1 + num_factors)`` float32 parameters, as many
 again per optimizer slot (Adam 2, AdaGrad 1, SGD 0), one int64 example count and one
-int32 replica count per feature, fewer than ``mini_batch_size`` pending rows and at most
+int32 replica count per feature, fewer than ``shuffle_buffer`` (or ``mini_batch_size``)
+pending rows and at most
 ``merge_sample_size`` sampled rows: 2^20 features, 10 factors and Adam take 150 MB
 (and ~1 MB of sample at 40 non-zeros a row), whatever the number of rows. A step costs
 O(nnz * num_factors) for the batch's non-zeros plus one gather and one scatter of the
@@ -163,6 +164,14 @@ class FactorizationMachinesConfig:
         Passes over bounded input; a stream is one pass.
     mini_batch_size : int
         Rows per SGD step, independent of how the input is cut into blocks.
+    shuffle_buffer : int, optional
+        Rows are trained in a seeded random order within windows of this many rows
+        (beam_ml's addition; 0 or at most ``mini_batch_size``: in arrival order).
+        Default: 10,000 when ``epochs > 1`` (bounded input, read again every epoch),
+        else 0 (a stream's rows train as they come). SGD follows the order of its
+        input: ratings sorted by user trained to RMSE 0.940 in 10 epochs where shuffled
+        ones reach 0.891, windows of 10,000 rows 0.893. Up to this many rows wait in the
+        state (``derive`` learns them).
     clip_gradient : float, optional
         Clip each rescaled gradient entry to [-clip_gradient, clip_gradient].
     eps : float, optional
@@ -233,6 +242,7 @@ class FactorizationMachinesConfig:
     predictor_type: str
     epochs: int = 1
     mini_batch_size: int = 1000
+    shuffle_buffer: int | None = None
     clip_gradient: float | None = None
     eps: float | None = None
     rescale_grad: float | None = None
@@ -267,6 +277,8 @@ class FactorizationMachinesConfig:
         check_choice(self.predictor_type, "predictor_type", where, _PREDICTORS)
         check_int(self.epochs, "epochs", where, 1)
         check_int(self.mini_batch_size, "mini_batch_size", where, 1)
+        if self.shuffle_buffer is not None:
+            check_int(self.shuffle_buffer, "shuffle_buffer", where, 0, 10_000_000)
         _check_float(self.clip_gradient, "clip_gradient", where, 0.0, optional=True)
         _check_float(self.eps, "eps", where, 0.0, optional=True)
         _check_float(self.rescale_grad, "rescale_grad", where, 0.0, optional=True)
@@ -298,6 +310,13 @@ class FactorizationMachinesConfig:
             )
         check_int(self.merge_sample_size, "merge_sample_size", where, 0, 1_000_000)
         check_device(self.device, "device", where)
+
+    @property
+    def shuffle_rows(self) -> int:
+        """The shuffle window in rows, the default resolved."""
+        if self.shuffle_buffer is None:
+            return 10_000 if self.epochs > 1 else 0
+        return self.shuffle_buffer
 
     @property
     def classifier(self) -> bool:
@@ -448,7 +467,9 @@ class FactorizationMachinesState(TrainingState):
         self.n_before = 0
         self.epoch = 0
         self.n_rows = 0
-        self.pending = PendingRows(config.mini_batch_size, config.feature_dim)
+        self.pending = PendingRows(
+            config.mini_batch_size, config.feature_dim, config.shuffle_rows, config.seed
+        )
         self.sample = MergeSample(
             config.merge_sample_size, config.feature_dim, config.merge_holdout
         )
@@ -600,9 +621,9 @@ class FactorizationMachinesState(TrainingState):
         trained, its rows counted as seen before, and per-feature counts restarted (they
         weight the merge of the next epoch's replicas)."""
         out = self._copy()
-        features, labels = out.pending.take_all()
-        if features.shape[0]:
-            out._train(out._trainer_for_device(), [(features, labels)])
+        batches = out.pending.flush()
+        if batches:
+            out._train(out._trainer_for_device(), batches)
         out.n_before, out.n_rows, out.epoch = self.n_seen, 0, self.epoch + 1
         if out.table is not None:
             out.table, out.bias = out.table.restarted(), out.bias.restarted()
@@ -755,29 +776,16 @@ class FactorizationMachinesState(TrainingState):
         _check_float(f_beta, "f_beta", where, 0.0)
         _check_float(threshold, "threshold", where, 0.0, optional=True)
         learned = self
-        if self.sample.n_rows:
-            # The merge sample's rows were held out to judge merges; the model learns
-            # them too, one pass on a copy, so setting rows aside loses none.
+        if self.sample.n_rows or self.pending.n_rows:
+            # On a copy, so deriving never changes the state: the merge sample's rows
+            # (held out to judge merges) and the rows still waiting for a mini-batch or
+            # a shuffle window are learnt too, so the model loses none.
             learned = self._copy()
-            learned._train(
-                self._trainer_for_device(),
-                learned.pending.feed(self.sample.features, self.sample.labels),
-            )
+            trainer = self._trainer_for_device()
+            learned._train(trainer, learned.pending.feed(self.sample.features, self.sample.labels))
+            learned._train(trainer, learned.pending.flush())
         params = learned.table.params.copy()  # (d, 1 + k)
         bias = float(learned.bias.values[0, 0])
-        if learned.pending.n_rows:
-            # The rows after the last full mini-batch count too: one more (smaller) step,
-            # on copies, so deriving never changes the state.
-            columns, records, bias_record, _ = self._trainer_for_device().step(
-                learned.table,
-                learned.bias,
-                learned.pending.features,
-                learned.pending.labels,
-                learned.steps + 1,
-                write_back=False,
-            )
-            params[columns] = records[:, : self.table.width]
-            bias = float(bias_record[0, 0])
         if threshold is None:
             threshold = self._threshold(criterion, target_recall, target_precision, f_beta)
         rows = self.pv[0]
@@ -861,8 +869,9 @@ class FactorizationMachinesState(TrainingState):
         if state.pv.shape != (3,) or config.classifier and state.pv_hist.shape != (2, _PV_BINS):
             raise IncompatibleStateError("Factorization Machines payload: misshapen pv/pv_hist.")
         state.pending = PendingRows.from_arrays(
-            arrays, "pending", config.mini_batch_size, config.feature_dim
-        )
+            arrays, "pending", config.mini_batch_size, config.feature_dim,
+            config.shuffle_rows, config.seed,
+        )  # fmt: skip
         state.sample = MergeSample.from_arrays(
             arrays, "sample", config.merge_sample_size, config.feature_dim, config.merge_holdout
         )

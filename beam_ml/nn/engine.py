@@ -462,12 +462,20 @@ class CsrRows(NamedTuple):
 class PendingRows:
     """Cuts a stream of labelled CSR rows into mini-batches of exactly ``batch_rows`` rows.
 
-    The rows after the last full mini-batch (fewer than ``batch_rows``) stay here, in the
-    state, until more rows arrive, the state is merged, or a model is derived.
+    With ``buffer_rows`` > ``batch_rows`` the rows also leave in a seeded random order:
+    every time ``buffer_rows`` rows wait, they are permuted (``numpy.random.default_rng
+    ([seed, windows so far])``) and cut into mini-batches, the few left over wait for the
+    next window. SGD follows the order of its input, and input sorted by a key (ratings
+    by user) trains worse models; a window mixes the rows of many keys. Either way the
+    mini-batches depend only on the sequence of rows, not on how it is cut into blocks.
+    The rows after the last window or full mini-batch stay here, in the state, until
+    more rows arrive, the state is merged, or a model is derived (:meth:`flush`).
     """
 
-    def __init__(self, batch_rows: int, n_features: int):
+    def __init__(self, batch_rows: int, n_features: int, buffer_rows: int = 0, seed: int = 0):
         self.batch_rows, self.n_features = batch_rows, n_features
+        self.buffer_rows = buffer_rows if buffer_rows > batch_rows else 0
+        self.seed, self.windows = seed, 0
         self.features = sp.csr_matrix((0, n_features), dtype=np.float32)
         self.labels = np.zeros(0, dtype=np.float32)
 
@@ -475,47 +483,96 @@ class PendingRows:
     def n_rows(self) -> int:
         return self.features.shape[0]
 
+    @property
+    def capacity(self) -> int:
+        """At most this many rows wait here."""
+        return max(self.batch_rows, self.buffer_rows)
+
     def feed(self, features: sp.csr_matrix, labels: np.ndarray) -> list[tuple[Any, np.ndarray]]:
         """Full mini-batches from the pending rows followed by these; keeps the rest."""
         if self.n_rows:
             features = sp.vstack([self.features, features], format="csr")
             labels = np.concatenate([self.labels, labels])
-        n_full = features.shape[0] // self.batch_rows * self.batch_rows
-        batches = [
-            (
-                CsrRows.of(features, start, start + self.batch_rows),
-                labels[start : start + self.batch_rows],
-            )
-            for start in range(0, n_full, self.batch_rows)
-        ]
-        self.features, self.labels = features[n_full:], labels[n_full:].copy()
+        batches: list[tuple[Any, np.ndarray]] = []
+        if self.buffer_rows:
+            while features.shape[0] >= self.buffer_rows:
+                window, window_labels = self._shuffled(
+                    features[: self.buffer_rows], labels[: self.buffer_rows]
+                )
+                full = self._cut(window, window_labels, batches)
+                features = sp.vstack([window[full:], features[self.buffer_rows :]], format="csr")
+                labels = np.concatenate([window_labels[full:], labels[self.buffer_rows :]])
+        else:
+            self._cut(features, labels, batches)
+            full = features.shape[0] // self.batch_rows * self.batch_rows
+            features, labels = features[full:], labels[full:]
+        self.features, self.labels = features, labels.copy()
         return batches
 
-    def take_all(self) -> tuple[Any, np.ndarray]:
-        """The pending rows (possibly none), leaving none here."""
-        out = (self.features, self.labels)
+    def flush(self) -> list[tuple[Any, np.ndarray]]:
+        """Every pending row in mini-batches (in a random order with a buffer), the last
+        one short, leaving none here."""
+        features, labels = self.features, self.labels
         self.features = sp.csr_matrix((0, self.n_features), dtype=np.float32)
         self.labels = np.zeros(0, dtype=np.float32)
-        return out
+        if not features.shape[0]:
+            return []
+        if self.buffer_rows:
+            features, labels = self._shuffled(features, labels)
+        batches: list[tuple[Any, np.ndarray]] = []
+        full = self._cut(features, labels, batches)
+        if full < features.shape[0]:
+            batches.append((features[full:], labels[full:]))
+        return batches
+
+    def _shuffled(self, features: Any, labels: np.ndarray) -> tuple[Any, np.ndarray]:
+        order = np.random.default_rng([self.seed, self.windows]).permutation(labels.shape[0])
+        self.windows += 1
+        return features[order], labels[order]
+
+    def _cut(self, features: Any, labels: np.ndarray, batches: list) -> int:
+        """Appends the full mini-batches of ``features`` to ``batches``; the rows used."""
+        b = self.batch_rows
+        full = features.shape[0] // b * b
+        batches.extend(
+            (CsrRows.of(features, start, start + b), labels[start : start + b])
+            for start in range(0, full, b)
+        )
+        return full
 
     def copy(self) -> PendingRows:
-        out = PendingRows(self.batch_rows, self.n_features)
+        out = PendingRows(self.batch_rows, self.n_features, self.buffer_rows, self.seed)
         out.features, out.labels = self.features.copy(), self.labels.copy()
+        out.windows = self.windows
         return out
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        return _rows_to_arrays(prefix, self.features, self.labels)
+        arrays = _rows_to_arrays(prefix, self.features, self.labels)
+        arrays[f"{prefix}.windows"] = np.array([self.windows], dtype=np.int64)
+        return arrays
 
     @classmethod
     def from_arrays(
-        cls, arrays: dict[str, np.ndarray], prefix: str, batch_rows: int, n_features: int
+        cls,
+        arrays: dict[str, np.ndarray],
+        prefix: str,
+        batch_rows: int,
+        n_features: int,
+        buffer_rows: int = 0,
+        seed: int = 0,
     ) -> PendingRows:
-        out = cls(batch_rows, n_features)
+        out = cls(batch_rows, n_features, buffer_rows, seed)
         out.features, out.labels = _rows_from_arrays(arrays, prefix, n_features, "Pending rows")
-        if out.labels.shape != (out.n_rows,) or out.n_rows >= batch_rows:
+        windows = arrays.get(f"{prefix}.windows")  # absent from states of before 2026-12-04
+        if windows is not None:
+            if windows.shape != (1,) or windows[0] < 0:
+                raise IncompatibleStateError(f"The state's {prefix}.windows is not one count.")
+            out.windows = int(windows[0])
+        if out.labels.shape != (out.n_rows,) or out.n_rows >= out.capacity:
             raise IncompatibleStateError(
                 f"The state holds {out.n_rows} pending rows with {out.labels.shape[0]} labels; "
-                f"expected fewer than mini_batch_size={batch_rows}, one label each."
+                f"expected fewer than {out.capacity} (mini_batch_size, or shuffle_buffer), "
+                "one label each."
             )
         return out
 
