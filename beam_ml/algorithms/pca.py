@@ -510,6 +510,13 @@ class PCAState(TrainingState):
     def _from_payload(
         cls, config: PCAConfig, meta: dict[str, Any], arrays: dict[str, np.ndarray]
     ) -> PCAState:
+        stored = arrays["mean"].shape if "mean" in arrays else None
+        if config.feature_dim is not None and stored not in (None, (config.feature_dim,)):
+            # Before cls(config), which allocates feature_dim columns (a header may lie).
+            raise IncompatibleStateError(
+                f"PCA state payload holds a mean of shape {stored}; its config says "
+                f"feature_dim={config.feature_dim}."
+            )
         state = cls(config)
         state.n = int(meta["n_seen"])
         state.trace, state.shrinkage = float(meta["trace"]), float(meta["shrinkage"])
