@@ -78,7 +78,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from beam_ml.core.block import Block, as_block
+from beam_ml.core.block import Block, as_block, origin_note
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.state import Model, TrainingState, register
 from beam_ml.core.validation import check_choice, check_int
@@ -346,20 +346,23 @@ class FactorizationMachinesConfig:
 
 # --- labels and features -------------------------------------------------------------------------
 def _labels(block: Block, classifier: bool, owner: str) -> np.ndarray:
-    """float32 labels of a validated block: 0/1 for a classifier."""
+    """float32 labels of a validated block: 0/1 for a classifier. Errors end with the
+    block's file and offset, so the record can be found in the input."""
+    where = origin_note(block)
     if block.labels is None:
         raise BadInputError(
             f"{owner} trains on labelled rows; the block has no labels (read LIBSVM, or give "
-            "CSV/JSON input a --label_column)."
+            "CSV/JSON input a --label_column)." + where
         )
     try:
         labels = np.asarray(block.labels, dtype=np.float64)
     except (TypeError, ValueError):
-        raise BadInputError(f"{owner} expects numeric labels.") from None
+        raise BadInputError(f"{owner} expects numeric labels." + where) from None
     bad = np.flatnonzero(~np.isfinite(labels))
     if bad.size:
         raise BadInputError(
-            f"{owner} expects finite labels; the label of row {bad[0]} is {labels[bad[0]]}."
+            f"{owner} expects finite labels; the label of row {bad[0]} is {labels[bad[0]]} "
+            "(rows are numbered from 0 within the block)." + where
         )
     if not classifier:
         return labels.astype(np.float32)
@@ -368,7 +371,7 @@ def _labels(block: Block, classifier: bool, owner: str) -> np.ndarray:
         shown = ", ".join(f"{v:g}" for v in sorted(seen)[:6])
         raise BadInputError(
             f"{owner} with predictor_type='binary_classifier' expects labels 0 and 1 "
-            f"(or -1 and +1); the block has labels {shown}."
+            f"(or -1 and +1); the block has labels {shown}." + where
         )
     return (labels > 0).astype(np.float32)
 

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from beam_ml.core.errors import BadInputError
 
-__all__ = ["Block", "as_block"]
+__all__ = ["Block", "as_block", "origin_note"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,3 +119,14 @@ def as_block(data: Any, *, n_features: int | None = None, owner: str = "beam_ml"
     if features is block.features and labels is block.labels:
         return block
     return Block(features, labels, block.origin)
+
+
+def origin_note(block: Block) -> str:
+    """Where a block came from, as a sentence to end an error message ('' if unknown)."""
+    if block.origin is None:
+        return ""
+    file, offset = block.origin
+    return (
+        f" The block came from {file} and starts at offset {offset} (the byte offset of "
+        f"its first line in a text file, the index of its first row in .npy or Parquet)."
+    )
