@@ -143,20 +143,84 @@ def _derive_params(state_class: type, skip_config: bool = False) -> list[tuple[s
     return out
 
 
-def _add_params(group: argparse._ArgumentGroup, params: list, defaults: bool = False) -> None:
+def _shown(default: Any) -> str:
+    """A default as the command line spells it (booleans as true/false)."""
+    if isinstance(default, bool):
+        return str(default).lower()
+    return str(default)
+
+
+def _default_note(default: Any, help_text: str, trained: bool = False) -> str:
+    """' (default: X)' for the help, unless the text already says what the default is."""
+    if "(default" in help_text.lower():
+        return ""
+    if default is None:
+        return " (default: the trained value)" if trained else " (default: not set)"
+    return f" (default: {_shown(default)})"
+
+
+_FEATURE_DIM_HELP = (
+    "Number of features; when omitted, found from the input: the columns of CSV, JSON "
+    "lines, .npy and Parquet; the largest index of LIBSVM files up to 256 MiB (and up "
+    "to 2^20 features). LIBSVM standard input with --streaming, Kafka and Pub/Sub "
+    "need it"
+)
+
+
+def _add_flag(
+    group: argparse._ArgumentGroup, name: str, kind: Any, choices: Any, help_text: str
+) -> None:
+    """One hyperparameter flag: unset (None) unless given, so defaults stay the code's."""
+    metavar = "BOOL" if kind is _parse_bool else kind.__name__.upper()
+    group.add_argument(
+        f"--{name}",
+        type=kind,
+        default=None,
+        choices=choices,
+        metavar="{" + ",".join(choices) + "}" if choices else metavar,
+        help=help_text.replace("%", "%%"),
+    )
+
+
+def _add_params(group: argparse._ArgumentGroup, params: list) -> None:
     for name, kind, default, help_text, choices in params:
         if f"--{name}" in group._option_string_actions:
             continue  # already a reader option (mini_batch_size): one flag sets both
-        shown = f" (default: {default})" if defaults and default is not None else ""
-        metavar = "BOOL" if kind is _parse_bool else kind.__name__.upper()
-        group.add_argument(
-            f"--{name}",
-            type=kind,
-            default=None,
-            choices=choices,
-            metavar="{" + ",".join(choices) + "}" if choices else metavar,
-            help=help_text + shown,
-        )
+        if name == "feature_dim":
+            help_text = ("(required) " if help_text.startswith("(required)") else "") + (
+                _FEATURE_DIM_HELP
+            )
+        required = help_text.startswith("(required)")
+        shown = ""
+        if not required and name != "feature_dim":
+            shown = _default_note(default, help_text)
+        _add_flag(group, name, kind, choices, help_text + shown)
+
+
+def _add_derive_params(group: argparse._ArgumentGroup, algos: dict[str, type]) -> None:
+    """derive's parameters, each once, labelled with the algorithms it applies to and
+    each one's default (read from its derive() signature, as the parser is)."""
+    by_name: dict[str, list[tuple[str, Any, Any, str, Any]]] = {}
+    for family, cls in sorted(algos.items()):
+        config_names = {f.name for f in dataclasses.fields(cls.CONFIG)}
+        for name, kind, default, text, choices in _derive_params(cls):
+            note = _default_note(default, text, trained=name in config_names)
+            by_name.setdefault(name, []).append((family, kind, text, note, choices))
+    for name, entries in by_name.items():
+        families_ = [e[0] for e in entries]
+        texts = {e[2] for e in entries}
+        notes = {e[3] for e in entries}
+        if len(texts) == 1 and len(notes) == 1:
+            help_text = f"[{', '.join(families_)}] {entries[0][2]}{entries[0][3]}"
+        elif len(texts) == 1 and all(notes):  # one meaning, defaults that differ by algorithm
+            per = "; ".join(f"{e[0]}: {e[3].strip()[len('(default: '):-1]}" for e in entries)
+            help_text = f"[{', '.join(families_)}] {entries[0][2]} (defaults: {per})"
+        else:
+            help_text = " | ".join(f"[{f}] {t}{n}" for f, _, t, n, _ in entries)
+        choices = None
+        if any(e[4] for e in entries):
+            choices = list(dict.fromkeys(c for e in entries for c in (e[4] or [])))
+        _add_flag(group, name, entries[0][1], choices, help_text)
 
 
 # --- Beam options ----------------------------------------------------------------------
@@ -834,7 +898,6 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         _add_params(
             sub.add_argument_group("model defaults (used by derive unless given there)"),
             _derive_params(cls, skip_config=True),
-            defaults=True,
         )
         sub.set_defaults(state_class=cls, handler=_cmd_train)
 
@@ -843,14 +906,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     )
     derive.add_argument("state_dir")
     derive.add_argument("--output", required=True, help="directory to write the model to")
-    seen: set[str] = set()
-    group = derive.add_argument_group("model parameters (by algorithm)")
-    for family, cls in sorted(algos.items()):
-        params = [p for p in _derive_params(cls) if p[0] not in seen]
-        seen.update(p[0] for p in params)
-        _add_params(
-            group, [(n, k, d, f"[{family}] {h}", c) for n, k, d, h, c in params], defaults=True
-        )
+    _add_derive_params(derive.add_argument_group("model parameters (by algorithm)"), algos)
     derive.set_defaults(handler=_cmd_derive)
 
     predict = commands.add_parser(

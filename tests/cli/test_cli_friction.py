@@ -1,0 +1,79 @@
+"""The command line's friction points of issue 24: defaults in --help, escaped CSV
+delimiters, predict output aligned with its input, honest feature_dim, a quiet
+multi-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.cli.test_cli import beam_ml
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.beam
+
+
+def _flat(text: str) -> str:
+    """argparse's help as one line (it wraps words at the terminal width)."""
+    return re.sub(r"\s+", " ", text)
+
+
+def _option_help(help_text: str, option: str) -> str:
+    """The help of one option: from its flag to the next option's."""
+    flat = _flat(help_text)
+    start = flat.index(f" {option} ")
+    following = re.search(r" --\w+ [A-Z{]", flat[start + len(option) + 2 :])
+    end = start + len(option) + 2 + following.start() if following else len(flat)
+    return flat[start:end]
+
+
+# ------------------------------------------------------------------ 1. --help defaults
+
+
+def test_train_help_shows_every_hyperparameter_default():
+    from beam_ml import KMeansConfig, LinearLearnerConfig
+
+    kmeans = beam_ml("train", "kmeans", "--help").stdout
+    assert "(default: 0)" in _option_help(kmeans, "--half_life_time_size")
+    assert "(default: kmeans++)" in _option_help(kmeans, "--init_method")
+    assert f"(default: {KMeansConfig(k=2).seed})" in _option_help(kmeans, "--seed")
+    assert "(default: 300)" in _option_help(kmeans, "--local_lloyd_max_iter")
+    learner = beam_ml("train", "linear_learner", "--help").stdout
+    config = LinearLearnerConfig(predictor_type="regressor")
+    assert f"(default: {config.num_models})" in _option_help(learner, "--num_models")
+    assert f"(default: {config.beta_1})" in _option_help(learner, "--beta_1")
+    assert "(default: true)" in _option_help(learner, "--use_bias")
+    assert "(required)" in _option_help(learner, "--predictor_type")
+    assert "largest index" in _option_help(learner, "--feature_dim")
+
+
+def test_derive_help_labels_each_parameter_with_its_algorithms_and_defaults():
+    import inspect
+
+    from beam_ml.algorithms.factorization_machines import FactorizationMachinesState
+    from beam_ml.algorithms.linear_learner import LinearLearnerState
+
+    def default(cls):
+        parameters = inspect.signature(cls.derive).parameters
+        return parameters["binary_classifier_model_selection_criteria"].default
+
+    fm, ll = default(FactorizationMachinesState), default(LinearLearnerState)
+    assert fm != ll  # the point of the label: they differ
+    text = beam_ml("derive", "--help").stdout
+    criteria = _option_help(text, "--binary_classifier_model_selection_criteria")
+    assert f"[factorization_machines] " in criteria and f"[linear_learner] " in criteria
+    assert re.search(rf"\[factorization_machines\][^\[]*\(default: {fm}\)", criteria)
+    assert re.search(rf"\[linear_learner\][^\[]*\(default: {ll}\)", criteria)
+    recall = _option_help(text, "--target_recall")
+    assert "[factorization_machines, linear_learner]" in recall and "(default: 0.8)" in recall
+    assert "[kmeans]" in _option_help(text, "--local_lloyd_tol")
+    assert "(default: true)" in _option_help(text, "--subtract_mean")
+    assert "[pca]" in _option_help(text, "--num_components")
+    # every choice of either algorithm is accepted by the parser
+    assert "precision_at_target_recall" in criteria and "loss_function" in criteria
