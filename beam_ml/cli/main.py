@@ -252,6 +252,31 @@ def _beam_options(unknown: list[str]) -> list[str]:
 
 
 # --- reader options ----------------------------------------------------------------------
+_DELIMITER_NAMES = {"tab": "\t", "space": " ", "comma": ",", "semicolon": ";", "pipe": "|"}
+_DELIMITER_FORMS = (
+    "one character, a name (tab, space, comma, semicolon, pipe) or an escape "
+    "(\\t, \\x1f, \\u00a6; a doubled backslash too)"
+)
+
+
+def _delimiter(text: str) -> str:
+    r"""The one-character delimiter that ``text`` spells: ``,``, ``tab``, ``\t`` (as the
+    shell passes ``'\t'``), ``\\t``, ``\x1f``, ``\u00a6``..."""
+    char = _DELIMITER_NAMES.get(text.strip().lower()) if len(text) > 1 else text
+    if char is None and text.startswith("\\"):
+        escape = re.sub(r"^\\+", r"\\", text)  # '\\t' -> '\t': one escape, not two
+        try:
+            char = escape.encode("ascii").decode("unicode_escape")
+        except (UnicodeError, ValueError):
+            char = None
+    if char is None or len(char) != 1 or char in '\r\n"':
+        raise argparse.ArgumentTypeError(
+            f"cannot use {text!r} as the CSV delimiter; give {_DELIMITER_FORMS}; not a "
+            "quote nor a newline"
+        )
+    return char
+
+
 def _add_reader_args(
     parser: argparse.ArgumentParser, dead_letters: str = "<output>.dead_letters.jsonl"
 ) -> None:
@@ -283,7 +308,13 @@ def _add_reader_args(
         default="auto",
         help="CSV header line (default: auto)",
     )
-    group.add_argument("--delimiter", default=",", help="CSV delimiter (default: ,)")
+    group.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=",",
+        metavar="CHAR",
+        help=f"CSV field delimiter: {_DELIMITER_FORMS} (default: ,)",
+    )
     group.add_argument(
         "--zero_based",
         type=_parse_bool,

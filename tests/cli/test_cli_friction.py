@@ -77,3 +77,31 @@ def test_derive_help_labels_each_parameter_with_its_algorithms_and_defaults():
     assert "[pca]" in _option_help(text, "--num_components")
     # every choice of either algorithm is accepted by the parser
     assert "precision_at_target_recall" in criteria and "loss_function" in criteria
+
+
+# ------------------------------------------------------------- 2. escaped delimiters
+
+
+@pytest.mark.parametrize("spelling", ["\\t", "\\\\t", "tab", "\t", "\\x09"])
+def test_tab_delimiter_in_any_spelling(tmp_path, rng, spelling):
+    rows = rng.normal(size=(60, 3)).astype(np.float32)
+    lines = ["a\tb\tc"] + ["\t".join(repr(float(v)) for v in row) for row in rows]
+    (tmp_path / "x.tsv").write_text("\n".join(lines) + "\n")
+    out = beam_ml(
+        "train", "pca", "--input", tmp_path / "x.tsv", "--format", "csv",
+        "--delimiter", spelling, "--output", tmp_path / "s", "--num_components", 2,
+    )
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["rows_read"] == 60 and summary["config"]["feature_dim"] == 3
+
+
+def test_unusable_delimiter_says_what_is_accepted(tmp_path):
+    (tmp_path / "x.csv").write_text("1,2\n")
+    done = beam_ml(
+        "train", "pca", "--input", tmp_path / "x.csv", "--delimiter", "\\q",
+        "--output", tmp_path / "s", "--num_components", 1, check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--delimiter" in lines[0], done.stderr
+    assert all(form in lines[0] for form in ("one character", "tab", "\\t", "\\x1f"))
