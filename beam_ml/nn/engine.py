@@ -201,25 +201,38 @@ def apply_update(
     ``lr`` and ``wd`` are floats or NDArrays of shape (1, width) broadcast over the rows,
     so one step serves parameter groups with different rates (linear and factors columns).
     ``step`` counts from 1 (Adam's bias correction); ``rows`` is the mini-batch size.
+    ``weight`` and ``slots`` are updated in place where they are arrays (fewer temporary
+    arrays: most of a small step's cost) and returned; ``grad`` is never changed.
     """
     scale = spec.rescale_grad if spec.rescale_grad is not None else 1.0 / rows
     g = grad * scale
     if spec.clip_gradient is not None:
         g = nd.clip(g, -spec.clip_gradient, spec.clip_gradient)
-    g = g + _mul(nd, wd, weight)  # L2 weight decay, never clipped
+    g += _mul(nd, wd, weight)  # L2 weight decay, never clipped
     if spec.name == "sgd":
-        return weight - _mul(nd, lr, g), []
+        weight -= _mul(nd, lr, g)
+        return weight, []
     if spec.name == "adagrad":
         (history,) = slots
-        history = history + g * g
-        return weight - _mul(nd, lr, g / nd.sqrt(history + spec.eps)), [history]
+        history += g * g
+        g /= nd.sqrt(history + spec.eps)
+        weight -= _mul(nd, lr, g)
+        return weight, [history]
     mean, var = slots
-    mean = spec.beta1 * mean + (1.0 - spec.beta1) * g
-    var = spec.beta2 * var + (1.0 - spec.beta2) * g * g
+    mean *= spec.beta1
+    mean += (1.0 - spec.beta1) * g
+    var *= spec.beta2
+    g *= g
+    g *= 1.0 - spec.beta2
+    var += g
     # Bias correction folded into the step size, as MXNet's Adam does.
     correction = np.sqrt(1.0 - spec.beta2**step) / (1.0 - spec.beta1**step)
-    step_size = _mul(nd, lr, mean / (nd.sqrt(var) + spec.eps)) * correction
-    return weight - step_size, [mean, var]
+    denominator = nd.sqrt(var)
+    denominator += spec.eps
+    step_size = mean / denominator
+    step_size *= correction
+    weight -= _mul(nd, lr, step_size)
+    return weight, [mean, var]
 
 
 def _mul(nd: Any, factor: Any, array: Any) -> Any:

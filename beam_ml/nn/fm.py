@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from beam_ml.core.sparse import csr_times, csr_transpose_times
 from beam_ml.nn import engine
 
 __all__ = ["FMTrainer", "NumpyFMTrainer", "fm_trainer", "fm_scores"]
@@ -123,29 +124,40 @@ class NumpyFMTrainer(_Settings):
         rows, width, slots = features.shape[0], table.width, table.slots
         data, indptr = features.data, features.indptr
         columns, local, touches = self.columns(features)
+        local = local.astype(indptr.dtype, copy=False)  # the kernels take one index type
+        u = columns.shape[0]
         records = table.gather(columns)  # (u, (1 + slots) * width)
-        theta = records[:, :width]  # (u, 1 + k): linear weight, factors
+        theta = np.ascontiguousarray(records[:, :width])  # (u, 1 + k): linear weight, factors
         bias_record = bias.values[0]  # ((1 + slots),)
-        per_row = np.diff(indptr)
-        row_of = np.repeat(np.arange(rows), per_row)  # (nnz,) the row of each non-zero
-        x_theta = theta[local] * data[:, None]  # (nnz, 1 + k): x_rc [w_c, v_c]
-        xt = _row_sums(x_theta, indptr, per_row)  # (rows, 1 + k): linear term, then x V
+        # x (rows, u) and its square elementwise, as CSR arrays over the batch's columns.
+        x = (data, local, indptr)
+        x_sq = (data * data, local, indptr)
+        xt = csr_times(*x, u, theta)  # (rows, 1 + k): linear term, then x V
         xv = xt[:, 1:]  # (rows, k)
         v_sq = np.einsum("ij,ij->i", theta[:, 1:], theta[:, 1:])  # (u,)
-        x2v2 = _row_sums(data * data * v_sq[local], indptr, per_row)  # (rows,)
+        x2v2 = csr_times(*x_sq, u, v_sq)  # (rows,)
         scores = bias_record[0] + xt[:, 0] + 0.5 * (np.einsum("ij,ij->i", xv, xv) - x2v2)
         # d loss / d score: logistic loss on 0/1 labels, or 1/2 (score - y)^2
         d_score = (_sigmoid32(scores) if self.classifier else scores) - labels  # (rows,)
-        d_nz = d_score[row_of] * data  # (nnz,)
-        grad_nz = np.empty_like(x_theta)  # (nnz, 1 + k)
-        grad_nz[:, 0] = d_nz
-        # d/dv_c of 1/2 (|x V|^2 - sum x^2 |v|^2) = x_rc (xV_r - x_rc v_c)
-        np.multiply(xv[row_of] - x_theta[:, 1:], d_nz[:, None], out=grad_nz[:, 1:])
-        grad = _column_sums(grad_nz, local, touches)  # (u, 1 + k)
-        theta, state = engine.apply_update(
-            _NUMPY, theta, _slots(records, width, slots), grad, self.lr_row,
-            self.decay(touches, rows), step, rows, self.spec,
-        )  # fmt: skip
+        # d/dw_c = sum_r x_rc d_r; d/dv_c of 1/2 (|x V|^2 - sum x^2 |v|^2) summed over the
+        # rows = sum_r x_rc d_r xV_r - v_c sum_r x_rc^2 d_r: two products with x^T.
+        per_row = np.empty_like(xt)  # (rows, 1 + k): [d, d * xV]
+        per_row[:, 0] = d_score
+        np.multiply(xv, d_score[:, None], out=per_row[:, 1:])
+        grad = csr_transpose_times(*x, u, per_row)  # (u, 1 + k)
+        grad[:, 1:] -= theta[:, 1:] * csr_transpose_times(*x_sq, u, d_score)[:, None]
+        engine.apply_update(
+            _NUMPY,
+            theta,
+            _slots(records, width, slots),
+            grad,
+            self.lr_row,
+            self.decay(touches, rows),
+            step,
+            rows,
+            self.spec,
+        )  # fmt: skip; in place: theta, and the slots inside records
+        records[:, :width] = theta
         w0, bias_state = engine.apply_update(
             _SCALAR,
             float(bias_record[0]),
@@ -157,12 +169,11 @@ class NumpyFMTrainer(_Settings):
             rows,
             self.spec,
         )  # fmt: skip; one number: Python floats cost less than numpy calls
-        trained = np.concatenate([theta, *state], axis=1) if slots else theta
         trained_bias = np.array([[w0, *bias_state]], dtype=np.float32)  # (1, 1 + slots)
         if write_back:
-            table.scatter(columns, trained, touches)
-            bias.scatter(np.zeros(1, dtype=np.int64), trained_bias, np.array([rows]))
-        return columns, trained, trained_bias, scores
+            table.scatter(columns, records, touches)
+            bias.values[0], bias.counts[0] = trained_bias[0], bias.counts[0] + rows
+        return columns, records, trained_bias, scores
 
 
 class FMTrainer(_Settings):
@@ -296,28 +307,3 @@ def _slots(records: np.ndarray, width: int, slots: int) -> list[np.ndarray]:
 
 def _sigmoid32(z: np.ndarray) -> np.ndarray:
     return np.float32(0.5) * (np.float32(1.0) + np.tanh(np.float32(0.5) * z))
-
-
-def _row_sums(values: np.ndarray, indptr: np.ndarray, per_row: np.ndarray) -> np.ndarray:
-    """Sums of ``values`` (one per non-zero, CSR order) per row; rows without any are 0."""
-    rows = per_row.shape[0]
-    if rows and (per_row == per_row[0]).all() and 0 < per_row[0] <= 4:
-        each = int(per_row[0])  # a few one-hot fields: strided adds cost least
-        return sum(values[i::each] for i in range(1, each)) + values[0::each]
-    # A (rows, nnz) matrix of ones in the CSR pattern: scipy's C loop, no sort, any rows.
-    nnz = values.shape[0]
-    summing = sp.csr_matrix((np.ones(nnz, values.dtype), np.arange(nnz), indptr), (rows, nnz))
-    return summing @ values
-
-
-def _column_sums(values: np.ndarray, local: np.ndarray, touches: np.ndarray) -> np.ndarray:
-    """Sums of ``values`` (one row per non-zero) per local column: (columns, ...).
-
-    A (columns, nnz) matrix with one 1 per non-zero, in CSC form (``local`` are its row
-    indices, already in non-zero order): a product scipy runs in C without sorting,
-    16x faster than argsort + reduceat on 40,000 non-zeros."""
-    nnz = values.shape[0]
-    summing = sp.csc_matrix(
-        (np.ones(nnz, values.dtype), local, np.arange(nnz + 1)), (touches.shape[0], nnz)
-    )
-    return summing @ values
