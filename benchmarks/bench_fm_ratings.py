@@ -32,8 +32,9 @@ TRAIN, TEST = slice(0, 80_000), slice(80_000, None)
 
 
 def fm_config(**extra) -> FactorizationMachinesConfig:
+    settings = {"num_factors": 32, **extra}
     return FactorizationMachinesConfig(
-        feature_dim=943 + 1682, num_factors=32, predictor_type="regressor", **extra
+        feature_dim=943 + 1682, predictor_type="regressor", **settings
     )
 
 
@@ -77,21 +78,21 @@ def main() -> None:
     result["sgd_mf"] = rmse(sgd_matrix_factorization(ratings, TRAIN))
     loop_rows_s = 20 * 80_000 / (time.perf_counter() - start)
     for epochs in args.epochs:
-        _, state = train_fm(fm_config(), x[TRAIN], y[TRAIN], epochs)
+        _, state = train_fm(fm_config(epochs=epochs), x[TRAIN], y[TRAIN], epochs)
         result[f"fm_defaults_{epochs}_epochs"] = state.derive().score("rmse", test)
     print("test RMSE:", ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
 
     result["numpy_loop_rows_s"] = loop_rows_s
     print(f"numpy per-example SGD MF loop (k=8): {loop_rows_s:,.0f} rows/s")
+    runs = [("numpy", 8), ("numpy", 32)] + ([] if args.skip_mxnet else [("mxnet", 32)])
     for batch in (100, 1000):
-        engines = ["numpy"] + ([] if args.skip_mxnet else ["mxnet"])
-        for engine in engines:
-            config = fm_config(mini_batch_size=batch, merge_holdout=0.0)
+        for engine, k in runs:
+            config = fm_config(mini_batch_size=batch, merge_holdout=0.0, num_factors=k)
             seconds, _ = train_fm(config, x[TRAIN], y[TRAIN], 1, mxnet=engine == "mxnet")
             rows_s = 80_000 / seconds
-            result[f"fm_{engine}_batch_{batch}_rows_s"] = rows_s
+            result[f"fm_{engine}_k{k}_batch_{batch}_rows_s"] = rows_s
             print(
-                f"FM k=32, mini-batch {batch:>5}, {engine:>5} step: {rows_s:>10,.0f} rows/s "
+                f"FM k={k:<2}, mini-batch {batch:>5}, {engine:>5} step: {rows_s:>10,.0f} rows/s "
                 f"({1e3 * seconds / (80_000 / batch):.3f} ms a step; "
                 f"{rows_s / loop_rows_s:.1f}x the numpy loop)"
             )
