@@ -186,10 +186,8 @@ def _add_params(group: argparse._ArgumentGroup, params: list) -> None:
     for name, kind, default, help_text, choices in params:
         if f"--{name}" in group._option_string_actions:
             continue  # already a reader option (mini_batch_size): one flag sets both
-        if name == "feature_dim":
-            help_text = ("(required) " if help_text.startswith("(required)") else "") + (
-                _FEATURE_DIM_HELP
-            )
+        if name == "feature_dim":  # the command finds it from the input when it can
+            help_text = _FEATURE_DIM_HELP
         required = help_text.startswith("(required)")
         shown = ""
         if not required and name != "feature_dim":
@@ -621,6 +619,13 @@ def _train_config(
     return cls.CONFIG(**given), derive_defaults
 
 
+def _needs_feature_dim(cls: type) -> bool:
+    return any(
+        f.name == "feature_dim" and f.default is dataclasses.MISSING
+        for f in dataclasses.fields(cls.CONFIG)
+    )
+
+
 def _seconds(text: str) -> float:
     """'30s', '2m', '1h', '500ms' or a plain number of seconds."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*", str(text))
@@ -689,6 +694,13 @@ def _train_continuously(
     except CheckpointNotFoundError:
         resume = None
     config, derive_defaults = _train_config(cls, given, derive_defaults, resume, "--output")
+    if args.format == "libsvm" and getattr(config, "feature_dim", 0) is None:
+        # Each cycle would find its own largest index: a later record with a larger
+        # one than the first cycle's would not fit the model.
+        raise UsageError(
+            "--streaming LIBSVM input needs --feature_dim (the number of features): a "
+            "stream cannot be scanned for its largest index before training starts"
+        )
     feed = _feed(args, getattr(config, "feature_dim", None))
     model_output = args.model_output or args.output.rstrip("/") + ".model"
     trainer = TrainContinuously(
@@ -748,8 +760,15 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     }
     if args.streaming:
         return _train_continuously(args, beam_args, given, derive_defaults)
+    reader = None
+    if _needs_feature_dim(cls) and "feature_dim" not in given and not args.resume:
+        # A required feature_dim (factorization machines) that the input can tell.
+        reader = _reader(args, None)
+        if reader.n_features:
+            given["feature_dim"] = reader.n_features
     config, derive_defaults = _train_config(cls, given, derive_defaults, args.resume, "--resume")
-    reader = _reader(args, getattr(config, "feature_dim", None))
+    if reader is None:
+        reader = _reader(args, getattr(config, "feature_dim", None))
     if getattr(config, "feature_dim", 0) is None and reader.n_features:
         config = dataclasses.replace(config, feature_dim=reader.n_features)
     extra = {"derive_defaults": derive_defaults, "trained_on": args.input}

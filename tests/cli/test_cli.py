@@ -17,7 +17,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.beam
 
 
-def beam_ml(*args, check=True):
+def beam_ml(*args, check=True, stdin=None):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-m", "beam_ml.cli", *map(str, args)],
@@ -26,6 +26,7 @@ def beam_ml(*args, check=True):
         env=env,
         cwd=REPO,
         timeout=300,
+        input=stdin,
     )
     if check and done.returncode != 0:
         raise AssertionError(f"beam-ml {args} failed ({done.returncode}):\n{done.stderr}")

@@ -105,3 +105,52 @@ def test_unusable_delimiter_says_what_is_accepted(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--delimiter" in lines[0], done.stderr
     assert all(form in lines[0] for form in ("one character", "tab", "\\t", "\\x1f"))
+
+
+# ------------------------------------------------------------------- 4. feature_dim
+
+
+@pytest.fixture
+def late_index(tmp_path, rng):
+    """1,000 LIBSVM rows over features 1-4, but row 901 (beyond the first blocks of 100
+    rows) uses feature 40: feature_dim is 40."""
+    lines = []
+    for i in range(1000):
+        features = {1: rng.normal(), 1 + i % 3 + 1: rng.normal()}
+        if i == 900:
+            features[40] = 1.0
+        body = " ".join(f"{k}:{v:.4f}" for k, v in sorted(features.items()))
+        lines.append(f"{i % 2} {body}")
+    (tmp_path / "late.libsvm").write_text("\n".join(lines) + "\n")
+    return tmp_path / "late.libsvm"
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        ["pca", "--num_components", "2"],
+        ["linear_learner", "--predictor_type", "binary_classifier", "--num_models", "2"],
+        ["factorization_machines", "--predictor_type", "binary_classifier", "--num_factors", "2"],
+    ],
+)
+def test_feature_dim_is_the_largest_index_over_the_whole_input(late_index, algorithm):
+    folder = late_index.parent
+    out = beam_ml(
+        "train", *algorithm, "--input", late_index, "--output", folder / "s",
+        "--mini_batch_size", 100,
+    )
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["config"]["feature_dim"] == 40
+    assert summary["rows_read"] == 1000, out.stderr
+    assert not (folder / "s.dead_letters.jsonl").exists()
+
+
+def test_streaming_libsvm_without_feature_dim_says_it_is_needed(late_index):
+    done = beam_ml(
+        "train", "pca", "--num_components", "2", "--input", "-", "--format", "libsvm",
+        "--output", late_index.parent / "s", "--streaming", "--stop_when_idle", "1s",
+        stdin=late_index.read_text(), check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs --feature_dim" in lines[0], done.stderr
