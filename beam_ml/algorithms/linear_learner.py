@@ -109,6 +109,7 @@ from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnough
 from beam_ml.core.numerics import pairwise_mean
 from beam_ml.core.state import Model, TrainingState, register
 from beam_ml.core.validation import check_bool, check_choice, check_int
+from beam_ml.nn.engine import row_keys
 
 __all__ = ["LinearLearnerConfig", "LinearLearnerState", "LinearLearnerModel", "MAX_EXACT_FEATURES"]
 
@@ -159,6 +160,14 @@ _HIST_CENTRE = 501
 _HIST_ALL_ROWS = 2**17
 _WARNED_HIGH_D: set[int] = set()
 _DIVERGED = 1e8  # a step-space weight this large (or non-finite): the model diverged
+_VALIDATION_ROWS = 10_000  # validation rows kept, at most (fewer above 800 features)
+_MAX_EPOCH_METRICS = 1000  # per-epoch metrics kept (the latest)
+
+
+def _validation_rows(d: int) -> int:
+    """Validation rows a state keeps for ``d`` features: 10,000, down to 1,000 at 8,192+
+    features (stored as CSR, at most ~8 MB of dense rows)."""
+    return int(min(_VALIDATION_ROWS, max(1000, 2**23 // max(d, 1))))
 
 
 def _edges() -> np.ndarray:
@@ -261,6 +270,17 @@ class LinearLearnerConfig:
         Where huber_loss turns from quadratic to linear.
     epochs : int
         Passes over a bounded input (a stream is one pass); see the module notes.
+    validation_fraction : float | str
+        The share of rows, chosen by a hash of their content (the same rows in every
+        epoch, block and worker), set aside from training as validation rows, in [0,
+        0.5]; 'auto' is 0.1 when epochs > 1 and 0 for one pass (whose progressive
+        validation is already out of sample). The state keeps at most 10,000 of them
+        (fewer above 800 features), a uniform sample; set-aside rows past those train.
+    early_stopping_patience : int
+        Epochs without improvement of the best validation loss after which the
+        remaining epochs leave the state as it is (needs validation rows).
+    early_stopping_tolerance : float
+        The relative improvement of the best validation loss that counts as one.
     """
 
     predictor_type: str
@@ -284,6 +304,9 @@ class LinearLearnerConfig:
     loss_insensitivity: float = 0.01
     huber_delta: float = 1.0
     epochs: int = 1
+    validation_fraction: float | str = "auto"
+    early_stopping_patience: int = 3
+    early_stopping_tolerance: float = 0.001
 
     def __post_init__(self) -> None:
         where = "LinearLearnerConfig"
@@ -337,6 +360,16 @@ class LinearLearnerConfig:
         _check_real(self.loss_insensitivity, "loss_insensitivity", where, 0.0)
         _check_real(self.huber_delta, "huber_delta", where, 0.0, low_open=True)
         check_int(self.epochs, "epochs", where, 1)
+        if self.validation_fraction != "auto":
+            try:
+                _check_real(self.validation_fraction, "validation_fraction", where, 0.0, 0.5)
+            except ValueError:
+                raise ValueError(
+                    f"The 'validation_fraction' parameter of {where} must be 'auto' or a "
+                    f"float in [0, 0.5]. Got {self.validation_fraction!r} instead."
+                ) from None
+        check_int(self.early_stopping_patience, "early_stopping_patience", where, 1)
+        _check_real(self.early_stopping_tolerance, "early_stopping_tolerance", where, 0.0, 1.0)
 
     # --- what the fields resolve to ---------------------------------------------------
     @property
@@ -355,6 +388,13 @@ class LinearLearnerConfig:
         if self.predictor_type != "regressor":
             return False
         return True if self.normalize_label is None else self.normalize_label
+
+    @property
+    def resolved_validation_fraction(self) -> float:
+        """The share of rows set aside for validation ('auto': 0.1 if epochs > 1)."""
+        if self.validation_fraction == "auto":
+            return 0.1 if self.epochs > 1 else 0.0
+        return float(self.validation_fraction)
 
     @property
     def n_outputs(self) -> int:
@@ -660,6 +700,10 @@ def _rows(x: Any, start: int, stop: int, copy: bool = False) -> Any:
     return part.copy() if copy else part
 
 
+def _rows_where(x: Any, mask: np.ndarray) -> Any:
+    return x[np.flatnonzero(mask)] if sp.issparse(x) else x[mask]
+
+
 def _stack(a: Any, b: Any) -> Any:
     if sp.issparse(a) or sp.issparse(b):
         return sp.vstack([sp.csr_matrix(a), sp.csr_matrix(b)], format="csr")
@@ -706,6 +750,127 @@ def _elastic_net(
         biggest / max(largest, 1e-300),
     )
     return w
+
+
+class _ValidationRows:
+    """The validation rows a state keeps: a bounded uniform sample of the rows whose hash
+    falls in the validation fraction, with the number of times each was seen.
+
+    A row is set aside when its :func:`~beam_ml.nn.engine.row_keys` hash (of its
+    columns, values and label) is in the lowest ``fraction`` of the key space: the same
+    rows in any block, worker or epoch. The sample keeps the ``size`` distinct rows of
+    smallest key (a bottom-k sketch: uniform, and the same however the rows were split)
+    and, unlike FM's merge sample, *how many times* each occurs, so repeated rows (a9a:
+    26,008 distinct rows of 32,561) weigh as in the data. Counts are kept in two parts:
+    ``base``, those of the epochs closed before this state's start (the same on every
+    replica of an epoch, so a merge takes one side's), and ``added``, rows new in this
+    epoch (summed by a merge: each replica saw other rows). Only the first epoch and
+    training resumed on new rows (epochs past ``config.epochs``) add rows; later epochs
+    of the same data only keep the sampled rows out of training. A set-aside row the
+    sample cannot take (its key above the largest kept while the sample is full) trains
+    like any other. Memory: ``size`` rows.
+    """
+
+    def __init__(self, size: int, n_features: int, fraction: float):
+        self.size, self.n_features, self.fraction = size, n_features, fraction
+        self.features = sp.csr_matrix((0, n_features), dtype=np.float32)
+        self.labels = np.zeros(0)
+        self.keys = np.zeros(0, dtype=np.uint64)
+        self.base, self.added = np.zeros(0), np.zeros(0)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows in the sample, each as many times as seen."""
+        return int(self.base.sum() + self.added.sum())
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self.base + self.added
+
+    def set_aside(self, x: Any, y: np.ndarray, add: bool) -> np.ndarray | None:
+        """Which rows of ``x`` (CSR) train (a bool mask; None: all of them); with
+        ``add`` the set-aside ones enter the sample."""
+        keys = row_keys(x, y)
+        held = keys < np.uint64(self.fraction * 2.0**64)  # fraction <= 0.5
+        full = len(self.keys) == self.size
+        if full:  # a key above the largest kept is not (and can never be) in the sample
+            held &= keys <= self.keys[-1]
+        if not held.any():
+            return None
+        if add:
+            rows = np.flatnonzero(held)
+            self._union(x[rows], y[rows], keys[rows], np.zeros(len(rows)), np.ones(len(rows)))
+        return ~held
+
+    def _union(self, x, y, keys, base, added) -> None:
+        """Fold rows (with counts) in: equal keys add their counts, the ``size``
+        smallest keys stay."""
+        all_keys = np.concatenate([self.keys, keys])
+        unique, first, inverse = np.unique(all_keys, return_index=True, return_inverse=True)
+        base_sum = np.bincount(inverse, weights=np.concatenate([self.base, base]))
+        added_sum = np.bincount(inverse, weights=np.concatenate([self.added, added]))
+        keep = slice(0, self.size)
+        self.features = sp.vstack([self.features, x], format="csr")[first[keep]]
+        self.labels = np.concatenate([self.labels, y])[first[keep]]
+        self.keys = unique[keep]
+        self.base, self.added = base_sum[keep], added_sum[keep]
+
+    def merged(self, other: _ValidationRows) -> _ValidationRows:
+        """Both sides' rows: ``added`` counts sum, ``base`` counts are this side's (the
+        same start on both sides) or, for rows only the other side has, the other's."""
+        out = self.copy()
+        if len(other.keys):
+            mine = np.isin(other.keys, self.keys)
+            base = np.where(mine, 0.0, other.base)
+            out._union(other.features, other.labels, other.keys, base, other.added)
+        return out
+
+    def restarted(self) -> _ValidationRows:
+        """The sample at the start of the next epoch: every count is now ``base``."""
+        out = self.copy()
+        out.base, out.added = self.base + self.added, np.zeros_like(self.added)
+        return out
+
+    def copy(self) -> _ValidationRows:
+        out = _ValidationRows(self.size, self.n_features, self.fraction)
+        out.features, out.labels, out.keys = self.features.copy(), self.labels.copy(), self.keys
+        out.base, out.added = self.base.copy(), self.added.copy()
+        return out
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        x = self.features
+        return {
+            "validation_data": x.data,
+            "validation_indices": x.indices.astype(np.int64),
+            "validation_indptr": x.indptr.astype(np.int64),
+            "validation_labels": self.labels,
+            "validation_keys": self.keys,
+            "validation_counts": np.stack([self.base, self.added]),
+        }
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: Any, size: int, n_features: int, fraction: float
+    ) -> _ValidationRows:
+        out = cls(size, n_features, fraction)
+        if arrays.get("validation_keys") is None:  # states of before 2026-12-04: none
+            return out
+        indptr = arrays["validation_indptr"]
+        out.features = sp.csr_matrix(
+            (arrays["validation_data"], arrays["validation_indices"], indptr),
+            shape=(len(indptr) - 1, n_features),
+        )
+        out.labels, out.keys = arrays["validation_labels"], arrays["validation_keys"]
+        out.base, out.added = arrays["validation_counts"]
+        rows = out.features.shape[0]
+        if not (out.labels.shape == out.keys.shape == out.base.shape == (rows,)) or rows > size:
+            raise IncompatibleStateError(
+                f"The state's validation sample holds {rows} rows, {out.labels.shape[0]} "
+                f"labels and {out.keys.shape[0]} keys; expected one of each, at most {size}."
+            )
+        if np.any(np.diff(out.keys) <= 0) or out.keys.dtype != np.uint64:
+            raise IncompatibleStateError("The state's validation sample keys are not increasing.")
+        return out
 
 
 @register
@@ -784,6 +949,13 @@ class LinearLearnerState(TrainingState):
         self._multiclass = config.predictor_type == "multiclass_classifier"
         self.pending_x: Any = None
         self.pending_y: np.ndarray | None = None
+        # Validation and early stopping (see the module notes); per-epoch metrics.
+        self.validation: _ValidationRows | None = None
+        self.best_weights = self.best_bias = self.best_loss = self.best_epoch = None
+        self.first_loss: np.ndarray | None = None
+        self.patience_wait = 0
+        self.stopped_epoch = 0
+        self.epoch_metrics: list[dict[str, Any]] = []
         if config.feature_dim is not None:
             self._allocate(config.feature_dim)
 
@@ -832,6 +1004,13 @@ class LinearLearnerState(TrainingState):
         self.progress = np.zeros((5, 2 * m))
         self.hist = np.zeros((2 * m, 2, _HIST_BINS)) if self._binary else None
         self.diverged = np.zeros(m, dtype=bool)
+        fraction = self.config.resolved_validation_fraction
+        if fraction > 0:
+            self.validation = _ValidationRows(_validation_rows(d), d, fraction)
+            # Per candidate (m last iterates, then m averages), its parameters at the end
+            # of the epoch with its lowest validation loss so far: columns as [coef | avg].
+            self.best_weights, self.best_bias = np.zeros((d, 2 * cols)), np.zeros(2 * cols)
+            self.best_loss, self.best_epoch = np.full(2 * m, np.inf), np.zeros(2 * m)
 
     # --- training --------------------------------------------------------------------
     def update(self, block: Any) -> LinearLearnerState:
@@ -847,9 +1026,31 @@ class LinearLearnerState(TrainingState):
         if self.has_exact:
             self._absorb_exact(x, y)
         self.n += x.shape[0]
+        if self.stopped:  # early stopping: the rows count, the models stay as they are
+            return self
+        if self.validation is not None:
+            x, y = self._set_aside(x, y)
         with _blas_threads(self.d * 2 * self.m * self.k * self.config.mini_batch_size):
             self._feed(x, y, copy=True)
         return self
+
+    @property
+    def stopped(self) -> bool:
+        """Whether early stopping holds the models (only within the configured epochs:
+        training resumed on new rows past them trains again)."""
+        return self.stopped_epoch > 0 and self.epoch <= self.config.epochs
+
+    def _set_aside(self, x: Any, y: np.ndarray) -> tuple[Any, np.ndarray]:
+        """The rows to train on; those whose hash falls in the validation fraction go
+        to the validation sample instead (never trained on, never in the scaler)."""
+        rows = x if sp.issparse(x) else sp.csr_matrix(x)
+        # Rows are added in the first epoch and on new data (training resumed past the
+        # configured epochs), never again when the same rows come round.
+        add = self.epoch == 1 or self.epoch > self.config.epochs
+        train = self.validation.set_aside(rows, y, add)
+        if train is None:
+            return x, y
+        return _rows_where(x, train), y[train]
 
     def _warming(self) -> bool:
         """Whether rows still wait for the scaler's sample to fill (no step taken yet)."""
@@ -1097,17 +1298,117 @@ class LinearLearnerState(TrainingState):
 
     def _histogram(self, scores: np.ndarray, y: np.ndarray, weight: float) -> None:
         """Add every candidate's scores (b, 2 m) to its negatives/positives histograms."""
-        m = 2 * self.m
-        index = np.multiply(scores, _BINS_PER_UNIT)
-        index += _HIST_CENTRE
-        np.maximum(index, 0, out=index)  # (np.clip's wrapper costs more than the work here)
-        np.minimum(index, _HIST_BINS - 1, out=index)
-        index = index.astype(np.intp)
-        index += np.arange(0, m * 2 * _HIST_BINS, 2 * _HIST_BINS)
-        index += (y.astype(np.intp) * _HIST_BINS)[:, None]
-        counts = np.bincount(index.ravel(), minlength=m * 2 * _HIST_BINS)
-        self.hist += weight * counts.reshape(m, 2, _HIST_BINS)
+        self.hist += weight * _bin_counts(scores, y)
 
+    # --- validation and early stopping ------------------------------------------------
+    def _validating(self) -> bool:
+        return self.validation is not None and self.validation.n_rows > 0
+
+    def _current(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every candidate's parameters: (d, 2 m k) weights [coef | avg_coef], biases."""
+        weights = np.concatenate([self.coef, self.avg_coef], axis=1)
+        return weights, np.concatenate([self.intercept, self.avg_intercept])
+
+    def _validation_scores(
+        self, weights: np.ndarray, bias: np.ndarray, hist: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each candidate's mean loss (2 m,) on the validation rows, in the units of the
+        progressive loss, and (binary, ``hist``) its histograms of their scores (weight
+        1 per row). Exact: every validation row, in float64."""
+        cfg, m, k = self.config, self.m, self.k
+        x = self.validation.features.astype(np.float64)
+        y = self.validation.labels.astype(np.float64)
+        count = self.validation.weights  # each row as many times as it was seen
+        b = len(y)
+        scores = np.asarray(x @ weights) + bias
+        _, _, y_mean, y_scale = self._scaling()
+        target = y
+        if cfg.scales_label:
+            scores = (scores - y_mean) / y_scale
+            target = (y - y_mean) / y_scale
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self._multiclass:
+                cls = y.astype(np.int64)
+                loss, _, _ = _softmax_loss(scores.reshape(b, 2 * m, k), cls, False)
+            else:
+                loss, _ = _pointwise(self._loss, scores, target[:, None], cfg, False)
+            weight = self._example_weights(y)
+            weight = count if weight is None else weight * count
+            mean = weight @ loss / weight.sum()
+        mean = np.where(np.isfinite(mean), mean, np.inf)
+        counts = _bin_counts(scores, y, count) if hist and self._binary else None
+        return mean, counts
+
+    def _close_epoch(self) -> None:
+        """At the end of an epoch: score every candidate on the validation rows, keep the
+        parameters of each one's best epoch, count epochs without improvement (early
+        stopping) and record the epoch's metrics."""
+        cfg = self.config
+        if self.epoch == 1 and self.first_loss is None:
+            self.first_loss = self._candidate_losses()  # the only honest progressive loss
+        entry, losses = self._epoch_entry()
+        if losses is not None:
+            before = float(self.best_loss.min())
+            better = losses < self.best_loss
+            weights, bias = self._current()
+            cols = np.repeat(better, self.k)
+            self.best_weights[:, cols] = weights[:, cols]
+            self.best_bias[cols] = bias[cols]
+            self.best_loss = np.where(better, losses, self.best_loss)
+            self.best_epoch = np.where(better, float(self.epoch), self.best_epoch)
+            after = float(self.best_loss.min())
+            improved = after < before * (1 - cfg.early_stopping_tolerance) or (
+                math.isinf(before) and math.isfinite(after)
+            )
+            entry["improved"] = bool(improved)
+            if not self.stopped_epoch and self.epoch < cfg.epochs:
+                self.patience_wait = 0 if improved else self.patience_wait + 1
+                if self.patience_wait >= cfg.early_stopping_patience:
+                    self.stopped_epoch = self.epoch
+                    _LOG.info(
+                        "linear_learner: early stopping after epoch %d (best validation loss "
+                        "%.6g, no relative improvement above %g in %d epochs); epochs %d-%d "
+                        "leave the models as they are.",
+                        self.epoch,
+                        after,
+                        cfg.early_stopping_tolerance,
+                        self.patience_wait,
+                        self.epoch + 1,
+                        cfg.epochs,
+                    )
+            entry["stopping"] = bool(self.stopped_epoch)
+        self.epoch_metrics = (self.epoch_metrics + [entry])[-_MAX_EPOCH_METRICS:]
+
+    def _epoch_entry(self) -> tuple[dict[str, Any], np.ndarray | None]:
+        """This epoch's metrics so far, and the candidates' validation losses (or None)."""
+        progressive = self._candidate_losses() if self.stepped else np.full(2 * self.m, np.inf)
+        entry: dict[str, Any] = {
+            "epoch": self.epoch,
+            "rows": self.n,
+            "rows_trained": self.stepped,
+            "progressive_loss": _finite(progressive.min()),
+            "stopped": self.stopped,
+        }
+        if not self._validating():
+            return entry, None
+        losses, _ = self._validation_scores(*self._current(), hist=False)
+        losses = np.where(np.tile(self.diverged, 2), np.inf, losses)
+        entry.update(
+            validation_rows=self.validation.n_rows,
+            validation_loss=_finite(losses.min()),
+            best_validation_loss=_finite(min(losses.min(), self.best_loss.min())),
+        )
+        return entry, losses
+
+    def epoch_report(self) -> list[dict[str, Any]]:
+        """Per epoch: rows, rows trained on, the best candidate's progressive loss (on
+        rows seen before from epoch 2 on: not a selection measure), its validation loss
+        at the end of the epoch and the best so far, whether the epoch was skipped by
+        early stopping ('stopped') and whether stopping holds after it ('stopping');
+        the current epoch last."""
+        if self.d is None:
+            return []
+        return [*self.epoch_metrics, self._epoch_entry()[0]]
     def _diverge(self, columns: np.ndarray) -> None:
         models = columns.reshape(self.m, self.k).any(axis=1) & ~self.diverged
         if models.any():  # expected for the top of the 'auto' learning-rate grid
@@ -1135,10 +1436,15 @@ class LinearLearnerState(TrainingState):
         The packed models, their optimizer state and the step count carry on, and the
         moments stay fixed (so every worker steps in the same space); the row count,
         exact statistics, progressive losses and histograms start from zero, so after
-        the pass they describe one pass over the data, not several.
+        the pass they describe one pass over the data, not several. The epoch that ends
+        here is closed: its candidates are scored on the validation rows, each keeps
+        the parameters of its best epoch, early stopping counts, its metrics are kept.
+        The same start state gives the same result on every worker.
         """
         state = self._copy()
         state._flush()
+        if state.d is not None:
+            state._close_epoch()
         state.epoch += 1
         state.n = state.stepped = 0
         if state.has_exact:
@@ -1148,6 +1454,8 @@ class LinearLearnerState(TrainingState):
             state.progress[:] = 0.0
             if state.hist is not None:
                 state.hist[:] = 0.0
+        if state.validation is not None:
+            state.validation = state.validation.restarted()
         return state
 
     def followed_by(self, later: LinearLearnerState) -> LinearLearnerState:
@@ -1159,6 +1467,8 @@ class LinearLearnerState(TrainingState):
         """
         out = later._copy()
         out.epoch = self.epoch
+        # later's record of this state's epoch (closed by continued()) is the new one's.
+        out.epoch_metrics = [e for e in out.epoch_metrics if e["epoch"] < out.epoch]
         out.n = self.n + later.n
         out.stepped = self.stepped + later.stepped
         if self.d is None or later.d is None:
@@ -1231,6 +1541,10 @@ class LinearLearnerState(TrainingState):
                     setattr(self, name, mine + (getattr(other, name) - mine) * share)
         self.steps = max(self.steps, other.steps)
         self.stepped += other.stepped
+        if self.validation is not None:  # exact: see _ValidationRows
+            self.validation = self.validation.merged(other.validation)
+        # Best-epoch parameters, early stopping and the epoch record are set by
+        # continued() alone, the same on every replica of an epoch: this side's.
         self.progress = self.progress + other.progress
         if self.hist is not None:
             self.hist = self.hist + other.hist
@@ -1242,7 +1556,7 @@ class LinearLearnerState(TrainingState):
             self._feed(other.pending_x, other.pending_y, copy=True)
 
     def _copy(self) -> LinearLearnerState:
-        meta, arrays = self._payload()
+        meta, arrays = self._payload(report=False)
         return type(self)._from_payload(
             self.config, {"n_seen": self.n, **meta}, {k: v.copy() for k, v in arrays.items()}
         )
@@ -1397,33 +1711,65 @@ class LinearLearnerState(TrainingState):
         return np.where(np.tile(self.diverged, 2), np.inf, loss)
 
     def _best_by_loss(self) -> int:
-        return int(np.argmin(self._candidate_losses()))
+        return int(np.argmin(self._selection()[0][: 2 * self.m]))
+
+    def _selection(self) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray, np.ndarray, str]:
+        """What candidates are ranked on: per version (the 2 m candidates' current
+        parameters, then, with validation rows, each one's best epoch's), its loss,
+        score histograms (binary), weights (d, versions * k), biases and epoch, and the
+        basis: 'validation', 'epoch-1 progressive' (later epochs' progressive losses are
+        on rows seen before) or 'progressive' (epoch 1)."""
+        weights, bias = self._current()
+        diverged = np.tile(self.diverged, 2)
+        epochs = np.full(2 * self.m, float(self.epoch))
+        if self._validating():
+            losses, hist = self._validation_scores(weights, bias)
+            losses = np.where(diverged, np.inf, losses)
+            best, best_hist = self._validation_scores(self.best_weights, self.best_bias)
+            best = np.where(np.isfinite(self.best_loss), best, np.inf)
+            return (
+                np.concatenate([losses, best]),
+                None if hist is None else np.concatenate([hist, best_hist]),
+                np.concatenate([weights, self.best_weights], axis=1),
+                np.concatenate([bias, self.best_bias]),
+                np.concatenate([epochs, self.best_epoch]),
+                "validation",
+            )
+        if self.epoch > 1 and self.first_loss is not None:
+            losses = np.where(diverged, np.inf, self.first_loss)
+            return losses, self.hist, weights, bias, epochs, "epoch-1 progressive"
+        return self._candidate_losses(), self.hist, weights, bias, epochs, "progressive"
 
     def _derive_packed(
         self, criterion, target_recall, target_precision, f_beta, model_index
     ) -> LinearLearnerModel:
         m, k = self.m, self.k
-        losses = self._candidate_losses()
+        losses, hist, weights, bias, epochs, basis = self._selection()
         threshold, value = 0.0, None
         if model_index is not None:
             j = check_int(model_index, "model_index", "LinearLearnerState.derive", 0, m - 1)
-            candidate = m + j
+            version = m + j
         elif self._binary and criterion != "loss_function":
             values, best_k = _threshold_criteria(
-                self.hist, criterion, target_recall, target_precision, f_beta
+                hist, criterion, target_recall, target_precision, f_beta
             )
             values = np.where(np.isfinite(losses), values, -np.inf)
-            # Best criterion first; among equals, the lower progressive loss.
-            candidate = int(np.lexsort((losses, -values))[0])
-            threshold = float(_edges()[best_k[candidate]])
-            value = float(values[candidate])
+            if basis == "epoch-1 progressive":
+                # This epoch's histograms are of rows seen before: they set the
+                # threshold of the candidate chosen by epoch 1's loss, not the choice.
+                version = int(np.argmin(losses))
+            else:  # best criterion first; among equals, the lower loss
+                version = int(np.lexsort((losses, -values))[0])
+            threshold = float(_edges()[best_k[version]])
+            value = float(values[version])
         else:
-            candidate = int(np.argmin(losses))
+            version = int(np.argmin(losses))
         if self._binary and model_index is None and criterion == "loss_function":
             threshold = 0.0
+        candidate = version % (2 * m)
         j, averaged = candidate % m, candidate >= m
-        source = (self.avg_coef, self.avg_intercept) if averaged else (self.coef, self.intercept)
-        cols = slice(j * k, (j + 1) * k)
+        cols = slice(version * k, (version + 1) * k)
+        progressive = self._candidate_losses()[candidate] if version < 2 * m else np.inf
         info = {
             "solver": "packed",
             "model": j,
@@ -1432,14 +1778,21 @@ class LinearLearnerState(TrainingState):
             "wd": float(self._wd[j]),
             "l1": float(self._l1[j]),
             "optimizer": self._optimizer,
-            "progressive_loss": _finite(losses[candidate]),
+            "progressive_loss": _finite(progressive),
+            "selected_on": basis,
+            "parameters_of_epoch": int(epochs[version]),
         }
+        if basis == "validation":
+            info["validation_loss"] = _finite(losses[version])
+            info["validation_rows"] = self.validation.n_rows
+        elif basis == "epoch-1 progressive":
+            info["epoch_1_progressive_loss"] = _finite(losses[version])
         if self._binary:
             info["criterion"] = criterion
             if value is not None:
                 info["criterion_value"] = _finite(value)
         return self._model(
-            source[0][:, cols].copy(), source[1][cols].copy(), threshold, f_beta, info
+            weights[:, cols].copy(), bias[cols].copy(), threshold, f_beta, info
         )
 
     def _model(self, coef, intercept, threshold, f_beta, info) -> LinearLearnerModel:
@@ -1501,6 +1854,18 @@ class LinearLearnerState(TrainingState):
             }
             for j in range(m)
         ]
+        if self._validating():
+            for j, entry in enumerate(out["packed_models"]):
+                entry["best_validation_loss_averaged"] = _finite(self.best_loss[m + j])
+                entry["best_epoch_averaged"] = int(self.best_epoch[m + j])
+        out["validation_rows"] = 0 if self.validation is None else self.validation.n_rows
+        out["early_stopping"] = {
+            "patience": self.config.early_stopping_patience,
+            "tolerance": self.config.early_stopping_tolerance,
+            "epochs_without_improvement": self.patience_wait,
+            "stopped_after_epoch": self.stopped_epoch or None,
+        }
+        out["epochs"] = self.epoch_report()
         return out
 
     def progressive_accuracy(self) -> np.ndarray | None:
@@ -1530,16 +1895,28 @@ class LinearLearnerState(TrainingState):
         "diverged",
     )
 
-    def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    # Absent from states written before validation rows (2026-12-04): read with defaults.
+    _VALIDATION_ARRAYS = ("best_weights", "best_bias", "best_loss", "best_epoch")
+
+    def _payload(self, report: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta: dict[str, Any] = {"epoch": self.epoch, "steps": self.steps, "stepped": self.stepped}
         arrays: dict[str, np.ndarray] = {}
         if self.d is None:
             return meta, arrays
         meta.update(d=self.d, moments_n=self.moments_n, pending_rows=self.n_pending)
-        for name in self._ARRAYS:
+        # Closed epochs, then (in bytes, for manifests and `inspect`) the current one.
+        epochs = self.epoch_metrics + ([self._epoch_entry()[0]] if report and self.n else [])
+        meta.update(
+            patience_wait=self.patience_wait, stopped_epoch=self.stopped_epoch, epochs=epochs
+        )
+        for name in self._ARRAYS + self._VALIDATION_ARRAYS:
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = value
+        if self.first_loss is not None:
+            arrays["first_loss"] = self.first_loss
+        if self.validation is not None:
+            arrays.update(self.validation.to_arrays())
         if self.n_pending:
             arrays["pending_y"] = self.pending_y
             if sp.issparse(self.pending_x):
@@ -1588,6 +1965,28 @@ class LinearLearnerState(TrainingState):
                 )
             setattr(state, name, found)
         state.diverged = state.diverged.astype(bool)
+        state.patience_wait = int(meta.get("patience_wait", 0))
+        state.stopped_epoch = int(meta.get("stopped_epoch", 0))
+        state.epoch_metrics = [e for e in meta.get("epochs", []) if e["epoch"] < state.epoch]
+        state.first_loss = arrays.get("first_loss")
+        if state.first_loss is not None and state.first_loss.shape != (2 * state.m,):
+            raise IncompatibleStateError(
+                f"linear_learner state payload has first_loss of shape "
+                f"{state.first_loss.shape}; the config expects {(2 * state.m,)}."
+            )
+        if state.validation is not None:
+            for name in cls._VALIDATION_ARRAYS:
+                found, expected = arrays.get(name), getattr(state, name)
+                if found is not None and found.shape != expected.shape:
+                    raise IncompatibleStateError(
+                        f"linear_learner state payload has {name} of shape {found.shape}; "
+                        f"the config expects {expected.shape}."
+                    )
+                if found is not None:
+                    setattr(state, name, found)
+            state.validation = _ValidationRows.from_arrays(
+                arrays, state.validation.size, d, state.validation.fraction
+            )
         if int(meta["pending_rows"]):
             state.pending_y = arrays["pending_y"]
             if meta.get("pending_sparse"):
@@ -1637,6 +2036,23 @@ def _threshold_criteria(hist, criterion, target_recall, target_precision, f_beta
     # Ties: the largest threshold (fewest positives) among the best.
     best_k = value.shape[1] - 1 - np.argmax(value[:, ::-1], axis=1)
     return value[np.arange(len(value)), best_k], best_k
+
+
+def _bin_counts(scores: np.ndarray, y: np.ndarray, weights: Any = None) -> np.ndarray:
+    """Per column of ``scores`` (b, c): histograms of the scores of negatives and
+    positives (0/1 ``y``), shape (c, 2, bins); each row counts ``weights`` (b,) times."""
+    m = scores.shape[1]
+    index = np.multiply(scores, _BINS_PER_UNIT)
+    index += _HIST_CENTRE
+    np.maximum(index, 0, out=index)  # (np.clip's wrapper costs more than the work here)
+    np.minimum(index, _HIST_BINS - 1, out=index)
+    index = index.astype(np.intp)
+    index += np.arange(0, m * 2 * _HIST_BINS, 2 * _HIST_BINS)
+    index += (y.astype(np.intp) * _HIST_BINS)[:, None]
+    if weights is not None:
+        weights = np.repeat(weights, m)  # row-major: each row's m columns
+    counts = np.bincount(index.ravel(), weights, minlength=m * 2 * _HIST_BINS)
+    return counts.reshape(m, 2, _HIST_BINS)
 
 
 def _finite(value: float) -> float | None:
