@@ -991,6 +991,14 @@ def _configure_logging(quiet: bool, debug: bool) -> None:
     logging.basicConfig(level=logging.ERROR, format="%(message)s", stream=sys.stderr)
     logging.getLogger("beam_ml").setLevel(logging.WARNING if quiet else logging.INFO)
     logging.getLogger("apache_beam").setLevel(logging.WARNING if debug else logging.CRITICAL)
+    # The same levels in local multi-process workers (see beam_ml.core.worker): their
+    # standard error is this command's.
+    from beam_ml.core.worker import LOG_LEVELS_ENV
+
+    os.environ[LOG_LEVELS_ENV] = (
+        f"beam_ml={'WARNING' if quiet else 'INFO'},"
+        f"apache_beam={'WARNING' if debug else 'CRITICAL'},=ERROR"
+    )
 
 
 def _one_line(exc: BaseException) -> str:

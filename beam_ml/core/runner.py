@@ -3,6 +3,10 @@ servers."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
@@ -61,6 +65,10 @@ class LocalRunner(SwitchingDirectRunner):
         return options is not None and not options.view_as(StandardOptions).streaming
 
     def run_pipeline(self, pipeline: Any, options: PipelineOptions) -> Any:
+        with _workers_with_chosen_logging():
+            return self._run_pipeline(pipeline, options)
+
+    def _run_pipeline(self, pipeline: Any, options: PipelineOptions) -> Any:
         init = statesampler.StateSampler.__init__
         saved = init.__defaults__
         if saved == (statesampler.DEFAULT_SAMPLING_PERIOD_MS,):  # Beam's signature as known
@@ -73,6 +81,40 @@ class LocalRunner(SwitchingDirectRunner):
         finally:
             init.__defaults__ = saved
             userstate.get_dofn_specs = specs
+
+
+#: The command line of Beam's multi-process workers (FnApiRunner), and beam_ml's.
+_BEAM_WORKER = f"{sys.executable} -m apache_beam.runners.worker.sdk_worker_main"
+_BEAM_ML_WORKER = f"{sys.executable} -m beam_ml.core.worker"
+
+
+@contextlib.contextmanager
+def _workers_with_chosen_logging() -> Iterator[None]:
+    """While a pipeline runs: if the environment names worker log levels (the
+    ``beam-ml`` command sets them from --quiet and --debug), its multi-process workers
+    are started as :mod:`beam_ml.core.worker`, which logs at those levels, instead of
+    Beam's own module, which prints Beam's INFO lines and import warnings on the
+    command's standard error. Only that exact command is replaced."""
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+    from beam_ml.core.worker import LOG_LEVELS_ENV
+
+    saved = SubprocessSDKEnvironment.__dict__["from_command_string"]
+    if not os.environ.get(LOG_LEVELS_ENV) or getattr(saved.__func__, "_beam_ml", False):
+        yield  # not asked for, or already in place (a run inside a run)
+        return
+
+    def chosen(cls: type, command_string: str, **kwargs: Any) -> Any:
+        if command_string == _BEAM_WORKER:
+            command_string = _BEAM_ML_WORKER
+        return saved.__func__(cls, command_string, **kwargs)
+
+    chosen._beam_ml = True  # type: ignore[attr-defined]
+    SubprocessSDKEnvironment.from_command_string = classmethod(chosen)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        SubprocessSDKEnvironment.from_command_string = saved
 
 
 class _SpecsOnce:

@@ -154,3 +154,30 @@ def test_streaming_libsvm_without_feature_dim_says_it_is_needed(late_index):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs --feature_dim" in lines[0], done.stderr
+
+
+# ------------------------------------------------- 5. quiet multi-process workers
+
+
+def test_quiet_multi_process_run_prints_nothing_on_stderr(tmp_path, rng):
+    """Beam's workers inherit the command's standard error; under --quiet they say
+    nothing (no INFO lines, no GCS/apitools import warnings), and a failure is still
+    the one line of the command."""
+    np.savetxt(tmp_path / "x.csv", rng.normal(size=(40, 3)), delimiter=",")
+    multi = ["--direct_running_mode", "multi_processing", "--direct_num_workers", 2]
+    done = beam_ml(
+        "--quiet", "train", "pca", "--input", tmp_path / "x.csv", "--output",
+        tmp_path / "s", "--num_components", 2, *multi,
+    )
+    assert done.stderr == ""
+    assert json.loads(done.stdout.strip().splitlines()[-1])["rows_read"] == 40
+    (tmp_path / "bad.csv").write_text("1,2,3\n1,2,oops\n")
+    failed = beam_ml(
+        "--quiet", "train", "pca", "--input", tmp_path / "bad.csv", "--strict",
+        "--output", tmp_path / "s2", "--num_components", 2, *multi, check=False,
+    )
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines() == [
+        "beam-ml: error: bad record in " + str(tmp_path / "bad.csv")
+        + ", line 2 (byte offset 6): field 2 ('oops') is not a number; record: '1,2,oops'"
+    ]
