@@ -2,6 +2,12 @@
 
     python benchmarks/bench_linear_learner.py [--rows 1000000] [--dim 64] [--models 32]
         [--mini-batch 1000] [--sparse] [--no-peers] [--repeat 3]
+    python benchmarks/bench_linear_learner.py --clicks [--rows 10000] [--epochs 5]
+
+``--clicks`` (issue 24) measures model selection after several epochs instead: on
+click-log-like rows (hashed sparse categoricals that 5 epochs overfit), the test log loss
+of the model ``derive`` picks, before (ranked on the last epoch's progressive loss) and
+after (ranked on validation rows), against the base rate and scikit-learn.
 
 Generates (once, cached in benchmarks/data/) a logistic-regression problem: N x D float32
 Gaussian features (``--sparse``: a9a-style rows of 14 one-hot categorical groups, 123
@@ -194,6 +200,94 @@ def timed(fn, repeat: int | None = None):
     return best, value
 
 
+# --- model selection after several epochs (issue 24) --------------------------------------------
+# Click-log-like rows: 20 categorical fields of 3 to 100,000 Zipf-distributed values, one
+# hashed column each in 2^14; a logistic model whose few-valued fields matter most.
+CLICK_FIELDS = [4, 8, 16, 50, 100, 300, 1000, 3000, 10000, 30000]
+CLICK_FIELDS += [3, 7, 25, 200, 2000, 20000, 100000, 100000, 50000, 5000]
+CLICK_COLUMNS = 2**14
+
+
+def click_rows(rng: np.random.Generator, rows: int, effects: list[np.ndarray]):
+    """CSR float32 rows and 0/1 labels of the click-log-like model ``effects``."""
+    columns, logit = [], np.full(rows, -1.5)
+    for field, values in enumerate(CLICK_FIELDS):
+        value = (rng.zipf(1.15, size=rows) - 1) % values
+        columns.append((value * 2654435761 + field * 97531) % CLICK_COLUMNS)
+        logit += effects[field][value]
+    index = np.stack(columns, axis=1)
+    x = sp.csr_matrix(
+        (np.ones(index.size, np.float32), index.ravel(), np.arange(0, index.size + 1, len(columns))),
+        shape=(rows, CLICK_COLUMNS),
+    )
+    x.sum_duplicates()
+    return x, (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float64)
+
+
+def clicks(rows: int, epochs: int) -> None:
+    """Which packed model ``derive`` picks after ``epochs`` epochs, on test rows.
+
+    'before' is the selection of beam_ml before issue 24, emulated on a state trained
+    without validation rows: the candidate with the lowest progressive loss of the last
+    epoch (on rows every model had learnt), its current parameters.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(7)
+    effects = [rng.normal(0, 0.9 if v < 100 else 0.3, size=v) for v in CLICK_FIELDS]
+    x, y = click_rows(rng, rows, effects)
+    test_x, test_y = click_rows(rng, 50_000, effects)
+    losses = {"base_rate": log_loss(np.full(len(test_y), y.mean()), test_y)}
+    for c in (1.0, 0.1):
+        fitted = LogisticRegression(C=c, max_iter=5000).fit(x, y)
+        losses[f"sklearn_logistic_regression_C{c}"] = log_loss(
+            fitted.predict_proba(test_x)[:, 1], test_y
+        )
+    report: dict[str, object] = {}
+
+    def train(validation_fraction):
+        config = beam_ml.LinearLearnerConfig(
+            predictor_type="binary_classifier",
+            mini_batch_size=100,
+            epochs=epochs,
+            validation_fraction=validation_fraction,
+        )
+        state, first = beam_ml.LinearLearnerState(config), None
+        for epoch in range(1, epochs + 1):
+            state = state.continued() if epoch > 1 else state
+            for start in range(0, rows, 5000):
+                state.update(beam_ml.Block(x[start : start + 5000], y[start : start + 5000]))
+            if epoch == 1:
+                first = state.derive(binary_classifier_model_selection_criteria="loss_function")
+        return state, first
+
+    def test_loss(model) -> float:
+        return log_loss(model.evaluate(test_x)[:, 0], test_y)
+
+    old, _ = train(0.0)
+    progressive = old._candidate_losses()
+    chosen = int(np.argmin(progressive))
+    weights, bias = old._current()
+    losses["before_last_epoch_progressive_pick"] = log_loss(
+        1 / (1 + np.exp(-(test_x @ weights[:, chosen] + bias[chosen]))), test_y
+    )
+    report["before_reported_progressive_loss"] = float(progressive[chosen])
+    state, first = train("auto")
+    model = state.derive(binary_classifier_model_selection_criteria="loss_function")
+    losses["after_epoch_1_pick"] = test_loss(first)
+    losses["after_pick"] = test_loss(model)
+    report["after_pick"] = model.info
+    report["epoch_report"] = state.epoch_report()
+    print(f"\nLinear Learner, {rows:,} click-log-like rows x {CLICK_COLUMNS} hashed columns, "
+          f"{epochs} epochs, mini_batch_size 100, 32 packed models; test log loss on 50,000 rows:")
+    for name, value in losses.items():
+        print(f"  {name:44s} {value:.4f}")
+    print(f"  (before: reported progressive loss {report['before_reported_progressive_loss']:.4f})")
+    for entry in report["epoch_report"]:
+        print(f"  epoch {entry}")
+    print(json.dumps({"rows": rows, "epochs": epochs, "log_loss": losses, **report}, default=float))
+
+
 # --- the contenders -----------------------------------------------------------------------------
 def beam_ml_end_to_end(paths: dict[str, Path], sparse: bool, dim: int, config):
     out = str(DATA / f"ll-model-{'sparse' if sparse else 'dense'}")
@@ -290,7 +384,16 @@ def main() -> None:
     parser.add_argument("--sparse", action="store_true", help="a9a-style one-hot LIBSVM rows")
     parser.add_argument("--no-peers", action="store_true", help="skip Vowpal Wabbit and Spark")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--clicks",
+        action="store_true",
+        help="model selection after several epochs on click-log-like rows (issue 24); "
+        "--rows (default 10,000 here) and --epochs",
+    )
+    parser.add_argument("--epochs", type=int, default=5, help="with --clicks")
     args = parser.parse_args()
+    if args.clicks:
+        return clicks(10_000 if args.rows == 1_000_000 else args.rows, args.epochs)
     REPEAT = args.repeat
     sparse, n = args.sparse, args.rows
     dim = sum(GROUPS) if sparse else args.dim
