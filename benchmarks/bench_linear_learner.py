@@ -216,9 +216,9 @@ def click_rows(rng: np.random.Generator, rows: int, effects: list[np.ndarray]):
         columns.append((value * 2654435761 + field * 97531) % CLICK_COLUMNS)
         logit += effects[field][value]
     index = np.stack(columns, axis=1)
+    indptr = np.arange(0, index.size + 1, len(columns))
     x = sp.csr_matrix(
-        (np.ones(index.size, np.float32), index.ravel(), np.arange(0, index.size + 1, len(columns))),
-        shape=(rows, CLICK_COLUMNS),
+        (np.ones(index.size, np.float32), index.ravel(), indptr), shape=(rows, CLICK_COLUMNS)
     )
     x.sum_duplicates()
     return x, (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float64)

@@ -592,3 +592,239 @@ def test_epochs_run_in_one_pipeline(tmp_path, adult):
         for e, s in results.items()
     }
     assert loss[3] <= loss[1] * 1.005, loss
+
+
+# --- validation rows, best epochs and early stopping (issue 24) -------------------------------
+def _overfit_rows(rng, rows, effects):
+    """Rows built to overfit: 12 categorical fields of up to 20,000 Zipf-distributed
+    values hashed into 4,096 columns, a weak logistic model on them (a click-log sample)."""
+    columns, logit = [], np.full(rows, -1.4)
+    for field, effect in enumerate(effects):
+        value = (rng.zipf(1.2, size=rows) - 1) % len(effect)
+        columns.append((value * 7919 + field * 104_729) % 4096)
+        logit += effect[value]
+    x = sp.csr_matrix(
+        (np.ones(rows * len(effects), np.float32), np.stack(columns, 1).ravel(),
+         np.arange(0, rows * len(effects) + 1, len(effects))),
+        shape=(rows, 4096),
+    )
+    x.sum_duplicates()
+    return x, (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def overfit():
+    rng = np.random.default_rng(24)
+    sizes = [3, 5, 10, 30, 100, 300, 1000, 3000, 10_000, 20_000, 20_000, 5000]
+    effects = [rng.normal(0, 0.9 if v < 100 else 0.3, size=v) for v in sizes]
+    x, y = _overfit_rows(rng, 6000, effects)
+    test_x, test_y = _overfit_rows(rng, 30_000, effects)
+    return x, y, test_x, test_y
+
+
+def _epochs(config, x, y, epochs, block=2000):
+    """In memory as TrainEpochs does: each epoch from continued(); the epoch-1 state too."""
+    state, first = _train(config, x, y, block), None
+    for _ in range(epochs - 1):
+        first = first or state
+        state = state.continued()
+        for start in range(0, x.shape[0], block):
+            state.update(Block(x[start : start + block], y[start : start + block]))
+    return state, first or state
+
+
+def _test_loss(model, x, y):
+    return log_loss(y, model.evaluate(x)[:, 0])
+
+
+def test_multi_epoch_pick_is_no_worse_than_the_epoch_1_pick_issue_24(overfit):
+    x, y, test_x, test_y = overfit
+    config = _binary(epochs=6, mini_batch_size=100)  # validation_fraction 'auto': 0.1
+    state, first = _epochs(config, x, y, 6)
+    by_loss = {"binary_classifier_model_selection_criteria": "loss_function"}
+    pick, first_pick = state.derive(**by_loss), first.derive(**by_loss)
+    assert pick.info["selected_on"] == first_pick.info["selected_on"] == "validation"
+    # Exactly on the validation rows (the same rows, with their counts, after epoch 1).
+    assert state.validation.n_rows == first.validation.n_rows > 0
+    rows = Block(state.validation.features, state.validation.labels)
+    counts = state.validation.weights
+
+    def validation_loss(model):
+        p = np.clip(model.evaluate(rows)[:, 0], 1e-15, 1 - 1e-15)
+        t = rows.labels
+        return float(counts @ -(t * np.log(p) + (1 - t) * np.log(1 - p)) / counts.sum())
+
+    assert validation_loss(pick) <= validation_loss(first_pick) + 1e-9
+    assert pick.info["validation_loss"] == pytest.approx(validation_loss(pick), rel=1e-6)
+    # On an independent test set: no worse than the epoch-1 pick, within 1%.
+    base = log_loss(test_y, np.full(len(test_y), y.mean()))
+    loss, first_loss = _test_loss(pick, test_x, test_y), _test_loss(first_pick, test_x, test_y)
+    # What derive chose before issue 24: the lowest progressive loss of the last epoch,
+    # on rows every model had learnt (the same training without validation rows).
+    old, _ = _epochs(_binary(epochs=6, mini_batch_size=100, validation_fraction=0.0), x, y, 6)
+    chosen = int(np.argmin(old._candidate_losses()))
+    weights, bias = old._current()
+    old_loss = log_loss(test_y, 1 / (1 + np.exp(-(test_x @ weights[:, chosen] + bias[chosen]))))
+    print(
+        f"\noverfit rows, 6 epochs: test log loss of the pick {loss:.4f} (epoch-1 pick "
+        f"{first_loss:.4f}, before issue 24 {old_loss:.4f} at progressive loss "
+        f"{old._candidate_losses()[chosen]:.4f}; base rate {base:.4f}); parameters of epoch "
+        f"{pick.info['parameters_of_epoch']}"
+    )
+    assert loss <= first_loss * 1.01
+    assert old_loss > base > loss  # the issue reproduces without validation rows
+    report = state.epoch_report()
+    assert [e["epoch"] for e in report] == [1, 2, 3, 4, 5, 6]
+    assert all(e["validation_rows"] == state.validation.n_rows for e in report)
+    # (derive learns the last, short mini-batch first: the report's epoch 6 has not.)
+    assert report[-1]["best_validation_loss"] <= report[0]["validation_loss"]
+
+
+def test_multi_epoch_pick_on_a9a_is_no_worse_than_the_epoch_1_pick(a9a):
+    features, labels, test, test_labels = a9a
+    state, first = _epochs(_binary(epochs=4, mini_batch_size=200), features, labels, 4, 5000)
+    by_loss = {"binary_classifier_model_selection_criteria": "loss_function"}
+    pick, first_pick = state.derive(**by_loss), first.derive(**by_loss)
+    loss = _log_loss_and_accuracy(pick, test, test_labels)[0]
+    first_loss = _log_loss_and_accuracy(first_pick, test, test_labels)[0]
+    print(f"\na9a, 4 epochs: test log loss of the pick {loss:.4f}, epoch-1 pick {first_loss:.4f}")
+    assert pick.info["validation_loss"] <= first_pick.info["validation_loss"]
+    assert loss <= first_loss * 1.005
+    # Thresholds come from the validation rows too: a target recall holds on a9a.t.
+    model = state.derive(
+        binary_classifier_model_selection_criteria="precision_at_target_recall", target_recall=0.8
+    )
+    recall = (model.evaluate(test)[:, 1] > 0)[test_labels > 0].mean()
+    assert recall == pytest.approx(0.8, abs=0.03)
+
+
+def test_early_stopping_leaves_later_epochs_unchanged(overfit):
+    x, y, _, _ = overfit
+    config = _binary(
+        epochs=10, mini_batch_size=100, early_stopping_patience=1, early_stopping_tolerance=0.01
+    )
+    state, _ = _epochs(config, x, y, 10)
+    report = state.epoch_report()
+    stopped = state.stopped_epoch
+    print(f"\nearly stopping after epoch {stopped} of 10: {[e.get('improved') for e in report]}")
+    assert 1 < stopped < 10 and state.stopped
+    assert [e["stopped"] for e in report] == [e["epoch"] > stopped for e in report]
+    assert report[stopped - 1]["stopping"] and not report[stopped - 1].get("improved")
+    assert all(e["rows_trained"] == 0 and e["rows"] == 6000 for e in report[stopped:])
+    # Stopped epochs are no-ops for the models: the state is the one of epoch stopped + 1
+    # (whose last short mini-batch the next continued() learnt).
+    shorter, _ = _epochs(config, x, y, stopped + 1)
+    np.testing.assert_array_equal(shorter.coef, state.coef)
+    assert shorter.steps == state.steps and state.n_seen == 6000
+    assert state.describe()["early_stopping"]["stopped_after_epoch"] == stopped
+    # Training resumed on new rows, past the configured epochs, trains again.
+    again = state.continued()
+    again.update(Block(x[:1000], y[:1000]))
+    assert again.epoch == 11 and again.steps > state.steps
+
+
+def test_validation_rows_merge_exactly_and_round_trip(overfit):
+    x, y, _, _ = overfit
+    x = sp.vstack([x, x[:300]], format="csr")  # repeated rows count as often as they occur
+    y = np.r_[y, y[:300]]
+    config = _binary(epochs=3, mini_batch_size=100, validation_fraction=0.2)
+    single = _train(config, x, y, 1000)
+    parts = np.array_split(np.arange(x.shape[0]), 3)
+    merged = reduce(lambda a, b: a.merge(b), [_train(config, x[q], y[q], 1000) for q in parts])
+    for state in (single, merged):
+        assert state.validation.n_rows == pytest.approx(single.validation.n_rows)
+    np.testing.assert_array_equal(merged.validation.keys, single.validation.keys)
+    np.testing.assert_array_equal(merged.validation.weights, single.validation.weights)
+    assert single.validation.weights.max() >= 2
+    trained = merged.stepped + merged.n_pending
+    assert trained + merged.validation.n_rows == x.shape[0]  # never trained on
+    # Epoch 2: replicas start from the same state; their merge counts each row once.
+    start = merged.continued()
+    replicas = [start._copy().update(Block(x[q], y[q])) for q in parts]
+    epoch2 = reduce(lambda a, b: a.merge(b), replicas)
+    np.testing.assert_array_equal(epoch2.validation.weights, single.validation.weights)
+    assert epoch2.stepped + epoch2.n_pending == trained
+    again = LinearLearnerState.from_bytes(epoch2.to_bytes())
+    np.testing.assert_array_equal(again.best_weights, epoch2.best_weights)
+    np.testing.assert_array_equal(again.validation.weights, epoch2.validation.weights)
+    assert again.epoch_metrics == epoch2.epoch_metrics and len(again.epoch_metrics) == 1
+    assert again.derive().describe() == epoch2.derive().describe()
+    assert again.to_bytes() == epoch2.to_bytes()
+
+
+def test_a_state_written_before_validation_rows_loads(overfit):
+    from beam_ml.core import serial
+    from beam_ml.core.state import config_to_dict, load_state
+
+    x, y, _, _ = overfit
+    state = _train(_binary(mini_batch_size=100), x, y)
+    meta, arrays = state._payload()
+    new = ("patience_wait", "stopped_epoch", "epochs")
+    old_meta = {k: v for k, v in meta.items() if k not in new}
+    old_config = {
+        k: v
+        for k, v in config_to_dict(state.config).items()
+        if k not in ("validation_fraction", "early_stopping_patience", "early_stopping_tolerance")
+    }
+    old = serial.pack(
+        "state", "linear_learner", 1, old_config, {"n_seen": state.n, **old_meta}, arrays
+    )
+    loaded = load_state(old)
+    assert loaded.config == state.config and loaded.epoch_metrics == []
+    assert loaded.derive().describe() == state.derive().describe()
+    # The same bytes with epochs=3 (validation_fraction 'auto' is then 0.1): no rows yet.
+    multi = serial.pack(
+        "state", "linear_learner", 1, {**old_config, "epochs": 3},
+        {"n_seen": state.n, **old_meta}, arrays,
+    )
+    loaded = load_state(multi)
+    assert loaded.validation.n_rows == 0 and loaded.derive().info["selected_on"] == "progressive"
+    # Its rows were all trained on: none can validate the later epochs of the same data...
+    later = loaded.continued().update(Block(x, y))
+    assert later.validation.n_rows == 0
+    assert later.derive().info["selected_on"] == "epoch-1 progressive"
+    # ... but new rows, past the configured epochs, can.
+    later = later.continued().continued().update(Block(x, y))
+    assert later.epoch == 4 and later.derive().info["selected_on"] == "validation"
+
+
+def test_validation_config_errors():
+    with pytest.raises(ValueError, match="'validation_fraction' parameter .* 'auto' or a float"):
+        _binary(validation_fraction=0.7)
+    with pytest.raises(ValueError, match="'early_stopping_patience' parameter"):
+        _binary(early_stopping_patience=0)
+    with pytest.raises(ValueError, match="'early_stopping_tolerance' parameter"):
+        _binary(early_stopping_tolerance=-0.1)
+    assert _binary().resolved_validation_fraction == 0.0
+    assert _binary(epochs=2).resolved_validation_fraction == 0.1
+
+
+@pytest.mark.beam
+def test_epochs_in_a_pipeline_select_on_validation_rows_and_stop_early(tmp_path, overfit):
+    x, y, test_x, test_y = overfit
+    blocks = [Block(x[i : i + 1500], y[i : i + 1500]) for i in range(0, 6000, 1500)]
+    config = _binary(epochs=8, mini_batch_size=100, early_stopping_patience=1)
+    with beam.Pipeline(options=direct_options()) as p:
+        _ = (
+            p
+            | beam.Create(blocks)
+            | beam_ml.Train(config)
+            | beam_ml.WriteCheckpoint(str(tmp_path / "state"))
+        )
+    state = beam_ml.read_checkpoint(str(tmp_path / "state"))[0]
+    in_memory, first = _epochs(config, x, y, 8, 1500)
+    assert state.epoch == 8 and state.n_seen == 6000
+    assert state.validation.n_rows == in_memory.validation.n_rows > 0
+    assert 1 < state.stopped_epoch < 8
+    report = state.epoch_report()
+    assert [e["epoch"] for e in report] == list(range(1, 9))
+    assert all(e["rows_trained"] == 0 for e in report[state.stopped_epoch :])
+    manifest = beam_ml.io.checkpoints.read_manifest(str(tmp_path / "state"))
+    assert [e["epoch"] for e in manifest["meta"]["epochs"]] == list(range(1, 9))
+    by_loss = {"binary_classifier_model_selection_criteria": "loss_function"}
+    pick = state.derive(**by_loss)
+    assert pick.info["selected_on"] == "validation"
+    loss = _test_loss(pick, test_x, test_y)
+    first_loss = _test_loss(first.derive(**by_loss), test_x, test_y)
+    print(f"\nBeam, 8 epochs, stopped {state.stopped_epoch}: {loss:.4f}, epoch 1 {first_loss:.4f}")
+    assert loss <= first_loss * 1.01
