@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import json
 import math
 import re
@@ -39,7 +40,7 @@ import struct
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pyarrow as pa
@@ -237,40 +238,65 @@ def split_csv_line(line: bytes | str, delimiter: str = ",") -> list[str]:
     return _csv_fields(line, delimiter)[0]
 
 
-def looks_like_header(fields: Sequence[str]) -> bool:
+def _numeric_fields(fields: Sequence[str], categorical: Sequence[int]) -> list[str]:
+    """The fields that should hold numbers: all but the categorical ones (all of them
+    when every field is categorical, since then nothing else can tell a header)."""
+    if not categorical:
+        return list(fields)
+    skip = set(categorical)
+    rest = [f for j, f in enumerate(fields) if j not in skip]
+    return rest if len(fields) > len(skip) else list(fields)
+
+
+def looks_like_header(fields: Sequence[str], categorical: Sequence[int] = ()) -> bool:
     """True when a first line is a header: some non-empty field is not a number.
 
     Empty fields do not count, so a first data row with a missing value is still data
-    (and becomes a bad record rather than a silently skipped header).
+    (and becomes a bad record rather than a silently skipped header). Fields of the
+    ``categorical`` columns (indices) do not count either: they hold text in data rows.
     """
-    return any(f.strip() and not _is_number(f.strip()) for f in fields)
+    return any(
+        f.strip() and not _is_number(f.strip()) for f in _numeric_fields(fields, categorical)
+    )
 
 
 def is_header_line(
-    line: bytes | str, delimiter: str = ",", names: Sequence[str] | None = None
+    line: bytes | str,
+    delimiter: str = ",",
+    names: Sequence[str] | None = None,
+    categorical: Sequence[int] = (),
 ) -> bool:
     """True when a CSV line looks like a header (:func:`looks_like_header`) and is a
     valid CSV line: a line the ``csv`` module rejects is a bad record, not a header.
 
     With ``names`` (the header of the input's first file), the first line of another
     file is a header only if it is that header or has no number at all: a first row of
-    data with one bad field must become a bad record, not vanish as a header.
+    data with one bad field must become a bad record, not vanish as a header. Only the
+    fields outside the ``categorical`` columns (indices) are looked at, but a line equal
+    to ``names`` is a header whatever it holds.
     """
     fields, error = _csv_fields(line, delimiter)
-    if error is not None or not looks_like_header(fields):
+    if error is not None:
         return False
     stripped = tuple(f.strip() for f in fields)
-    return names is None or stripped == tuple(names) or not any(map(_is_number, stripped))
+    if names is not None and stripped == tuple(names):
+        return True
+    if not looks_like_header(fields, categorical):
+        return False
+    numeric = _numeric_fields(stripped, categorical)
+    return names is None or not any(map(_is_number, numeric))
 
 
 @functools.lru_cache(maxsize=64)
 def _csv_options(
-    n_columns: int, label_column: int | None, delimiter: str
+    n_columns: int, label_column: int | None, delimiter: str, categorical: tuple[int, ...] = ()
 ) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
     names = [f"f{j}" for j in range(n_columns)]
     types = {name: pa.float32() for name in names}
     if label_column is not None:
         types[names[label_column]] = pa.float64()  # labels keep float64 precision
+    for j in categorical:
+        types[names[j]] = pa.string()  # as written ('' for an empty field, never null)
     return (
         # use_threads: pyarrow parses the chunk's 1 MiB blocks on all cores.
         pa_csv.ReadOptions(column_names=names, use_threads=True),
@@ -326,16 +352,26 @@ def _csv_problem(
     column_names: Sequence[str] | None,
     label_column: int | None = None,
     split_error: str | None = None,
+    categorical: Sequence[int] = (),
+    missing: str = "error",
 ) -> str | None:
-    """Why one CSV record is bad (the reference check), or None if it is good."""
+    """Why one CSV record is bad (the reference check), or None if it is good.
+
+    Fields of the ``categorical`` columns may hold anything; with ``missing='zero'`` an
+    empty feature field is good (an empty label never is).
+    """
     if split_error is not None:
         return split_error
     if len(fields) != n_columns:
         return f"expected {n_columns} fields, found {len(fields)}"
     for j, field in enumerate(fields):
+        if j in categorical:
+            continue
         text = field.strip(_ASCII_SPACE)
         name = _csv_field_name(j, column_names)
         if not text:
+            if missing == "zero" and j != label_column:
+                continue
             return f"{name} is empty"
         try:
             value = float(text)
@@ -375,6 +411,9 @@ def parse_csv(
     offset: int = 0,
     line: int | None = 1,
     n_records: int | None = None,
+    missing: str = "error",
+    categorical: Sequence[int] = (),
+    feature_dim: int | None = None,
 ) -> ParseResult:
     """Parse complete CSV lines (no header) into a dense float32 block.
 
@@ -395,6 +434,17 @@ def parse_csv(
         first byte and the line number of its first line (``None`` if unknown).
     n_records : int, optional
         :func:`count_records` of ``data``, if the caller has it (saves counting twice).
+    missing : {'error', 'zero'}, default 'error'
+        An empty feature field: a bad record (``'error'``), or 0 (``'zero'``; in
+        hashed rows the feature is then absent, which is the same). An empty label
+        is always a bad record.
+    categorical : sequence of int, optional
+        Field indices (0-based, normalized, the label's excluded) whose values are
+        labels, not numbers: the rows become a CSR block of ``feature_dim`` columns,
+        the numeric fields first, then each non-empty categorical value as a 1.0 in
+        the column :func:`hashed_column` gives (see :func:`hashed_rows`).
+    feature_dim : int, optional
+        Width of the hashed rows (required with ``categorical``).
 
     Returns
     -------
@@ -402,7 +452,7 @@ def parse_csv(
         The good rows in order; ``None`` if there are none.
     bad : list of dict
         One bad record per line with a wrong field count, a non-number, an empty
-        field, NaN or inf.
+        field (unless ``missing='zero'``), NaN or inf.
 
     Notes
     -----
@@ -414,7 +464,26 @@ def parse_csv(
         return None, []
     if label_column is not None and not 0 <= label_column < n_columns:
         raise BadInputError(f"label_column must be in [0, {n_columns}); got {label_column}.")
-    read_opts, parse_opts, convert_opts = _csv_options(n_columns, label_column, delimiter)
+    check_missing(missing)
+    hashing = None
+    if categorical:
+        hashing = _CsvHashing.build(n_columns, label_column, categorical, feature_dim)
+    careful = functools.partial(
+        _parse_csv_lines,
+        data,
+        n_columns,
+        label_column,
+        delimiter,
+        column_names,
+        file,
+        offset,
+        line,
+        missing=missing,
+        hashing=hashing,
+    )
+    read_opts, parse_opts, convert_opts = _csv_options(
+        n_columns, label_column, delimiter, tuple(categorical)
+    )
     try:
         table = pa_csv.read_csv(
             pa.BufferReader(data),
@@ -423,17 +492,22 @@ def parse_csv(
             convert_options=convert_opts,
         )
     except pa.ArrowException:
-        return _parse_csv_lines(
-            data, n_columns, label_column, delimiter, column_names, file, offset, line
-        )
+        return careful()
     n_rows = table.num_rows
     if n_rows != (count_records(data, "csv") if n_records is None else n_records):
         # pyarrow ends a row at a lone '\r' and keeps whitespace-only lines; records
         # are the non-blank '\n' lines, so the careful path decides.
-        return _parse_csv_lines(
-            data, n_columns, label_column, delimiter, column_names, file, offset, line
-        )
+        return careful()
     columns = table.columns
+    if hashing is not None:
+        return _csv_hashed_table(
+            data, columns, hashing, missing, delimiter, column_names, file, offset, line
+        )
+    if missing == "zero":  # empty feature fields (nulls) read as 0; NaN stays NaN
+        columns = [
+            c if j == label_column or not c.null_count else pc.fill_null(c, 0.0)
+            for j, c in enumerate(columns)
+        ]
     if label_column is None:
         features = _columns_to_float32(columns, n_rows)
         labels = None
@@ -453,7 +527,7 @@ def parse_csv(
     for r in np.flatnonzero(~row_ok):
         text = data[starts[r] : ends[r]]
         fields, error = _csv_fields(text, delimiter)
-        reason = _csv_problem(fields, n_columns, column_names, label_column, error)
+        reason = _csv_problem(fields, n_columns, column_names, label_column, error, missing=missing)
         bad.append(
             bad_record(
                 file,
@@ -484,47 +558,265 @@ def _parse_csv_lines(
     file: str,
     offset: int,
     line: int | None,
+    *,
+    missing: str = "error",
+    hashing: _CsvHashing | None = None,
 ) -> ParseResult:
     """Line-by-line CSV parse of one chunk that failed the fast path."""
     keep, starts, ends = _content_lines(data)
     texts = [data[a:b].decode("utf-8", "replace") for a, b in zip(starts, ends, strict=True)]
     # one reader per line: an unmatched quote must not swallow the next lines
     rows = [_csv_fields(text, delimiter) for text in texts]
-    good_rows: list[np.ndarray] = []
+    categorical = () if hashing is None else hashing.categorical
+    good_rows: list[Sequence[str]] = []
     bad = []
     for k, (i, (fields, error)) in enumerate(zip(keep, rows, strict=True)):
-        values = None
-        if len(fields) == n_columns and error is None:
-            try:
-                values = np.array(fields, dtype=np.float64)
-            except ValueError:
-                values = None
-            if values is not None and not (
-                np.isfinite(values).all() and (np.abs(values) <= _FLOAT32_MAX).all()
-            ):
-                values = None  # the reference check below decides (labels may be large)
-        if values is None:
-            reason = _csv_problem(fields, n_columns, column_names, label_column, error)
-            if reason is None:  # a large label (or odd whitespace): a good row after all
-                good_rows.append(
-                    np.array([float(f.strip(_ASCII_SPACE)) for f in fields], dtype=np.float64)
-                )
-                continue
+        reason = _csv_problem(
+            fields, n_columns, column_names, label_column, error, categorical, missing
+        )
+        if reason is None:
+            good_rows.append(fields)
+            continue
+        bad.append(
+            bad_record(file, offset + int(starts[k]), _line_of(line, int(i)), texts[k], reason)
+        )
+    if not good_rows:
+        return None, bad
+    if hashing is not None:
+        # the reference check passed: numeric fields are finite numbers or empty
+        numeric = np.array(
+            [
+                [float(row[j].strip(_ASCII_SPACE) or "nan") for j in hashing.numeric]
+                for row in good_rows
+            ],
+            dtype=np.float32,
+        ).reshape(len(good_rows), len(hashing.numeric))
+        text = [pa.array([row[j] for row in good_rows], pa.string()) for j in hashing.categorical]
+        labels = None
+        if label_column is not None:
+            labels = np.array(
+                [float(row[label_column].strip(_ASCII_SPACE)) for row in good_rows],
+                dtype=np.float64,
+            )
+        return _hashed_csv_block(numeric, text, labels, hashing, file, offset), bad
+    # the reference check passed: every field is a finite number (or empty: missing)
+    values = np.array(
+        [[float(f.strip(_ASCII_SPACE) or 0.0) for f in row] for row in good_rows],
+        dtype=np.float64,
+    )
+    features, labels = _split_label(values, label_column)
+    return _block(features, labels, file, offset), bad
+
+
+# ------------------------------------------------ categorical columns, missing values
+
+#: What ``missing`` may be: an empty feature field is a bad record, or reads as 0.
+MISSING = ("error", "zero")
+#: ``feature_dim`` of hashed rows when none is given.
+DEFAULT_HASHED_FEATURE_DIM = 2**20
+
+
+def check_missing(missing: Any, owner: str = "the reader") -> None:
+    if missing not in MISSING:
+        raise BadInputError(
+            f"The 'missing' parameter of {owner} must be one of {list(MISSING)}. "
+            f"Got {missing!r} instead."
+        )
+
+
+def hash_value(column: str | int, value: str) -> int:
+    """The stable 64-bit hash of a categorical ``value`` of ``column`` (a field index,
+    or a JSON object key): BLAKE2b of both, so it is the same in every process, run
+    and machine (Python's own ``hash`` of a str is salted per process)."""
+    key = f"{column}\x1f{value}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+
+
+def hashed_column(column: str | int, value: str, n_numeric: int, feature_dim: int) -> int:
+    """The feature column that ``value`` of a categorical ``column`` sets to 1.0 in rows
+    of ``feature_dim`` columns whose first ``n_numeric`` hold the numeric fields."""
+    return n_numeric + hash_value(column, value) % (feature_dim - n_numeric)
+
+
+def _hash_codes(
+    column: str | int, values: pa.Array | pa.ChunkedArray, n_numeric: int, feature_dim: int
+) -> np.ndarray:
+    """The hashed column of each value (int64, -1 for an empty value or a null).
+
+    Values are trimmed of ASCII white space, then dictionary-encoded: only the distinct
+    values of the block are hashed (one BLAKE2b call each), the rows take theirs by
+    one numpy lookup.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not pa.types.is_string(values.type):
+        values = values.cast(pa.string())
+    encoded = pc.dictionary_encode(pc.utf8_trim(values, characters=_ASCII_SPACE))
+    words = encoded.dictionary.to_pylist()
+    lookup = np.fromiter(
+        (hashed_column(column, w, n_numeric, feature_dim) if w else -1 for w in words),
+        dtype=np.int64,
+        count=len(words),
+    )
+    lookup = np.append(lookup, -1)  # nulls
+    codes = pc.fill_null(encoded.indices, len(words)).to_numpy(zero_copy_only=False)
+    return lookup[codes]
+
+
+def hashed_rows(
+    numeric: np.ndarray, codes: Sequence[np.ndarray], feature_dim: int
+) -> sp.csr_matrix:
+    """Rows of ``feature_dim`` columns: ``numeric`` (rows, n_numeric; NaN = missing,
+    left out like zeros) in the first columns, then a 1.0 at each code >= 0 of each
+    categorical column. Two values of a row that hash to one column add up (the
+    hashing trick's collisions). float32, sorted indices, no explicit zeros."""
+    n_rows = numeric.shape[0]
+    present = (numeric != 0) & ~np.isnan(numeric)
+    num_rows, num_cols = np.nonzero(present)
+    parts_rows, parts_cols = [num_rows], [num_cols]
+    parts_vals = [numeric[num_rows, num_cols].astype(np.float32)]
+    for code in codes:
+        rows = np.flatnonzero(code >= 0)
+        parts_rows.append(rows)
+        parts_cols.append(code[rows])
+        parts_vals.append(np.ones(len(rows), dtype=np.float32))
+    index_dtype = np.int32 if feature_dim < 2**31 else np.int64
+    matrix = sp.csr_matrix(
+        (
+            np.concatenate(parts_vals),
+            (np.concatenate(parts_rows), np.concatenate(parts_cols).astype(index_dtype)),
+        ),
+        shape=(n_rows, feature_dim),
+        dtype=np.float32,
+    )
+    matrix.sum_duplicates()  # sorts the indices too
+    return matrix
+
+
+@dataclass(frozen=True)
+class _CsvHashing:
+    """The columns of a CSV record with categorical fields: numeric fields (in order,
+    label excluded) go to columns 0.., categorical ones are hashed."""
+
+    n_columns: int
+    label_column: int | None
+    categorical: tuple[int, ...]
+    numeric: tuple[int, ...]
+    feature_dim: int
+
+    @classmethod
+    def build(
+        cls,
+        n_columns: int,
+        label_column: int | None,
+        categorical: Sequence[int],
+        feature_dim: int | None,
+    ) -> _CsvHashing:
+        cat = tuple(sorted(set(int(j) for j in categorical)))
+        if any(not 0 <= j < n_columns or j == label_column for j in cat):
+            raise BadInputError(
+                f"categorical columns must be field indices in [0, {n_columns}) other than "
+                f"the label's ({label_column}); got {list(categorical)}."
+            )
+        numeric = tuple(j for j in range(n_columns) if j != label_column and j not in cat)
+        check_hashed_feature_dim(feature_dim, len(numeric))
+        return cls(n_columns, label_column, cat, numeric, int(cast(int, feature_dim)))
+
+
+def check_hashed_feature_dim(feature_dim: Any, n_numeric: int) -> None:
+    """Hashed rows need room for the numeric columns and at least one hashed one."""
+    if (
+        isinstance(feature_dim, bool)
+        or not isinstance(feature_dim, int)
+        or feature_dim <= n_numeric
+    ):
+        raise BadInputError(
+            f"rows with categorical columns need a feature_dim larger than their "
+            f"{n_numeric} numeric columns (the rest is the range values are hashed "
+            f"into; default {DEFAULT_HASHED_FEATURE_DIM:,}); got {feature_dim!r}."
+        )
+
+
+def _hashed_csv_block(
+    numeric: np.ndarray,
+    categorical: Sequence[Any],
+    labels: np.ndarray | None,
+    hashing: _CsvHashing,
+    file: str,
+    offset: int,
+) -> Block:
+    """Good rows -> block: ``numeric`` (rows, numeric fields; NaN = missing), the
+    categorical fields as Arrow string columns, the labels."""
+    codes = [
+        _hash_codes(j, column, len(hashing.numeric), hashing.feature_dim)
+        for j, column in zip(hashing.categorical, categorical, strict=True)
+    ]
+    return _block(hashed_rows(numeric, codes, hashing.feature_dim), labels, file, offset)
+
+
+def _csv_hashed_table(
+    data: bytes,
+    columns: Sequence[Any],
+    hashing: _CsvHashing,
+    missing: str,
+    delimiter: str,
+    column_names: Sequence[str] | None,
+    file: str,
+    offset: int,
+    line: int | None,
+) -> ParseResult:
+    """The fast path's table of a chunk with categorical columns -> block, bad records.
+
+    A row is bad when a numeric field is NaN or inf, or empty (null) unless
+    ``missing='zero'``, or its label is empty, NaN or inf.
+    """
+    n_rows = len(columns[0])
+    row_ok = np.ones(n_rows, dtype=bool)
+    for j in hashing.numeric:
+        values = columns[j].to_numpy(zero_copy_only=False)
+        ok = np.isfinite(values)
+        if missing == "zero" and columns[j].null_count:
+            ok |= columns[j].is_null().to_numpy(zero_copy_only=False)
+        row_ok &= ok
+    if hashing.label_column is not None:
+        row_ok &= np.isfinite(_to_float64(columns[hashing.label_column]))
+    bad: list[dict[str, Any]] = []
+    if not row_ok.all():
+        line_index, starts, ends = _content_lines(data)
+        for r in np.flatnonzero(~row_ok):
+            text = data[starts[r] : ends[r]]
+            fields, error = _csv_fields(text, delimiter)
+            reason = _csv_problem(
+                fields,
+                hashing.n_columns,
+                column_names,
+                hashing.label_column,
+                error,
+                hashing.categorical,
+                missing,
+            )
             bad.append(
                 bad_record(
                     file,
-                    offset + int(starts[k]),
-                    _line_of(line, int(i)),
-                    texts[k],
-                    reason or "not a row of numbers",
+                    offset + int(starts[r]),
+                    _line_of(line, int(line_index[r])),
+                    text,
+                    reason or "a field is not a finite number",
                 )
             )
-        else:
-            good_rows.append(values)
-    if not good_rows:
-        return None, bad
-    features, labels = _split_label(np.vstack(good_rows), label_column)
-    return _block(features, labels, file, offset), bad
+        if not row_ok.any():
+            return None, bad
+    numeric = _columns_to_float32([columns[j] for j in hashing.numeric], n_rows)
+    labels = None
+    if hashing.label_column is not None:
+        labels = _to_float64(columns[hashing.label_column])
+    text = [columns[j] for j in hashing.categorical]
+    if not row_ok.all():
+        mask = pa.array(row_ok)
+        numeric = numeric[row_ok]
+        labels = None if labels is None else labels[row_ok]
+        text = [pc.filter(c, mask) for c in text]
+    return _hashed_csv_block(numeric, text, labels, hashing, file, offset), bad
 
 
 # ---------------------------------------------------------------------------- LIBSVM
@@ -1072,6 +1364,7 @@ def _jsonl_item(
     n_features: int,
     label_column: int | str | None,
     features_key: str,
+    missing: str = "error",
 ) -> tuple[str | None, list[float], float | None]:
     """Reference check of one decoded JSON record: (reason, features, label)."""
     label = None
@@ -1118,6 +1411,8 @@ def _jsonl_item(
             [],
             None,
         )
+    if missing == "zero" and None in values:  # null features read as 0
+        values = [0 if value is None else value for value in values]
     for j, value in enumerate(values):
         if not _json_number(value):
             return f"feature {j} ({_short(json.dumps(value))}) is not a number", [], None
@@ -1165,12 +1460,24 @@ def parse_jsonl(
     file: str = "",
     offset: int = 0,
     line: int | None = 1,
+    missing: str = "error",
+    categorical: Sequence[int | str] = (),
+    feature_dim: int | None = None,
 ) -> ParseResult:
     """Parse complete JSON lines into a dense float32 block.
 
     Each line is either a JSON array of numbers (``label_column`` is then an element
     index, or None) or an object whose ``features_key`` array holds the features
     (``label_column`` is then the label's key, or None).
+
+    ``missing='zero'`` reads a ``null`` feature as 0 (a null label stays bad).
+    ``categorical`` (see :func:`parse_csv`) makes the rows hashed CSR rows of
+    ``feature_dim`` columns: in arrays, element indices (the label's counted, as in
+    ``label_column``); in objects, top-level keys, or indices into the features array.
+    A categorical value is a string, or a number or boolean taken as its JSON text
+    (``3``, ``2.5``, ``true``); ``null``, ``""`` or an absent key set no feature.
+    ``n_features`` is the record's width without categoricals (array elements but the
+    label's, or the features array's length), as a dense reader counts it.
 
     Returns
     -------
@@ -1185,11 +1492,17 @@ def parse_jsonl(
     converted and checked in one numpy call. Lines containing ``true``/``false`` skip
     that bulk step, because numpy would silently read booleans as 0/1.
     """
+    check_missing(missing)
     starts, ends = _line_bounds(data)
     texts = [data[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
     keep = [i for i, text in enumerate(texts) if text.strip()]
     if not keep:
         return None, []
+    if categorical:
+        hashing = _JsonHashing.build(n_features, label_column, categorical, feature_dim)
+        return _parse_jsonl_hashed(
+            data, starts, texts, keep, hashing, features_key, missing, file, offset, line
+        )
     items: list[Any] = []
     errors: dict[int, str] = {}
     for k, i in enumerate(keep):
@@ -1210,7 +1523,9 @@ def parse_jsonl(
     for k, i in enumerate(keep):
         reason = errors.get(k)
         if reason is None:
-            reason, values, label = _jsonl_item(items[k], n_features, label_column, features_key)
+            reason, values, label = _jsonl_item(
+                items[k], n_features, label_column, features_key, missing
+            )
         if reason is not None:
             bad.append(
                 bad_record(file, offset + int(starts[i]), _line_of(line, i), texts[i], reason)
@@ -1266,6 +1581,164 @@ def _jsonl_fast(
         features = np.ascontiguousarray(matrix, dtype=np.float32)
         return (features, labels) if np.isfinite(features).all() else None
     return None
+
+
+@dataclass(frozen=True)
+class _JsonHashing:
+    """Where the categorical values of a JSON record are: element indices of arrays
+    (``label_column`` an int or None), or keys / features-array indices of objects."""
+
+    n_features: int
+    label_column: int | str | None
+    indices: tuple[int, ...]  # arrays: element indices; objects: features-array indices
+    keys: tuple[str, ...]  # objects only
+    feature_dim: int
+
+    @classmethod
+    def build(
+        cls,
+        n_features: int,
+        label_column: int | str | None,
+        categorical: Sequence[int | str],
+        feature_dim: int | None,
+    ) -> _JsonHashing:
+        indices = tuple(sorted({int(c) for c in categorical if not isinstance(c, str)}))
+        keys = tuple(dict.fromkeys(c for c in categorical if isinstance(c, str)))
+        if label_column is not None and (label_column in indices or label_column in keys):
+            raise BadInputError(f"the label ({label_column!r}) cannot be a categorical column.")
+        check_hashed_feature_dim(feature_dim, n_features - len(indices))
+        return cls(n_features, label_column, indices, keys, int(cast(int, feature_dim)))
+
+    @property
+    def n_numeric(self) -> int:
+        """Numeric features per record (the same for arrays and objects)."""
+        return self.n_features - len(self.indices)
+
+    def split(
+        self, item: Any, features_key: str, missing: str
+    ) -> tuple[str | None, list[float], list[str | None], float | None]:
+        """(reason, numeric values (NaN = missing), categorical texts, label) of one
+        decoded record."""
+        label: Any = None
+        if isinstance(item, list):
+            if self.keys or isinstance(self.label_column, str):
+                return "expected a JSON object, found an array", [], [], None
+            width = self.n_features + (self.label_column is not None)
+            if len(item) != width:
+                return f"expected {width} elements, found {len(item)}", [], [], None
+            fields = list(item)
+            if self.label_column is not None:
+                label = fields[self.label_column]
+            skip = {*self.indices, self.label_column}
+            numeric = [(j, v) for j, v in enumerate(fields) if j not in skip]
+            texts = [(j, fields[j]) for j in self.indices]
+            what = "element"
+        elif isinstance(item, dict):
+            values = item.get(features_key)
+            if not isinstance(values, list):
+                return f"missing or non-array key {features_key!r}", [], [], None
+            if len(values) != self.n_features:
+                return f"expected {self.n_features} features, found {len(values)}", [], [], None
+            if self.label_column is not None:
+                if self.label_column not in item:
+                    return f"missing label key {self.label_column!r}", [], [], None
+                label = item[self.label_column]
+            numeric = [(j, v) for j, v in enumerate(values) if j not in self.indices]
+            texts = [(j, values[j]) for j in self.indices] + [(k, item.get(k)) for k in self.keys]
+            what = "feature"
+        else:
+            return f"expected a JSON array or object, found {type(item).__name__}", [], [], None
+        numbers: list[float] = []
+        for j, value in numeric:
+            if value is None:
+                if missing != "zero":
+                    return f"{what} {j} is null (missing='zero' reads it as 0)", [], [], None
+                numbers.append(math.nan)
+                continue
+            number = _json_float(value) if _json_number(value) else None
+            if number is None or not math.isfinite(number) or abs(number) > _FLOAT32_MAX:
+                return (
+                    f"{what} {j} ({_short(json.dumps(value))}) is not a float32 number",
+                    [],
+                    [],
+                    None,
+                )
+            numbers.append(number)
+        words: list[str | None] = []
+        for j, value in texts:
+            if value is None or isinstance(value, str):
+                words.append(value)
+            elif isinstance(value, (bool, int, float)):
+                words.append(json.dumps(value))
+            else:
+                return (
+                    f"categorical {j!r} ({_short(json.dumps(value))}) is not a string or number",
+                    [],
+                    [],
+                    None,
+                )
+        if self.label_column is not None:
+            number = _json_float(label) if _json_number(label) else None
+            if number is None or not math.isfinite(number):
+                return f"label ({_short(json.dumps(label))}) is not a finite number", [], [], None
+            label = number
+        return None, numbers, words, label
+
+    def column_keys(self) -> list[int | str]:
+        return [*self.indices, *self.keys]
+
+
+def _parse_jsonl_hashed(
+    data: bytes,
+    starts: np.ndarray,
+    texts: list[bytes],
+    keep: list[int],
+    hashing: _JsonHashing,
+    features_key: str,
+    missing: str,
+    file: str,
+    offset: int,
+    line: int | None,
+) -> ParseResult:
+    """JSON lines with categorical values -> hashed CSR block (see :func:`parse_jsonl`).
+
+    Records are decoded and checked one by one (``json.loads`` is per line anyway);
+    the numbers then go to numpy, and each categorical column is hashed per distinct
+    value of the block (:func:`_hash_codes`).
+    """
+    numbers: list[list[float]] = []
+    words: list[list[str | None]] = []
+    labels: list[float] = []
+    bad = []
+    n_numeric = hashing.n_numeric
+    for i in keep:
+        try:
+            item = json.loads(texts[i])
+            reason, nums, cats, label = hashing.split(item, features_key, missing)
+        except (ValueError, RecursionError) as exc:
+            reason = f"invalid JSON: {exc}"
+        if reason is not None:
+            bad.append(
+                bad_record(file, offset + int(starts[i]), _line_of(line, i), texts[i], reason)
+            )
+            continue
+        numbers.append(nums)
+        words.append(cats)
+        labels.append(label)
+    if not numbers:
+        return None, bad
+    numeric = np.array(numbers, dtype=np.float32).reshape(len(numbers), n_numeric)
+    columns = hashing.column_keys()
+    codes = [
+        _hash_codes(
+            key, pa.array([row[c] for row in words], pa.string()), n_numeric, hashing.feature_dim
+        )
+        for c, key in enumerate(columns)
+    ]
+    array_labels = None
+    if hashing.label_column is not None:
+        array_labels = np.array(labels, dtype=np.float64)
+    return _block(hashed_rows(numeric, codes, hashing.feature_dim), array_labels, file, offset), bad
 
 
 # ------------------------------------------------------------------------------ .npy

@@ -114,6 +114,12 @@ class _Spec:
     strict: bool
     row_bytes_hint: int = 128
     max_bad_fraction: float = MAX_BAD_FRACTION
+    missing: str = "error"  # empty feature fields: bad records, or 0 ('zero')
+    # Categorical columns (CSV: field indices; JSON: element indices, keys or indices
+    # into the features array), hashed into n_features columns; n_values is then the
+    # record's dense width (what n_features would be without them).
+    categorical: tuple[int | str, ...] = ()
+    n_values: int | None = None
 
 
 @dataclass(frozen=True)
@@ -329,6 +335,7 @@ def _plan(
     split_bytes: int,
     strict: bool,
     features_key: str,
+    categorical: tuple[int | str, ...] = (),
 ) -> _Spec:
     """Validate the options against the first non-empty file and resolve them."""
     spec = _Spec(
@@ -345,6 +352,7 @@ def _plan(
         block_size=block_size,
         split_bytes=split_bytes,
         strict=bool(strict),
+        categorical=categorical,
     )
     first = next(_first_nonempty(files), None)
     planner = {
@@ -384,12 +392,17 @@ def _plan_csv(
             for line in data_lines[int(not first_blank) : _PLAN_RECORDS]
         ]
         # 'auto': a first line with a non-number, as wide as the rows under it (a
-        # malformed first row of data is no header: it is a bad record)
+        # malformed first row of data is no header: it is a bad record); categorical
+        # fields given by index hold text in data rows too, so they do not count
+        guess = _usual_width(widths if first_blank else [len(first_fields), *widths])
+        text_fields: tuple[int, ...] = ()
+        if spec.categorical and not any(isinstance(c, str) for c in spec.categorical):
+            text_fields = tuple(c % guess for c in spec.categorical if -guess <= c < guess)  # type: ignore[operator]
         has_header = not first_blank and (
             header is True
             or (
                 header == "auto"
-                and formats.is_header_line(lines[0], spec.delimiter)
+                and formats.is_header_line(lines[0], spec.delimiter, categorical=text_fields)
                 and (not widths or len(first_fields) == _usual_width(widths))
             )
         )
@@ -413,8 +426,10 @@ def _plan_csv(
             label = names.index(label)
         elif label is not None:
             label = _normalize_index(label, n_columns, path)
+        categorical = _resolve_categorical(spec.categorical, n_columns, names, label, path)
         return replace(
             spec,
+            categorical=tuple(sorted(categorical)),  # type: ignore[type-var]
             n_columns=n_columns,
             n_features=n_columns - (label is not None),
             label_column=label,
@@ -535,7 +550,24 @@ def _plan_jsonl(
                 f"the first record of {path} is a JSON {type(item).__name__}; expected "
                 f"an array of numbers or an object with a {spec.features_key!r} array."
             )
-        return replace(spec, n_features=n_features, label_column=label, row_bytes_hint=hint)
+        categorical = spec.categorical
+        if categorical:  # arrays: element indices; objects: keys or features indices
+            array = isinstance(item, list)
+            categorical = _resolve_categorical(
+                categorical,
+                n_features + (array and label is not None),
+                None,
+                label,
+                f"the records of {path}",
+                keys_allowed=not array,
+            )
+        return replace(
+            spec,
+            n_features=n_features,
+            label_column=label,
+            row_bytes_hint=hint,
+            categorical=categorical,
+        )
     return spec
 
 
@@ -583,6 +615,86 @@ def _plan_parquet(
     )
 
 
+def check_encoding_options(
+    format: str, categorical_columns: Any, missing: Any, owner: str = "ReadBlocks"
+) -> tuple[int | str, ...]:
+    """The categorical columns as a tuple (a comma-separated str is split), checked;
+    and ``missing`` checked: both for CSV and JSON lines only."""
+    formats.check_missing(missing, owner)
+    if categorical_columns is None:
+        columns: tuple[Any, ...] = ()
+    elif isinstance(categorical_columns, str):
+        parts = [c.strip() for c in categorical_columns.split(",") if c.strip()]
+        columns = tuple(int(c) if c.lstrip("-").isdigit() else c for c in parts)
+    else:
+        columns = tuple(categorical_columns)
+    if any(isinstance(c, bool) or not isinstance(c, (int, str)) for c in columns):
+        raise BadInputError(
+            f"The 'categorical_columns' parameter of {owner} must be column indices or "
+            f"names (a list, or one comma-separated str). Got {categorical_columns!r} instead."
+        )
+    if len(set(columns)) != len(columns):
+        raise BadInputError(f"categorical_columns {list(columns)} names a column twice.")
+    if columns and format not in ("csv", "jsonl"):
+        raise BadInputError(
+            f"categorical_columns apply to CSV and JSON lines, not {format!r} "
+            "(LIBSVM is sparse already: hash its features upstream)."
+        )
+    if missing != "error" and format not in ("csv", "jsonl", "libsvm"):
+        raise BadInputError(
+            f"missing={missing!r} applies to CSV and JSON lines (LIBSVM has no empty "
+            f"fields: an absent index is 0), not {format!r}."
+        )
+    return columns
+
+
+def _resolve_categorical(
+    columns: tuple[int | str, ...],
+    n: int,
+    names: Sequence[str] | None,
+    label: int | str | None,
+    what: str,
+    keys_allowed: bool = False,
+) -> tuple[int | str, ...]:
+    """Categorical columns as normalized indices in ``[0, n)`` (names looked up in
+    ``names``; with ``keys_allowed``, other names stay keys), the label excluded."""
+    resolved: list[int | str] = []
+    for column in columns:
+        if isinstance(column, str):
+            if names is not None and column in names:
+                column = list(names).index(column)
+            elif keys_allowed:
+                resolved.append(column)
+                continue
+            else:
+                known = f"its columns are {list(names)}" if names else "it has no header line"
+                raise BadInputError(
+                    f"categorical column {column!r} is not a column name of {what}; {known}. "
+                    "Give an index instead."
+                )
+        if not -n <= column < n:
+            raise BadInputError(
+                f"categorical column {column} is out of range for {what} ({n} columns)."
+            )
+        resolved.append(column % n)
+    if label is not None and label in resolved:
+        raise BadInputError(f"the label column ({label!r}) cannot also be categorical.")
+    if len(set(resolved)) != len(resolved):
+        raise BadInputError(f"categorical_columns {list(columns)} name a column twice.")
+    return tuple(resolved)
+
+
+def _hashed(spec: _Spec, feature_dim: int | None) -> _Spec:
+    """The planned spec of an input with categorical columns: rows of ``feature_dim``
+    (default 2^20) columns, the numeric fields first."""
+    if not spec.categorical or spec.n_features is None:
+        return spec
+    dim = formats.DEFAULT_HASHED_FEATURE_DIM if feature_dim is None else feature_dim
+    n_numeric = spec.n_features - sum(not isinstance(c, str) for c in spec.categorical)
+    formats.check_hashed_feature_dim(dim, n_numeric)
+    return replace(spec, n_values=spec.n_features, n_features=dim)
+
+
 def _build(
     file_pattern: str | Sequence[str], format: str, **options: Any
 ) -> tuple[list[tuple[str, int]], _Spec]:
@@ -601,8 +713,15 @@ def _build(
     )
     max_bad_fraction = options.pop("max_bad_fraction")
     check_bad_fraction_option(max_bad_fraction, "ReadBlocks")
+    missing = options.pop("missing")
+    categorical = check_encoding_options(format, options.pop("categorical_columns"), missing)
     files = _match_files(file_pattern)
-    spec = replace(_plan(files, format, **options), max_bad_fraction=float(max_bad_fraction))
+    spec = _plan(files, format, categorical=categorical, **options)
+    spec = replace(
+        _hashed(spec, options["feature_dim"]),
+        max_bad_fraction=float(max_bad_fraction),
+        missing=missing,
+    )
     if spec.n_features == 0:
         raise BadInputError(
             f"the {format} input has no feature columns"
@@ -610,7 +729,8 @@ def _build(
             + f" ({files[0][0]}); there is nothing to train on."
         )
     wanted = options["feature_dim"]
-    if format != "libsvm" and None not in (wanted, spec.n_features) and wanted != spec.n_features:
+    dense = format != "libsvm" and not categorical
+    if dense and None not in (wanted, spec.n_features) and wanted != spec.n_features:
         raise BadInputError(
             f"feature_dim={wanted} was given, but the {format} input has "
             f"{spec.n_features} feature columns (label excluded)."
@@ -802,6 +922,9 @@ def _parse_text(
             offset=offset,
             line=line,
             n_records=records,
+            missing=spec.missing,
+            categorical=cast("tuple[int, ...]", spec.categorical),
+            feature_dim=spec.n_features if spec.categorical else None,
         )
     if spec.format == "libsvm":
         return formats.parse_libsvm(
@@ -814,12 +937,15 @@ def _parse_text(
         )
     return formats.parse_jsonl(
         chunk,
-        n_features=n_features,
+        n_features=cast(int, spec.n_values) if spec.categorical else n_features,
         label_column=spec.label_column,
         features_key=spec.features_key,
         file=path,
         offset=offset,
         line=line,
+        missing=spec.missing,
+        categorical=spec.categorical,
+        feature_dim=n_features if spec.categorical else None,
     )
 
 
@@ -843,7 +969,10 @@ def _read_text_range(spec: _Spec, rng: _Range) -> Iterator[_Chunk]:
         if rng.start == 0 and spec.format == "csv" and spec.header:
             first = reader.first_line()
             if not spec.header_auto or formats.is_header_line(
-                first, spec.delimiter, spec.column_names
+                first,
+                spec.delimiter,
+                spec.column_names,
+                cast("tuple[int, ...]", spec.categorical),
             ):
                 reader.skip_line()
                 skipped_header = True
@@ -1241,6 +1370,23 @@ class ReadBlocks(beam.PTransform):
         fraction of its records, and at least 10, stops the pipeline with a
         :class:`BadInputError` naming the first: a wrong format, delimiter or width
         must not pass as dead letters. 1.0 never stops.
+    categorical_columns : list of int or str, or a comma-separated str, optional
+        CSV and JSON lines: columns whose values are labels (strings, or numbers taken
+        as their text), not numbers. CSV: field indices (the label's counted, negative
+        from the end) or header names; JSON arrays: element indices; JSON objects:
+        top-level keys, or indices into the features array. Blocks then hold CSR rows
+        of ``feature_dim`` columns (default ``formats.DEFAULT_HASHED_FEATURE_DIM`` =
+        2**20): the numeric fields first, in order, then one 1.0 per non-empty
+        categorical value, in a column of the remaining range chosen by a stable
+        64-bit BLAKE2b hash of the column (its field index, or JSON key) and the value
+        (``formats.hashed_column``): the same value of the same column lands in the
+        same column in every file, run and process. An empty value (or JSON null, or
+        absent key) sets no feature; two values that collide add up.
+    missing : {'error', 'zero'}, default 'error'
+        An empty numeric field (CSV ``,,``, JSON ``null``): ``'error'`` makes the
+        record a bad record; ``'zero'`` reads it as 0 (in hashed rows it is absent,
+        which is the same). An empty label is always a bad record. (No mean: a
+        one-pass reader cannot know it before the rows it would fill.)
 
     Attributes
     ----------
@@ -1290,6 +1436,8 @@ class ReadBlocks(beam.PTransform):
         strict: bool = False,
         features_key: str = "features",
         max_bad_fraction: float = MAX_BAD_FRACTION,
+        categorical_columns: Sequence[int | str] | str | None = None,
+        missing: str = "error",
     ):
         super().__init__()
         self._files, self._spec = _build(
@@ -1305,6 +1453,8 @@ class ReadBlocks(beam.PTransform):
             strict=strict,
             features_key=features_key,
             max_bad_fraction=max_bad_fraction,
+            categorical_columns=categorical_columns,
+            missing=missing,
         )
         self._with_dead_letters = False
 
@@ -1362,6 +1512,8 @@ def read_blocks_local(
     dead_letters: list[dict[str, Any]] | None = None,
     max_bad_fraction: float = MAX_BAD_FRACTION,
     counts: ReadCounts | None = None,
+    categorical_columns: Sequence[int | str] | str | None = None,
+    missing: str = "error",
 ) -> Iterator[Block]:
     """Read files into blocks in this process, without Beam.
 
@@ -1384,6 +1536,8 @@ def read_blocks_local(
         strict=strict,
         features_key=features_key,
         max_bad_fraction=max_bad_fraction,
+        categorical_columns=categorical_columns,
+        missing=missing,
     )
     return _iter_local(spec, files, dead_letters, counts)
 
