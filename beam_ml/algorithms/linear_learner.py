@@ -3,7 +3,8 @@
 SageMaker's linear learner trains ``num_models`` linear models side by side ("model
 packing"), each with its own learning rate and regularization, and keeps the one that
 does best on validation data, usually after several epochs. Here one pass keeps
-everything that choice needs, so it is made *after* training, by ``derive``:
+everything that choice needs, so it is made *after* training, by ``derive`` (several
+epochs: see "Validation rows" below):
 
 The packed models (every loss)
     ``num_models`` models, one column each of a ``(d, num_models)`` weight matrix (times
@@ -76,6 +77,36 @@ Epochs
     optimizer and scaler carry on; the row count, exact statistics, progressive losses
     and histograms start afresh, so they describe one pass), and the replicas merge as
     above. Progressive losses are then no longer held out: only the first pass's are.
+
+Validation rows, best epochs and early stopping (issue 24)
+    From epoch 2 on the progressive loss is on rows every model has learnt, and ranking
+    by it picks the most overfit model (click-log-like rows, 5 epochs: test log loss
+    0.91 where the base rate scores 0.45; BENCHMARKS.md). So with ``epochs > 1``
+    (``validation_fraction`` 'auto' = 0.1; 0 for one pass) the rows whose content hash
+    (:func:`beam_ml.nn.engine.row_keys`) falls in that fraction are *validation rows*,
+    as SageMaker's validation channel: the same rows in every epoch, block and worker,
+    never trained on and never in the scaler's sample. The state keeps a bounded uniform
+    sample of them (the 10,000 of smallest hash, fewer above 800 features) with how
+    often each occurred, which merges exactly (:class:`_ValidationRows`); set-aside
+    rows it cannot keep train. At the end of every epoch (:meth:`continued`) every
+    candidate is scored on all of them, exactly, and each keeps the parameters of its
+    epoch with the lowest validation loss (a copy of its weights and bias: the state
+    grows by the size of the packed models, never with the rows). ``derive`` then
+    ranks the candidates' current parameters and their best epochs' on the validation
+    rows, and chooses thresholds from the histograms of their scores there; so its pick
+    never has a higher validation loss than the epoch-1 pick (on independent test
+    rows: within noise, as the tests measure). When the best validation loss over all
+    candidates has not improved by more than ``early_stopping_tolerance`` (relative)
+    for ``early_stopping_patience`` epochs, the remaining configured epochs leave the
+    models as they are (rows are counted, nothing trains; the log and
+    :meth:`epoch_report` say so); the best over all candidates, not any candidate,
+    because the smallest learning rates improve a little every epoch and would never
+    stop. Training resumed on new rows past the configured ``epochs`` trains again.
+    Without validation rows (``validation_fraction=0``) later epochs are ranked on each
+    candidate's epoch-1 progressive loss, the only honest one, which cannot see them
+    overfit. Per-epoch metrics (rows, rows trained, progressive and validation losses,
+    early stopping) are kept in the state: :meth:`epoch_report`, ``describe()``, and
+    the ``epochs`` field of a checkpoint's manifest (``beam-ml inspect``).
 
 References
 ----------
@@ -906,7 +937,18 @@ class LinearLearnerState(TrainingState):
         pass, a doubling share of mini-batches is skipped (and the rest weighted up).
     diverged : ndarray of shape (m,), bool
         Models whose weights blew up (too large a learning rate): frozen at zero and
-        never selected.
+        never selected (a best-epoch copy from before is still a candidate).
+    validation : _ValidationRows or None
+        With ``validation_fraction > 0``: the validation rows kept, with their counts.
+    best_weights, best_bias : ndarray of shape (d, 2 m k) and (2 m k,)
+        Per candidate ([last iterates | averages]), its parameters at the end of the
+        epoch with its lowest validation loss so far: ``best_loss``, ``best_epoch`` (2 m,).
+    first_loss : ndarray of shape (2 m,)
+        Each candidate's progressive loss of epoch 1 (once it has ended).
+    patience_wait, stopped_epoch : int
+        Epochs without improvement; the epoch after which early stopping held (0: none).
+    epoch_metrics : list of dict
+        The closed epochs' metrics (see :meth:`epoch_report`).
 
     Examples
     --------
@@ -1581,8 +1623,9 @@ class LinearLearnerState(TrainingState):
         ----------
         binary_classifier_model_selection_criteria : {'accuracy', 'f_beta', 'precision_at_target_recall', 'recall_at_target_precision', 'loss_function'}
             Binary classifiers: the candidate and its decision threshold maximize this
-            on the progressive (held-out) scores; 'loss_function' takes the lowest
-            progressive loss and the threshold 0.5 (score 0 for hinge_loss).
+            on the progressive (held-out) scores, or on the validation rows when the
+            state has them (see the module notes); 'loss_function' takes the lowest
+            loss and the threshold 0.5 (score 0 for hinge_loss).
         target_recall : float
             The recall precision_at_target_recall must reach.
         target_precision : float
@@ -1609,7 +1652,9 @@ class LinearLearnerState(TrainingState):
         -------
         LinearLearnerModel
             Its ``info`` says how it was chosen: solver ('exact' or 'packed'), the
-            packed model and iterate, hyperparameters, progressive loss, criterion value.
+            packed model and iterate, hyperparameters, progressive loss, criterion value,
+            ``selected_on`` ('progressive', 'validation' or 'epoch-1 progressive'), the
+            validation loss and the epoch whose parameters it has.
 
         Raises
         ------
