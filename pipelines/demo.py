@@ -115,7 +115,7 @@ def main() -> None:
     final, _ = read_checkpoint(f"{OUT}/model")
     cosines = np.clip(np.linalg.svd(final.components @ truth, compute_uv=False), -1, 1)
     angles = np.degrees(np.arccos(cosines))
-    lines = sum(1 for _ in open(OUT / "projections.csv"))
+    lines = sum(1 for _ in open(OUT / "projections.csv")) - 1  # its header line
     print("\n=== What PCA found ===")
     print(
         f"rows trained on: {trained['n_seen']:,} (day 1), then {resumed['n_seen']:,} after resuming with day 2"

@@ -472,6 +472,7 @@ def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
     label = args.label_column
     if label is not None and re.fullmatch(r"-?\d+", label):
         label = int(label)
+    args._format = args.format
     stream = _stream_reader(args, feature_dim, label)
     if stream is not None:
         return stream
@@ -484,6 +485,7 @@ def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
             raise UsageError(
                 f"cannot tell the format of {patterns[0]!r}; give --format ({', '.join(_FORMATS)})"
             )
+        args._format = fmt
     return ReadBlocks(
         patterns if len(patterns) > 1 else patterns[0],
         fmt,
@@ -839,18 +841,53 @@ def _load_model(path: str) -> Any:
     return model_at(path)
 
 
-def _cmd_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
+def _output_columns(model: Any) -> list[str]:
+    """The names of the columns ``model.evaluate`` gives, for predict's header line."""
+    family = model.FAMILY
+    if family == "pca":
+        return [f"projection_{i}" for i in range(model.components.shape[0])]
+    if family == "kmeans":
+        return ["cluster", "distance"]
+    predictor = getattr(model, "predictor_type", None)
+    if predictor == "multiclass_classifier":
+        return ["predicted_label", *(f"probability_{c}" for c in range(model.num_classes))]
+    if predictor == "binary_classifier":  # the hinge loss gives a margin, no probability
+        first = "score" if getattr(model, "loss", None) == "hinge_loss" else "probability"
+        return [first, "predicted_label"]
+    if predictor == "regressor":
+        return ["score"]
+    raise UsageError(f"predict does not know the output columns of a {family} model")
 
+
+def _cmd_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from beam_ml.io.pipes import ReadPipe
     from beam_ml.io.sinks import WriteRowsInOrder
+    from beam_ml.io.sources import ReadBlocks
     from beam_ml.transforms import Predict
 
     model = _load_model(args.model_dir)
     reader = _reader(args, model.n_features)
+    # Files and standard input give byte offsets, whose records are counted in the file
+    # when some were set aside; Kafka, SQL and binary formats give record positions.
+    text_format = None
+    if isinstance(reader, ReadBlocks | ReadPipe) and args._format in ("csv", "libsvm", "jsonl"):
+        text_format = args._format
+    sources = {"<stdin>": reader.spill_path} if isinstance(reader, ReadPipe) else {}
     started = time.time()
     p = _pipeline(beam_args)
-    blocks, _ = _read_blocks(p, args, args.output, reader)
+    blocks, dead = _read_blocks(p, args, args.output, reader)
     # By path: workers read the model; it never travels inside the pipeline graph.
-    blocks | Predict(args.model_dir, keep_origin=True) | WriteRowsInOrder(args.output)
+    (
+        blocks
+        | Predict(args.model_dir, keep_origin=True)
+        | WriteRowsInOrder(
+            args.output,
+            header=",".join(_output_columns(model)),
+            set_aside=dead,
+            text_format=text_format,
+            sources=sources,
+        )
+    )
     result = _run(p)
     _report_reading(result, args, time.time() - started)
     _emit(_json({"output": args.output}))
@@ -964,7 +1001,11 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     )
     predict.add_argument("model_dir")
     predict.add_argument(
-        "--output", required=True, help="CSV file to write, one line per input row, in input order"
+        "--output",
+        required=True,
+        help="CSV file to write: a header line naming the columns, then one line per "
+        "input record, in input order; a record set aside (see --dead_letters) is an "
+        "empty line",
     )
     _add_reader_args(predict)
     predict.set_defaults(handler=_cmd_predict)

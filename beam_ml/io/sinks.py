@@ -1,4 +1,4 @@
-"""Writing model outputs: one CSV line per input row, in input order."""
+"""Writing model outputs: one CSV line per input record, in input order."""
 
 from __future__ import annotations
 
@@ -31,42 +31,147 @@ class WriteRowsInOrder(beam.PTransform):
 
     Blocks are processed in any order on any worker, so each writes its rows to a part
     file; a last step concatenates the parts in (source, offset) order and deletes them.
-    Memory is one block at a time; the list of part names is the only thing gathered.
+    Memory is one block at a time; the list of part names (and of the set-aside
+    records' places) is the only thing gathered.
+
+    Parameters
+    ----------
+    path : str
+        The CSV file to write.
+    header : str, optional
+        A first line naming the output columns (without its newline).
+    set_aside : PCollection of dict, optional
+        The reader's dead letters (``file``, ``offset``): each becomes an *empty line*
+        where its record was, so that line i of the output is record i of the input.
+    text_format : {'csv', 'libsvm', 'jsonl'}, optional
+        Set when origins and dead letters' offsets are byte offsets in text files (the
+        file readers'): the records between a block's first line and a set-aside one
+        are then counted in the file (only for blocks that have set-aside records
+        among their rows). Otherwise offsets count records (``.npy``/Parquet rows,
+        Kafka offsets).
+    sources : dict, optional
+        ``{dead letters' file: the file the blocks' origins name}`` where the two
+        differ (``ReadPipe``: ``'<stdin>'`` and its spill file).
     """
 
-    def __init__(self, path: str):
+    def __init__(
+        self,
+        path: str,
+        header: str | None = None,
+        set_aside: Any = None,
+        text_format: str | None = None,
+        sources: dict[str, str] | None = None,
+    ):
         super().__init__()
-        self.path = path
+        self.path, self.header, self.set_aside = path, header, set_aside
+        self.text_format, self.sources = text_format, dict(sources or {})
 
     def expand(self, pairs):
         parts_dir = f"{self.path}.parts-{uuid.uuid4().hex[:8]}"
+        holes: Any = ()
+        if self.set_aside is not None:
+            sources = self.sources
+            holes = beam.pvalue.AsSingleton(
+                self.set_aside
+                | "BeamML_SetAsidePlaces"
+                >> beam.Map(lambda r: (sources.get(r["file"], r["file"]), r["offset"]))
+                | "BeamML_SetAsideList" >> beam.combiners.ToList()
+            )
         return (
             pairs
             | "BeamML_WritePart" >> beam.Map(_write_part, parts_dir)
             | "BeamML_PartNames" >> beam.combiners.ToList()
-            | "BeamML_Concatenate" >> beam.Map(_concatenate, self.path, parts_dir)
+            | "BeamML_Concatenate"
+            >> beam.Map(
+                _concatenate,
+                self.path,
+                parts_dir,
+                header=self.header,
+                holes=holes,
+                text_format=self.text_format,
+            )
         )
 
 
-def _write_part(pair: tuple[Any, np.ndarray], parts_dir: str) -> tuple[Any, str]:
+def _write_part(pair: tuple[Any, np.ndarray], parts_dir: str) -> tuple[Any, str, int]:
     origin, outputs = pair
     name = hashlib.sha1(repr(origin).encode()).hexdigest()[:20] + ".csv"
     part = FileSystems.join(parts_dir, name)
     with FileSystems.create(part, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         handle.write(format_rows(outputs))
-    return origin, part
+    return origin, part, len(outputs)
 
 
-def _concatenate(parts: list[tuple[Any, str]], path: str, parts_dir: str) -> str:
+def _records_before(origin: tuple[str, int], offsets: list[int], text_format: str | None):
+    """For each set-aside record at ``offsets`` (sorted, >= the block's origin), how many
+    records of its file lie between the block's first record and it."""
+    if text_format is None:  # offsets count records
+        return [offset - origin[1] for offset in offsets]
+    from beam_ml.io.formats import count_records
+
+    with FileSystems.open(origin[0]) as handle:  # decompressed by its extension
+        handle.seek(origin[1])
+        data = handle.read(offsets[-1] - origin[1])
+    counts, total, start = [], 0, 0
+    for offset in offsets:
+        end = offset - origin[1]
+        total += count_records(data[start:end], text_format)
+        counts.append(total)
+        start = end
+    return counts
+
+
+def _interleave(out: Any, part: str, n_rows: int, before: list[int]) -> None:
+    """The part's rows with an empty line for each set-aside record, ``before[k]``
+    records (rows and set-aside ones) after the block's first."""
+    with FileSystems.open(part, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        lines = handle.read().splitlines(keepends=True)
+    written = 0
+    for k, records in enumerate(before):
+        rows = min(max(records - k, written), n_rows)  # rows before this record
+        out.write(b"".join(lines[written:rows]) + b"\n")
+        written = rows
+    out.write(b"".join(lines[written:]))
+
+
+def _concatenate(
+    parts: list[tuple[Any, str, int]],
+    path: str,
+    parts_dir: str,
+    header: str | None = None,
+    holes: Any = (),
+    text_format: str | None = None,
+) -> str:
     temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    blocks = sorted(parts, key=lambda p: p[0])
+    places = sorted(holes)
+    h = 0
     with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as out:
-        for _, part in sorted(parts, key=lambda p: p[0]):
+        if header is not None:
+            out.write(header.encode() + b"\n")
+        for i, (origin, part, n_rows) in enumerate(blocks):
+            while h < len(places) and places[h] < origin:  # before this block's rows
+                out.write(b"\n")
+                h += 1
+            following = blocks[i + 1][0] if i + 1 < len(blocks) else None
+            mine = []  # set aside among (or right after) this block's rows, in its file
+            while (
+                h < len(places)
+                and places[h][0] == origin[0]
+                and (following is None or places[h] < following)
+            ):
+                mine.append(places[h][1])
+                h += 1
+            if mine:
+                _interleave(out, part, n_rows, _records_before(origin, mine, text_format))
+                continue
             with FileSystems.open(part, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
                 while chunk := handle.read(1 << 22):
                     out.write(chunk)
+        out.write(b"\n" * (len(places) - h))
     FileSystems.rename([temporary], [path])
     if parts:
-        FileSystems.delete([part for _, part in parts])
+        FileSystems.delete([part for _, part, _ in parts])
     if FileSystems.exists(parts_dir):
         FileSystems.delete([parts_dir])
     return path

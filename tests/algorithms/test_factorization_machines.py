@@ -1039,7 +1039,7 @@ def test_cli_train_derive_predict_evaluate_on_a9a(tmp_path):
     beam_ml(
         "predict", model_dir, "--input", tmp_path / "test.libsvm", *options, "--output", predictions
     )
-    rows = np.loadtxt(predictions, delimiter=",")
+    rows = np.loadtxt(predictions, delimiter=",", skiprows=1)  # the header line
     assert rows.shape == (2000, 2) and set(np.unique(rows[:, 1])) <= {0.0, 1.0}
     metrics = json.loads(
         beam_ml("evaluate", model_dir, "--input", tmp_path / "test.libsvm", *options).stdout.strip()

@@ -92,7 +92,7 @@ def test_train_derive_predict_evaluate_resume(dataset):
         "--mini_batch_size",
         128,
     )
-    projections = np.loadtxt(folder / "proj.csv", delimiter=",")
+    projections = np.loadtxt(folder / "proj.csv", delimiter=",", skiprows=1)  # header
     np.testing.assert_allclose(
         projections, reference.evaluate(np.vstack(parts)), rtol=1e-6, atol=1e-6
     )
@@ -335,7 +335,7 @@ def test_kmeans_train_derive_smaller_k_predict_evaluate(tmp_path, rng):
     beam_ml(
         "predict", tmp_path / "m", "--input", tmp_path / "x.npy", "--output", tmp_path / "p.csv"
     )
-    predicted = np.loadtxt(tmp_path / "p.csv", delimiter=",")
+    predicted = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)  # header
     model, _ = read_checkpoint(str(tmp_path / "m"))
     np.testing.assert_array_equal(predicted[:, 0], model.assign(data))
     metrics = json.loads(

@@ -181,3 +181,95 @@ def test_quiet_multi_process_run_prints_nothing_on_stderr(tmp_path, rng):
         "beam-ml: error: bad record in " + str(tmp_path / "bad.csv")
         + ", line 2 (byte offset 6): field 2 ('oops') is not a number; record: '1,2,oops'"
     ]
+
+
+# ------------------------------------------------- 3. predict aligned with its input
+
+
+def _predictions(path):
+    """(header, rows): a row is None where the output line is empty."""
+    lines = path.read_text().split("\n")
+    assert lines[-1] == "", "the file ends with a newline"
+    rows = [None if not line else np.array(line.split(","), dtype=float) for line in lines[1:-1]]
+    return lines[0], rows
+
+
+def test_predict_writes_a_header_and_one_line_per_record_with_bad_ones_empty(tmp_path, rng):
+    from beam_ml import read_checkpoint
+    from beam_ml.core.block import Block
+
+    data = rng.normal(size=(2, 600, 4)).astype(np.float32)
+    bad = {0: {0, 7, 8, 99, 100, 101, 350, 599}, 1: {250, 599}}  # data rows set aside
+    for f in (0, 1):
+        lines = ["a,b,c,d"] + [",".join(repr(float(v)) for v in row) for row in data[f]]
+        for r in bad[f]:
+            lines[1 + r] = "1,2,oops,4" if r % 2 else "1,2"
+        (tmp_path / f"part{f}.csv").write_text("\n".join(lines) + "\n")
+    beam_ml("train", "pca", "--input", f"{tmp_path}/part*.csv", "--output", tmp_path / "s",
+            "--num_components", 3)
+    beam_ml("derive", tmp_path / "s", "--output", tmp_path / "m", "--num_components", 2)
+    model, _ = read_checkpoint(str(tmp_path / "m"))
+    for f in (0, 1):  # one file at a time: its line i is the output's line i
+        out = tmp_path / f"p{f}.csv"
+        beam_ml("predict", tmp_path / "m", "--input", tmp_path / f"part{f}.csv",
+                "--output", out, "--mini_batch_size", 50)
+        header, rows = _predictions(out)
+        assert header == "projection_0,projection_1"
+        assert len(rows) == 600
+        assert {i for i, row in enumerate(rows) if row is None} == bad[f]
+        expected = model.evaluate(Block(data[f]))
+        for i, row in enumerate(rows):
+            if row is not None:
+                np.testing.assert_allclose(row, expected[i], rtol=1e-6, atol=1e-6)
+    # both files: in path order, each file's records in order
+    beam_ml("predict", tmp_path / "m", "--input", f"{tmp_path}/part*.csv",
+            "--output", tmp_path / "both.csv", "--mini_batch_size", 64)
+    _, rows = _predictions(tmp_path / "both.csv")
+    assert {i for i, row in enumerate(rows) if row is None} == bad[0] | {600 + r for r in bad[1]}
+
+
+def test_predict_from_standard_input_and_npy_keeps_alignment(tmp_path, rng):
+    from beam_ml import read_checkpoint
+    from beam_ml.core.block import Block
+
+    centres = np.array([[0.0, 0, 0], [8, 8, 8]])
+    data = (centres[rng.integers(0, 2, 300)] + rng.normal(size=(300, 3))).astype(np.float32)
+    np.save(tmp_path / "x.npy", data)
+    beam_ml("train", "kmeans", "--input", tmp_path / "x.npy", "--output", tmp_path / "s", "--k", 2)
+    beam_ml("derive", tmp_path / "s", "--output", tmp_path / "m")
+    model, _ = read_checkpoint(str(tmp_path / "m"))
+    expected = model.evaluate(Block(data))
+
+    holes = {3, 120, 299}
+    lines = [" ".join(f"{j + 1}:{v!r}" for j, v in enumerate(map(float, row))) for row in data]
+    lines = [("0 1:x" if i in holes else "0 " + line) for i, line in enumerate(lines)]
+    beam_ml("predict", tmp_path / "m", "--input", "-", "--format", "libsvm",
+            "--output", tmp_path / "p.csv", "--mini_batch_size", 40,
+            stdin="\n".join(lines) + "\n")
+    header, rows = _predictions(tmp_path / "p.csv")
+    assert header == "cluster,distance"
+    assert {i for i, row in enumerate(rows) if row is None} == holes and len(rows) == 300
+    for i, row in enumerate(rows):
+        if row is not None:
+            np.testing.assert_allclose(row, expected[i], rtol=1e-5, atol=1e-5)
+
+    with_nan = data.copy()
+    with_nan[[0, 77]] = np.nan
+    np.save(tmp_path / "nan.npy", with_nan)
+    beam_ml("predict", tmp_path / "m", "--input", tmp_path / "nan.npy",
+            "--output", tmp_path / "q.csv", "--mini_batch_size", 40)
+    _, rows = _predictions(tmp_path / "q.csv")
+    assert {i for i, row in enumerate(rows) if row is None} == {0, 77} and len(rows) == 300
+
+
+def test_predict_header_of_a_classifier(tmp_path):
+    lines = [f"{i % 2} 1:{(i % 2) * 2 - 1 + 0.1 * (i % 7)} 2:{0.01 * i}" for i in range(400)]
+    (tmp_path / "t.libsvm").write_text("\n".join(lines) + "\n")
+    beam_ml("train", "linear_learner", "--predictor_type", "binary_classifier",
+            "--num_models", 2, "--input", tmp_path / "t.libsvm", "--output", tmp_path / "s")
+    beam_ml("derive", tmp_path / "s", "--output", tmp_path / "m")
+    beam_ml("predict", tmp_path / "m", "--input", tmp_path / "t.libsvm",
+            "--output", tmp_path / "p.csv")
+    header, rows = _predictions(tmp_path / "p.csv")
+    assert header == "probability,predicted_label" and len(rows) == 400
+    assert all(0 <= row[0] <= 1 and row[1] in (0, 1) for row in rows)

@@ -65,7 +65,7 @@ def test_binary_classifier_on_libsvm_files(tmp_path):
 
     out = tmp_path / "predictions.csv"
     beam_ml("predict", model, "--input", test, "--format", "libsvm", "--output", out)
-    predictions = np.loadtxt(out, delimiter=",")
+    predictions = np.loadtxt(out, delimiter=",", skiprows=1)  # the header line
     labels = np.array([float(line.split()[0]) > 0 for line in open(test)])
     assert predictions.shape == (16_281, 2)  # probability, predicted label; input order
     assert predictions[labels, 1].mean() == pytest.approx(0.9, abs=0.02)  # held-out recall
