@@ -47,6 +47,8 @@ from beam_ml.io.sources import (
     DEAD_LETTERS,
     METRICS_NAMESPACE,
     _DroppedLog,
+    _resolve_categorical,
+    check_encoding_options,
     check_feature_dim,
     check_label_column,
     check_positive_ints,
@@ -86,6 +88,14 @@ class RecordSpec:
         Most rows per block.
     strict : bool
         Stop at the first bad record instead of routing it to the dead letters.
+    missing : {'error', 'zero'}
+        An empty feature field (CSV) or ``null`` (JSON): a bad record, or 0.
+    categorical : tuple of int or str
+        Hashed columns (CSV: field indices; JSON: element indices, keys or indices into
+        the features array), as for :class:`~beam_ml.io.sources.ReadBlocks`; rows are
+        then CSR rows of ``n_features`` columns.
+    n_values : int or None
+        With ``categorical``: the record's dense width (features without hashing).
     """
 
     format: str
@@ -97,6 +107,9 @@ class RecordSpec:
     features_key: str = "features"
     block_size: int = 10_000
     strict: bool = False
+    missing: str = "error"
+    categorical: tuple[int | str, ...] = ()
+    n_values: int | None = None
 
 
 def check_record_options(
@@ -197,6 +210,8 @@ def record_spec(
     features_key: str = "features",
     block_size: int = 10_000,
     strict: bool = False,
+    categorical_columns: Sequence[int | str] | str | None = None,
+    missing: str = "error",
 ) -> RecordSpec:
     """Settle how records are decoded, counting columns and features in ``first_value``.
 
@@ -216,6 +231,12 @@ def record_spec(
     features_key : str, default 'features'
     block_size : int, default 10_000
     strict : bool, default False
+    categorical_columns : list of int or str, or a comma-separated str, optional
+        Columns hashed into ``feature_dim`` columns (default 2**20), as for
+        :class:`~beam_ml.io.sources.ReadBlocks`: CSV field indices (records have no
+        header), JSON element indices, keys or features-array indices. Needs a first
+        record (it tells the record's width).
+    missing : {'error', 'zero'}, default 'error'
 
     Returns
     -------
@@ -229,15 +250,37 @@ def record_spec(
         spec without ``feature_dim``.
     """
     check_record_options(format, label_column, delimiter, feature_dim, block_size)
+    categorical = check_encoding_options(format, categorical_columns, missing, "record_spec")
     n_columns: int | None = None
     n_features = feature_dim
+    n_values = None
     if isinstance(first_value, str):
         first_value = first_value.encode()
+    if categorical and (first_value is None or not first_value.strip()):
+        raise BadInputError(
+            "categorical_columns need a first record: it tells the width of the records."
+        )
     if format != "libsvm" and first_value is not None and first_value.strip():
         n_columns, n_features, label_column = _infer(
             format, first_value.strip(), label_column, delimiter, features_key
         )
-        if feature_dim is not None and feature_dim != n_features:
+        if categorical:
+            array = format == "csv" or first_value.strip().startswith(b"[")
+            categorical = _resolve_categorical(
+                categorical,
+                n_features + (array and label_column is not None),
+                None,
+                label_column,
+                "the records",
+                keys_allowed=not array,
+            )
+            if format == "csv":
+                categorical = tuple(sorted(categorical))  # type: ignore[type-var]
+            n_values = n_features
+            n_features = formats.DEFAULT_HASHED_FEATURE_DIM if feature_dim is None else feature_dim
+            n_numeric = n_values - sum(not isinstance(c, str) for c in categorical)
+            formats.check_hashed_feature_dim(n_features, n_numeric)
+        elif feature_dim is not None and feature_dim != n_features:
             raise BadInputError(
                 f"feature_dim={feature_dim} was given, but the first record has "
                 f"{n_features} features: {first_value[:200]!r}"
@@ -260,6 +303,9 @@ def record_spec(
         features_key=features_key,
         block_size=block_size,
         strict=bool(strict),
+        missing=missing,
+        categorical=categorical,
+        n_values=n_values,
     )
 
 
@@ -334,13 +380,19 @@ def decode_records(
             n_columns=spec.n_columns,  # type: ignore[arg-type]
             label_column=spec.label_column,  # type: ignore[arg-type]
             delimiter=spec.delimiter,
+            missing=spec.missing,
+            categorical=spec.categorical,  # type: ignore[arg-type]
+            feature_dim=spec.n_features if spec.categorical else None,
         )
     elif spec.format == "jsonl":
         block, parse_bad = formats.parse_jsonl(
             data,
-            n_features=spec.n_features,
+            n_features=spec.n_values if spec.categorical else spec.n_features,  # type: ignore[arg-type]
             label_column=spec.label_column,
             features_key=spec.features_key,
+            missing=spec.missing,
+            categorical=spec.categorical,
+            feature_dim=spec.n_features if spec.categorical else None,
         )
     else:
         block, parse_bad = formats.parse_libsvm(
