@@ -106,7 +106,7 @@ Validation rows, best epochs and early stopping (issue 24)
     candidate's epoch-1 progressive loss, the only honest one, which cannot see them
     overfit. Per-epoch metrics (rows, rows trained, progressive and validation losses,
     early stopping) are kept in the state: :meth:`epoch_report`, ``describe()``, and
-    the ``epochs`` field of a checkpoint's manifest (``beam-ml inspect``).
+    the ``epoch_metrics`` field of a checkpoint's manifest (``beam-ml inspect``).
 
 References
 ----------
@@ -1766,7 +1766,8 @@ class LinearLearnerState(TrainingState):
         on rows seen before) or 'progressive' (epoch 1)."""
         weights, bias = self._current()
         diverged = np.tile(self.diverged, 2)
-        epochs = np.full(2 * self.m, float(self.epoch))
+        # Early stopping: the current parameters are those of the epoch it stopped after.
+        epochs = np.full(2 * self.m, float(self.stopped_epoch if self.stopped else self.epoch))
         if self._validating():
             losses, hist = self._validation_scores(weights, bias)
             losses = np.where(diverged, np.inf, losses)
@@ -1951,9 +1952,8 @@ class LinearLearnerState(TrainingState):
         meta.update(d=self.d, moments_n=self.moments_n, pending_rows=self.n_pending)
         # Closed epochs, then (in bytes, for manifests and `inspect`) the current one.
         epochs = self.epoch_metrics + ([self._epoch_entry()[0]] if report and self.n else [])
-        meta.update(
-            patience_wait=self.patience_wait, stopped_epoch=self.stopped_epoch, epochs=epochs
-        )
+        meta.update(patience_wait=self.patience_wait, stopped_epoch=self.stopped_epoch)
+        meta["epoch_metrics"] = epochs
         for name in self._ARRAYS + self._VALIDATION_ARRAYS:
             value = getattr(self, name)
             if value is not None:
@@ -2012,7 +2012,8 @@ class LinearLearnerState(TrainingState):
         state.diverged = state.diverged.astype(bool)
         state.patience_wait = int(meta.get("patience_wait", 0))
         state.stopped_epoch = int(meta.get("stopped_epoch", 0))
-        state.epoch_metrics = [e for e in meta.get("epochs", []) if e["epoch"] < state.epoch]
+        epochs = meta.get("epoch_metrics", [])
+        state.epoch_metrics = [e for e in epochs if e["epoch"] < state.epoch]
         state.first_loss = arrays.get("first_loss")
         if state.first_loss is not None and state.first_loss.shape != (2 * state.m,):
             raise IncompatibleStateError(

@@ -826,6 +826,8 @@ def _cmd_derive(args: argparse.Namespace, beam_args: list[str]) -> int:
     state, manifest = read_checkpoint(args.state_dir, "state")
     params = _derive_args(args, type(state), manifest.get("extra", {}).get("derive_defaults", {}))
     model = state.derive(**params)
+                # Per-epoch metrics, for the states that keep them (linear_learner).
+                **{k: v for k, v in manifest["meta"].items() if k == "epoch_metrics"},
     write_checkpoint(args.output, model, {"derived_from": args.state_dir, "params": params})
     _emit(
         _json(

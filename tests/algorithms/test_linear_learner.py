@@ -759,7 +759,7 @@ def test_a_state_written_before_validation_rows_loads(overfit):
     x, y, _, _ = overfit
     state = _train(_binary(mini_batch_size=100), x, y)
     meta, arrays = state._payload()
-    new = ("patience_wait", "stopped_epoch", "epochs")
+    new = ("patience_wait", "stopped_epoch", "epoch_metrics")
     old_meta = {k: v for k, v in meta.items() if k not in new}
     old_config = {
         k: v
@@ -820,7 +820,7 @@ def test_epochs_in_a_pipeline_select_on_validation_rows_and_stop_early(tmp_path,
     assert [e["epoch"] for e in report] == list(range(1, 9))
     assert all(e["rows_trained"] == 0 for e in report[state.stopped_epoch :])
     manifest = beam_ml.io.checkpoints.read_manifest(str(tmp_path / "state"))
-    assert [e["epoch"] for e in manifest["meta"]["epochs"]] == list(range(1, 9))
+    assert [e["epoch"] for e in manifest["meta"]["epoch_metrics"]] == list(range(1, 9))
     by_loss = {"binary_classifier_model_selection_criteria": "loss_function"}
     pick = state.derive(**by_loss)
     assert pick.info["selected_on"] == "validation"

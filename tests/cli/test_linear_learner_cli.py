@@ -110,3 +110,36 @@ def test_regressor_regularized_at_derive_time(tmp_path):
     expected = reference.predict((x - mean) / std) * y.std() + y.mean()
     assert metrics["mse"] == pytest.approx(np.mean((expected - y) ** 2), rel=1e-4)
     assert set(metrics) >= {"mse", "rmse", "absolute_loss", "r2", "objective_loss"}
+
+
+def test_epochs_report_validation_and_early_stopping(tmp_path):
+    """Issue 24: several epochs hold out validation rows, rank on them, stop early, and
+    the train output and the manifest (``inspect``) give the per-epoch metrics."""
+    state, model = tmp_path / "state", tmp_path / "model"
+    args = ["--predictor_type", "binary_classifier", "--feature_dim", 123, "--num_models", 8]
+    trained = _last_json(
+        beam_ml(
+            "train", "linear_learner", "--input", data_path("a9a", "a9a"), "--format", "libsvm",
+            "--output", state, *args, "--epochs", 4, "--mini_batch_size", 500,
+            "--validation_fraction", 0.2, "--early_stopping_patience", 1,
+            "--early_stopping_tolerance", 0.05,
+        )
+    )
+    assert trained["config"]["validation_fraction"] == 0.2
+    epochs = trained["epoch_metrics"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    assert all(e["rows"] == 32_561 and e["validation_rows"] > 6000 for e in epochs)
+    # a9a is learnt in one epoch: no 5% improvement after it, so epochs 3 and 4 are skipped.
+    assert epochs[1]["stopping"] and [e["rows_trained"] == 0 for e in epochs] == [
+        False, False, True, True,
+    ]
+    manifest = json.loads(beam_ml("inspect", state).stdout)
+    assert manifest["meta"]["epoch_metrics"] == epochs and manifest["meta"]["stopped_epoch"] == 2
+    derived = _last_json(
+        beam_ml("derive", state, "--output", model,
+                "--binary_classifier_model_selection_criteria", "loss_function")
+    )
+    assert derived["selected_on"] == "validation" and derived["parameters_of_epoch"] in (1, 2)
+    assert derived["validation_loss"] == pytest.approx(
+        min(e["validation_loss"] for e in epochs), rel=1e-9
+    )
