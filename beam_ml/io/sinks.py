@@ -102,16 +102,37 @@ def _write_part(pair: tuple[Any, np.ndarray], parts_dir: str) -> tuple[Any, str,
     return origin, part, len(outputs)
 
 
-def _records_before(origin: tuple[str, int], offsets: list[int], text_format: str | None):
+class _Inputs:
+    """The input file being read by the concatenation, kept open from block to block:
+    blocks come in offset order, so a compressed file is decompressed once, forward."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.handle: Any = None
+
+    def read(self, path: str, start: int, size: int) -> bytes:
+        if path != self.path or self.handle.tell() > start:
+            self.close()
+            self.path, self.handle = path, FileSystems.open(path)  # decompressed by extension
+        self.handle.seek(start)
+        return self.handle.read(size)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        self.path = self.handle = None
+
+
+def _records_before(
+    origin: tuple[str, int], offsets: list[int], text_format: str | None, inputs: _Inputs
+) -> list[int]:
     """For each set-aside record at ``offsets`` (sorted, >= the block's origin), how many
     records of its file lie between the block's first record and it."""
     if text_format is None:  # offsets count records
         return [offset - origin[1] for offset in offsets]
     from beam_ml.io.formats import count_records
 
-    with FileSystems.open(origin[0]) as handle:  # decompressed by its extension
-        handle.seek(origin[1])
-        data = handle.read(offsets[-1] - origin[1])
+    data = inputs.read(origin[0], origin[1], offsets[-1] - origin[1])
     counts, total, start = [], 0, 0
     for offset in offsets:
         end = offset - origin[1]
@@ -145,7 +166,7 @@ def _concatenate(
     temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
     blocks = sorted(parts, key=lambda p: p[0])
     places = sorted(holes)
-    h = 0
+    h, inputs = 0, _Inputs()
     with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as out:
         if header is not None:
             out.write(header.encode() + b"\n")
@@ -163,12 +184,14 @@ def _concatenate(
                 mine.append(places[h][1])
                 h += 1
             if mine:
-                _interleave(out, part, n_rows, _records_before(origin, mine, text_format))
+                before = _records_before(origin, mine, text_format, inputs)
+                _interleave(out, part, n_rows, before)
                 continue
             with FileSystems.open(part, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
                 while chunk := handle.read(1 << 22):
                     out.write(chunk)
         out.write(b"\n" * (len(places) - h))
+    inputs.close()
     FileSystems.rename([temporary], [path])
     if parts:
         FileSystems.delete([part for _, part, _ in parts])

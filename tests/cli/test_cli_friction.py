@@ -221,6 +221,13 @@ def test_predict_writes_a_header_and_one_line_per_record_with_bad_ones_empty(tmp
         for i, row in enumerate(rows):
             if row is not None:
                 np.testing.assert_allclose(row, expected[i], rtol=1e-6, atol=1e-6)
+    # a compressed file: its records are counted as it is decompressed
+    import gzip
+
+    (tmp_path / "zipped.csv.gz").write_bytes(gzip.compress((tmp_path / "part0.csv").read_bytes()))
+    beam_ml("predict", tmp_path / "m", "--input", tmp_path / "zipped.csv.gz",
+            "--output", tmp_path / "z.csv", "--mini_batch_size", 50)
+    assert (tmp_path / "z.csv").read_text() == (tmp_path / "p0.csv").read_text()
     # both files: in path order, each file's records in order
     beam_ml("predict", tmp_path / "m", "--input", f"{tmp_path}/part*.csv",
             "--output", tmp_path / "both.csv", "--mini_batch_size", 64)
