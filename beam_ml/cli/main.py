@@ -342,6 +342,20 @@ def _add_reader_args(
         "least 10) are malformed (default: 0.5; 1: never)",
     )
     group.add_argument(
+        "--categorical_columns",
+        metavar="COLUMNS",
+        help="CSV, JSON lines (files, standard input): comma-separated indices or header "
+        "names (JSON keys) of columns whose values are labels, hashed into --feature_dim "
+        "columns (default 2^20) after the numeric ones: the rows become sparse",
+    )
+    group.add_argument(
+        "--missing",
+        choices=("error", "zero"),
+        default="error",
+        help="an empty numeric field (CSV ,, or JSON null): the record is set aside "
+        "(error, the default) or the field reads as 0 (zero); an empty label is set aside",
+    )
+    group.add_argument(
         "--dead_letters",
         metavar="PATH",
         help=f"where malformed records go as JSON lines (default: {dead_letters})",
@@ -407,6 +421,10 @@ def _add_streaming_args(parser: argparse.ArgumentParser) -> None:
 def _stream_reader(args: argparse.Namespace, feature_dim: int | None, label: Any) -> Any:
     """The reader for standard input, a Kafka URL or a SQL query; None for files."""
     source = args.input
+    if (args.categorical_columns or args.missing != "error") and (
+        args.query is not None or source.startswith("kafka://")
+    ):
+        raise UsageError("--categorical_columns and --missing apply to files and --input -")
     if args.query is not None or args.split_column is not None:
         from beam_ml.io.sql import ReadSql
 
@@ -440,6 +458,8 @@ def _stream_reader(args: argparse.Namespace, feature_dim: int | None, label: Any
             block_size=args.mini_batch_size or 10_000,
             strict=args.strict,
             max_bad_fraction=args.max_bad_fraction,
+            categorical_columns=args.categorical_columns,
+            missing=args.missing,
         )
     from beam_ml.io.kafka import ReadKafka
 
@@ -497,6 +517,8 @@ def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
         block_size=args.mini_batch_size or 10_000,
         strict=args.strict,
         max_bad_fraction=args.max_bad_fraction,
+        categorical_columns=args.categorical_columns,
+        missing=args.missing,
     )
 
 
@@ -652,6 +674,8 @@ def _feed(args: argparse.Namespace, feature_dim: int | None) -> Any:
         raise UsageError(
             "--streaming takes no --query nor --strict (malformed records go to --dead_letters)"
         )
+    if args.categorical_columns or args.missing != "error":
+        raise UsageError("--streaming takes no --categorical_columns nor --missing yet")
     if fmt is None:
         raise UsageError(f"--input {source!r} needs --format (csv, jsonl, libsvm)")
     label = args.label_column
