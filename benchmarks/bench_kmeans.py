@@ -1,6 +1,7 @@
 """K-Means benchmark: beam_ml end to end against scikit-learn and Spark MLlib, same data.
 
     python benchmarks/bench_kmeans.py [--rows 1000000] [--dim 32] [--k 16] [--spark]
+    python benchmarks/bench_kmeans.py --rows 10000000 --skip-kmeans-full --skip-floors
 
 Generates (once, cached in benchmarks/data/) Gaussian blobs with 16 known centres as
 .npy, then times in one run (best of 3, the machine is noisy):
@@ -12,11 +13,16 @@ Generates (once, cached in benchmarks/data/) Gaussian blobs with 16 known centre
 - two floors of the end to end, to read the ratio against: the same pipeline on the
   file's first 1,000 rows (Beam's fixed cost), and the same pipeline with a training
   step that costs nothing (a row count instead of the state: Beam + two reads + evaluate);
+- the state's floor (issue 15): the float32 BLAS product of every 10,000-row block
+  against the summary's centres (as many as a trained state holds), alone and with the
+  argmin, timed alternately with the state's updates in memory;
 - with --spark: Spark MLlib KMeans (local[2]) in its own environment,
   benchmarks/.venv-peers (created with `python3.11 -m venv benchmarks/.venv-peers &&
   benchmarks/.venv-peers/bin/pip install pyspark numpy pandas pyarrow`), load + fit.
 
-Every model's cost is the mean squared distance on the full data (float64).
+Every model's cost is the mean squared distance on the full data (float64). The issue 15
+targets printed at the end: end to end / MiniBatchKMeans(n_init=1).fit in memory <= 2 at
+a cost ratio <= 1, and state updates / BLAS floor <= 2.
 """
 
 from __future__ import annotations
@@ -176,6 +182,13 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--spark", action="store_true", help="also run Spark MLlib (see docstring)")
+    parser.add_argument(
+        "--skip-kmeans-full", action="store_true", help="skip scikit-learn KMeans (multi-pass)"
+    )
+    parser.add_argument(
+        "--skip-floors", action="store_true", help="skip the three extra Beam pipelines"
+    )
+    parser.add_argument("--skip-partial-fit", action="store_true", help="skip the partial_fit pass")
     args = parser.parse_args()
     REPEAT = args.repeat
     n, d, k = args.rows, args.dim, args.k
@@ -192,31 +205,56 @@ def main() -> None:
             model.partial_fit(data[start : start + BLOCK])
         return model.cluster_centers_
 
-    seconds["minibatch_partial_fit_pass"], centres = timed(partial_fit_pass)
-    costs["minibatch_partial_fit_pass"] = msd(centres, data)
+    if not args.skip_partial_fit:
+        seconds["minibatch_partial_fit_pass"], centres = timed(partial_fit_pass)
+        costs["minibatch_partial_fit_pass"] = msd(centres, data)
 
-    def in_memory():
+    def updates():
         state = beam_ml.KMeansState(beam_ml.KMeansConfig(k=k))
         for start in range(0, n, BLOCK):
             state.update(data[start : start + BLOCK])
-        return state.derive().centres
+        return state
 
-    seconds["beam_ml_state_in_memory"], centres = timed(in_memory)
-    costs["beam_ml_state_in_memory"] = msd(centres, data)
+    def product_floor(centres: np.ndarray, argmin: bool) -> None:
+        for start in range(0, n, BLOCK):
+            scores = data[start : start + BLOCK] @ centres.T
+            if argmin:
+                scores.argmin(axis=1)
+
+    # The state's updates and its floor, alternately (the machine is shared): the
+    # floor's centres are as many as the state trained on these rows holds.
+    state = updates()
+    floor_centres = state.centres.astype(np.float32)
+    alternating = {
+        "beam_ml_state_updates": updates,
+        "blas_floor_product": lambda: product_floor(floor_centres, False),
+        "blas_floor_product_argmin": lambda: product_floor(floor_centres, True),
+    }
+    seconds.update(dict.fromkeys(alternating, float("inf")))
+    for _ in range(REPEAT):
+        for name, fn in alternating.items():
+            start = time.perf_counter()
+            fn()
+            seconds[name] = min(seconds[name], time.perf_counter() - start)
+    summary_size = len(state.centres)
+    seconds["beam_ml_derive_in_memory"], centres = timed(lambda: state.derive().centres)
+    costs["beam_ml_state_updates"] = msd(centres, data)
     seconds["beam_ml_end_to_end"], (centres, evaluated) = timed(lambda: beam_ml_end_to_end(npy, k))
     costs["beam_ml_end_to_end"] = msd(centres, data)
-    model = beam_ml.read_checkpoint(str(HERE / "data" / "kmeans-model"))[0]  # the 1M rows'
-    seconds["floor_no_cost_state"], _ = timed(lambda: beam_ml_floor(npy, model))
-    small = npy.with_name(npy.stem + "_first1000.npy")
-    np.save(small, data[:1000])
-    seconds["floor_beam_1000_rows"], _ = timed(lambda: beam_ml_end_to_end(small, k))
-    seconds["beam_ml_train_derive_only"], _ = timed(lambda: beam_ml_end_to_end(npy, k, False))
     # The pipeline's own evaluation agrees with the independent one.
     assert abs(evaluated - costs["beam_ml_end_to_end"]) <= 1e-6 * evaluated, evaluated
-    seconds["sklearn_kmeans_fit"], model = timed(
-        lambda: KMeans(k, n_init=1, random_state=0).fit(data)
-    )
-    costs["sklearn_kmeans_fit"] = msd(model.cluster_centers_, data)
+    if not args.skip_floors:
+        model = beam_ml.read_checkpoint(str(HERE / "data" / "kmeans-model"))[0]  # these rows'
+        seconds["floor_no_cost_state"], _ = timed(lambda: beam_ml_floor(npy, model))
+        small = npy.with_name(npy.stem + "_first1000.npy")
+        np.save(small, data[:1000])
+        seconds["floor_beam_1000_rows"], _ = timed(lambda: beam_ml_end_to_end(small, k))
+        seconds["beam_ml_train_derive_only"], _ = timed(lambda: beam_ml_end_to_end(npy, k, False))
+    if not args.skip_kmeans_full:
+        seconds["sklearn_kmeans_fit"], model = timed(
+            lambda: KMeans(k, n_init=1, random_state=0).fit(data)
+        )
+        costs["sklearn_kmeans_fit"] = msd(model.cluster_centers_, data)
     seconds["sklearn_minibatch_fit"], model = timed(
         lambda: MiniBatchKMeans(k, n_init=1, random_state=0).fit(data)
     )
@@ -230,19 +268,34 @@ def main() -> None:
             costs["spark_end_to_end"] = msd(np.array(result["centres"]), data)
 
     ours = seconds["beam_ml_end_to_end"]
-    peer = seconds["np_load"] + seconds["minibatch_partial_fit_pass"]
     ratios = {
-        "beam_ml / (np_load + partial_fit pass)": ours / peer,
-        "  floor: pipeline on 1,000 rows / the same": seconds["floor_beam_1000_rows"] / peer,
-        "  floor: state costing nothing / the same": seconds["floor_no_cost_state"] / peer,
-        "  the same, train + derive only (no evaluate)": seconds["beam_ml_train_derive_only"]
-        / peer,
-        "sklearn KMeans fit / beam_ml": seconds["sklearn_kmeans_fit"] / ours,
-        "beam_ml cost / sklearn KMeans cost": costs["beam_ml_end_to_end"]
-        / costs["sklearn_kmeans_fit"],
-        "beam_ml cost / partial_fit pass cost": costs["beam_ml_end_to_end"]
-        / costs["minibatch_partial_fit_pass"],
+        "issue 15: end to end / MiniBatchKMeans fit (<= 2)": ours
+        / seconds["sklearn_minibatch_fit"],
+        "issue 15: its cost / MiniBatchKMeans cost (<= 1)": costs["beam_ml_end_to_end"]
+        / costs["sklearn_minibatch_fit"],
+        "issue 15: state updates / BLAS floor (<= 2)": seconds["beam_ml_state_updates"]
+        / seconds["blas_floor_product"],
+        "  state updates / BLAS floor with argmin": seconds["beam_ml_state_updates"]
+        / seconds["blas_floor_product_argmin"],
     }
+    if "minibatch_partial_fit_pass" in seconds:
+        peer = seconds["np_load"] + seconds["minibatch_partial_fit_pass"]
+        ratios["beam_ml / (np_load + partial_fit pass)"] = ours / peer
+        ratios["beam_ml cost / partial_fit pass cost"] = (
+            costs["beam_ml_end_to_end"] / costs["minibatch_partial_fit_pass"]
+        )
+        for label, name in (
+            ("  floor: pipeline on 1,000 rows / the same", "floor_beam_1000_rows"),
+            ("  floor: state costing nothing / the same", "floor_no_cost_state"),
+            ("  the same, train + derive only (no evaluate)", "beam_ml_train_derive_only"),
+        ):
+            if name in seconds:
+                ratios[label] = seconds[name] / peer
+    if "sklearn_kmeans_fit" in seconds:
+        ratios["sklearn KMeans fit / beam_ml"] = seconds["sklearn_kmeans_fit"] / ours
+        ratios["beam_ml cost / sklearn KMeans cost"] = (
+            costs["beam_ml_end_to_end"] / costs["sklearn_kmeans_fit"]
+        )
     if "spark_end_to_end" in seconds:
         ratios["spark end to end / beam_ml"] = seconds["spark_end_to_end"] / ours
         ratios["beam_ml cost / spark cost"] = (
@@ -254,12 +307,21 @@ def main() -> None:
     for name, value in seconds.items():
         cost = f"{costs[name]:11.3f}" if name in costs else ""
         print(f"{name:32s} {value:8.2f} {n / value:12,.0f} {cost}")
-    print(f"{'true centres':32s} {'':8s} {'':12s} {costs['true_centres']:11.3f}\n")
+    print(f"{'true centres':32s} {'':8s} {'':12s} {costs['true_centres']:11.3f}")
+    print(f"summary centres (the BLAS floor's): {summary_size}\n")
     for name, value in ratios.items():
-        print(f"{name:40s} {value:8.3f}")
+        print(f"{name:52s} {value:8.3f}")
     print(
         json.dumps(
-            {"rows": n, "dim": d, "k": k, "seconds": seconds, "costs": costs, "ratios": ratios},
+            {
+                "rows": n,
+                "dim": d,
+                "k": k,
+                "summary": summary_size,
+                "seconds": seconds,
+                "costs": costs,
+                "ratios": ratios,
+            },
             default=float,
         )
     )
