@@ -1143,8 +1143,16 @@ def check_bad_fraction(
             f"than max_bad_fraction={max_bad_fraction:g} allows: check the format, "
             "delimiter, header, label column and feature_dim. The first: "
             f"{_describe(cast(dict, first_bad), fmt)}. To set them aside and go on, "
-            "pass --max_bad_fraction 1 (max_bad_fraction=1.0)."
+            "pass --max_bad_fraction 1 (max_bad_fraction=1.0)." + _missing_hint(first_bad)
         )
+
+
+def _missing_hint(first_bad: dict[str, Any] | None) -> str:
+    """A pointer to ``missing='zero'`` when the first bad record has an empty field."""
+    reason = "" if first_bad is None else str(first_bad.get("reason", ""))
+    if not (reason.endswith(" is empty") or " is null" in reason):
+        return ""
+    return " Empty numeric fields (not labels) read as 0 with --missing zero (missing='zero')."
 
 
 # ------------------------------------------------------- bad records, progress, DoFn
