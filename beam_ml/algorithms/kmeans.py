@@ -135,14 +135,17 @@ class _Rows:
         c32 = np.empty((centres.shape[0], centres.shape[1] + 1), dtype=np.float32)
         c32[:, :-1] = -2.0 * centres
         c32[:, -1] = np.einsum("ij,ij->i", centres, centres)
+        rows = np.arange(len(self.augmented))
         if len(centres) < 16:  # a few new candidates: OpenBLAS is 2-3x faster this way round
             scores = c32 @ self.augmented.T  # (m, n)
             labels = np.argmin(scores, axis=0)
-            nearest = np.take_along_axis(scores, labels[None], axis=0)[0] + self.squared_norms
+            chosen = scores.ravel()[labels * scores.shape[1] + rows]
         else:
             scores = self.augmented @ c32.T  # (n, m)
             labels = np.argmin(scores, axis=1)
-            nearest = np.take_along_axis(scores, labels[:, None], axis=1)[:, 0] + self.squared_norms
+            # One gather from the flat scores (take_along_axis builds broadcast indices).
+            chosen = scores.ravel()[rows * scores.shape[1] + labels]
+        nearest = np.add(chosen, self.squared_norms)
         return labels, np.maximum(nearest, 0.0, out=nearest)
 
 
@@ -416,10 +419,14 @@ class KMeansState(TrainingState):
         n_rows = len(closest)
         if uniform:
             return np.sort(rng.choice(n_rows, size=min(count, n_rows), replace=False))
-        total = closest.sum()
-        if total <= 0:
+        # Inverse CDF on the running sum: rng.choice(p=...) normalises and checks p first,
+        # half of this step's time.
+        cumulative = np.cumsum(closest)
+        total = cumulative[-1]
+        if not total > 0:
             return np.zeros(0, dtype=np.int64)
-        return np.unique(rng.choice(n_rows, size=count, replace=True, p=closest / total))
+        draws = np.searchsorted(cumulative, rng.random(count) * total, side="right")
+        return np.unique(np.minimum(draws, n_rows - 1))
 
     def _reduce(self, budget: int, rng: np.random.Generator, target: int | None = None) -> None:
         """Bring a summary over the budget back to ``target`` (default: the budget)
