@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import re
 import shutil
 import sys
 import tempfile
@@ -39,17 +41,63 @@ from apache_beam.io.filesystems import FileSystems
 from beam_ml.core.errors import BadInputError
 from beam_ml.io.sources import FORMATS, ReadBlocks
 
-__all__ = ["ReadPipe"]
+__all__ = ["ReadPipe", "temp_dir"]
 
 _COPY_CHUNK = 1 << 20
 _log = logging.getLogger("beam_ml.io")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, as another user's
+        return True
+    return True
+
+
+def sweep_temp_dirs(kind: str) -> list[str]:
+    """Remove the folders :func:`temp_dir` made for ``kind`` in processes that are gone
+    (a ``kill -9`` skips every clean-up); returns their paths. Only this user's."""
+    root = tempfile.gettempdir()
+    pattern = re.compile(rf"beam_ml_{re.escape(kind)}_pid(\d+)_")
+    removed = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.match(name)
+        if not match or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+            continue
+        path = os.path.join(root, name)
+        try:
+            if not os.path.isdir(path) or os.lstat(path).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        _log.debug("removed the temporary folders of ended runs: %s", removed)
+    return removed
+
+
+def temp_dir(kind: str) -> str:
+    """A new local temporary folder ``beam_ml_<kind>_pid<pid>_*`` (spill files of
+    pipes, Kafka and Pub/Sub records, dead letters of a cycle), after removing those a
+    process that no longer runs left behind. Its owner removes it when done; the pid in
+    its name lets the next run remove it when the owner was killed."""
+    sweep_temp_dirs(kind)
+    return tempfile.mkdtemp(prefix=f"beam_ml_{kind}_pid{os.getpid()}_")
 
 
 def _spill(stream: BinaryIO, spill_dir: str | None, format: str) -> tuple[str, int]:
     """Copy ``stream`` to a new file in ``spill_dir`` (a local temporary folder, removed
     when this process exits, if None); returns (path, bytes copied)."""
     if spill_dir is None:
-        spill_dir = tempfile.mkdtemp(prefix="beam_ml_pipe_")
+        spill_dir = temp_dir("pipe")
         atexit.register(shutil.rmtree, spill_dir, ignore_errors=True)
     # The extension tells ReadBlocks the data is not compressed (a '.gz' name would not).
     path = FileSystems.join(spill_dir, f"pipe-{uuid.uuid4().hex[:12]}.{format}")
@@ -77,7 +125,8 @@ class ReadPipe(beam.PTransform):
     spill_dir : str, optional
         Folder of the spill file (any Beam file system: a ``gs://`` folder lets remote
         workers read it). Default: a local temporary folder deleted when the process
-        exits, which suits the DirectRunner.
+        exits (after a ``kill -9``, by the next run that reads a pipe), which suits
+        the DirectRunner.
     name : str, default '<stdin>'
         What bad records name as their ``file``.
     **options
