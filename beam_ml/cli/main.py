@@ -826,6 +826,8 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
                 "rows_read": rows,
                 "seconds": round(seconds, 2),
                 "config": config_to_dict(config),
+                # Per-epoch metrics, for the states that keep them (linear_learner).
+                **{k: v for k, v in manifest["meta"].items() if k == "epoch_metrics"},
             }
         )
     )
@@ -850,8 +852,6 @@ def _cmd_derive(args: argparse.Namespace, beam_args: list[str]) -> int:
     state, manifest = read_checkpoint(args.state_dir, "state")
     params = _derive_args(args, type(state), manifest.get("extra", {}).get("derive_defaults", {}))
     model = state.derive(**params)
-                # Per-epoch metrics, for the states that keep them (linear_learner).
-                **{k: v for k, v in manifest["meta"].items() if k == "epoch_metrics"},
     write_checkpoint(args.output, model, {"derived_from": args.state_dir, "params": params})
     _emit(
         _json(
@@ -902,6 +902,8 @@ def _cmd_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
     started = time.time()
     p = _pipeline(beam_args)
     blocks, dead = _read_blocks(p, args, args.output, reader)
+    if args.query is not None:
+        dead = None  # a query's rows have no input lines: set-aside ones get none either
     # By path: workers read the model; it never travels inside the pipeline graph.
     (
         blocks

@@ -25,12 +25,10 @@ def _flat(text: str) -> str:
 
 
 def _option_help(help_text: str, option: str) -> str:
-    """The help of one option: from its flag to the next option's."""
-    flat = _flat(help_text)
-    start = flat.index(f" {option} ")
-    following = re.search(r" --\w+ [A-Z{]", flat[start + len(option) + 2 :])
-    end = start + len(option) + 2 + following.start() if following else len(flat)
-    return flat[start:end]
+    """The help of one option, as one line: its entry, up to the next option's."""
+    entry = re.search(rf"^  {option}\b.*?(?=^  -|^\S|\Z)", help_text, re.M | re.S)
+    assert entry, f"{option} is not in the help"
+    return _flat(entry.group(0))
 
 
 # ------------------------------------------------------------------ 1. --help defaults
