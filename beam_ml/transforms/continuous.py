@@ -22,6 +22,12 @@ start-up (a few tenths of a second) to the work, so snapshots every few seconds 
 practical; a record is in a published model at most one interval plus one cycle
 after it arrives (BENCHMARKS.md measures it).
 
+Bad records never stop the stream. Those the decoder cannot read are dead letters of
+the cycle's pipeline; those the state's update refuses (a label of 2 for a binary
+classifier) fail the pipeline, so the trainer finds them (a fresh state's update of
+the cycle's records, halving the blocks it refuses down to single rows), sets them
+aside as dead letters naming the reason, and runs the cycle again without them.
+
 Feeds (where cycles read from; each holds at most a configured number of records):
 
 - :class:`KafkaFeed`: a background consumer fetches records as they arrive; positions
@@ -29,7 +35,8 @@ Feeds (where cycles read from; each holds at most a configured number of records
 - :class:`PipeFeed`: a background thread reads lines from a pipe (``tail -F``) into a
   bounded queue (a full queue stops reading: back-pressure, not memory growth). A pipe
   cannot be replayed: on a crash, the lines read but not yet checkpointed are lost
-  (the checkpoint says how many were kept).
+  (the checkpoint says how many were kept, a sidecar file how many were read: the
+  restart reports the difference).
 - :class:`PubSubFeed`: pulls messages and acknowledges them only after the checkpoint
   that includes them is written; the checkpoint also names the recent message ids,
   so a message redelivered after a crash between the checkpoint and the ack is
@@ -47,7 +54,6 @@ import logging
 import os
 import queue
 import signal
-import tempfile
 import threading
 import time
 import uuid
@@ -58,6 +64,7 @@ import apache_beam as beam
 
 from beam_ml.core.errors import BadInputError, NotEnoughDataError
 from beam_ml.core.state import TrainingState, config_from_dict, state_class_for
+from beam_ml.io.pipes import temp_dir
 
 __all__ = ["Feed", "KafkaFeed", "PipeFeed", "PubSubFeed", "Take", "TrainContinuously"]
 
@@ -95,12 +102,70 @@ class Feed(abc.ABC):
         """True when the source can never deliver more (a closed pipe)."""
         return False
 
+    def drained(self) -> bool:
+        """True once the source has ended, so that what waits is all there will be
+        (the last cycle need not wait for the interval)."""
+        return False
+
     def close(self) -> None:  # noqa: B027
-        """Release connections and threads."""
+        """Release connections, threads and temporary files."""
+
+    def attach(self, output: str, positions: dict[str, Any]) -> str | None:
+        """Called once by :class:`TrainContinuously` with its output and the stored
+        positions; returns what an earlier run read but could not keep (a sentence), if
+        the feed knows (a pipe does)."""
+        return None
+
+    # What the trainer needs to set aside the records a state rejects (a label of 2 for
+    # a binary classifier is found by the state's update, not by the decoder).
+    def records(self, take: Take) -> tuple[Any, list[tuple[str, list, list[bytes]]]] | None:
+        """``(RecordSpec, [(source, ids, values), ...])``: the take's records, for
+        :func:`~beam_ml.io.records.decode_records`; None if the feed cannot say."""
+        return None
+
+    def without(self, take: Take, rejected: set[tuple[str, Any]]) -> Take | None:
+        """``take`` less the ``(source, id)`` records in ``rejected`` (same positions);
+        None when nothing is left."""
+        raise NotImplementedError
+
+    def dead_letter(self, source: str, record_id: Any, value: bytes, reason: str) -> dict:
+        """The dead-letter dict of a record the state rejected."""
+        from beam_ml.io import formats
+
+        record = formats.bad_record(source, 0, None, value, reason)
+        record["offset"] = record_id  # a Kafka offset or a Pub/Sub message id
+        return record
+
+
+class _RecordsFeed(Feed):
+    """Kafka and Pub/Sub: a take reads ``_FromRecords`` spills."""
+
+    _spec: Any
+
+    def records(self, take: Take) -> tuple[Any, list[tuple[str, list, list[bytes]]]] | None:
+        groups = []
+        for path, source in zip(take.read.paths, take.read.sources, strict=True):
+            pairs = list(_spilled_records(path))
+            groups.append((source, [i for i, _ in pairs], [v for _, v in pairs]))
+        return self._spec, groups
+
+    def without(self, take: Take, rejected: set[tuple[str, Any]]) -> Take | None:
+        _, groups = self.records(take)  # type: ignore[misc]
+        kept = []
+        for source, ids, values in groups:
+            pairs = [
+                (i, v) for i, v in zip(ids, values, strict=True) if (source, i) not in rejected
+            ]
+            if pairs:
+                kept.append((source, [i for i, _ in pairs], [v for _, v in pairs]))
+        take.read.remove()
+        if not kept:
+            return None
+        return dataclasses.replace(take, read=_FromRecords(kept, self._spec, self._spill_dir))
 
 
 # --------------------------------------------------------------------------- Kafka
-class KafkaFeed(Feed):
+class KafkaFeed(_RecordsFeed):
     """Kafka topics read in cycles; positions are ``{'topic:partition': offset}``.
 
     A background consumer fetches new records as they arrive (kafka-python decodes
@@ -146,7 +211,7 @@ class KafkaFeed(Feed):
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._spec: Any = None
-        self._spill_dir = tempfile.mkdtemp(prefix="beam_ml_kafka_")
+        self._spill_dir = temp_dir("kafka")
 
     def _consumer(self) -> Any:
         from beam_ml.io.kafka import _consumer, _Spec
@@ -247,9 +312,12 @@ class KafkaFeed(Feed):
         return self._count
 
     def close(self) -> None:
+        import shutil
+
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+        shutil.rmtree(self._spill_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- pipes
@@ -260,7 +328,18 @@ class PipeFeed(Feed):
     is queued to a spill file and reads it with :class:`~beam_ml.io.sources.ReadBlocks`
     (same parsers and dead letters as files; ``line`` numbers are the pipe's).
     Positions are ``{'lines': N}``, the lines consumed so far (a pipe is not replayed).
+
+    A spill file is deleted once its cycle's checkpoint is written, the spill folder
+    when the feed is closed (a killed run's by the next run). Standard input (or any
+    stream with a file descriptor) is read with ``os.read``, not through its buffered
+    reader: a thread blocked in a read then holds no lock that the interpreter needs at
+    exit. Attached to an output (:meth:`attach`), the feed keeps a sidecar
+    ``<output>.pipe_read.json`` of how many lines it has read (updated within 0.1 s),
+    so that a restart after a crash says how many lines read after the last snapshot
+    were lost.
     """
+
+    SIDECAR = ".pipe_read.json"
 
     def __init__(
         self,
@@ -272,10 +351,19 @@ class PipeFeed(Feed):
         name: str = "<stdin>",
         **reader_options: Any,
     ):
+        import io
         import sys
+
+        from beam_ml.io.pipes import temp_dir
 
         self.name, self.format, self._options = name, format, reader_options
         self._stream = stream if stream is not None else sys.stdin.buffer
+        self._fd: int | None = None
+        if self._stream is sys.stdin.buffer or isinstance(self._stream, io.FileIO):
+            try:
+                self._fd = self._stream.fileno()
+            except (OSError, ValueError):
+                self._fd = None
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=max_lines)
         self._max_lines = max_lines
         self._header_option = header
@@ -284,13 +372,112 @@ class PipeFeed(Feed):
         self._eof = False
         self._consumed = self._bytes = 0  # lines and bytes of the pipe consumed so far
         self._offset: int | None = None
-        self._spill_dir = tempfile.mkdtemp(prefix="beam_ml_pipe_")
-        threading.Thread(target=self._pump, name="beam_ml-pipe", daemon=True).start()
+        self._read = 0  # lines the thread has read (queued or consumed)
+        self._accounted: int | None = None  # lines committed or skipped as blank
+        self._sidecar: str | None = None
+        self._sidecar_written = -1
+        self._sidecar_at = 0.0
+        self._sidecar_lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._done = False  # the thread has read the pipe to its end
+        self._spill_dir = temp_dir("pipe")
+        self._thread = threading.Thread(target=self._pump, name="beam_ml-pipe", daemon=True)
+        self._thread.start()
 
+    # -- the reading thread
     def _pump(self) -> None:
-        for line in iter(self._stream.readline, b""):
-            self._queue.put(line if line.endswith(b"\n") else line + b"\n")
-        self._queue.put(None)
+        try:
+            if self._fd is not None:
+                self._pump_fd(self._fd)
+            else:
+                for line in iter(self._stream.readline, b""):
+                    if not self._put(line if line.endswith(b"\n") else line + b"\n"):
+                        return
+                    self._note_read(False)
+        except BaseException as exc:  # reported by the next take()
+            self._error = exc
+        finally:
+            self._note_read(True)
+            self._put(None)
+            self._done = True
+
+    def _pump_fd(self, fd: int) -> None:
+        import select
+
+        pending = b""
+        while not self._stop.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if not ready:
+                self._note_read(True)
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if not self._put(line + b"\n"):
+                    return
+            self._note_read(False)
+        if pending and not self._stop.is_set():
+            self._put(pending + b"\n")
+
+    def _put(self, line: bytes | None) -> bool:
+        """Queue ``line`` (waiting while the queue is full); False once stopped."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(line, timeout=0.1)
+            except queue.Full:
+                self._note_read(True)
+                continue
+            self._read += line is not None
+            return True
+        return False
+
+    def _note_read(self, now: bool) -> None:
+        """Update the sidecar: at once if ``now``, else at most every 0.05 s."""
+        if self._sidecar is None or self._offset is None:
+            return
+        with self._sidecar_lock:
+            read = self._offset + self._read
+            stamp = time.monotonic()
+            if read == self._sidecar_written or (not now and stamp - self._sidecar_at < 0.05):
+                return
+            self._sidecar_at = stamp
+            tmp = f"{self._sidecar}.{os.getpid()}.tmp"
+            try:
+                with open(tmp, "w") as f:
+                    json.dump({"lines_read": read, "pid": os.getpid()}, f)
+                os.replace(tmp, self._sidecar)
+                self._sidecar_written = read
+            except OSError as exc:  # a full disk must not stop the training
+                _log.debug("cannot write %s: %s", self._sidecar, exc)
+
+    # -- the feed
+    def attach(self, output: str, positions: dict[str, Any]) -> str | None:
+        committed = int(positions.get("lines", 0))
+        if self._offset is None:
+            self._offset = committed
+        self._accounted = self._offset
+        if "://" in output:  # no sidecar beside a remote checkpoint
+            return None
+        path = output.rstrip("/") + self.SIDECAR
+        lost = None
+        try:
+            with open(path) as f:
+                read = int(json.load(f)["lines_read"])
+            if read > committed:
+                lost = (
+                    f"{read - committed:,} lines an earlier run read from its pipe after "
+                    f"{'that snapshot' if committed else 'it started'} were lost (lines "
+                    f"{committed + 1:,} to {read:,}; a pipe cannot be replayed)"
+                )
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        self._sidecar = path
+        self._sidecar_written = -1
+        self._note_read(True)  # this run has read nothing past ``committed`` yet
+        return lost
 
     def _drain(self) -> list[bytes]:
         lines: list[bytes] = []
@@ -307,10 +494,11 @@ class PipeFeed(Feed):
 
     def take(self, positions: dict[str, Any]) -> Take | None:
         from beam_ml.io import formats
-        from beam_ml.io.sources import ReadBlocks
 
         if self._offset is None:  # lines counted by the checkpoint, before this process
             self._offset = int(positions.get("lines", 0))
+        if self._error is not None:
+            raise BadInputError(f"cannot read {self.name}: {self._error}")
         lines = self._drain()
         base, base_bytes = self._consumed, self._bytes  # consumed by earlier cycles
         if not self._header_known and lines:
@@ -323,20 +511,96 @@ class PipeFeed(Feed):
         self._consumed = base + len(lines)
         self._bytes = base_bytes + sum(len(line) for line in lines)
         if not any(line.strip() for line in lines):
+            self._accounted = self._offset + self._consumed  # blank lines: nothing to keep
             return None
         path = os.path.join(self._spill_dir, f"cycle-{uuid.uuid4().hex[:8]}.{self.format}")
         with open(path, "wb") as f:
             f.write((self._header or b"") + b"".join(lines))
+        return self._take(path, _PipeLines(base, base_bytes), self._offset + self._consumed)
+
+    def _take(self, path: str, where: _PipeLines, lines: int) -> Take:
+        from beam_ml.io.sources import ReadBlocks
+
         options = dict(self._options)
         if self.format == "csv":
             options["header"] = self._header is not None
         read = ReadBlocks(path, self.format, **options).with_dead_letters()
-        head = len(self._header or b"")  # spill line and offset -> the pipe's
+        head = self._header is not None
         return Take(
-            _Renamed(read, self.name, base - (self._header is not None), base_bytes - head),
-            {"lines": self._offset + self._consumed},
+            _Renamed(read, self.name, where, head, len(self._header or b"")),
+            {"lines": lines},
             read.n_features,
+            (path, where),
         )
+
+    def records(self, take: Take) -> tuple[Any, list[tuple[str, list, list[bytes]]]]:
+        """The take's lines as records whose ids are the pipe's line numbers."""
+        from beam_ml.io.records import record_spec
+
+        path, where = take.receipt
+        with open(path, "rb") as f:
+            joined = _pipe_lines(f.read()[len(self._header or b"") :])
+        ids, offsets, offset = [], {}, where.bytes
+        for j, value in enumerate(joined):
+            line = where.line_of(j)
+            ids.append(line)
+            offsets[line] = offset + where.removed_bytes_before(j)
+            offset += len(value)
+        self._offsets = offsets
+        label = self._options.get("label_column")
+        if isinstance(label, str) and self._header is not None:
+            from beam_ml.io import formats
+
+            header = self._header.rstrip(b"\r\n")
+            fields = [
+                f.strip()
+                for f in formats.split_csv_line(header, self._options.get("delimiter", ","))
+            ]
+            label = fields.index(label) if label in fields else label
+        first = next((v for v in joined if v.strip()), None)
+        spec = record_spec(
+            self.format,
+            first,
+            label_column=label,
+            delimiter=self._options.get("delimiter", ","),
+            feature_dim=self._options.get("feature_dim") if self.format == "libsvm" else None,
+            zero_based=self._options.get("zero_based", False),
+            block_size=self._options.get("block_size", 10_000),
+        )
+        return spec, [(self.name, ids, joined)]
+
+    def dead_letter(self, source: str, record_id: Any, value: bytes, reason: str) -> dict:
+        from beam_ml.io import formats
+
+        offset = getattr(self, "_offsets", {}).get(record_id, 0)
+        return formats.bad_record(source, offset, record_id, value, reason)
+
+    def without(self, take: Take, rejected: set[tuple[str, Any]]) -> Take | None:
+        """The take less the ``rejected`` lines (``(name, line number)``)."""
+        path, where = take.receipt
+        with open(path, "rb") as f:
+            data = f.read()
+        head = len(self._header or b"")
+        kept, removed = [], []
+        for j, value in enumerate(_pipe_lines(data[head:])):
+            if (self.name, where.line_of(j)) in rejected:
+                removed.append((where.original(j), len(value)))
+            else:
+                kept.append(value)
+        os.remove(path)
+        if not any(v.strip() for v in kept):
+            return None
+        new = os.path.join(self._spill_dir, f"cycle-{uuid.uuid4().hex[:8]}.{self.format}")
+        with open(new, "wb") as f:
+            f.write(data[:head] + b"".join(kept))
+        return self._take(new, where.without(removed), take.positions["lines"])
+
+    def commit(self, take: Take) -> None:
+        self._accounted = take.positions["lines"]
+        try:
+            os.remove(take.receipt[0])
+        except OSError:
+            pass
 
     def waiting(self, positions: dict[str, Any]) -> int:
         return self._queue.qsize()
@@ -344,33 +608,108 @@ class PipeFeed(Feed):
     def ended(self) -> bool:
         return self._eof and self._queue.empty()
 
+    def drained(self) -> bool:
+        return self._done
+
+    def close(self) -> None:
+        import shutil
+
+        self._stop.set()
+        self._thread.join(1.0)
+        shutil.rmtree(self._spill_dir, ignore_errors=True)
+        if self._sidecar is None or self._offset is None or self._accounted is None:
+            return
+        read = self._offset + self._read
+        if read > self._accounted:
+            _log.warning(
+                "%s lines read from %s after the last snapshot are not in it (lines %s to %s)",
+                f"{read - self._accounted:,}",
+                self.name,
+                f"{self._accounted + 1:,}",
+                f"{read:,}",
+            )
+            self._note_read(True)
+        else:
+            try:
+                os.remove(self._sidecar)
+            except OSError:
+                pass
+
+
+def _pipe_lines(data: bytes) -> list[bytes]:
+    """``data`` cut after each LF (a bare CR stays inside its line)."""
+    lines = data.split(b"\n")
+    tail = lines.pop()
+    out = [line + b"\n" for line in lines]
+    if tail:
+        out.append(tail)
+    return out
+
+
+@dataclass(frozen=True)
+class _PipeLines:
+    """Where a spill file's data lines are in the pipe: the pipe lines and bytes before
+    its first, and the lines taken out of it (``(index, bytes)`` in the first spill)."""
+
+    lines: int
+    bytes: int
+    removed: tuple[tuple[int, int], ...] = ()
+
+    def original(self, j: int) -> int:
+        """Data line ``j`` of this spill -> its index in the cycle's first spill."""
+        for index, _ in self.removed:  # sorted
+            if index <= j:
+                j += 1
+            else:
+                break
+        return j
+
+    def line_of(self, j: int) -> int:
+        """Data line ``j`` (from 0) of this spill -> the pipe's line number (from 1)."""
+        return self.lines + self.original(j) + 1
+
+    def removed_bytes_before(self, j: int) -> int:
+        first = self.original(j)
+        return sum(n for index, n in self.removed if index < first)
+
+    def without(self, removed: list[tuple[int, int]]) -> _PipeLines:
+        return dataclasses.replace(self, removed=tuple(sorted({*self.removed, *removed})))
+
 
 class _Renamed(beam.PTransform):
     """A spill file's read whose dead letters name the pipe and its line numbers."""
 
-    def __init__(self, read: beam.PTransform, name: str, line_shift: int, byte_shift: int):
+    def __init__(
+        self, read: beam.PTransform, name: str, where: _PipeLines, header: bool, head: int
+    ):
         super().__init__()
         self._read, self._name = read, name
-        self._line_shift, self._byte_shift = line_shift, byte_shift
+        self._where, self._header, self._head = where, header, head
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
         blocks, dead = pbegin | "ReadSpill" >> self._read
-        name, lines, offsets = self._name, self._line_shift, self._byte_shift
+        name, where, header, head = self._name, self._where, self._header, self._head
 
         def rename(record: dict[str, Any]) -> dict[str, Any]:
             line, offset = record.get("line"), record.get("offset")
+            j = None if line is None else line - 1 - header  # data line of the spill
             return {
                 **record,
                 "file": name,
-                "line": None if line is None else line + lines,
-                "offset": None if offset is None else offset + offsets,
+                "line": None if j is None else where.line_of(j),
+                "offset": None
+                if offset is None
+                else offset
+                - head
+                + where.bytes
+                + (where.removed_bytes_before(j) if j is not None else 0),
             }
 
         return blocks, dead | "NamePipe" >> beam.Map(rename)
 
 
 # --------------------------------------------------------------------------- Pub/Sub
-class PubSubFeed(Feed):
+class PubSubFeed(_RecordsFeed):
     """A Pub/Sub subscription read in cycles; acknowledged after each checkpoint.
 
     Pulled messages are leased for ``lease_seconds`` (a crashed trainer's messages
@@ -398,7 +737,7 @@ class PubSubFeed(Feed):
         self._max, self._pull_seconds, self._lease = max_messages, pull_seconds, lease_seconds
         self._options = decode_options
         self._spec: Any = None
-        self._spill_dir = tempfile.mkdtemp(prefix="beam_ml_pubsub_")
+        self._spill_dir = temp_dir("pubsub")
 
     def take(self, positions: dict[str, Any]) -> Take | None:
         from beam_ml.io.records import record_spec
@@ -439,7 +778,10 @@ class PubSubFeed(Feed):
         take.read.remove()
 
     def close(self) -> None:
+        import shutil
+
         self._puller.close()
+        shutil.rmtree(self._spill_dir, ignore_errors=True)
 
 
 class _FromRecords(beam.PTransform):
@@ -453,7 +795,8 @@ class _FromRecords(beam.PTransform):
         super().__init__()
         import numpy as np
 
-        self.paths, self._sources = [], []
+        self.paths: list[str] = []
+        self.sources: list[str] = []
         for source, ids, values in groups:
             path = os.path.join(spill_dir, f"records-{uuid.uuid4().hex[:8]}.npz")
             np.savez(
@@ -463,14 +806,14 @@ class _FromRecords(beam.PTransform):
                 ends=np.cumsum([len(v) for v in values], dtype=np.int64),
             )
             self.paths.append(path)
-            self._sources.append(source)
+            self.sources.append(source)
         self._spec = spec
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
         from beam_ml.io.records import DecodeRecords
 
         blocks, dead = [], []
-        for i, (path, source) in enumerate(zip(self.paths, self._sources, strict=True)):
+        for i, (path, source) in enumerate(zip(self.paths, self.sources, strict=True)):
             b, d = (
                 pbegin
                 | f"Spill{i}" >> beam.Create([path], reshuffle=False)
@@ -483,7 +826,10 @@ class _FromRecords(beam.PTransform):
 
     def remove(self) -> None:
         for path in self.paths:
-            os.remove(path)
+            try:
+                os.remove(path)
+            except FileNotFoundError:  # removed already (set aside, then committed)
+                pass
 
 
 def _spilled_records(path: str) -> Any:
@@ -650,6 +996,11 @@ class TrainContinuously:
                 output,
                 f"{manifest['n_seen']:,}",
             )
+        #: What an earlier run read but could not keep (a pipe's lines after its last
+        #: snapshot), as a sentence; None if nothing or unknown.
+        self.lost = feed.attach(output, self.positions)
+        if self.lost:
+            _log.warning("%s", self.lost)
 
     def stop(self, *_: Any) -> None:
         """Finish the running cycle, then return from :meth:`run` (SIGTERM, Ctrl-C);
@@ -707,16 +1058,14 @@ class TrainContinuously:
             if self.stop_after is not None and now - started >= self.stop_after:
                 self._stopping = True
                 return
-            if now >= until:
+            if now >= until or self.feed.drained():
                 return
             if self.every_rows and self.feed.waiting(self.positions) >= self.every_rows:
                 return
             time.sleep(min(0.05 if self.every_rows else 0.25, until - now))
 
     def _cycle(self, take: Take, options: Any, cycle_start: float) -> Snapshot:
-        from beam_ml.core.runner import counter
-        from beam_ml.io.checkpoints import ReadCheckpoint, WriteCheckpoint, read_manifest
-        from beam_ml.transforms.train import Train
+        from beam_ml.io.checkpoints import read_manifest
 
         if getattr(self.config, "feature_dim", 0) is None and take.n_features and not self.resumed:
             self.config = dataclasses.replace(self.config, feature_dim=take.n_features)
@@ -727,33 +1076,44 @@ class TrainContinuously:
             "snapshot": version,
             "trained_on": self.feed.name,
         }
-        dead_dir = tempfile.mkdtemp(prefix="beam_ml_dead_")
-        p = beam.Pipeline(options=options)
-        blocks, dead = p | "Read" >> take.read
-        _ = dead | "WriteDeadLetters" >> beam.ParDo(_WriteLines(dead_dir))
-        resume = self.resumed and not self.window  # a window keeps each cycle's own state
-        resumed = p | "Resume" >> ReadCheckpoint(self.output) if resume else None
-        (
-            blocks
-            | Train(self.config, resume_from=resumed)
-            | "SkipEmpty" >> beam.Filter(_has_rows)
-            | WriteCheckpoint(self.output, extra, keep=self.window or self.keep)
-        )
-        result = p.run()
-        result.wait_until_finish()
-        rows, bad = counter(result, "rows_read"), counter(result, "bad_records")
-        self._keep_dead_letters(dead_dir)
+        rejected: list[dict[str, Any]] = []  # records the state's update refused
+        current: Take | None = take
+        rows = bad = 0
+        for attempt in range(self.ATTEMPTS):
+            if current is None:  # the state refused every record of the take
+                break
+            try:
+                rows, bad = self._run_cycle(current, options, extra)
+                break
+            except Exception as exc:
+                refused = self._refused(current, exc) if attempt + 1 < self.ATTEMPTS else []
+                if not refused:
+                    raise
+                rejected += [letter for _, _, letter in refused]
+                keys = {(source, record_id) for source, record_id, _ in refused}
+                current = self.feed.without(current, keys)
+        if rejected:
+            self._append_dead_letters(rejected)
+            _log.warning(
+                "snapshot %d: %s record(s) set aside%s; the first: %s",
+                version,
+                f"{len(rejected):,}",
+                f" in {self.dead_letters}" if self.dead_letters else "",
+                rejected[0]["reason"],
+            )
+            bad += len(rejected)
         try:
             manifest = read_manifest(self.output)
         except FileNotFoundError:
             manifest = None
+        done = current if current is not None else take
         if manifest is None or manifest.get("extra", {}).get("snapshot") != version:
             # Nothing trainable yet (every record malformed): go on past them.
             self.positions = take.positions
-            self.feed.commit(take)
+            self.feed.commit(done)
             return Snapshot(0, rows, bad, 0, time.monotonic() - cycle_start, take.positions, None)
         self.resumed, self.snapshot, self.positions = True, version, take.positions
-        self.feed.commit(take)
+        self.feed.commit(done)
         model = self._derive(manifest)
         seconds = time.monotonic() - cycle_start
         snap = Snapshot(version, rows, bad, manifest["n_seen"], seconds, take.positions, model)
@@ -770,6 +1130,115 @@ class TrainContinuously:
             self._announce(snap)
         return snap
 
+    #: Runs of one cycle at most: the first, and reruns without the refused records.
+    ATTEMPTS = 3
+    #: State updates spent finding the refused rows of one cycle; past it, a refused
+    #: range of rows is set aside whole.
+    SCREEN_BUDGET = 2_000
+
+    def _run_cycle(self, take: Take, options: Any, extra: dict[str, Any]) -> tuple[int, int]:
+        """One bounded pipeline: decode, train on, checkpoint. Returns (rows, bad)."""
+        from beam_ml.core.runner import counter
+        from beam_ml.io.checkpoints import ReadCheckpoint, WriteCheckpoint
+        from beam_ml.transforms.train import Train
+
+        dead_dir = temp_dir("dead")
+        try:
+            p = beam.Pipeline(options=options)
+            blocks, dead = p | "Read" >> take.read
+            _ = dead | "WriteDeadLetters" >> beam.ParDo(_WriteLines(dead_dir))
+            resume = self.resumed and not self.window  # a window keeps each cycle's own state
+            resumed = p | "Resume" >> ReadCheckpoint(self.output) if resume else None
+            (
+                blocks
+                | Train(self.config, resume_from=resumed)
+                | "SkipEmpty" >> beam.Filter(_has_rows)
+                | WriteCheckpoint(self.output, extra, keep=self.window or self.keep)
+            )
+            result = p.run()
+            result.wait_until_finish()
+            rows, bad = counter(result, "rows_read"), counter(result, "bad_records")
+            self._keep_dead_letters(dead_dir)  # only a pipeline that ran keeps its letters
+        finally:
+            import shutil
+
+            shutil.rmtree(dead_dir, ignore_errors=True)
+        return rows, bad
+
+    def _refused(self, take: Take, error: BaseException) -> list[tuple[str, Any, dict]]:
+        """After a failed cycle: the take's records that a fresh state's update refuses,
+        as ``(source, id, dead letter)``; [] if none (the failure was something else)."""
+        from beam_ml.io.records import decode_records
+
+        try:
+            found = self.feed.records(take)
+        except Exception as exc:  # the original failure is the one to report
+            _log.debug("cannot screen the records after %r: %s", error, exc)
+            return []
+        if found is None:
+            return []
+        spec, groups = found
+        budget = [self.SCREEN_BUDGET]
+        refused = []
+        for source, ids, values in groups:
+            for start in range(0, len(ids), spec.block_size):
+                chunk_ids = ids[start : start + spec.block_size]
+                block, bad = decode_records(
+                    spec, source, chunk_ids, values[start : start + spec.block_size]
+                )
+                if block is None:
+                    continue
+                bad_ids = {b["offset"] for b in bad}
+                good = [
+                    (i, v)
+                    for i, v in zip(chunk_ids, values[start : start + spec.block_size], strict=True)
+                    if i not in bad_ids
+                ]
+                for row, reason in self._refused_rows(block, budget):
+                    record_id, value = good[row]
+                    letter = self.feed.dead_letter(source, record_id, value, reason)
+                    refused.append((source, record_id, letter))
+        return refused
+
+    def _refused_rows(self, block: Any, budget: list[int]) -> list[tuple[int, str]]:
+        """Rows of ``block`` that a fresh state refuses, with the reason, found by
+        halving (a few updates per refused row); past the budget, a refused range of
+        rows is refused whole."""
+        from beam_ml.core.block import Block
+
+        def refusal(lo: int, hi: int) -> str | None:
+            budget[0] -= 1
+            labels = None if block.labels is None else block.labels[lo:hi]
+            try:
+                self.state_class.empty(self.config).update(Block(block.features[lo:hi], labels))
+            except ValueError as exc:  # BadInputError and the like: this data is refused
+                return f"refused by the {self.state_class.FAMILY} state: {exc}"
+            return None
+
+        out: list[tuple[int, str]] = []
+        pending = [(0, block.n_rows)]
+        while pending:
+            lo, hi = pending.pop()
+            reason = refusal(lo, hi)
+            if reason is None:
+                continue
+            if hi - lo == 1:
+                out.append((lo, reason))
+            elif budget[0] <= 0:
+                n = hi - lo
+                out += [
+                    (i, f"{reason} (set aside with its range of {n} rows)") for i in range(lo, hi)
+                ]
+            else:
+                mid = (lo + hi) // 2
+                pending += [(mid, hi), (lo, mid)]
+        return sorted(out)
+
+    def _append_dead_letters(self, letters: list[dict[str, Any]]) -> None:
+        if self.dead_letters:
+            with open(self.dead_letters, "a") as f:
+                f.writelines(json.dumps(r, default=str) + "\n" for r in letters)
+
     def _keep_dead_letters(self, directory: str) -> None:
         for name in sorted(os.listdir(directory)):
             path = os.path.join(directory, name)
@@ -777,7 +1246,6 @@ class TrainContinuously:
                 with open(path, "rb") as src, open(self.dead_letters, "ab") as dst:
                     dst.write(src.read())
             os.remove(path)
-        os.rmdir(directory)
 
     def _derive(self, manifest: dict[str, Any]) -> str | None:
         from beam_ml.io.checkpoints import read_checkpoint, write_checkpoint

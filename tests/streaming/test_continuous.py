@@ -26,13 +26,16 @@ pytestmark = [pytest.mark.streaming, pytest.mark.slow]
 PARTITIONS = 3
 
 
-def _trainer(*args, stdin=None) -> subprocess.Popen:
+def _trainer(*args, stdin=None, tmpdir=None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONFAULTHANDLER": "1"}
+    if tmpdir is not None:  # where the trainer's temporary files go
+        env["TMPDIR"] = str(tmpdir)
     return subprocess.Popen(
         [sys.executable, "-m", "beam_ml.cli", "train", *map(str, args)],
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=env,
         cwd=REPO,
     )
 
@@ -223,6 +226,157 @@ def test_an_endless_pipe_publishes_models_before_it_ends(tmp_path, rng):
     dead = [json.loads(line) for line in (tmp_path / "state.dead_letters.jsonl").open()]
     assert [(d["file"], d["line"], d["record"]) for d in dead] == [("<stdin>", 1002, "1,2,oops,4")]
     assert dead[0]["offset"] == len(b"".join(lines[:1001]))
+
+
+def _spills(tmpdir: Path) -> list[str]:
+    return sorted(p.name for p in tmpdir.iterdir() if p.name.startswith("beam_ml_"))
+
+
+def test_bad_lines_in_a_pipe_are_dead_letters_and_the_training_goes_on(tmp_path, rng):
+    """A pipe with a 0x1E byte, a bare CR inside a line and a label of 2 for a binary
+    classifier: each line is a dead letter naming its line and reason, the rest trains,
+    snapshots follow, the end of the pipe ends the run (0), no spill file is left."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    rows = rng.normal(size=(600, 3)).astype(np.float32).astype(np.float64)
+    labels = (rows[:, 0] > 0).astype(np.float64)
+    lines = [line + b"\n" for line in _csv(np.column_stack([rows, labels]))]
+    bad = {  # pipe line -> its text: line numbers after the insertions
+        101: b"0.5,1\x1e,2,1",
+        202: b"0.5,1\r2,3,0",
+        303: b"0.5,1,2,2",  # the state refuses it, not the decoder
+        454: b"0.25,0.5,1,2",  # in the second part: after the first snapshot
+    }
+    for line, text in sorted(bad.items()):
+        lines.insert(line - 1, text + b"\n")
+    state = tmp_path / "state"
+    trainer = _trainer(
+        "linear_learner", "--predictor_type", "binary_classifier", "--label_column", 3,
+        "--input", "-", "--format", "csv", "--output", state, "--streaming",
+        "--snapshot_every", "200ms", stdin=subprocess.PIPE, tmpdir=tmpdir,
+    )  # fmt: skip
+    trainer.stdin.write(b"".join(lines[:400]))
+    trainer.stdin.flush()
+    try:
+        _wait_for(lambda: _snapshot(state) >= 1 or trainer.poll() is not None, 60, "a snapshot")
+    except AssertionError:
+        trainer.send_signal(signal.SIGABRT)
+        trainer.wait()
+        raise AssertionError(trainer.stderr.read().decode()) from None
+    assert trainer.poll() is None, trainer.stderr.read().decode()
+    out, err = trainer.communicate(b"".join(lines[400:]), timeout=60)
+    assert trainer.returncode == 0, err.decode()
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["n_seen"] == 600 and summary["bad_records"] == 4, summary
+    assert summary["snapshots"] >= 2
+    dead = [json.loads(line) for line in (tmp_path / "state.dead_letters.jsonl").open()]
+    assert [d["line"] for d in sorted(dead, key=lambda d: d["line"])] == sorted(bad)
+    for d in dead:
+        assert d["file"] == "<stdin>" and d["record"] == bad[d["line"]].decode()
+        assert d["offset"] == len(b"".join(lines[: d["line"] - 1])), d
+    reasons = {d["line"]: d["reason"] for d in dead}
+    assert "not a number" in reasons[101] and "carriage return" in reasons[202]
+    assert "refused by the linear_learner state" in reasons[303] and "2.0" in reasons[303]
+    assert "refused" in err.decode() and "Fatal Python error" not in err.decode()
+    assert read_checkpoint(str(state))[0].n_seen == 600
+    assert _spills(tmpdir) == [] and not (tmp_path / "state.pipe_read.json").exists()
+
+
+def test_a_pipe_error_exits_cleanly_while_the_pipe_is_still_open(tmp_path, rng):
+    """An error (here: an output that cannot be written) while the reading thread waits
+    on an open pipe: a one-line error and status 1, not an abort on the stdin lock."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    trainer = _trainer(
+        "pca", "--num_components", 2, "--input", "-", "--format", "csv",
+        "--output", "/proc/no/such/dir", "--streaming", "--snapshot_every", "200ms",
+        stdin=subprocess.PIPE, tmpdir=tmpdir,
+    )  # fmt: skip
+    trainer.stdin.write(b"".join(line + b"\n" for line in _csv(rng.normal(size=(50, 3)))))
+    trainer.stdin.flush()  # and the pipe stays open
+    try:
+        returncode = trainer.wait(timeout=60)
+    finally:
+        trainer.kill()
+        trainer.stdin.close()
+    err = trainer.stderr.read().decode()
+    assert returncode == 1, err
+    assert "Fatal Python error" not in err and "beam-ml: error:" in err
+    assert _spills(tmpdir) == []
+
+
+def test_kill_9_on_a_pipe_then_restart_reports_the_lost_lines(tmp_path, rng):
+    """Lines read after the last snapshot die with a killed trainer: the restart says
+    how many, and removes the killed run's spill files."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    rows = rng.normal(size=(330, 3)).astype(np.float32).astype(np.float64)
+    lines = [line + b"\n" for line in _csv(rows)]
+    state, sidecar = tmp_path / "state", tmp_path / "state.pipe_read.json"
+    command = [
+        "pca", "--num_components", 2, "--input", "-", "--format", "csv", "--output", state,
+        "--streaming", "--snapshot_every", "10m", "--snapshot_every_rows", 1_000,
+    ]  # fmt: skip
+    first = _trainer(*command, stdin=subprocess.PIPE, tmpdir=tmpdir)
+
+    def lines_read() -> int:
+        try:
+            return json.loads(sidecar.read_text())["lines_read"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return -1
+
+    try:
+        first.stdin.write(b"".join(lines[:200]))
+        first.stdin.flush()
+        _wait_for(lambda: _snapshot(state) == 1, 60, "the first snapshot")
+        # The next cycle is 10 minutes (or 1,000 lines) away: these 100 lines are read, not kept.
+        first.stdin.write(b"".join(lines[200:300]))
+        first.stdin.flush()
+        _wait_for(lambda: lines_read() == 300, 30, "the 300 lines read")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    kept = read_manifest(str(state))["extra"]["source_positions"]["lines"]
+    assert 0 < kept < 300 and any(n.startswith("beam_ml_pipe_") for n in _spills(tmpdir))
+
+    second = _trainer(*command, stdin=subprocess.PIPE, tmpdir=tmpdir)
+    out, err = second.communicate(b"".join(lines[300:]), timeout=60)
+    assert second.returncode == 0, err.decode()
+    message = (
+        f"{300 - kept:,} lines an earlier run read from its pipe after that snapshot were lost"
+    )
+    assert message in err.decode() and f"(lines {kept + 1:,} to 300;" in err.decode()
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["n_seen"] == kept + 30
+    assert _spills(tmpdir) == [] and not sidecar.exists()
+
+
+def test_kafka_records_a_state_refuses_are_dead_letters(kafka_cluster, tmp_path, rng):
+    """A label of 2 for a binary classifier, found by the state's update: that record
+    (its partition and offset) is set aside, the others train, the positions move on."""
+    topic = "continuous-refused"
+    kafka_cluster.create_topic(topic, partitions=1)
+    rows = rng.normal(size=(400, 3)).astype(np.float32).astype(np.float64)
+    records = _csv(np.column_stack([rows, (rows[:, 0] > 0).astype(np.float64)]))
+    records.insert(123, b"0.5,1,2,2")  # offset 123
+    kafka_cluster.produce(topic, records)
+    trainer = _trainer(
+        "linear_learner", "--predictor_type", "binary_classifier", "--label_column", 3,
+        "--input", f"kafka://{kafka_cluster.bootstrap_servers}/{topic}?api_version=2.3",
+        "--format", "csv", "--output", tmp_path / "state", "--streaming",
+        "--snapshot_every", "200ms", "--stop_when_idle", "2s", tmpdir=tmp_path,
+    )  # fmt: skip
+    out, err = trainer.communicate(timeout=120)
+    assert trainer.returncode == 0, err.decode()
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["n_seen"] == 400 and summary["bad_records"] == 1, summary
+    [dead] = [json.loads(line) for line in (tmp_path / "state.dead_letters.jsonl").open()]
+    assert dead["offset"] == 123 and dead["record"] == "0.5,1,2,2" and topic in dead["file"]
+    assert "refused by the linear_learner state" in dead["reason"]
+    assert read_manifest(str(tmp_path / "state"))["extra"]["source_positions"] == {
+        f"{topic}:0": 401
+    }
+    assert _spills(tmp_path) == []
 
 
 def test_pubsub_kill_9_then_restart_loses_and_repeats_nothing(pubsub_server, tmp_path, rng):

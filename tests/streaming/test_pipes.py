@@ -69,3 +69,74 @@ def test_cli_reads_standard_input(tmp_path, rng):
     np.testing.assert_allclose(state.scatter, reference.scatter, rtol=1e-9, atol=1e-9)
     [bad] = [json.loads(line) for line in (tmp_path / "state.dead_letters.jsonl").open()]
     assert bad["file"] == "<stdin>" and bad["line"] == 4 and bad["record"] == "1,2"
+
+
+def test_temp_dirs_of_ended_processes_are_swept(tmp_path, monkeypatch):
+    """A killed run's spill folder (its pid in the name) goes with the next run's
+    temp_dir; a running process's folder, and other names, stay."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from beam_ml.io.pipes import temp_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, check=True)  # fmt: skip
+    dead_pid = int(ended.stdout)
+    stale = tmp_path / f"beam_ml_pipe_pid{dead_pid}_abc"
+    (stale / "cycle-1.csv").parent.mkdir()
+    (stale / "cycle-1.csv").write_text("1,2\n")
+    alive = tmp_path / f"beam_ml_pipe_pid{os.getppid()}_abc"
+    other = tmp_path / f"beam_ml_kafka_pid{dead_pid}_abc"
+    unnamed = tmp_path / "beam_ml_pipe_x1y2z3"
+    for folder in (alive, other, unnamed):
+        folder.mkdir()
+    mine = temp_dir("pipe")
+    assert os.path.dirname(mine) == str(tmp_path)
+    assert os.path.basename(mine).startswith(f"beam_ml_pipe_pid{os.getpid()}_")
+    assert not stale.exists() and alive.exists() and other.exists() and unnamed.exists()
+
+
+def test_pipe_lines_map_a_spill_without_set_aside_lines_to_the_pipe():
+    from beam_ml.transforms.continuous import _PipeLines
+
+    where = _PipeLines(lines=10, bytes=100)  # 10 lines (100 bytes) before this cycle
+    assert [where.line_of(j) for j in range(3)] == [11, 12, 13]
+    fewer = where.without([(1, 7), (3, 5)])  # pipe lines 12 (7 bytes) and 14 (5 bytes)
+    assert [fewer.line_of(j) for j in range(4)] == [11, 13, 15, 16]
+    assert [fewer.removed_bytes_before(j) for j in range(4)] == [0, 7, 12, 12]
+    again = fewer.without([(2, 4)])  # pipe line 13, index 2 of the first spill
+    assert [again.line_of(j) for j in range(3)] == [11, 15, 16]
+
+
+def test_pipe_feed_reads_a_descriptor_and_closes_while_the_pipe_is_open(tmp_path, monkeypatch):
+    """Read with os.read (no buffered reader's lock held by a blocked thread); close()
+    stops the thread at once, the writer still open, and removes the spill folder."""
+    import os
+    import tempfile
+    import time
+
+    from beam_ml.transforms.continuous import PipeFeed
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    read_end, write_end = os.pipe()
+    stream = io.FileIO(read_end, "rb")
+    feed = PipeFeed("csv", stream, header=False)
+    os.write(write_end, b"1,2\n3,4\n5,")
+    deadline = time.monotonic() + 10
+    while feed.waiting({}) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    take = feed.take({})
+    assert take.positions == {"lines": 2} and take.n_features == 2
+    spill = take.receipt[0]
+    assert os.path.exists(spill)
+    feed.commit(take)
+    assert not os.path.exists(spill)  # a committed cycle's spill is deleted
+    started = time.monotonic()
+    feed.close()
+    assert time.monotonic() - started < 1.5 and not feed._thread.is_alive()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("beam_ml_pipe_")] == []
+    os.close(write_end)
+    stream.close()
