@@ -624,12 +624,79 @@ def check_missing(missing: Any, owner: str = "the reader") -> None:
         )
 
 
+_MIX1 = np.uint64(0xFF51AFD7ED558CCD)
+_MIX2 = np.uint64(0xC4CEB9FE1A85EC53)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_S33 = np.uint64(33)
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer, in place on a uint64 array (wrapping)."""
+    h ^= h >> _S33
+    h *= _MIX1
+    h ^= h >> _S33
+    h *= _MIX2
+    h ^= h >> _S33
+    return h
+
+
+def _column_seed(column: str | int) -> np.uint64:
+    """The hash state a column starts from: BLAKE2b of its key (field index or JSON
+    key), so equal values of different columns hash apart."""
+    key = str(column).encode("utf-8", "surrogatepass")
+    return np.uint64(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))
+
+
+def hash_values(column: str | int, values: pa.Array | Sequence[str]) -> np.ndarray:
+    """Stable 64-bit hashes (uint64) of categorical ``values`` of ``column``.
+
+    Each value's UTF-8 bytes are read as little-endian 64-bit words (the last one
+    zero-padded); the state starts at the column's seed and takes each word by
+    ``h = fmix64((h ^ word) * golden)``, then ``h = fmix64(h ^ length)``. All values
+    are hashed together, one numpy step per word position (a loop over the longest
+    value's words, not over values), and the result is the same in every process,
+    run and machine (Python's own ``hash`` of a str is salted per process).
+    """
+    if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+        values = pa.array(list(values), pa.string())
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not pa.types.is_string(values.type):
+        values = values.cast(pa.string())
+    n = len(values)
+    if n == 0:
+        return np.empty(0, dtype=np.uint64)
+    _, offsets_buf, data_buf = values.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32)[values.offset : values.offset + n + 1]
+    offsets = offsets.astype(np.int64)
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, np.uint8)
+    )
+    lengths = np.diff(offsets)
+    n_words = (lengths + 7) // 8
+    # every value's bytes, each value padded with zeros to whole words
+    word_start = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(n_words, out=word_start[1:])
+    padded = np.zeros(int(word_start[-1]) * 8, dtype=np.uint8)
+    total = int(offsets[-1] - offsets[0])  # the values' bytes are contiguous
+    if total:
+        shift = np.repeat(word_start[:-1] * 8 - (offsets[:-1] - offsets[0]), lengths)
+        shift += np.arange(total)
+        padded[shift] = data[offsets[0] : offsets[-1]]
+    words = padded.view("<u8")
+    h = np.full(n, _column_seed(column), dtype=np.uint64)
+    for k in range(int(n_words.max(initial=0))):
+        active = np.flatnonzero(n_words > k)
+        state = h[active] ^ words[word_start[active] + k]
+        state *= _GOLDEN
+        h[active] = _fmix64(state)
+    h ^= lengths.astype(np.uint64)
+    return _fmix64(h)
+
+
 def hash_value(column: str | int, value: str) -> int:
-    """The stable 64-bit hash of a categorical ``value`` of ``column`` (a field index,
-    or a JSON object key): BLAKE2b of both, so it is the same in every process, run
-    and machine (Python's own ``hash`` of a str is salted per process)."""
-    key = f"{column}\x1f{value}".encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+    """:func:`hash_values` of one value."""
+    return int(hash_values(column, [value])[0])
 
 
 def hashed_column(column: str | int, value: str, n_numeric: int, feature_dim: int) -> int:
@@ -643,22 +710,22 @@ def _hash_codes(
 ) -> np.ndarray:
     """The hashed column of each value (int64, -1 for an empty value or a null).
 
-    Values are trimmed of ASCII white space, then dictionary-encoded: only the distinct
-    values of the block are hashed (one BLAKE2b call each), the rows take theirs by
-    one numpy lookup.
+    Values are dictionary-encoded, then the distinct values of the block trimmed of
+    ASCII white space and hashed (:func:`hash_values`, vectorized); the rows take
+    theirs by one numpy lookup.
     """
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if not pa.types.is_string(values.type):
         values = values.cast(pa.string())
-    encoded = pc.dictionary_encode(pc.utf8_trim(values, characters=_ASCII_SPACE))
-    words = encoded.dictionary.to_pylist()
-    lookup = np.fromiter(
-        (hashed_column(column, w, n_numeric, feature_dim) if w else -1 for w in words),
-        dtype=np.int64,
-        count=len(words),
-    )
-    lookup = np.append(lookup, -1)  # nulls
+    encoded = pc.dictionary_encode(values)
+    # trimmed after encoding: ' a' and 'a' are two codes of one hashed column
+    words = pc.utf8_trim(encoded.dictionary, characters=_ASCII_SPACE)
+    width = np.uint64(feature_dim - n_numeric)
+    lookup = np.empty(len(words) + 1, dtype=np.int64)  # the last: nulls
+    lookup[:-1] = (hash_values(column, words) % width).astype(np.int64) + n_numeric
+    lookup[:-1][pc.utf8_length(words).to_numpy(zero_copy_only=False) == 0] = -1
+    lookup[-1] = -1
     codes = pc.fill_null(encoded.indices, len(words)).to_numpy(zero_copy_only=False)
     return lookup[codes]
 

@@ -1385,10 +1385,12 @@ class ReadBlocks(beam.PTransform):
         top-level keys, or indices into the features array. Blocks then hold CSR rows
         of ``feature_dim`` columns (default ``formats.DEFAULT_HASHED_FEATURE_DIM`` =
         2**20): the numeric fields first, in order, then one 1.0 per non-empty
-        categorical value, in a column of the remaining range chosen by a stable
-        64-bit BLAKE2b hash of the column (its field index, or JSON key) and the value
-        (``formats.hashed_column``): the same value of the same column lands in the
-        same column in every file, run and process. An empty value (or JSON null, or
+        categorical value (trimmed of white space), in a column of the remaining
+        range chosen by a stable 64-bit hash of the column (its field index, or JSON
+        key) and the value (``formats.hash_values``: a MurmurHash3-style mix of the
+        value's bytes seeded by BLAKE2b of the column; ``formats.hashed_column``): the
+        same value of the same column lands in the same column in every file, run and
+        process. An empty value (or JSON null, or
         absent key) sets no feature; two values that collide add up.
     missing : {'error', 'zero'}, default 'error'
         An empty numeric field (CSV ``,,``, JSON ``null``): ``'error'`` makes the

@@ -10,6 +10,7 @@ base rate on held-out rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
@@ -185,6 +187,37 @@ def test_same_value_same_column_in_two_files_and_headerless(tmp_path):
         f"{formats.hashed_column(1, 'news.com', 3, 4096)} "
         f"{formats.hashed_column('site', 'x', 0, 2**20)}\n"
     }
+
+
+def reference_hash(column, value: str) -> int:
+    """The documented hash in plain Python: the state starts at BLAKE2b of the column,
+    takes each little-endian 8-byte word (zero-padded) by fmix64((h ^ w) * golden),
+    then the length."""
+    mask = 2**64 - 1
+
+    def fmix64(h: int) -> int:
+        h ^= h >> 33
+        h = h * 0xFF51AFD7ED558CCD & mask
+        h ^= h >> 33
+        h = h * 0xC4CEB9FE1A85EC53 & mask
+        return h ^ (h >> 33)
+
+    h = int.from_bytes(hashlib.blake2b(str(column).encode(), digest_size=8).digest(), "little")
+    data = value.encode()
+    for k in range(0, len(data), 8):
+        word = int.from_bytes(data[k : k + 8].ljust(8, b"\0"), "little")
+        h = fmix64((h ^ word) * 0x9E3779B97F4A7C15 & mask)
+    return fmix64(h ^ len(data))
+
+
+def test_vectorized_hash_is_the_reference():
+    values = ["", "a", "news.com", "x" * 8, "x" * 9, "héllo wörld, " * 7, "a\0", "3"]
+    sliced = pa.array(["skip", *values])[1:]  # an Arrow slice: offsets not from 0
+    assert formats.hash_values(3, sliced).tolist() == [reference_hash(3, v) for v in values]
+    assert formats.hash_values("site", values).tolist() == [
+        reference_hash("site", v) for v in values
+    ]
+    assert len(set(formats.hash_values(1, values).tolist())) == len(values)
 
 
 def test_dead_letters_add_up(tmp_path):
