@@ -140,7 +140,7 @@ from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnough
 from beam_ml.core.numerics import pairwise_mean
 from beam_ml.core.state import Model, TrainingState, register
 from beam_ml.core.validation import check_bool, check_choice, check_int
-from beam_ml.nn.engine import row_keys
+from beam_ml.nn.engine import _mix64, row_keys
 
 __all__ = ["LinearLearnerConfig", "LinearLearnerState", "LinearLearnerModel", "MAX_EXACT_FEATURES"]
 
@@ -783,6 +783,28 @@ def _elastic_net(
     return w
 
 
+def _dense_row_keys(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """:func:`~beam_ml.nn.engine.row_keys` of dense rows, without building CSR rows:
+    the same keys (a row's key does not depend on how it is stored)."""
+    with np.errstate(over="ignore"):
+        d = x.shape[1]
+        columns = np.arange(d, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        entry = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+        np.left_shift(entry, np.uint64(32), out=entry)
+        np.bitwise_xor(entry, columns, out=entry)
+        # splitmix64's finalizer (engine._mix64) in place: two buffers, no array per step.
+        spare = np.empty_like(entry)
+        for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, 0)):
+            np.right_shift(entry, np.uint64(shift), out=spare)
+            np.bitwise_xor(entry, spare, out=entry)
+            if factor:
+                np.multiply(entry, np.uint64(factor), out=entry)
+        entry[x == 0] = 0  # only stored (non-zero) entries are hashed
+        rows = entry.sum(axis=1, dtype=np.uint64)
+        label = y.astype(np.float64).view(np.uint64)
+        return _mix64(rows + _mix64(label ^ np.uint64(0xD1B54A32D192ED03)))
+
+
 class _ValidationRows:
     """The validation rows a state keeps: a bounded uniform sample of the rows whose hash
     falls in the validation fraction, with the number of times each was seen.
@@ -819,9 +841,9 @@ class _ValidationRows:
         return self.base + self.added
 
     def set_aside(self, x: Any, y: np.ndarray, add: bool) -> np.ndarray | None:
-        """Which rows of ``x`` (CSR) train (a bool mask; None: all of them); with
-        ``add`` the set-aside ones enter the sample."""
-        keys = row_keys(x, y)
+        """Which rows of ``x`` (dense or CSR) train (a bool mask; None: all of them);
+        with ``add`` the set-aside ones enter the sample."""
+        keys = row_keys(x, y) if sp.issparse(x) else _dense_row_keys(x, y)
         held = keys < np.uint64(self.fraction * 2.0**64)  # fraction <= 0.5
         full = len(self.keys) == self.size
         if full:  # a key above the largest kept is not (and can never be) in the sample
@@ -830,7 +852,8 @@ class _ValidationRows:
             return None
         if add:
             rows = np.flatnonzero(held)
-            self._union(x[rows], y[rows], keys[rows], np.zeros(len(rows)), np.ones(len(rows)))
+            part = sp.csr_matrix(x[rows])
+            self._union(part, y[rows], keys[rows], np.zeros(len(rows)), np.ones(len(rows)))
         return ~held
 
     def _union(self, x, y, keys, base, added) -> None:
@@ -872,7 +895,7 @@ class _ValidationRows:
         x = self.features
         return {
             "validation_data": x.data,
-            "validation_indices": x.indices.astype(np.int64),
+            "validation_indices": x.indices.astype(np.int32),  # feature_dim < 2^31
             "validation_indptr": x.indptr.astype(np.int64),
             "validation_labels": self.labels,
             "validation_keys": self.keys,
@@ -1085,11 +1108,10 @@ class LinearLearnerState(TrainingState):
     def _set_aside(self, x: Any, y: np.ndarray) -> tuple[Any, np.ndarray]:
         """The rows to train on; those whose hash falls in the validation fraction go
         to the validation sample instead (never trained on, never in the scaler)."""
-        rows = x if sp.issparse(x) else sp.csr_matrix(x)
         # Rows are added in the first epoch and on new data (training resumed past the
         # configured epochs), never again when the same rows come round.
         add = self.epoch == 1 or self.epoch > self.config.epochs
-        train = self.validation.set_aside(rows, y, add)
+        train = self.validation.set_aside(x, y, add)
         if train is None:
             return x, y
         return _rows_where(x, train), y[train]
@@ -1359,6 +1381,8 @@ class LinearLearnerState(TrainingState):
         1 per row). Exact: every validation row, in float64."""
         cfg, m, k = self.config, self.m, self.k
         x = self.validation.features.astype(np.float64)
+        if 4 * x.nnz > x.shape[0] * x.shape[1]:  # dense rows: one BLAS product
+            x = x.toarray()
         y = self.validation.labels.astype(np.float64)
         count = self.validation.weights  # each row as many times as it was seen
         b = len(y)

@@ -828,3 +828,21 @@ def test_epochs_in_a_pipeline_select_on_validation_rows_and_stop_early(tmp_path,
     first_loss = _test_loss(first.derive(**by_loss), test_x, test_y)
     print(f"\nBeam, 8 epochs, stopped {state.stopped_epoch}: {loss:.4f}, epoch 1 {first_loss:.4f}")
     assert loss <= first_loss * 1.01
+
+
+def test_dense_rows_hash_as_their_csr_form(rng):
+    from beam_ml.nn.engine import row_keys
+
+    x = rng.normal(size=(400, 9))
+    x[x < 0.4] = 0.0
+    x[7] = 0.0  # an empty row
+    y = rng.random(400)
+    dense = linear_learner._dense_row_keys(x, y)
+    np.testing.assert_array_equal(dense, row_keys(sp.csr_matrix(x), y))
+    # So a dense block and its CSR form set aside the same validation rows.
+    config = _binary(epochs=2, validation_fraction=0.3, mini_batch_size=50)
+    labels = (y > 0.5).astype(float)
+    a = LinearLearnerState(config).update(Block(x, labels))
+    b = LinearLearnerState(config).update(Block(sp.csr_matrix(x), labels))
+    np.testing.assert_array_equal(a.validation.keys, b.validation.keys)
+    assert a.stepped + a.n_pending == b.stepped + b.n_pending == 400 - a.validation.n_rows
