@@ -1935,7 +1935,7 @@ class LinearLearnerState(TrainingState):
             "epochs_without_improvement": self.patience_wait,
             "stopped_after_epoch": self.stopped_epoch or None,
         }
-        out["epochs"] = self.epoch_report()
+        out["epoch_metrics"] = self.epoch_report()
         return out
 
     def progressive_accuracy(self) -> np.ndarray | None:

@@ -8,6 +8,7 @@ held-out data; merging four partial states within 1% of one state's log loss.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import reduce
 
 import apache_beam as beam
@@ -846,3 +847,34 @@ def test_dense_rows_hash_as_their_csr_form(rng):
     b = LinearLearnerState(config).update(Block(sp.csr_matrix(x), labels))
     np.testing.assert_array_equal(a.validation.keys, b.validation.keys)
     assert a.stepped + a.n_pending == b.stepped + b.n_pending == 400 - a.validation.n_rows
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        LinearLearnerConfig(predictor_type="multiclass_classifier", num_classes=3, epochs=3),
+        LinearLearnerConfig(predictor_type="regressor", loss="absolute_loss", epochs=3),
+        LinearLearnerConfig(predictor_type="regressor", epochs=3),  # exact path and packed
+        _binary(loss="hinge_loss", epochs=3, positive_example_weight_mult="balanced"),
+    ],
+    ids=["softmax", "absolute", "squared", "hinge"],
+)
+def test_every_loss_selects_on_validation_rows_after_epochs(rng, config):
+    config = dataclasses.replace(config, mini_batch_size=100)
+    x, w = rng.normal(size=(4000, 6)), rng.normal(size=(6, 3))
+    classes = np.argmax(x @ w + rng.gumbel(size=(4000, 3)), axis=1).astype(float)
+    y = {
+        "multiclass_classifier": classes,
+        "regressor": x @ w[:, 0] * 100 + 5 + rng.normal(size=4000),
+        "binary_classifier": (classes == 0).astype(float),
+    }[config.predictor_type]
+    state, _ = _epochs(config, x, y, 3, 1000)
+    packed = {"solver": "packed"} if config.predictor_type == "regressor" else {}
+    model = state.derive(**packed)
+    assert model.info["selected_on"] == "validation" and model.info["validation_rows"] > 300
+    losses = [e["validation_loss"] for e in state.epoch_report()]
+    assert losses[-1] < losses[0] and np.isfinite(losses).all()
+    again = LinearLearnerState.from_bytes(state.to_bytes())
+    assert again.derive(solver="packed").describe() == state.derive(solver="packed").describe()
+    if state.has_exact:  # wd 'auto' from the best packed model on the validation rows
+        assert state.derive().info["solver"] == "exact"
