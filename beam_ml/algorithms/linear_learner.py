@@ -1806,6 +1806,13 @@ class LinearLearnerState(TrainingState):
                 "validation",
             )
         if self.epoch > 1 and self.first_loss is not None:
+            _LOG.warning(
+                "linear_learner: no validation rows (validation_fraction=0): the models "
+                "after %d epochs are ranked on epoch 1's progressive loss and nothing "
+                "checks whether later epochs overfit (measured: worse than the base rate "
+                "on click-like rows); give validation_fraction > 0.",
+                self.epoch,
+            )
             losses = np.where(diverged, np.inf, self.first_loss)
             return losses, self.hist, weights, bias, epochs, "epoch-1 progressive"
         return self._candidate_losses(), self.hist, weights, bias, epochs, "progressive"
