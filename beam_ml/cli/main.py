@@ -552,20 +552,38 @@ def _emit(text: str) -> None:
 
 
 # --- running a pipeline ------------------------------------------------------------------
-_TEMPORARY: list[str] = []  # Beam's local folders of this command's pipelines
+_TEMPORARY: list[str] = []  # this command's temporary folders, removed on every exit
 
 
-def _pipeline(beam_args: list[str]) -> Any:
-    """A Beam pipeline whose local temporary folder goes on every exit: Beam makes it
-    when the pipeline is built and removes it only at the end of ``run``, so a signal
-    between the two left it in the temp folder."""
+def _pipeline(beam_args: list[str], kind: str = "run") -> tuple[Any, str]:
+    """A Beam pipeline and this command's temporary folder (``beam_ml_<kind>_pid<pid>_*``),
+    which holds Beam's own local folder too: both go on every exit, and when a ``kill -9``
+    skips that, the next command removes them (the pid in the name is gone). Beam makes
+    its folder when the pipeline is built and removes it only at the end of ``run``."""
     import apache_beam as beam
 
     from beam_ml.core.runner import pipeline_options
+    from beam_ml.io.pipes import temp_dir
 
-    p = beam.Pipeline(options=pipeline_options(beam_args))
-    _TEMPORARY.append(p.local_tempdir)
-    return p
+    scratch = temp_dir(kind)  # first removes the folders of killed runs
+    _TEMPORARY.append(scratch)
+    saved, tempfile.tempdir = tempfile.tempdir, scratch  # where Beam's mkdtemp goes
+    try:
+        return beam.Pipeline(options=pipeline_options(beam_args)), scratch
+    finally:
+        tempfile.tempdir = saved
+
+
+def _sweep_sink_leftovers(path: str) -> None:
+    """Remove the ``beam-temp-<name>-*`` folders that Beam's file sinks of earlier runs
+    into ``path`` left beside it when they were killed (a finished write removes its own):
+    called after this run's write of ``path`` finished. Local paths only."""
+    folder, name = os.path.split(os.path.abspath(path))
+    if "://" in path or not os.path.isdir(folder):
+        return
+    for entry in os.listdir(folder):
+        if entry.startswith(f"beam-temp-{name}-") and os.path.isdir(os.path.join(folder, entry)):
+            shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
 
 
 def _run(pipeline: Any) -> Any:
@@ -606,6 +624,7 @@ def _report_reading(result: Any, args: argparse.Namespace, seconds: float) -> in
         _LOG.warning("%s malformed records set aside in %s", f"{bad:,}", args._dead_path)
     elif os.path.exists(args._dead_path) and os.path.getsize(args._dead_path) == 0:
         os.remove(args._dead_path)
+    _sweep_sink_leftovers(args._dead_path)
     return rows
 
 
@@ -802,7 +821,7 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
         extra["source_positions"] = {f"{t}:{p}": o for (t, p), o in reader.end_offsets.items()}
 
     started = time.time()
-    p = _pipeline(beam_args)
+    p, _ = _pipeline(beam_args)
     blocks, _ = _read_blocks(p, args, args.output, reader)
     resumed = p | "Resume" >> ReadCheckpoint(args.resume) if args.resume else None
     (
@@ -900,7 +919,7 @@ def _cmd_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
         text_format = args._format
     sources = {"<stdin>": reader.spill_path} if isinstance(reader, ReadPipe) else {}
     started = time.time()
-    p = _pipeline(beam_args)
+    p, _ = _pipeline(beam_args)
     blocks, dead = _read_blocks(p, args, args.output, reader)
     if args.query is not None:
         dead = None  # a query's rows have no input lines: set-aside ones get none either
@@ -938,29 +957,28 @@ def _cmd_evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
     model = _load_model(args.model_dir)
     reader = _reader(args, model.n_features)
     started = time.time()
-    # Without --output the metrics go through a temporary folder, removed on every exit;
-    # the dead letters never do (default: ./evaluate.dead_letters.jsonl).
-    with tempfile.TemporaryDirectory(prefix="beam_ml_eval_", ignore_cleanup_errors=True) as tmp:
-        target = args.output or os.path.join(tmp, "metrics.json")
-        p = _pipeline(beam_args)
-        blocks, dead = _read_blocks(p, args, args.output or "evaluate", reader)
-        n_dead = (
-            dead | "CountDeadLetters" >> beam.combiners.Count.Globally()
-            if dead is not None
-            else p | "NoDeadLetters" >> beam.Create([0])
-        )
-        path = args._dead_path
-        (
-            blocks
-            | Evaluate(args.model_dir)
-            | "MetricsJson"
-            >> beam.Map(_with_dead_letters, n_dead=beam.pvalue.AsSingleton(n_dead), path=path)
-            | beam.io.WriteToText(target, num_shards=1, shard_name_template="")
-        )
-        result = _run(p)
-        _report_reading(result, args, time.time() - started)
-        with FileSystems.open(target) as handle:
-            _emit(handle.read().decode().strip())
+    # Without --output the metrics go through this command's temporary folder, removed on
+    # every exit; the dead letters never do (default: ./evaluate.dead_letters.jsonl).
+    p, scratch = _pipeline(beam_args, "eval")
+    target = args.output or os.path.join(scratch, "metrics.json")
+    blocks, dead = _read_blocks(p, args, args.output or "evaluate", reader)
+    n_dead = (
+        dead | "CountDeadLetters" >> beam.combiners.Count.Globally()
+        if dead is not None
+        else p | "NoDeadLetters" >> beam.Create([0])
+    )
+    path = args._dead_path
+    (
+        blocks
+        | Evaluate(args.model_dir)
+        | "MetricsJson"
+        >> beam.Map(_with_dead_letters, n_dead=beam.pvalue.AsSingleton(n_dead), path=path)
+        | beam.io.WriteToText(target, num_shards=1, shard_name_template="")
+    )
+    result = _run(p)
+    _report_reading(result, args, time.time() - started)
+    with FileSystems.open(target) as handle:
+        _emit(handle.read().decode().strip())
     return 0
 
 

@@ -201,3 +201,51 @@ def test_inspect_into_a_closed_pipe_exits_quietly(kmeans):
     child.stdout.close()  # the reader left before anything was written (`| head -0`)
     _, err = child.communicate(timeout=300)
     assert err.decode() == "" and child.returncode == 141  # as a tool killed by SIGPIPE
+
+
+def test_the_run_after_a_kill_9_removes_what_the_killed_run_left(kmeans, rng):
+    """Issue 22: after each kill -9 during train the temp folder kept Beam's
+    beam-pipeline-temp* folder and the output's parent a beam-temp-<dead letters>-*
+    folder. Both now live where the next run finds them and removes them."""
+    np.save(kmeans / "big.npy", rng.normal(size=(4_000_000, 8)).astype(np.float32))
+    tmp = kmeans / "tmp"
+    tmp.mkdir()
+    command = [sys.executable, "-m", "beam_ml.cli", "train", "kmeans", "--k", "4"]
+    child = subprocess.Popen(
+        [*command, "--input", "big.npy", "--output", "out"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(TMPDIR=str(tmp)),
+        cwd=kmeans,
+    )
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith("beam_ml_run_") for p in tmp.iterdir()):
+        assert child.poll() is None and time.monotonic() < deadline, "no run folder seen"
+        time.sleep(0.01)
+    time.sleep(0.3)  # the pipeline is built, and running
+    assert child.poll() is None
+    child.kill()
+    child.wait()
+    left = [p.name for p in tmp.iterdir()]
+    assert any(n.startswith("beam_ml_run_") for n in left), left  # what a kill -9 leaves
+    sink = kmeans / "beam-temp-out.dead_letters.jsonl-0123456789abcdef"
+    sink.mkdir()  # as Beam's dead-letter sink leaves it when killed mid-write
+    done = subprocess.run(
+        [
+            *command,
+            "--input",
+            "x.csv",
+            "--output",
+            "out2",
+            "--dead_letters",
+            "out.dead_letters.jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(TMPDIR=str(tmp)),
+        cwd=kmeans,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert list(tmp.iterdir()) == [] and not sink.exists()
+    assert len((kmeans / "out.dead_letters.jsonl").read_text().splitlines()) == 2
