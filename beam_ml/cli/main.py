@@ -21,7 +21,6 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
@@ -560,18 +559,13 @@ def _pipeline(beam_args: list[str], kind: str = "run") -> tuple[Any, str]:
     which holds Beam's own local folder too: both go on every exit, and when a ``kill -9``
     skips that, the next command removes them (the pid in the name is gone). Beam makes
     its folder when the pipeline is built and removes it only at the end of ``run``."""
-    import apache_beam as beam
 
     from beam_ml.core.runner import pipeline_options
-    from beam_ml.io.pipes import temp_dir
+    from beam_ml.io.pipes import pipeline_in, temp_dir
 
     scratch = temp_dir(kind)  # first removes the folders of killed runs
     _TEMPORARY.append(scratch)
-    saved, tempfile.tempdir = tempfile.tempdir, scratch  # where Beam's mkdtemp goes
-    try:
-        return beam.Pipeline(options=pipeline_options(beam_args)), scratch
-    finally:
-        tempfile.tempdir = saved
+    return pipeline_in(scratch, pipeline_options(beam_args)), scratch
 
 
 def _sweep_sink_leftovers(path: str) -> None:

@@ -93,6 +93,17 @@ def temp_dir(kind: str) -> str:
     return tempfile.mkdtemp(prefix=f"beam_ml_{kind}_pid{os.getpid()}_")
 
 
+def pipeline_in(folder: str, options: Any) -> beam.Pipeline:
+    """A Beam pipeline whose own local folder (``beam-pipeline-temp*``, made when it is
+    built and removed at the end of ``run``) goes inside ``folder``, a :func:`temp_dir`:
+    when a ``kill -9`` skips Beam's clean-up, the next run's sweep removes it too."""
+    saved, tempfile.tempdir = tempfile.tempdir, folder
+    try:
+        return beam.Pipeline(options=options)
+    finally:
+        tempfile.tempdir = saved
+
+
 def _spill(stream: BinaryIO, spill_dir: str | None, format: str) -> tuple[str, int]:
     """Copy ``stream`` to a new file in ``spill_dir`` (a local temporary folder, removed
     when this process exits, if None); returns (path, bytes copied)."""

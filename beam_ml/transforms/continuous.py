@@ -64,7 +64,7 @@ import apache_beam as beam
 
 from beam_ml.core.errors import BadInputError, NotEnoughDataError
 from beam_ml.core.state import TrainingState, config_from_dict, state_class_for
-from beam_ml.io.pipes import temp_dir
+from beam_ml.io.pipes import pipeline_in, temp_dir
 
 __all__ = ["Feed", "KafkaFeed", "PipeFeed", "PubSubFeed", "Take", "TrainContinuously"]
 
@@ -1144,7 +1144,7 @@ class TrainContinuously:
 
         dead_dir = temp_dir("dead")
         try:
-            p = beam.Pipeline(options=options)
+            p = pipeline_in(dead_dir, options)  # Beam's own folder goes with the letters
             blocks, dead = p | "Read" >> take.read
             _ = dead | "WriteDeadLetters" >> beam.ParDo(_WriteLines(dead_dir))
             resume = self.resumed and not self.window  # a window keeps each cycle's own state
