@@ -135,7 +135,7 @@ try:  # the C++ kernels behind scipy.sparse's products, without its per-call che
 except ImportError:  # pragma: no cover - a scipy that moved them: the public operators
     _sparsetools = None
 
-from beam_ml.core.block import Block, as_block
+from beam_ml.core.block import Block, as_block, origin_note
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.numerics import pairwise_mean
 from beam_ml.core.state import Model, TrainingState, register
@@ -464,17 +464,6 @@ class LinearLearnerConfig:
 
 
 # --- labels ------------------------------------------------------------------------------
-def _origin(block: Block) -> str:
-    """Where a block came from, for error messages ('' if unknown)."""
-    if block.origin is None:
-        return ""
-    file, offset = block.origin
-    return (
-        f" The block came from {file} and starts at offset {offset} (the byte offset of "
-        f"its first line in a text file, the index of its first row in .npy or Parquet)."
-    )
-
-
 def _labels(block: Block, config: LinearLearnerConfig, owner: str) -> np.ndarray:
     """The block's labels as float64, checked for the predictor type (binary -> 0/1).
 
@@ -482,7 +471,7 @@ def _labels(block: Block, config: LinearLearnerConfig, owner: str) -> np.ndarray
     its value, the labels the predictor type accepts, how many of the block's labels are bad
     and the block's origin (file and offset), so the record can be found in the input.
     """
-    where = _origin(block)
+    where = origin_note(block)
     if block.labels is None:
         raise BadInputError(
             f"{owner} needs labels: give blocks as Block(features, labels) (readers: "
