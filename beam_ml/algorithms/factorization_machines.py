@@ -436,8 +436,10 @@ class FactorizationMachinesState(TrainingState):
     n_rows : int
         Rows folded in since the start point.
     pv : ndarray of shape (3,), float64
-        Progressive validation over the rows scored before their step: rows, summed loss
-        (log loss or squared error), correct predictions at 0.5 (classifier).
+        Progressive validation over the rows scored before their step, on first sight
+        only (the first of ``epochs`` passes, issue 24: later passes score rows the model
+        has learnt, which flattered an overfit model's loss and threshold): rows, summed
+        loss (log loss or squared error), correct predictions at 0.5 (classifier).
     pv_hist : ndarray of shape (2, 400), float64, or None
         Classifier: the pre-step scores of negatives (row 0) and positives (row 1),
         binned by logit in [-10, 10].
@@ -538,11 +540,20 @@ class FactorizationMachinesState(TrainingState):
         self.n_rows += rows
         return self
 
+    @property
+    def _first_sight(self) -> bool:
+        """Whether this pass's rows are new to the parameters: the first of ``epochs``
+        passes over the same data, or the first pass over new data (training continued).
+        Only then is a row's score before its step an honest out-of-sample score."""
+        return self.epoch % self.config.epochs == 0
+
     def _train(self, trainer: Any, batches: list[tuple[Any, np.ndarray]]) -> None:
+        first_sight = self._first_sight
         for features, labels in batches:
             self.steps += 1
             _, _, _, scores = trainer.step(self.table, self.bias, features, labels, self.steps)
-            self._progressive_validation(scores, labels)
+            if first_sight:
+                self._progressive_validation(scores, labels)
 
     def _progressive_validation(self, scores: np.ndarray, labels: np.ndarray) -> None:
         scores = scores.astype(np.float64)
@@ -592,9 +603,10 @@ class FactorizationMachinesState(TrainingState):
         merged.steps = max(self.steps, other.steps)
         merged.sample = self.sample.merged(other.sample)
         merged.n_rows += other.n_rows
-        merged.pv += other.pv
-        if merged.pv_hist is not None:
-            merged.pv_hist += other.pv_hist
+        if self._first_sight:  # later passes' replicas carry their start's, the same
+            merged.pv += other.pv
+            if merged.pv_hist is not None:
+                merged.pv_hist += other.pv_hist
         if other.pending.n_rows:
             batches = merged.pending.feed(other.pending.features, other.pending.labels)
             if batches:
@@ -631,9 +643,10 @@ class FactorizationMachinesState(TrainingState):
         if out.table is not None:
             out.table, out.bias = out.table.restarted(), out.bias.restarted()
         out.sample = out.sample.restarted()
-        out.pv = np.zeros(3)
-        if out.pv_hist is not None:
-            out.pv_hist = np.zeros_like(out.pv_hist)
+        if out._first_sight:  # new data: its own progressive validation (followed_by adds)
+            out.pv = np.zeros(3)
+            if out.pv_hist is not None:
+                out.pv_hist = np.zeros_like(out.pv_hist)
         return out
 
     FINISHES_ROUNDS = True
@@ -746,8 +759,9 @@ class FactorizationMachinesState(TrainingState):
         ----------
         binary_classifier_model_selection_criteria : {'loss_function', 'accuracy', 'f_beta', 'precision_at_target_recall', 'recall_at_target_precision'}
             Classifier: the decision threshold maximizing this on the progressive
-            validation scores (each training row scored before its step, as the linear
-            learner); 'loss_function' keeps probability 0.5 (SageMaker FM's).
+            validation scores (each training row scored before its step, on its first
+            sight only: the first of ``epochs`` passes); 'loss_function' keeps
+            probability 0.5 (SageMaker FM's).
         target_recall : float
             The recall precision_at_target_recall must reach.
         target_precision : float

@@ -444,6 +444,33 @@ def test_bad_input_raises_and_changes_nothing(rng):
     assert minus.to_bytes() == zero.to_bytes()
 
 
+def test_progressive_validation_counts_rows_on_first_sight_only(rng):
+    """Issue 24: from the second pass on, a row's score before its step is of a row the
+    model has learnt, which flatters an overfit model's loss and threshold. Only the first
+    of ``epochs`` passes (and the first pass over new data) counts; replicas of a later
+    pass carry their start's record and merge to it, not to its multiple."""
+    x = sp.random(4000, 40, density=0.1, format="csr", random_state=3, dtype=np.float32)
+    y = (rng.random(4000) < 0.4).astype(float)
+    config = FactorizationMachinesConfig(
+        feature_dim=40, num_factors=4, predictor_type="binary_classifier", epochs=3,
+        factors_lr=0.05, linear_lr=0.05, merge_holdout=0.0,
+    )  # fmt: skip
+    first = _fit(config, x, y, epochs=1).continued()  # the first pass, its rows all trained
+    three = _fit(config, x, y, epochs=3)  # its first pass trained when epoch 2 began
+    assert first.pv[0] == three.pv[0] == 4000
+    np.testing.assert_array_equal(three.pv_hist, first.pv_hist)
+    start = three.continued()  # epoch index 3: new data for a 3-epoch config
+    assert start.pv[0] == 0
+    later = [_fit(config, x[a : a + 2000], y[a : a + 2000], state=start._copy()) for a in (0, 2000)]
+    resumed = three.followed_by(later[0].merge(later[1]).continued())
+    assert resumed.pv[0] == 8000  # the old rows, and the new ones on their first sight
+    # Epoch 2's replicas (not first sight) merge to their start's record.
+    halves = [
+        _fit(config, x[a : a + 2000], y[a : a + 2000], state=first._copy()) for a in (0, 2000)
+    ]
+    np.testing.assert_array_equal(halves[0].merge(halves[1]).pv, first.pv)
+
+
 def test_merges_need_the_same_start_point(rng):
     config = FactorizationMachinesConfig(
         feature_dim=4, num_factors=2, predictor_type="regressor", mini_batch_size=10
