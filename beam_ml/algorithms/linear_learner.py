@@ -130,14 +130,10 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-try:  # the C++ kernels behind scipy.sparse's products, without its per-call checks
-    from scipy.sparse import _sparsetools
-except ImportError:  # pragma: no cover - a scipy that moved them: the public operators
-    _sparsetools = None
-
 from beam_ml.core.block import Block, as_block, origin_note
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.numerics import pairwise_mean
+from beam_ml.core.sparse import csr_times, csr_transpose_times
 from beam_ml.core.state import Model, TrainingState, register
 from beam_ml.core.validation import check_bool, check_choice, check_int
 from beam_ml.nn.engine import _mix64, row_keys
@@ -661,49 +657,19 @@ def _merge_moments(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     return n, mean, m2_a + m2_b + weight * delta * delta
 
 
-def _direct_csr(x: Any, dense: np.ndarray) -> bool:
-    """Whether ``x`` (CSR) times ``dense`` can call scipy's kernel directly."""
-    return (
-        _sparsetools is not None
-        and sp.isspmatrix_csr(x)
-        and x.data.dtype == dense.dtype
-        and dense.dtype in (np.float32, np.float64)
-        and x.indices.dtype == x.indptr.dtype
-        and dense.flags.c_contiguous
-    )
-
-
 def _times(x: Any, w: np.ndarray) -> np.ndarray:
-    """``x @ w`` for a dense or CSR mini-batch ``x`` (b, d) and dense ``w`` (d, c).
-
-    For CSR, scipy's ``csr_matvecs`` kernel is called as ``x @ w`` would call it (same
-    arithmetic), without the per-call format checks and wrappers that cost as much as
-    the product on a 1,000-row mini-batch.
-    """
-    if not sp.issparse(x):
-        return x @ w
-    if not _direct_csr(x, w):
-        return np.asarray(x @ w)
-    b, d = x.shape
-    out = np.zeros((b, w.shape[1]), dtype=w.dtype)
-    _sparsetools.csr_matvecs(b, d, w.shape[1], x.indptr, x.indices, x.data, w.ravel(), out.ravel())
-    return out
+    """``x @ w`` for a dense or CSR mini-batch ``x`` (b, d) and dense ``w`` (d, c); CSR
+    through scipy's kernel without its per-call checks (:mod:`beam_ml.core.sparse`)."""
+    if not sp.isspmatrix_csr(x):
+        return x @ w if not sp.issparse(x) else np.asarray(x @ w)
+    return csr_times(x.data, x.indices, x.indptr, x.shape[1], w)
 
 
 def _transpose_times(x: Any, g: np.ndarray) -> np.ndarray:
-    """``x.T @ g`` for a dense or CSR ``x`` (b, d) and dense ``g`` (b, c): (d, c).
-
-    For CSR, ``x.T`` is the CSC matrix on the same arrays, so this is the ``csc_matvecs``
-    call of ``x.T @ g``, minus the wrappers.
-    """
-    if not sp.issparse(x):
-        return x.T @ g
-    if not _direct_csr(x, g):
-        return np.asarray(x.T @ g)
-    b, d = x.shape
-    out = np.zeros((d, g.shape[1]), dtype=g.dtype)
-    _sparsetools.csc_matvecs(d, b, g.shape[1], x.indptr, x.indices, x.data, g.ravel(), out.ravel())
-    return out
+    """``x.T @ g`` for a dense or CSR ``x`` (b, d) and dense ``g`` (b, c): (d, c)."""
+    if not sp.isspmatrix_csr(x):
+        return x.T @ g if not sp.issparse(x) else np.asarray(x.T @ g)
+    return csr_transpose_times(x.data, x.indices, x.indptr, x.shape[1], g)
 
 
 def _rows(x: Any, start: int, stop: int, copy: bool = False) -> Any:

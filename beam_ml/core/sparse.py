@@ -22,6 +22,7 @@ __all__ = ["csr_times", "csr_transpose_times"]
 def _kernel_fits(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, w: np.ndarray) -> bool:
     return (
         _sparsetools is not None
+        and w.dtype in (np.float32, np.float64)
         and data.dtype == w.dtype
         and indices.dtype == indptr.dtype
         and w.flags.c_contiguous
