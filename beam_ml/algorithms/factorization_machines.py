@@ -79,6 +79,19 @@ import numpy as np
 import scipy.sparse as sp
 
 from beam_ml.core.block import Block, as_block, origin_note
+from beam_ml.core.classification import (
+    CRITERIA,
+    auc_from_sums,
+    auc_sums,
+    best_thresholds,
+    binary_labels,
+    block_labels,
+    label_error,
+    log_loss,
+    logit_bins,
+    logit_edge,
+    sigmoid,
+)
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.state import Model, TrainingState, register
 from beam_ml.core.validation import check_choice, check_int
@@ -102,19 +115,8 @@ __all__ = [
 
 _PREDICTORS = ("binary_classifier", "regressor")
 _SLOT_NAMES = {"adam": ("mean", "var"), "adagrad": ("history",), "sgd": ()}
-_CRITERIA = (
-    "loss_function",
-    "accuracy",
-    "f_beta",
-    "precision_at_target_recall",
-    "recall_at_target_precision",
-)
-# Score histograms over the logit: progressive validation (threshold choice) and AUC.
-_LOGIT_RANGE = 10.0
-_PV_BINS = 400
-# 2^16 bins of 0.0003 in logit: a weak model's scores crowd into a narrow band, where
-# 1,000 bins tied most pairs (AUC 0.554 for an exact 0.570, issue 24).
-_AUC_BINS = 65536
+_CRITERIA = ("loss_function", *CRITERIA)
+_PV_BINS = 400  # progressive validation's logit histogram (threshold choice)
 _STREAM = {"bias": 0, "linear": 1, "factors": 2}
 # The step scales a round's merge tries (finish_round): 0 the average, 1 the sum. Factors
 # grown from a small initialization grow multiplicatively (each one's gradient scales with
@@ -348,32 +350,21 @@ class FactorizationMachinesConfig:
 def _labels(block: Block, classifier: bool, owner: str) -> np.ndarray:
     """float32 labels of a validated block: 0/1 for a classifier. Errors end with the
     block's file and offset, so the record can be found in the input."""
-    where = origin_note(block)
-    if block.labels is None:
-        raise BadInputError(
-            f"{owner} trains on labelled rows; the block has no labels (read LIBSVM, or give "
-            "CSV/JSON input a --label_column)." + where
-        )
-    try:
-        labels = np.asarray(block.labels, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise BadInputError(f"{owner} expects numeric labels." + where) from None
-    bad = np.flatnonzero(~np.isfinite(labels))
-    if bad.size:
-        raise BadInputError(
-            f"{owner} expects finite labels; the label of row {bad[0]} is {labels[bad[0]]} "
-            "(rows are numbered from 0 within the block)." + where
-        )
-    if not classifier:
+    if classifier:
+        labels = binary_labels(block, owner, _BAD_LABEL, _NONFINITE_LABEL, one_convention=True)
         return labels.astype(np.float32)
-    seen = set(np.unique(labels).tolist())
-    if not seen <= {-1.0, 0.0, 1.0} or {-1.0, 0.0} <= seen:
-        shown = ", ".join(f"{v:g}" for v in sorted(seen)[:6])
-        raise BadInputError(
-            f"{owner} with predictor_type='binary_classifier' expects labels 0 and 1 "
-            f"(or -1 and +1); the block has labels {shown}." + where
-        )
-    return (labels > 0).astype(np.float32)
+    labels = block_labels(block, owner)
+    bad = ~np.isfinite(labels)
+    if bad.any():
+        raise label_error(owner, labels, bad, _NONFINITE_LABEL, origin_note(block))
+    return labels.astype(np.float32)
+
+
+_NONFINITE_LABEL = "{owner} expects finite labels; the label of row {row} is {value}."
+_BAD_LABEL = (
+    "{owner} with predictor_type='binary_classifier' expects labels 0 and 1 (or -1 and +1, "
+    "not -1 with 0); the label of row {row} is {value} and the block has labels {labels}."
+)
 
 
 def _csr(features: Any, owner: str) -> sp.csr_matrix:
@@ -391,28 +382,6 @@ def _csr(features: Any, owner: str) -> sp.csr_matrix:
             )
         return x
     return sp.csr_matrix(np.asarray(features, dtype=np.float32))
-
-
-def _binned(sums: dict[str, float], prefix: str) -> np.ndarray:
-    """The counts per AUC bin kept in ``sums`` as ``<prefix><bin>`` (non-empty bins only)."""
-    counts = np.zeros(_AUC_BINS)
-    for name, value in sums.items():
-        if name.startswith(prefix):
-            counts[int(name[len(prefix) :])] += value
-    return counts
-
-
-def _logit_bins(scores: np.ndarray, bins: int) -> np.ndarray:
-    width = 2 * _LOGIT_RANGE / bins
-    return np.clip(((scores + _LOGIT_RANGE) / width).astype(np.int64), 0, bins - 1)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow for large |z|
-
-
-def _log_loss(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return np.maximum(scores, 0) - scores * labels + np.log1p(np.exp(-np.abs(scores)))
 
 
 @register
@@ -559,9 +528,9 @@ class FactorizationMachinesState(TrainingState):
         scores = scores.astype(np.float64)
         self.pv[0] += scores.shape[0]
         if self.config.classifier:
-            self.pv[1] += float(_log_loss(scores, labels).sum())
+            self.pv[1] += float(log_loss(scores, labels).sum())
             self.pv[2] += float(((scores >= 0) == (labels > 0)).sum())
-            np.add.at(self.pv_hist, (labels.astype(np.int64), _logit_bins(scores, _PV_BINS)), 1)
+            np.add.at(self.pv_hist, (labels.astype(np.int64), logit_bins(scores, _PV_BINS)), 1)
         else:
             self.pv[1] += float(np.square(scores - labels).sum())
 
@@ -700,7 +669,7 @@ class FactorizationMachinesState(TrainingState):
                 rows, bias + t_linear * bias_extra, params[:, 0], v, np.einsum("ij,ij->i", v, v)
             )
             if self.config.classifier:
-                return _log_loss(scores, labels)
+                return log_loss(scores, labels)
             return np.square(scores - labels)
 
         base = losses(0.0, 0.0)
@@ -823,29 +792,14 @@ class FactorizationMachinesState(TrainingState):
         """The probability threshold maximizing ``criterion`` on the progressive scores."""
         if criterion == "loss_function" or self.pv_hist is None or self.pv[0] == 0:
             return 0.5
-        negatives, positives = self.pv_hist
-        # Predicting 1 from bin k upwards (k = bins: never): counts at every threshold.
-        tp = np.append(np.cumsum(positives[::-1])[::-1], 0.0)
-        fp = np.append(np.cumsum(negatives[::-1])[::-1], 0.0)
-        n_pos, n_neg = positives.sum(), negatives.sum()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            recall = tp / n_pos if n_pos else np.zeros_like(tp)
-            precision = np.where(tp + fp > 0, tp / (tp + fp), 1.0)
-            if criterion == "accuracy":
-                value = (tp + n_neg - fp) / (n_pos + n_neg)
-            elif criterion == "f_beta":
-                b2 = beta * beta
-                denominator = (1 + b2) * tp + b2 * (n_pos - tp) + fp
-                value = np.where(denominator > 0, (1 + b2) * tp / denominator, 0.0)
-            elif criterion == "precision_at_target_recall":
-                value = np.where(recall >= target_recall, precision, -np.inf)
-            else:  # recall_at_target_precision
-                value = np.where(precision >= target_precision, recall, -np.inf)
-        if not np.isfinite(value).any():
+        values, best = best_thresholds(
+            self.pv_hist[None], criterion, target_recall, target_precision, beta
+        )
+        if not np.isfinite(values[0]):
             return 0.5  # no threshold reaches the target
-        best = len(value) - 1 - int(np.argmax(value[::-1]))  # ties: the largest threshold
-        logit = -_LOGIT_RANGE + best * 2 * _LOGIT_RANGE / _PV_BINS
-        return float(_sigmoid(np.array(logit))) if best < _PV_BINS else 1.0
+        # Predicting 1 from bin k upwards (k = bins: never).
+        logit = logit_edge(int(best[0]), _PV_BINS)
+        return float(sigmoid(np.array(logit))) if best[0] < _PV_BINS else 1.0
 
     # --- serialization -------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -977,7 +931,7 @@ class FactorizationMachinesModel(Model):
         scores = self.scores(self._check(block).features)
         if not self.classifier:
             return scores[:, None]
-        probability = _sigmoid(scores)
+        probability = sigmoid(scores)
         return np.column_stack([probability, (probability >= self.threshold).astype(np.float64)])
 
     def metric_sums(self, block: Any) -> dict[str, float]:
@@ -994,19 +948,16 @@ class FactorizationMachinesModel(Model):
                 sum_shifted_label_squared=float(np.square(shifted).sum()),
             )
             return sums
-        predicted = _sigmoid(scores) >= self.threshold
+        predicted = sigmoid(scores) >= self.threshold
         positive = labels > 0
         sums.update(
-            sum_log_loss=float(_log_loss(scores, labels).sum()),
+            sum_log_loss=float(log_loss(scores, labels).sum()),
             true_positives=float((predicted & positive).sum()),
             false_positives=float((predicted & ~positive).sum()),
             false_negatives=float((~predicted & positive).sum()),
             true_negatives=float((~predicted & ~positive).sum()),
         )
-        bins = _logit_bins(scores, _AUC_BINS)
-        for name, mask in (("pos", positive), ("neg", ~positive)):
-            counts = np.bincount(bins[mask], minlength=_AUC_BINS)
-            sums.update({f"auc_{name}_{b:05d}": float(counts[b]) for b in np.flatnonzero(counts)})
+        sums.update(auc_sums(scores, positive))
         return sums
 
     def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
@@ -1029,10 +980,6 @@ class FactorizationMachinesModel(Model):
         tp, fp = sums["true_positives"], sums["false_positives"]
         fn, tn = sums["false_negatives"], sums["true_negatives"]
         b2 = self.f_beta**2
-        pos = _binned(sums, "auc_pos_")
-        neg = _binned(sums, "auc_neg_")
-        below = np.cumsum(neg) - neg  # negatives in lower bins; ties count one half
-        pairs = pos.sum() * neg.sum()
         return {
             "n_rows": n,
             "binary_classification_accuracy": (tp + tn) / n if n else nan,
@@ -1040,7 +987,7 @@ class FactorizationMachinesModel(Model):
             "binary_f_beta": (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp) if tp else 0.0,
             "precision": tp / (tp + fp) if tp + fp else nan,
             "recall": tp / (tp + fn) if tp + fn else nan,
-            "roc_auc_score": float((pos * (below + 0.5 * neg)).sum() / pairs) if pairs else nan,
+            "roc_auc_score": auc_from_sums(sums),
         }
 
     def recommend(
@@ -1102,7 +1049,7 @@ class FactorizationMachinesModel(Model):
         count = min(count, int(np.isfinite(scores).sum()))
         top = np.argpartition(-scores, count - 1)[:count] if count else np.zeros(0, np.int64)
         top = top[np.argsort(-scores[top], kind="stable")]
-        values = _sigmoid(scores[top]) if self.classifier else scores[top]
+        values = sigmoid(scores[top]) if self.classifier else scores[top]
         return top.astype(np.int64), values
 
     def describe(self) -> dict[str, Any]:

@@ -131,7 +131,18 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from beam_ml.core.block import Block, as_block, origin_note
-from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
+from beam_ml.core.classification import (
+    CRITERIA,
+    auc_from_sums,
+    auc_sums,
+    best_thresholds,
+    binary_labels,
+    block_labels,
+    label_error,
+    log_loss,
+    sigmoid,
+)
+from beam_ml.core.errors import IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.numerics import pairwise_mean
 from beam_ml.core.sparse import csr_times, csr_transpose_times
 from beam_ml.core.state import Model, TrainingState, register
@@ -161,13 +172,7 @@ _DEFAULT_LOSS = {
     "multiclass_classifier": "softmax_loss",
 }
 _OPTIMIZERS = ("auto", "sgd", "adam", "rmsprop")
-_CRITERIA = (
-    "accuracy",
-    "f_beta",
-    "precision_at_target_recall",
-    "recall_at_target_precision",
-    "loss_function",
-)
+_CRITERIA = (*CRITERIA, "loss_function")
 _SOLVERS = ("auto", "exact", "packed")
 
 #: Above this many features the exact path's (d+1) x (d+1) float64 matrix (512 MiB at
@@ -467,22 +472,12 @@ def _labels(block: Block, config: LinearLearnerConfig, owner: str) -> np.ndarray
     its value, the labels the predictor type accepts, how many of the block's labels are bad
     and the block's origin (file and offset), so the record can be found in the input.
     """
-    where = origin_note(block)
-    if block.labels is None:
-        raise BadInputError(
-            f"{owner} needs labels: give blocks as Block(features, labels) (readers: "
-            f"label_column=..., LIBSVM files carry them)." + where
-        )
-    try:
-        labels = np.asarray(block.labels, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise BadInputError(f"{owner} expects numeric labels." + where) from None
-    bad = ~np.isfinite(labels)
     kind = config.predictor_type
     if kind == "binary_classifier":
-        bad |= (labels != 0) & (labels != 1) & (labels != -1)
-        need = "0 or 1 (or -1/+1) for a binary_classifier"
-    elif kind == "multiclass_classifier":
+        return binary_labels(block, owner)
+    labels = block_labels(block, owner)
+    bad = ~np.isfinite(labels)
+    if kind == "multiclass_classifier":
         bad |= (labels < 0) | (labels >= config.num_classes) | (labels != np.round(labels))
         need = (
             f"an integer in [0, {config.num_classes - 1}] for a multiclass_classifier with "
@@ -491,16 +486,9 @@ def _labels(block: Block, config: LinearLearnerConfig, owner: str) -> np.ndarray
     else:
         need = "a finite number for a regressor"
     if bad.any():
-        rows = np.flatnonzero(bad)
-        row = int(rows[0])
-        values = np.unique(labels[rows][:1000].astype(str))
-        shown = ", ".join(values[:5].tolist()) + (", ..." if len(values) > 5 else "")
-        raise BadInputError(
-            f"{owner}: the label at row {row} is {float(labels[row])!r}; it must be {need}. "
-            f"{len(rows)} of the block's {len(labels)} labels are bad (rows are numbered "
-            f"from 0 within the block; bad values: {shown})." + where
-        )
-    return (labels > 0).astype(np.float64) if kind == "binary_classifier" else labels
+        lead = "{owner}: the label at row {row} is {value}; it must be " + need + "."
+        raise label_error(owner, labels, bad, lead, origin_note(block))
+    return labels
 
 
 # --- losses ------------------------------------------------------------------------------
@@ -510,14 +498,9 @@ def _pointwise(
     """Loss (and its derivative in the score) for scores ``s`` (rows, c) and targets
     ``y`` (rows, 1) in training units (binary targets 0/1)."""
     if loss == "logistic":
-        # log(1 + e^s) - y s, stably; the sigmoid through tanh (numpy's vectorized
-        # exp/log1p/tanh are several times faster than logaddexp or a where()).
-        value = np.abs(s)
-        np.negative(value, out=value)
-        np.exp(value, out=value)
-        np.log1p(value, out=value)
-        value += np.maximum(s, 0)
-        value -= y * s
+        # The sigmoid through tanh (numpy's vectorized tanh is several times faster
+        # than a where()).
+        value = log_loss(s, y)
         if not grad:
             return value, None
         p = np.tanh(0.5 * s)
@@ -1782,7 +1765,7 @@ class LinearLearnerState(TrainingState):
             j = check_int(model_index, "model_index", "LinearLearnerState.derive", 0, m - 1)
             version = m + j
         elif self._binary and criterion != "loss_function":
-            values, best_k = _threshold_criteria(
+            values, best_k = best_thresholds(
                 hist, criterion, target_recall, target_precision, f_beta
             )
             values = np.where(np.isfinite(losses), values, -np.inf)
@@ -2040,36 +2023,6 @@ def _ridge(gram: np.ndarray, cross: np.ndarray, wd: float) -> np.ndarray:
         return np.linalg.lstsq(system, cross, rcond=None)[0]
 
 
-def _threshold_criteria(hist, criterion, target_recall, target_precision, f_beta):
-    """Per candidate: the best value of ``criterion`` over all thresholds, and the
-    threshold index achieving it (the histogram edge; predict positive iff bin >= k).
-
-    ``hist`` (c, 2, bins): negatives then positives. All candidates and thresholds at
-    once: (c, bins + 1) arrays of true/false positives from reversed cumulative sums.
-    """
-    neg, pos = hist[:, 0], hist[:, 1]
-    zeros = np.zeros((len(hist), 1))
-    tp = np.concatenate([np.cumsum(pos[:, ::-1], axis=1)[:, ::-1], zeros], axis=1)
-    fp = np.concatenate([np.cumsum(neg[:, ::-1], axis=1)[:, ::-1], zeros], axis=1)
-    n_pos, n_neg = pos.sum(axis=1, keepdims=True), neg.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(n_pos > 0, tp / n_pos, 0.0)
-        precision = np.where(tp + fp > 0, tp / (tp + fp), 1.0)
-        if criterion == "accuracy":
-            value = (tp + n_neg - fp) / np.maximum(n_pos + n_neg, 1e-300)
-        elif criterion == "f_beta":
-            b2 = f_beta * f_beta
-            denom = (1 + b2) * tp + b2 * (n_pos - tp) + fp
-            value = np.where(denom > 0, (1 + b2) * tp / denom, 0.0)
-        elif criterion == "precision_at_target_recall":
-            value = np.where(recall >= target_recall, precision, -np.inf)
-        else:  # recall_at_target_precision
-            value = np.where(precision >= target_precision, recall, -np.inf)
-    # Ties: the largest threshold (fewest positives) among the best.
-    best_k = value.shape[1] - 1 - np.argmax(value[:, ::-1], axis=1)
-    return value[np.arange(len(value)), best_k], best_k
-
-
 def _bin_counts(scores: np.ndarray, y: np.ndarray, weights: Any = None) -> np.ndarray:
     """Per column of ``scores`` (b, c): histograms of the scores of negatives and
     positives (0/1 ``y``), shape (c, 2, bins); each row counts ``weights`` (b,) times."""
@@ -2089,11 +2042,6 @@ def _bin_counts(scores: np.ndarray, y: np.ndarray, weights: Any = None) -> np.nd
 
 def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
-
-
-def _sigmoid(s: np.ndarray) -> np.ndarray:
-    e = np.exp(-np.abs(s))
-    return np.where(s >= 0, 1.0, e) / (1.0 + e)
 
 
 class LinearLearnerModel(Model):
@@ -2141,7 +2089,6 @@ class LinearLearnerModel(Model):
         ),
     }
     METRICS = tuple(dict.fromkeys(m for ms in _METRICS_BY_TYPE.values() for m in ms))
-    _AUC_BINS = 256  # roc_auc_score from binned scores (additive over blocks)
     _TOP_K = 3
 
     def __init__(
@@ -2195,7 +2142,7 @@ class LinearLearnerModel(Model):
         if self.predictor_type == "regressor":
             return s
         if self.predictor_type == "binary_classifier":
-            score = _sigmoid(s[:, 0]) if self.loss == "logistic" else s[:, 0]
+            score = sigmoid(s[:, 0]) if self.loss == "logistic" else s[:, 0]
             return np.column_stack([score, (s[:, 0] >= self.threshold).astype(np.float64)])
         probs = _softmax(s)
         return np.column_stack([np.argmax(s, axis=1).astype(np.float64), probs])
@@ -2236,12 +2183,7 @@ class LinearLearnerModel(Model):
             )
             if self.loss == "logistic":
                 sums["sum_cross_entropy"] = sums["sum_objective"]
-            # A logistic transform maps any score range into (0, 1) for the AUC bins.
-            unit = _sigmoid(s[:, 0] if self.loss == "logistic" else 2.0 * s[:, 0])
-            bins = np.minimum((unit * self._AUC_BINS).astype(np.int64), self._AUC_BINS - 1)
-            for label, name in ((1, "auc_pos_"), (0, "auc_neg_")):
-                counts = np.bincount(bins[y == label], minlength=self._AUC_BINS)
-                sums.update({f"{name}{i}": float(c) for i, c in enumerate(counts) if c})
+            sums.update(auc_sums(s[:, 0], positive))  # the logit, or hinge_loss's margin
         else:
             cls = y.astype(np.int64)
             value, _, correct = _softmax_loss(s[:, None, :], cls, False)
@@ -2265,7 +2207,8 @@ class LinearLearnerModel(Model):
     def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
         """SageMaker's metric names. ``objective_loss`` is the mean training loss on the
         original label scale (``squared_loss`` is half the squared error);
-        ``roc_auc_score`` is computed from 256 score bins (ties within a bin count half)."""
+        ``roc_auc_score`` is computed from 2^16 bins of the score (logit or margin) over
+        [-10, 10] (ties within a bin count half)."""
         n = sums.get("n_rows", 0.0)
         nan = float("nan")
         out: dict[str, float] = {"n_rows": n}
@@ -2293,7 +2236,7 @@ class LinearLearnerModel(Model):
                 precision=precision,
                 recall=recall,
                 binary_f_beta=(1 + b2) * tp / denom if denom else nan,
-                roc_auc_score=self._auc(sums),
+                roc_auc_score=auc_from_sums(sums),
             )
             if "sum_cross_entropy" in sums:
                 out["binary_classification_cross_entropy"] = sums["sum_cross_entropy"] / n
@@ -2319,15 +2262,6 @@ class LinearLearnerModel(Model):
         )
         return out
 
-    def _auc(self, sums: dict[str, float]) -> float:
-        bins = self._AUC_BINS
-        pos = np.array([sums.get(f"auc_pos_{i}", 0.0) for i in range(bins)])
-        neg = np.array([sums.get(f"auc_neg_{i}", 0.0) for i in range(bins)])
-        if not pos.sum() or not neg.sum():
-            return float("nan")
-        below = np.cumsum(neg) - neg  # negatives in lower bins
-        return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
-
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "predictor_type": self.predictor_type,
@@ -2338,7 +2272,7 @@ class LinearLearnerModel(Model):
         if self.predictor_type == "binary_classifier":
             out["threshold_score"] = self.threshold
             if self.loss == "logistic":
-                out["threshold_probability"] = float(_sigmoid(np.array([self.threshold]))[0])
+                out["threshold_probability"] = float(sigmoid(np.array([self.threshold]))[0])
         return out
 
     def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
