@@ -315,6 +315,15 @@ def _bad(source: str, record_id: Any, value: Any, reason: str) -> dict[str, Any]
     return record
 
 
+def _no_record(value: bytes, format: str) -> bool:
+    """Whether a stream value holds no record: blank, or (LIBSVM) only a comment. The
+    same rule as :func:`formats.count_records`, whose general path costs ~5 us a value:
+    a tenth of a continuous-training cycle at 10,000 records."""
+    if not value.strip():
+        return True
+    return format == "libsvm" and b"#" in value and not formats.count_records(value, format)
+
+
 def decode_records(
     spec: RecordSpec, source: str, ids: Sequence[Any], values: Sequence[bytes | None]
 ) -> tuple[Block | None, list[dict[str, Any]]]:
@@ -350,7 +359,7 @@ def decode_records(
     for i, value in enumerate(values):
         if isinstance(value, str):
             value = value.encode()
-        if value is None or not formats.count_records(bytes(value), spec.format):
+        if value is None or _no_record(bytes(value), spec.format):
             # blank, or (LIBSVM) only a comment: a record with no row in it
             reason = "empty record value" + (" (only a comment)" if value and b"#" in value else "")
             bad.append((i, _bad(source, ids[i], value or b"", reason)))
