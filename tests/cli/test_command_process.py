@@ -52,6 +52,23 @@ def _beam_ml(*args, cwd: Path, env: dict[str, str] | None = None) -> subprocess.
     return done
 
 
+def _running(args: list, cwd: Path, tmp: Path, prefix: str) -> subprocess.Popen:
+    """``beam-ml ARGS`` started with TMPDIR=tmp, returned once its temporary folder
+    (``prefix*``) exists; its standard error is a pipe."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "beam_ml.cli", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=_env(TMPDIR=str(tmp)),
+        cwd=cwd,
+    )
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(prefix) for p in tmp.iterdir()):
+        assert child.poll() is None and time.monotonic() < deadline, f"no {prefix}* folder seen"
+        time.sleep(0.01)
+    return child
+
+
 @pytest.fixture
 def kmeans(tmp_path, rng):
     """A K-Means state and a CSV of 300 rows with two malformed lines (lines 11, 201)."""
@@ -137,17 +154,9 @@ def test_evaluate_stopped_by_sigterm_removes_its_temporary_folder(kmeans, rng):
     np.save(kmeans / "x.npy", rng.normal(size=(300_000, 3)).astype(np.float32))
     tmp = kmeans / "tmp"
     tmp.mkdir()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "beam_ml.cli", "evaluate", kmeans / "model", "--input", "x.npy"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=_env(TMPDIR=str(tmp)),
-        cwd=kmeans,
+    child = _running(
+        ["evaluate", kmeans / "model", "--input", "x.npy"], kmeans, tmp, "beam_ml_eval_"
     )
-    deadline = time.monotonic() + 120
-    while not any(p.name.startswith("beam_ml_eval_") for p in tmp.iterdir()):
-        assert child.poll() is None and time.monotonic() < deadline, "no temporary folder seen"
-        time.sleep(0.01)
     child.send_signal(signal.SIGTERM)  # the pipeline has started, or is about to
     _, err = child.communicate(timeout=300)
     assert child.returncode == 143 and err.decode() == "", err.decode()
@@ -211,17 +220,9 @@ def test_the_run_after_a_kill_9_removes_what_the_killed_run_left(kmeans, rng):
     tmp = kmeans / "tmp"
     tmp.mkdir()
     command = [sys.executable, "-m", "beam_ml.cli", "train", "kmeans", "--k", "4"]
-    child = subprocess.Popen(
-        [*command, "--input", "big.npy", "--output", "out"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=_env(TMPDIR=str(tmp)),
-        cwd=kmeans,
+    child = _running(
+        [*command[3:], "--input", "big.npy", "--output", "out"], kmeans, tmp, "beam_ml_run_"
     )
-    deadline = time.monotonic() + 120
-    while not any(p.name.startswith("beam_ml_run_") for p in tmp.iterdir()):
-        assert child.poll() is None and time.monotonic() < deadline, "no run folder seen"
-        time.sleep(0.01)
     time.sleep(0.3)  # the pipeline is built, and running
     assert child.poll() is None
     child.kill()
