@@ -31,12 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from beam_ml.core.block import as_block
+from beam_ml.core.constraints import Constraints, Hidden, Interval, Options, validate_parameters
 from beam_ml.core.errors import IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.numerics import dense_chunks
 from beam_ml.core.state import Model, TrainingState, register
@@ -84,16 +85,17 @@ class KMeansConfig:
     init_method: str = "kmeans++"
     seed: int = 0
 
+    PARAMETER_CONSTRAINTS: ClassVar[Constraints] = {
+        "k": [Interval(int, 1, None)],
+        "feature_dim": [Interval(int, 1, None), None],
+        "extra_center_factor": [Hidden(Options(("auto",))), Interval(int, 1, None)],
+        "half_life_time_size": [Interval(int, 0, None)],
+        "init_method": [Options(_INIT)],
+        "seed": [Interval(int, 0, None)],
+    }
+
     def __post_init__(self) -> None:
-        where = "KMeansConfig"
-        check_int(self.k, "k", where, 1)
-        if self.feature_dim is not None:
-            check_int(self.feature_dim, "feature_dim", where, 1)
-        if self.extra_center_factor != "auto":
-            check_int(self.extra_center_factor, "extra_center_factor", where, 1)
-        check_int(self.half_life_time_size, "half_life_time_size", where, 0)
-        check_choice(self.init_method, "init_method", where, _INIT)
-        check_int(self.seed, "seed", where, 0)
+        validate_parameters(self)
 
     def budget(self, d: int) -> int:
         """The number of weighted centres the summary keeps for ``d`` features."""

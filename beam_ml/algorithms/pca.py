@@ -60,17 +60,18 @@ mean removal, optionally whitened, without reading the data again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 
 from beam_ml.core.block import as_block
+from beam_ml.core.constraints import Constraints, Interval, Options, validate_parameters
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.numerics import dense_chunks, pairwise_mean
 from beam_ml.core.state import Model, TrainingState, register
-from beam_ml.core.validation import check_bool, check_choice, check_int
+from beam_ml.core.validation import check_bool, check_int
 
 __all__ = ["PCAConfig", "PCAState", "PCAModel"]
 
@@ -104,15 +105,17 @@ class PCAConfig:
     algorithm_mode: str = "regular"
     extra_components: int = -1
 
+    PARAMETER_CONSTRAINTS: ClassVar[Constraints] = {
+        "num_components": [Interval(int, 1, None)],
+        "feature_dim": [Interval(int, 1, None), None],
+        "algorithm_mode": [Options(_MODES)],
+        "extra_components": [Interval(int, -1, None)],
+    }
+
     def __post_init__(self) -> None:
-        where = "PCAConfig"
-        check_int(self.num_components, "num_components", where, 1)
-        if self.feature_dim is not None:
-            check_int(self.feature_dim, "feature_dim", where, 1)
-            if self.algorithm_mode == "regular":
-                check_int(self.num_components, "num_components", where, 1, self.feature_dim)
-        check_choice(self.algorithm_mode, "algorithm_mode", where, _MODES)
-        check_int(self.extra_components, "extra_components", where, -1)
+        validate_parameters(self)
+        if self.feature_dim is not None and self.algorithm_mode == "regular":
+            check_int(self.num_components, "num_components", "PCAConfig", 1, self.feature_dim)
 
     @property
     def exact(self) -> bool:
