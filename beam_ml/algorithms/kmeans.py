@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from beam_ml.core.block import as_block
+from beam_ml.core.block import Block, MatrixSpec
 from beam_ml.core.constraints import Constraints, Hidden, Interval, Options, validate_parameters
 from beam_ml.core.errors import IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.numerics import dense_chunks
@@ -311,6 +311,7 @@ class KMeansState(TrainingState):
     FAMILY = "kmeans"
     SERIAL_VERSION = 1
     CONFIG = KMeansConfig
+    BLOCK_KIND = Block
     CONTINUES_ON_RESUME = True  # with decay, new rows weigh more than old ones
 
     def __init__(self, config: KMeansConfig):
@@ -329,6 +330,10 @@ class KMeansState(TrainingState):
         return None if self.centres is None else self.centres.shape[1]
 
     @property
+    def input_spec(self) -> MatrixSpec | None:
+        return None if self.centres is None else MatrixSpec(self.centres.shape[1])
+
+    @property
     def _budget(self) -> int:
         return self.config.budget(self.n_features)
 
@@ -337,7 +342,7 @@ class KMeansState(TrainingState):
 
     # --- training --------------------------------------------------------------------
     def update(self, block: Any) -> KMeansState:
-        features = as_block(block, n_features=self.n_features, owner="KMeansState").features
+        features = self._check(block).features
         if features.shape[0] == 0:
             return self
         if self.centres is None:
@@ -594,8 +599,8 @@ class KMeansModel(Model):
         self.n_seen = n_seen
 
     @property
-    def n_features(self) -> int:
-        return self.centres.shape[1]
+    def input_spec(self) -> MatrixSpec:
+        return MatrixSpec(self.centres.shape[1])
 
     @property
     def k(self) -> int:

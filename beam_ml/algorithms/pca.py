@@ -66,7 +66,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 
-from beam_ml.core.block import as_block
+from beam_ml.core.block import Block, MatrixSpec
 from beam_ml.core.constraints import Constraints, Interval, Options, validate_parameters
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.numerics import dense_chunks, pairwise_mean
@@ -272,6 +272,7 @@ class PCAState(TrainingState):
     FAMILY = "pca"
     SERIAL_VERSION = 1
     CONFIG = PCAConfig
+    BLOCK_KIND = Block
 
     n = _folded("n")
     mean = _folded("mean")
@@ -302,6 +303,10 @@ class PCAState(TrainingState):
     def n_features(self) -> int | None:
         return None if self._mean is None else self._mean.shape[0]
 
+    @property
+    def input_spec(self) -> MatrixSpec | None:
+        return None if self._mean is None else MatrixSpec(self._mean.shape[0])
+
     def _rows(self, d: int) -> int:
         """Sketch rows kept: ``l``, or ``d`` when that is fewer (then it is exact)."""
         return min(self.config.sketch_rows, d)
@@ -321,7 +326,7 @@ class PCAState(TrainingState):
 
     # --- training --------------------------------------------------------------------
     def update(self, block: Any) -> PCAState:
-        features = as_block(block, n_features=self.n_features, owner="PCAState").features
+        features = self._check(block).features
         if features.shape[0] == 0:
             return self
         if self._mean is None:
@@ -598,8 +603,8 @@ class PCAModel(Model):
         self.angle_bound = angle_bound
 
     @property
-    def n_features(self) -> int:
-        return self.components.shape[1]
+    def input_spec(self) -> MatrixSpec:
+        return MatrixSpec(self.components.shape[1])
 
     @property
     def n_components(self) -> int:

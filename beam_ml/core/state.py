@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from beam_ml.core import serial
-from beam_ml.core.block import Block, as_block
+from beam_ml.core.block import Block, BlockKind, InputSpec, MatrixSpec
 from beam_ml.core.errors import BeamMLError, CorruptStateError, IncompatibleStateError
 
 __all__ = [
@@ -103,8 +103,9 @@ def _check_version(cls: type, packed: serial.Packed) -> None:
 class Model(abc.ABC):
     """An immutable model derived from a state.
 
-    Subclasses set ``FAMILY`` and ``SERIAL_VERSION`` and implement ``evaluate``,
-    ``metric_sums``, ``metrics_from_sums`` and the payload pair.
+    Subclasses set ``FAMILY`` and ``SERIAL_VERSION``, declare ``input_spec`` (what
+    ``evaluate`` takes) and implement ``evaluate``, ``metric_sums``,
+    ``metrics_from_sums`` and the payload pair.
     """
 
     FAMILY: ClassVar[str]
@@ -113,9 +114,19 @@ class Model(abc.ABC):
     METRICS: ClassVar[tuple[str, ...]] = ()
 
     @property
-    @abc.abstractmethod
+    def input_spec(self) -> InputSpec:
+        """What ``evaluate`` takes: a block kind and its shape (a :class:`MatrixSpec`
+        of the model's features, a ``SeriesSpec``...)."""
+        # Models that still declare only ``n_features`` (to be removed once every model
+        # declares its spec).
+        if type(self).n_features is Model.n_features:
+            raise NotImplementedError(f"{type(self).__name__} declares no input_spec.")
+        return MatrixSpec(self.n_features)
+
+    @property
     def n_features(self) -> int:
-        """The number of input features the model expects."""
+        """The number of input features a matrix model expects."""
+        return self.input_spec.n_features
 
     @abc.abstractmethod
     def evaluate(self, block: Any) -> np.ndarray:
@@ -143,7 +154,7 @@ class Model(abc.ABC):
         return self.metrics_from_sums(self.metric_sums(data))[metric]
 
     def _check(self, block: Any) -> Block:
-        return as_block(block, n_features=self.n_features, owner=type(self).__name__)
+        return self.input_spec.validate(block, owner=type(self).__name__)
 
     # --- serialization -------------------------------------------------------------
     @abc.abstractmethod
@@ -189,6 +200,8 @@ class TrainingState(abc.ABC):
     SERIAL_VERSION: ClassVar[int] = 1
     CONFIG: ClassVar[type]
     MODEL: ClassVar[type[Model]]
+    #: The kind of block ``update`` takes (:mod:`beam_ml.core.block`).
+    BLOCK_KIND: ClassVar[type[BlockKind]] = Block
     #: How new data extends a trained state (``Train(resume_from=...)``, ``--resume``,
     #: every cycle of continuous training). False: the new data's own state is merged
     #: in (sufficient statistics: exact). True: order matters, so the new rows train
@@ -216,6 +229,20 @@ class TrainingState(abc.ABC):
 
     def is_empty(self) -> bool:
         return self.n_seen == 0
+
+    @property
+    def input_spec(self) -> InputSpec | None:
+        """What ``update`` takes, once the state knows it (a feature count may come
+        from the first block): None before. Two states merge only when both specs are
+        equal or one is None."""
+        # States that still declare only ``n_features`` (to be removed once every state
+        # declares its spec).
+        n_features = getattr(self, "n_features", None)
+        return None if n_features is None else MatrixSpec(n_features)
+
+    def _check(self, block: Any) -> BlockKind:
+        """``block`` validated as this state's kind and input (or BadInputError)."""
+        return self.BLOCK_KIND.validate(block, owner=type(self).__name__, spec=self.input_spec)
 
     @abc.abstractmethod
     def update(self: StateT, block: Any) -> StateT:
@@ -257,7 +284,7 @@ class TrainingState(abc.ABC):
 
     def check_mergeable(self, other: TrainingState) -> None:
         """Raise :class:`IncompatibleStateError` unless ``other`` may merge with self:
-        same class, same config, and the same feature count once both know it."""
+        same class, same config, and the same input spec once both know it."""
         if type(other) is not type(self):
             raise IncompatibleStateError(
                 f"Cannot merge a {type(self).__name__} with a {type(other).__name__}."
@@ -269,10 +296,10 @@ class TrainingState(abc.ABC):
                 f"Cannot merge {self.FAMILY} states trained with different configs: "
                 + ", ".join(f"{k}={a!r} vs {b!r}" for k, (a, b) in diff.items())
             )
-        mine, theirs = getattr(self, "n_features", None), getattr(other, "n_features", None)
+        mine, theirs = self.input_spec, other.input_spec
         if None not in (mine, theirs) and mine != theirs:
             raise IncompatibleStateError(
-                f"Cannot merge {self.FAMILY} states of {mine} and {theirs} features."
+                f"Cannot merge {self.FAMILY} states {mine.mismatch(theirs)}."
             )
 
     @abc.abstractmethod
@@ -324,7 +351,8 @@ def load_state(data: bytes, source: str | None = None) -> TrainingState:
         meta, arrays = _Reads(packed.meta), _Reads(packed.arrays)
         state = cls._from_payload(config, meta, arrays)
         _check_all_read(packed, meta, arrays, ignored={"n_seen"})
-        declared, found = getattr(config, "feature_dim", None), getattr(state, "n_features", None)
+        declared = getattr(config, "feature_dim", None)
+        found = getattr(state.input_spec, "n_features", None)
         if None not in (declared, found) and declared != found:
             raise CorruptStateError(
                 f"the header field 'config.feature_dim' ({declared}) does not match the "
@@ -350,7 +378,7 @@ def load_model(data: bytes, source: str | None = None) -> Model:
         _check_all_read(packed, meta, arrays, ignored=set())
         # Models are small and their arrays must fit one another: one row through the
         # model finds what a shape check per family would (a transposed matrix, say).
-        model.evaluate(np.zeros((1, model.n_features)))
+        model.evaluate(model.input_spec.probe())
     return model
 
 
