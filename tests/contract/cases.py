@@ -6,7 +6,7 @@ otherwise, so a new algorithm joins the suite by adding its cases.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,32 @@ from beam_ml.algorithms.factorization_machines import (
 from beam_ml.algorithms.kmeans import KMeansConfig, KMeansState
 from beam_ml.algorithms.linear_learner import LinearLearnerConfig, LinearLearnerState
 from beam_ml.algorithms.pca import PCAConfig, PCAState
-from beam_ml.core.block import Block
+from beam_ml.core.block import Block, BlockKind
+
+
+def is_range(group: np.ndarray) -> bool:
+    """Whether ``group`` is consecutive ascending indices (then a part is a view)."""
+    return len(group) > 0 and bool((np.diff(group) == 1).all())
+
+
+def split_rows(data: np.ndarray, groups: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The matrix kind's parts: the rows of each index array, in its order (views for
+    consecutive rows, so a state that changed its block would change ``data``)."""
+    return [data[g[0] : g[-1] + 1] if is_range(g) else data[g] for g in groups]
+
+
+def corrupt_rows(good: np.ndarray, state: Any) -> list[tuple[Any, str]]:
+    """Bad matrices for a state that has seen rows, each with the error it must raise."""
+    d = state.n_features
+    nan, inf = good.copy(), good.copy()
+    nan[2, 1], inf[2, 1] = np.nan, np.inf
+    return [
+        (nan, r"NaN or inf at row 2, column 1"),
+        (inf, r"NaN or inf"),
+        (np.ones((3, d + 1)), rf"X has {d + 1} features, but \w+ expects {d}"),
+        (np.ones(d), "2-D block"),
+        (np.array([["a"] * d]), "numeric"),
+    ]
 
 
 @dataclass
@@ -27,15 +52,26 @@ class Case:
     name: str
     config: Any
     other_config: Any  # a config that must refuse to merge with ``config``
-    make_data: Callable[[np.random.Generator, int], np.ndarray]
+    make_data: Callable[[np.random.Generator, int], Any]
     assert_equivalent: Callable[[Any, Any], None]
     exact: bool
     # Supervised families: turns a features array from make_data into what update takes
     # (a Block with labels). Bad-input checks still pass raw arrays.
     to_block: Callable[[np.ndarray], Any] | None = None
+    # The data's units (rows, series) in parts: one part per index array, in its order.
+    split: Callable[[Any, Sequence[np.ndarray]], list[Any]] = split_rows
+    # Bad inputs for a trained state (from 5 good units), each with the error's pattern.
+    corrupt: Callable[[Any, Any], list[tuple[Any, str]]] = corrupt_rows
 
-    def feed(self, data: np.ndarray) -> Any:
+    def feed(self, data: Any) -> Any:
         return data if self.to_block is None else self.to_block(data)
+
+    def units(self, data: Any) -> int:
+        return data.n_rows if isinstance(data, BlockKind) else len(data)
+
+    def pieces(self, data: Any, count: int) -> list[Any]:
+        """``data`` in ``count`` consecutive parts of nearly equal size."""
+        return self.split(data, np.array_split(np.arange(self.units(data)), count))
 
 
 def _pca_data(rng: np.random.Generator, n: int) -> np.ndarray:
