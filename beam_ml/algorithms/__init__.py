@@ -12,6 +12,7 @@ from beam_ml.algorithms.linear_learner import (
     LinearLearnerState,
 )
 from beam_ml.algorithms.pca import PCAConfig, PCAModel, PCAState
+from beam_ml.algorithms.series_stats import SeriesStatsConfig, SeriesStatsModel, SeriesStatsState
 
 __all__ = [
     "FactorizationMachinesConfig",
@@ -26,4 +27,7 @@ __all__ = [
     "PCAConfig",
     "PCAModel",
     "PCAState",
+    "SeriesStatsConfig",
+    "SeriesStatsModel",
+    "SeriesStatsState",
 ]

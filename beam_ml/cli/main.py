@@ -985,12 +985,15 @@ def _cmd_inspect(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 # --- the parser ----------------------------------------------------------------------------
 def _parser(argv: list[str]) -> argparse.ArgumentParser:
+    from beam_ml.core.block import Block
     from beam_ml.core.state import families
 
     # Only train and derive have options per algorithm: the other commands' start does
     # not import every algorithm (loading a model imports what it needs).
     command = next((a for a in argv if not a.startswith("-")), None)
     algos = families() if command in ("train", "derive") else {}
+    # Its readers emit matrix blocks: series families join with the series formats.
+    algos = {name: cls for name, cls in algos.items() if cls.BLOCK_KIND is Block}
     parser = _Parser(
         prog="beam-ml",
         description="Train, derive, predict and evaluate streaming ML models on Apache Beam. "

@@ -24,12 +24,17 @@ import numpy as np
 from beam_ml.core.block import BlockKind, InputSpec, origin_note
 from beam_ml.core.errors import BadInputError
 
-__all__ = ["SeriesBlock", "SeriesSpec", "FREQUENCIES"]
+__all__ = ["SeriesBlock", "SeriesSpec", "FREQUENCIES", "is_frequency"]
 
 #: SageMaker DeepAR's ``time_freq``: an optional positive multiple of a base unit.
 FREQUENCIES = ("min", "H", "D", "W", "M")
 _FREQ = re.compile(r"([1-9][0-9]*)?(" + "|".join(FREQUENCIES) + r")")
 _START = "datetime64[s]"
+
+
+def is_frequency(value: Any) -> bool:
+    """Whether ``value`` is a frequency DeepAR knows: 'H', 'D', '5min'..."""
+    return isinstance(value, str) and _FREQ.fullmatch(value) is not None
 
 
 def _first(mask: np.ndarray) -> int:
@@ -89,13 +94,7 @@ class SeriesBlock(BlockKind):
                 )
         parts = []
         for i, target in enumerate(targets):
-            try:
-                part = np.asarray(target, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise BadInputError(
-                    f"SeriesBlock: series {i} has a 'target' that is not a list of numbers "
-                    "(NaN or null for a missing value)."
-                ) from None
+            part = _floats(target, i, "target", "a list of numbers (NaN or null for a missing value)")  # fmt: skip
             if part.ndim != 1:
                 raise BadInputError(
                     f"SeriesBlock: series {i} has a 'target' of shape {part.shape}; a target "
@@ -244,6 +243,15 @@ def _width(array: np.ndarray | None, axis: int) -> int | None:
     return None if array is None else int(array.shape[axis])
 
 
+def _floats(value: Any, series: int, field: str, what: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BadInputError(
+            f"SeriesBlock: series {series} has a '{field}' that is not {what}."
+        ) from None
+
+
 def _parse_starts(start: Sequence[Any]) -> np.ndarray:
     try:
         return np.asarray(start, dtype=_START)
@@ -274,13 +282,7 @@ def _parse_cat(cat: Sequence[Sequence[int]]) -> np.ndarray:
 def _parse_dynamic(dynamic_feat: Sequence[Any], lengths: np.ndarray) -> np.ndarray:
     parts = []
     for i, features in enumerate(dynamic_feat):
-        try:
-            part = np.asarray(features, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise BadInputError(
-                f"SeriesBlock: series {i} has a 'dynamic_feat' that is not lists of numbers "
-                "of one length."
-            ) from None
+        part = _floats(features, i, "dynamic_feat", "lists of numbers of one length")
         if part.ndim != 2 or part.shape[1] != lengths[i]:
             raise BadInputError(
                 f"SeriesBlock: series {i} has 'dynamic_feat' of shape {part.shape}; each "
@@ -356,7 +358,7 @@ class _Checker:
 
     def frequency(self) -> None:
         freq = self.block.freq
-        if not isinstance(freq, str) or not _FREQ.fullmatch(freq):
+        if not is_frequency(freq):
             self.fail(
                 f"expects a 'freq' of {list(FREQUENCIES)}, optionally with a multiple "
                 f"('5min'); got {freq!r}."

@@ -6,6 +6,7 @@ otherwise, so a new algorithm joins the suite by adding its cases.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,9 @@ from beam_ml.algorithms.factorization_machines import (
 from beam_ml.algorithms.kmeans import KMeansConfig, KMeansState
 from beam_ml.algorithms.linear_learner import LinearLearnerConfig, LinearLearnerState
 from beam_ml.algorithms.pca import PCAConfig, PCAState
+from beam_ml.algorithms.series_stats import SeriesStatsConfig, SeriesStatsState
 from beam_ml.core.block import Block, BlockKind
+from beam_ml.core.series import SeriesBlock
 
 
 def is_range(group: np.ndarray) -> bool:
@@ -216,6 +219,62 @@ _LL_COMMON = dict(mini_batch_size=20, num_models=4, num_point_for_scaler=100)
 _LL_LOGISTIC = dict(predictor_type="binary_classifier", learning_rate=3.0, **_LL_COMMON)
 _LL_SQUARED = dict(predictor_type="regressor", learning_rate=0.3, **_LL_COMMON)
 
+# --- Series statistics: a set of time series, split by series; exact merges ---------------------
+_SERIES_CONFIG = SeriesStatsConfig("H", cardinality=(3, 2), num_dynamic_feat=1, group_by=0)
+
+
+def _series_data(rng: np.random.Generator, n: int) -> SeriesBlock:
+    """``n`` hourly series of 2-30 values, a level per group, a few missing values."""
+    lengths = rng.integers(2, 31, n)
+    cat = np.column_stack([rng.integers(0, 3, n), rng.integers(0, 2, n)])
+    values = np.repeat(np.array([5.0, -20.0, 300.0])[cat[:, 0]], lengths)
+    values = values + rng.normal(size=values.size) * 3
+    values[rng.random(values.size) < 0.05] = np.nan
+    starts = np.datetime64("2024-01-01T00:00:00") + rng.integers(0, 500, n) * np.timedelta64(1, "h")  # fmt: skip
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    dynamic = rng.normal(size=(1, values.size))
+    return SeriesBlock(values, offsets, starts.astype("datetime64[s]"), "H", cat, dynamic)
+
+
+def split_series(data: SeriesBlock, groups: Sequence[np.ndarray]) -> list[SeriesBlock]:
+    """The series kind's parts: whole series, never rows of them."""
+    return [
+        data.slice(g[0], g[-1] + 1)
+        if is_range(g)
+        else SeriesBlock.concat([data.slice(i, i + 1) for i in g])
+        for g in groups
+    ]
+
+
+def corrupt_series(good: SeriesBlock, state: Any) -> list[tuple[Any, str]]:
+    """Bad series blocks for a series state, each with the error it must raise."""
+    inf, out_of_range, nan_feature = good.values.copy(), good.cat.copy(), good.dynamic_feat.copy()
+    inf[good.offsets[2] + 1] = np.inf
+    out_of_range[2, 0] = 3
+    nan_feature[0, good.offsets[2]] = np.nan
+    change = lambda **fields: dataclasses.replace(good, **fields)  # noqa: E731
+    return [
+        (change(values=inf), r"'target' of series 2 at time 1 is inf"),
+        (change(cat=out_of_range), r"expects 'cat' 0 in \[0, 3\); series 2 has 3"),
+        (
+            change(dynamic_feat=nan_feature),
+            r"finite 'dynamic_feat'; feature 0 of series 2 at time 0",
+        ),  # fmt: skip
+        (change(dynamic_feat=None), r"expects 1 'dynamic_feat' per series; the block has 0"),
+        (change(freq="D"), r"expects series of frequency 'H'; the block's 'freq' is 'D'"),
+        (np.ones((3, 4)), r"\w+ expects a SeriesBlock \(a set of time series\); got a ndarray"),
+    ]
+
+
+def _series_equal(a: SeriesStatsState, b: SeriesStatsState) -> None:
+    for name in a.counts:
+        np.testing.assert_array_equal(a.counts[name], b.counts[name], err_msg=name)
+    for name in a.moments:
+        np.testing.assert_allclose(a.moments[name], b.moments[name], rtol=1e-10, err_msg=name)
+    np.testing.assert_array_equal(a.min_length, b.min_length)
+    np.testing.assert_array_equal(a.max_length, b.max_length)
+
+
 CASES = [
     Case(
         "pca-regular",
@@ -280,5 +339,15 @@ CASES = [
         _ll_equivalent(_ll_regression, "rmse", 0.2),  # 5% of the labels' std (~4.4)
         exact=False,
         to_block=_ll_regression,
+    ),
+    Case(
+        "series_stats",
+        _SERIES_CONFIG,
+        SeriesStatsConfig("H", cardinality=(3, 2), num_dynamic_feat=1, group_by=1),
+        _series_data,
+        _series_equal,
+        exact=True,
+        split=split_series,
+        corrupt=corrupt_series,
     ),
 ]
