@@ -37,8 +37,9 @@ def split_rows(data: np.ndarray, groups: Sequence[np.ndarray]) -> list[np.ndarra
 
 
 def corrupt_rows(good: np.ndarray, state: Any) -> list[tuple[Any, str]]:
-    """Bad matrices for a state that has seen rows, each with the error it must raise."""
-    d = state.n_features
+    """Bad matrices for a state that has seen rows (or a model), each with the error it
+    must raise."""
+    d = state.input_spec.n_features
     nan, inf = good.copy(), good.copy()
     nan[2, 1], inf[2, 1] = np.nan, np.inf
     return [
