@@ -42,24 +42,14 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
 from beam_ml.io import formats
-from beam_ml.io.sources import (
-    DEAD_LETTERS,
-    MAX_BAD_FRACTION,
-    METRICS_NAMESPACE,
-    _DroppedLog,
-    check_bad_fraction,
-    check_bad_fraction_option,
-    check_label_column,
-    check_positive_ints,
-    no_dead_letters_when_strict,
-    read_ahead,
-    route_bad_records,
-)
+from beam_ml.io.dead_letters import Reader, check_bad_fraction
+from beam_ml.io.formats.base import MAX_BAD_FRACTION
+from beam_ml.io.ranges import RangeSource, ReadRangesFn, read_ranges
+from beam_ml.io.sources import check_bad_fraction_option, check_label_column, check_positive_ints
 
 __all__ = ["ReadSql", "sql_url"]
 
@@ -273,7 +263,7 @@ def _row_problem(spec: _Spec, row: Sequence[Any]) -> str | None:
         name = spec.columns[i]
         if value is None:
             return f"column {name!r} is NULL"
-        if isinstance(value, str) and formats._is_number(value):
+        if isinstance(value, str) and formats.is_number(value):
             return f"column {name!r} ({_short(value)}) is text, not a number (cast it)"
         if not isinstance(value, _NUMBER_TYPES):  # text, bytes, dates ...
             return f"column {name!r} ({_short(value)}) is not a number"
@@ -369,34 +359,28 @@ def _describe_range(spec: _Spec, rng: _Range) -> str:
     return f"{rng.lo} <= {spec.split_column} < {rng.hi}"
 
 
-class _ReadRangesFn(beam.DoFn):
-    def __init__(self, spec: _Spec, dead_letters: bool):
-        self._spec = spec
-        self._dead_letters = dead_letters
-        self._records = Metrics.counter(METRICS_NAMESPACE, "records_read")
-        self._rows = Metrics.counter(METRICS_NAMESPACE, "rows_read")
-        self._bad = Metrics.counter(METRICS_NAMESPACE, "bad_records")
+class _QueryRanges(RangeSource):
+    """The key ranges of a query, as :class:`~beam_ml.io.ranges.ReadRangesFn` reads them:
+    one engine per worker."""
+
+    fmt = "sql"
+
+    def __init__(self, spec: _Spec):
+        self.spec = spec
+        self.strict = spec.strict
 
     def setup(self) -> None:
-        self._engine = _engine(self._spec.url)
-        self._dropped = None if self._dead_letters else _DroppedLog("sql")
+        self._engine = _engine(self.spec.url)
 
     def teardown(self) -> None:
         self._engine.dispose()
 
-    def process(self, rng: _Range) -> Iterator[Any]:
-        for block, bad, records in read_ahead(_read_range(self._spec, self._engine, rng)):
-            self._records.inc(records)
-            if bad:
-                yield from route_bad_records(
-                    bad, "sql", self._spec.strict, self._bad, self._dropped
-                )
-            if block is not None:
-                self._rows.inc(block.n_rows)
-                yield block
+    def read(self, rng: _Range) -> Iterator[tuple[Block | None, list, None, int]]:
+        for block, bad, records in _read_range(self.spec, self._engine, rng):
+            yield block, bad, None, records
 
 
-class ReadSql(beam.PTransform):
+class ReadSql(Reader):
     """Read the result of a SQL query into a PCollection of blocks.
 
     Parameters
@@ -482,7 +466,6 @@ class ReadSql(beam.PTransform):
             self._ranges = _split(self._spec, engine, n_splits, split_rows)
         finally:
             engine.dispose()
-        self._with_dead_letters = False
 
     @property
     def n_features(self) -> int:
@@ -496,22 +479,10 @@ class ReadSql(beam.PTransform):
     def n_ranges(self) -> int:
         return len(self._ranges)
 
-    def with_dead_letters(self) -> ReadSql:
-        """Make the transform return ``(blocks, dead_letters)``."""
-        no_dead_letters_when_strict(self._spec.strict)
-        self._with_dead_letters = True
-        return self
+    @property
+    def strict(self) -> bool:
+        return self._spec.strict
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
-        outputs = (
-            pbegin
-            | "ListRanges" >> beam.Create(self._ranges)
-            | "Reshuffle" >> beam.Reshuffle()
-            | "ReadRanges"
-            >> beam.ParDo(_ReadRangesFn(self._spec, self._with_dead_letters)).with_outputs(
-                DEAD_LETTERS, main="blocks"
-            )
-        )
-        if self._with_dead_letters:
-            return outputs.blocks, outputs[DEAD_LETTERS]
-        return outputs.blocks
+        reading = ReadRangesFn(_QueryRanges(self._spec), self._with_dead_letters)
+        return self._outputs(read_ranges(pbegin, "ListRanges", self._ranges, reading))
