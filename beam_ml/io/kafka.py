@@ -58,12 +58,18 @@ from beam_ml.io.dead_letters import (
     Reader,
     route_bad_records,
 )
-from beam_ml.io.records import RecordSpec, check_record_options, decode_records, record_spec
+from beam_ml.io.records import (
+    RECORD_FORMATS,
+    RecordSpec,
+    check_record_options,
+    decode_records,
+    record_spec,
+)
 
 __all__ = ["KAFKA_FORMATS", "POSITIONS", "ReadKafka", "parse_kafka_url"]
 
 #: Record value formats.
-KAFKA_FORMATS = ("csv", "jsonl", "libsvm")
+KAFKA_FORMATS = RECORD_FORMATS
 #: Tag of the positions output.
 POSITIONS = "positions"
 

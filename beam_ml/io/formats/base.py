@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
@@ -18,7 +18,17 @@ from beam_ml.io.formats import reading
 from beam_ml.io.formats.common import ParseResult, count_line_records, fill_line_numbers
 from beam_ml.io.formats.hashing import DEFAULT_HASHED_FEATURE_DIM, check_hashed_feature_dim
 
-__all__ = ["Chunk", "Format", "Plan", "Range", "ReadOptions", "TextFormat", "with_hashing"]
+__all__ = [
+    "START",
+    "Chunk",
+    "Format",
+    "Plan",
+    "Range",
+    "ReadOptions",
+    "TextFormat",
+    "Where",
+    "with_hashing",
+]
 
 #: Default ``max_bad_fraction``: a file (or range) with more bad records than this
 #: fraction of its records (and at least 10) stops the reading.
@@ -163,6 +173,20 @@ class Range:
     end: int
 
 
+class Where(NamedTuple):
+    """Where a chunk of records starts: its file, the byte offset of its first byte, the
+    line number of its first line (None if unknown) and, if counted already, how many
+    records it holds."""
+
+    file: str = ""
+    offset: int = 0
+    line: int | None = 1
+    n_records: int | None = None
+
+
+#: A chunk that comes from nowhere in particular (stream records joined).
+START = Where()
+
 #: (block of the good rows, bad records, bytes read, records read).
 Chunk = tuple[Block | None, list[dict[str, Any]], int, int]
 
@@ -207,17 +231,9 @@ class Format:
         raise NotImplementedError
 
     # ----------------------------------------------------------- text records
-    def parse(
-        self,
-        plan: Plan,
-        data: bytes,
-        *,
-        file: str = "",
-        offset: int = 0,
-        line: int | None = 1,
-        n_records: int | None = None,
-    ) -> ParseResult:
-        """Complete records (lines) -> one block and the bad records."""
+    def parse(self, plan: Plan, data: bytes, at: Where = START) -> ParseResult:
+        """Complete records (lines) -> one block and the bad records; ``at`` says where
+        ``data`` starts (for bad records and ``Block.origin``)."""
         raise NotImplementedError(f"{self.name} records are not lines of text")
 
     def count_records(self, data: bytes) -> int:
@@ -288,9 +304,7 @@ class TextFormat(Format):
             for offset, chunk in reader.chunks(rng.end, target):
                 line = None if newlines is None else newlines + 1
                 records = self.count_records(chunk)
-                block, bad = self.parse(
-                    plan, chunk, file=rng.path, offset=offset, line=line, n_records=records
-                )
+                block, bad = self.parse(plan, chunk, Where(rng.path, offset, line, records))
                 if bad and newlines is None and not counted_prefix:
                     counted_prefix = True
                     if offset <= _LINE_COUNT_LIMIT:

@@ -22,7 +22,7 @@ import pyarrow.csv as pa_csv
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
 from beam_ml.io.formats import reading
-from beam_ml.io.formats.base import Format, Plan, TextFormat
+from beam_ml.io.formats.base import START, Format, Plan, TextFormat, Where
 from beam_ml.io.formats.common import (
     ASCII_SPACE,
     FLOAT32_MAX,
@@ -532,65 +532,64 @@ class CsvFormat(TextFormat):
     def plan(self, plan: Plan, files: list[tuple[str, int]], first: str | None) -> Plan:
         label = plan.label_column
         header = plan.options.header
-        for path in reading.first_nonempty(files):
-            lines, hint = reading.peek_lines(path)
-            data_lines = [ln for ln in lines if ln.strip()]
-            if not data_lines:
-                continue  # only blank lines: nothing to learn from this file
-            first_fields = split_csv_line(lines[0], plan.delimiter)
-            first_blank = not lines[0].strip()  # then data_lines[0] is not lines[0]
-            widths = [
-                len(split_csv_line(line, plan.delimiter))
-                for line in data_lines[int(not first_blank) : PLAN_RECORDS]
-            ]
-            # 'auto': a first line with a non-number, as wide as the rows under it (a
-            # malformed first row of data is no header: it is a bad record); categorical
-            # fields given by index hold text in data rows too, so they do not count
-            guess = usual_width(widths if first_blank else [len(first_fields), *widths])
-            text_fields: tuple[int, ...] = ()
-            if plan.categorical and not any(isinstance(c, str) for c in plan.categorical):
-                text_fields = tuple(c % guess for c in plan.categorical if -guess <= c < guess)  # type: ignore[operator]
-            has_header = not first_blank and (
-                header is True
-                or (
-                    header == "auto"
-                    and is_header_line(lines[0], plan.delimiter, categorical=text_fields)
-                    and (not widths or len(first_fields) == usual_width(widths))
+        peeked = reading.first_text(files)
+        if peeked is None:
+            # No data anywhere: nothing will be read, so nothing to validate against.
+            return replace(plan, header=header is not False)
+        path, lines, hint = peeked
+        data_lines = [ln for ln in lines if ln.strip()]
+        first_fields = split_csv_line(lines[0], plan.delimiter)
+        first_blank = not lines[0].strip()  # then data_lines[0] is not lines[0]
+        widths = [
+            len(split_csv_line(line, plan.delimiter))
+            for line in data_lines[int(not first_blank) : PLAN_RECORDS]
+        ]
+        # 'auto': a first line with a non-number, as wide as the rows under it (a
+        # malformed first row of data is no header: it is a bad record); categorical
+        # fields given by index hold text in data rows too, so they do not count
+        guess = usual_width(widths if first_blank else [len(first_fields), *widths])
+        text_fields: tuple[int, ...] = ()
+        if plan.categorical and not any(isinstance(c, str) for c in plan.categorical):
+            text_fields = tuple(c % guess for c in plan.categorical if -guess <= c < guess)  # type: ignore[operator]
+        has_header = not first_blank and (
+            header is True
+            or (
+                header == "auto"
+                and is_header_line(lines[0], plan.delimiter, categorical=text_fields)
+                and (not widths or len(first_fields) == usual_width(widths))
+            )
+        )
+        if has_header:
+            names = tuple(f.strip() for f in first_fields)
+            n_columns = len(names)
+        else:
+            names = None
+            n_columns = usual_width(widths if first_blank else [len(first_fields), *widths])
+        if isinstance(label, str):
+            if names is None:
+                raise BadInputError(
+                    f"label_column {label!r} is a column name, but the first line of "
+                    f"{path} is not a header; give the label's index instead."
                 )
-            )
-            if has_header:
-                names = tuple(f.strip() for f in first_fields)
-                n_columns = len(names)
-            else:
-                names = None
-                n_columns = usual_width(widths if first_blank else [len(first_fields), *widths])
-            if isinstance(label, str):
-                if names is None:
-                    raise BadInputError(
-                        f"label_column {label!r} is a column name, but the first line of "
-                        f"{path} is not a header; give the label's index instead."
-                    )
-                if label not in names:
-                    raise BadInputError(
-                        f"label_column {label!r} is not in the header of {path}; its "
-                        f"columns are {list(names)}."
-                    )
-                label = names.index(label)
-            elif label is not None:
-                label = normalize_index(label, n_columns, path)
-            categorical = resolve_categorical(plan.categorical, n_columns, names, label, path)
-            return replace(
-                plan,
-                categorical=tuple(sorted(categorical)),  # type: ignore[type-var]
-                n_columns=n_columns,
-                n_features=n_columns - (label is not None),
-                label_column=label,
-                header=has_header,
-                column_names=names,
-                row_bytes_hint=hint,
-            )
-        # No data anywhere: nothing will be read, so there is nothing to validate against.
-        return replace(plan, header=header is not False)
+            if label not in names:
+                raise BadInputError(
+                    f"label_column {label!r} is not in the header of {path}; its "
+                    f"columns are {list(names)}."
+                )
+            label = names.index(label)
+        elif label is not None:
+            label = normalize_index(label, n_columns, path)
+        categorical = resolve_categorical(plan.categorical, n_columns, names, label, path)
+        return replace(
+            plan,
+            categorical=tuple(sorted(categorical)),  # type: ignore[type-var]
+            n_columns=n_columns,
+            n_features=n_columns - (label is not None),
+            label_column=label,
+            header=has_header,
+            column_names=names,
+            row_bytes_hint=hint,
+        )
 
     def skip_header(self, reader: reading.ChunkReader, plan: Plan) -> bool:
         if not plan.header:
@@ -603,26 +602,17 @@ class CsvFormat(TextFormat):
         reader.skip_line()
         return True
 
-    def parse(
-        self,
-        plan: Plan,
-        data: bytes,
-        *,
-        file: str = "",
-        offset: int = 0,
-        line: int | None = 1,
-        n_records: int | None = None,
-    ) -> ParseResult:
+    def parse(self, plan: Plan, data: bytes, at: Where = START) -> ParseResult:
         return parse_csv(
             data,
             n_columns=cast(int, plan.n_columns),
             label_column=cast("int | None", plan.label_column),
             delimiter=plan.delimiter,
             column_names=plan.column_names,
-            file=file,
-            offset=offset,
-            line=line,
-            n_records=n_records,
+            file=at.file,
+            offset=at.offset,
+            line=at.line,
+            n_records=at.n_records,
             missing=plan.missing,
             categorical=cast("tuple[int, ...]", plan.categorical),
             feature_dim=plan.n_features if plan.categorical else None,

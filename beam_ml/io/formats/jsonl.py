@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from beam_ml.core.errors import BadInputError
 from beam_ml.io.formats import reading
-from beam_ml.io.formats.base import Format, Plan, TextFormat
+from beam_ml.io.formats.base import START, Format, Plan, TextFormat, Where
 from beam_ml.io.formats.common import (
     FLOAT32_MAX,
     PLAN_RECORDS,
@@ -456,94 +456,82 @@ class JsonlFormat(TextFormat):
 
     def plan(self, plan: Plan, files: list[tuple[str, int]], first: str | None) -> Plan:
         label = plan.label_column
-        for path in reading.first_nonempty(files):
-            lines, hint = reading.peek_lines(path)
-            records = [ln for ln in lines if ln.strip()]
-            if not records:
-                continue
-            items, error = _json_records(records[:PLAN_RECORDS])
-            if not items:
-                raise BadInputError(
-                    f"the first record of {path} is not valid JSON ({error}); is this the right format?"
-                )
-            item = items[0]
-            if isinstance(item, list):
-                if isinstance(label, str):
-                    raise BadInputError(
-                        f"label_column {label!r} is a key, but the records of {path} are "
-                        "JSON arrays; give the label's index instead."
-                    )
-                width = usual_width(len(x) for x in items if isinstance(x, list))
-                if label is not None:
-                    label = normalize_index(label, width, path)
-                n_features = width - (label is not None)
-            elif isinstance(item, dict):
-                key = plan.features_key
-                if not isinstance(item.get(key), list):
-                    raise BadInputError(
-                        f"the first record of {path} has no {key!r} array; its keys are "
-                        f"{sorted(item)}. Set features_key to the key of the features."
-                    )
-                if label is None and "label" in item:
-                    label = "label"  # the default label key, used when present
-                elif isinstance(label, int):
-                    raise BadInputError(
-                        f"label_column {label!r} is an index, but the records of {path} are "
-                        "JSON objects; give the label's key instead."
-                    )
-                elif label is not None and label not in item:
-                    raise BadInputError(
-                        f"label_column {label!r} is not a key of the first record of {path}; "
-                        f"its keys are {sorted(item)}."
-                    )
-                n_features = usual_width(
-                    len(x[key])
-                    for x in items
-                    if isinstance(x, dict) and isinstance(x.get(key), list)
-                )
-            else:
-                raise BadInputError(
-                    f"the first record of {path} is a JSON {type(item).__name__}; expected "
-                    f"an array of numbers or an object with a {plan.features_key!r} array."
-                )
-            categorical = plan.categorical
-            if categorical:  # arrays: element indices; objects: keys or features indices
-                array = isinstance(item, list)
-                categorical = resolve_categorical(
-                    categorical,
-                    n_features + (array and label is not None),
-                    None,
-                    label,
-                    f"the records of {path}",
-                    keys_allowed=not array,
-                )
-            return replace(
-                plan,
-                n_features=n_features,
-                label_column=label,
-                row_bytes_hint=hint,
-                categorical=categorical,
+        peeked = reading.first_text(files)
+        if peeked is None:
+            return plan
+        path, lines, hint = peeked
+        records = [ln for ln in lines if ln.strip()]
+        items, error = _json_records(records[:PLAN_RECORDS])
+        if not items:
+            raise BadInputError(
+                f"the first record of {path} is not valid JSON ({error}); is this the right format?"
             )
-        return plan
+        item = items[0]
+        if isinstance(item, list):
+            if isinstance(label, str):
+                raise BadInputError(
+                    f"label_column {label!r} is a key, but the records of {path} are "
+                    "JSON arrays; give the label's index instead."
+                )
+            width = usual_width(len(x) for x in items if isinstance(x, list))
+            if label is not None:
+                label = normalize_index(label, width, path)
+            n_features = width - (label is not None)
+        elif isinstance(item, dict):
+            key = plan.features_key
+            if not isinstance(item.get(key), list):
+                raise BadInputError(
+                    f"the first record of {path} has no {key!r} array; its keys are "
+                    f"{sorted(item)}. Set features_key to the key of the features."
+                )
+            if label is None and "label" in item:
+                label = "label"  # the default label key, used when present
+            elif isinstance(label, int):
+                raise BadInputError(
+                    f"label_column {label!r} is an index, but the records of {path} are "
+                    "JSON objects; give the label's key instead."
+                )
+            elif label is not None and label not in item:
+                raise BadInputError(
+                    f"label_column {label!r} is not a key of the first record of {path}; "
+                    f"its keys are {sorted(item)}."
+                )
+            n_features = usual_width(
+                len(x[key]) for x in items if isinstance(x, dict) and isinstance(x.get(key), list)
+            )
+        else:
+            raise BadInputError(
+                f"the first record of {path} is a JSON {type(item).__name__}; expected "
+                f"an array of numbers or an object with a {plan.features_key!r} array."
+            )
+        categorical = plan.categorical
+        if categorical:  # arrays: element indices; objects: keys or features indices
+            array = isinstance(item, list)
+            categorical = resolve_categorical(
+                categorical,
+                n_features + (array and label is not None),
+                None,
+                label,
+                f"the records of {path}",
+                keys_allowed=not array,
+            )
+        return replace(
+            plan,
+            n_features=n_features,
+            label_column=label,
+            row_bytes_hint=hint,
+            categorical=categorical,
+        )
 
-    def parse(
-        self,
-        plan: Plan,
-        data: bytes,
-        *,
-        file: str = "",
-        offset: int = 0,
-        line: int | None = 1,
-        n_records: int | None = None,
-    ) -> ParseResult:
+    def parse(self, plan: Plan, data: bytes, at: Where = START) -> ParseResult:
         return parse_jsonl(
             data,
             n_features=cast(int, plan.n_values if plan.categorical else plan.n_features),
             label_column=plan.label_column,
             features_key=plan.features_key,
-            file=file,
-            offset=offset,
-            line=line,
+            file=at.file,
+            offset=at.offset,
+            line=at.line,
             missing=plan.missing,
             categorical=plan.categorical,
             feature_dim=plan.n_features if plan.categorical else None,

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from beam_ml.core.errors import BadInputError
 from beam_ml.io.formats import reading
-from beam_ml.io.formats.base import Format, Plan, TextFormat
+from beam_ml.io.formats.base import START, Format, Plan, TextFormat, Where
 from beam_ml.io.formats.common import (
     FLOAT32_MAX,
     NEWLINE,
@@ -591,23 +591,14 @@ class LibsvmFormat(TextFormat):
             feature_dim = _largest_index(plan, files, first) + 1
         return replace(plan, n_features=feature_dim, row_bytes_hint=hint)
 
-    def parse(
-        self,
-        plan: Plan,
-        data: bytes,
-        *,
-        file: str = "",
-        offset: int = 0,
-        line: int | None = 1,
-        n_records: int | None = None,
-    ) -> ParseResult:
+    def parse(self, plan: Plan, data: bytes, at: Where = START) -> ParseResult:
         return parse_libsvm(
             data,
             feature_dim=plan.n_features,  # type: ignore[arg-type]
             zero_based=plan.zero_based,
-            file=file,
-            offset=offset,
-            line=line,
+            file=at.file,
+            offset=at.offset,
+            line=at.line,
         )
 
     def count_records(self, data: bytes) -> int:

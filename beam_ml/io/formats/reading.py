@@ -26,6 +26,7 @@ __all__ = [
     "ChunkReader",
     "count_newlines",
     "first_nonempty",
+    "first_text",
     "is_compressed",
     "open_file",
     "peek_lines",
@@ -129,6 +130,16 @@ def peek_lines(path: str) -> tuple[list[bytes], int]:
 
 def first_nonempty(files: list[tuple[str, int]]) -> Iterator[str]:
     return (path for path, size in files if size > 0)
+
+
+def first_text(files: list[tuple[str, int]]) -> tuple[str, list[bytes], int] | None:
+    """The first of ``files`` with a non-blank line: (path, its first lines, bytes per
+    line) as :func:`peek_lines` gives them; None if every file is blank."""
+    for path in first_nonempty(files):
+        lines, hint = peek_lines(path)
+        if any(line.strip() for line in lines):
+            return path, lines, hint
+    return None
 
 
 class ChunkReader:
