@@ -46,9 +46,9 @@ import numpy as np
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
 from beam_ml.io import formats
-from beam_ml.io.dead_letters import Reader, check_bad_fraction
+from beam_ml.io.dead_letters import Reader
 from beam_ml.io.formats.base import MAX_BAD_FRACTION
-from beam_ml.io.ranges import RangeSource, ReadRangesFn, read_ranges
+from beam_ml.io.ranges import Chunk, RangeSource, ReadRangesFn, accounted, read_ranges
 from beam_ml.io.sources import check_bad_fraction_option, check_label_column, check_positive_ints
 
 __all__ = ["ReadSql", "sql_url"]
@@ -323,9 +323,8 @@ def _rows_to_block(
     return Block(features, labels, origin=origin), bad
 
 
-def _read_range(spec: _Spec, engine: Any, rng: _Range) -> Iterator[tuple[Block | None, list, int]]:
-    """(block, bad rows, rows fetched) per fetch; stops when more than
-    ``spec.max_bad_fraction`` of the range's rows were bad."""
+def _fetch(spec: _Spec, engine: Any, rng: _Range) -> Iterator[Chunk]:
+    """(block, bad rows, None, rows fetched) per fetch of one range's query."""
     import sqlalchemy as sa
 
     query, params = _range_query(spec, engine, rng)
@@ -333,8 +332,7 @@ def _read_range(spec: _Spec, engine: Any, rng: _Range) -> Iterator[tuple[Block |
     key = None if spec.split_column is None or rng.null else spec.columns.index(spec.split_column)
     # Origins sort like the result: by range, then by row within the range.
     source = f"{spec.display}#{rng.index:06d}"
-    row = n_bad = 0
-    first_bad = None
+    row = 0
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True).execute(sa.text(query), params)
         while rows := result.fetchmany(spec.block_size):
@@ -343,14 +341,23 @@ def _read_range(spec: _Spec, engine: Any, rng: _Range) -> Iterator[tuple[Block |
                 [row + r for r in range(len(rows))] if key is None else [int(r[key]) for r in rows]
             )
             block, bad = _rows_to_block(spec, rows, (source, row), offsets)
-            n_bad += len(bad)
-            first_bad = first_bad or (bad[0] if bad else None)
-            yield block, bad, len(rows)
+            yield block, bad, None, len(rows)
             row += len(rows)
+
+
+def _read_chunks(spec: _Spec, engine: Any, rng: _Range) -> Iterator[Chunk]:
+    """The fetches of one range, every row accounted for; stops when more than
+    ``spec.max_bad_fraction`` of the range's rows were bad."""
     where = spec.display
     if rng.lo is not None or rng.null:
         where += f" ({_describe_range(spec, rng)})"
-    check_bad_fraction(n_bad, row, spec.max_bad_fraction, first_bad, "sql", where)
+    return accounted(_fetch(spec, engine, rng), "sql", where, spec.max_bad_fraction)
+
+
+def _read_range(spec: _Spec, engine: Any, rng: _Range) -> Iterator[tuple[Block | None, list, int]]:
+    """(block, bad rows, rows fetched) per fetch (see :func:`_read_chunks`)."""
+    for block, bad, _, fetched in _read_chunks(spec, engine, rng):
+        yield block, bad, fetched
 
 
 def _describe_range(spec: _Spec, rng: _Range) -> str:
@@ -375,9 +382,8 @@ class _QueryRanges(RangeSource):
     def teardown(self) -> None:
         self._engine.dispose()
 
-    def read(self, rng: _Range) -> Iterator[tuple[Block | None, list, None, int]]:
-        for block, bad, records in _read_range(self.spec, self._engine, rng):
-            yield block, bad, None, records
+    def read(self, rng: _Range) -> Iterator[Chunk]:
+        return _read_chunks(self.spec, self._engine, rng)
 
 
 class ReadSql(Reader):
