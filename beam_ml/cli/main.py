@@ -25,10 +25,12 @@ import threading
 import time
 from typing import Any
 
+from beam_ml.io import formats
+
 __all__ = ["main"]
 
 _LOG = logging.getLogger("beam_ml.cli")
-_FORMATS = ("csv", "libsvm", "jsonl", "npy", "parquet")
+_FORMATS = formats.names()
 _EXTENSIONS = {
     ".csv": "csv",
     ".txt": "csv",
@@ -909,7 +911,7 @@ def _cmd_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
     # Files and standard input give byte offsets, whose records are counted in the file
     # when some were set aside; Kafka, SQL and binary formats give record positions.
     text_format = None
-    if isinstance(reader, ReadBlocks | ReadPipe) and args._format in ("csv", "libsvm", "jsonl"):
+    if isinstance(reader, ReadBlocks | ReadPipe) and formats.get(args._format).text:
         text_format = args._format
     sources = {"<stdin>": reader.spill_path} if isinstance(reader, ReadPipe) else {}
     started = time.time()

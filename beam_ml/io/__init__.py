@@ -2,9 +2,12 @@
 ``read_blocks_local`` (no Beam).
 
 Readers emit :class:`~beam_ml.core.block.Block` objects of about ``block_size`` rows
-straight from file splits (DESIGN.md §2); the format parsers live in
-:mod:`beam_ml.io.formats`, the Beam wiring in :mod:`beam_ml.io.sources`. Checkpoints
-and ordered output files are in :mod:`beam_ml.io.checkpoints` and :mod:`beam_ml.io.sinks`.
+straight from file splits (DESIGN.md §2). The formats are a registry,
+:mod:`beam_ml.io.formats` (one module per format, ``formats.get(name)``); the Beam
+wiring of files is in :mod:`beam_ml.io.sources`, reading ranges in parallel (files and
+SQL) in :mod:`beam_ml.io.ranges`, bad records and the reader base (``Reader``, with
+``with_dead_letters()``) in :mod:`beam_ml.io.dead_letters`. Checkpoints and ordered
+output files are in :mod:`beam_ml.io.checkpoints` and :mod:`beam_ml.io.sinks`.
 Row-at-a-time sources, imported from their modules: :mod:`beam_ml.io.pipes` (standard
 input), :mod:`beam_ml.io.sql` (query results through SQLAlchemy), :mod:`beam_ml.io.kafka`
 (Kafka topics through kafka-python), :mod:`beam_ml.io.pubsub` (Pub/Sub subscriptions

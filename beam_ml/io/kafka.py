@@ -51,19 +51,25 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from beam_ml.core.errors import BadInputError
-from beam_ml.io.records import RecordSpec, check_record_options, decode_records, record_spec
-from beam_ml.io.sources import (
+from beam_ml.io.dead_letters import (
     DEAD_LETTERS,
     METRICS_NAMESPACE,
-    _DroppedLog,
-    no_dead_letters_when_strict,
+    DroppedLog,
+    Reader,
     route_bad_records,
+)
+from beam_ml.io.records import (
+    RECORD_FORMATS,
+    RecordSpec,
+    check_record_options,
+    decode_records,
+    record_spec,
 )
 
 __all__ = ["KAFKA_FORMATS", "POSITIONS", "ReadKafka", "parse_kafka_url"]
 
 #: Record value formats.
-KAFKA_FORMATS = ("csv", "jsonl", "libsvm")
+KAFKA_FORMATS = RECORD_FORMATS
 #: Tag of the positions output.
 POSITIONS = "positions"
 
@@ -353,7 +359,7 @@ class _ReadPartitionFn(beam.DoFn):
 
     def setup(self) -> None:
         self._consumer = _consumer(self._spec)
-        self._dropped = None if self._dead_letters else _DroppedLog("kafka")
+        self._dropped = None if self._dead_letters else DroppedLog("kafka")
 
     def teardown(self) -> None:
         self._consumer.close()
@@ -492,7 +498,7 @@ class _ReadPartitionUnboundedFn(_ReadPartitionFn):
 # ------------------------------------------------------------------------ public API
 
 
-class ReadKafka(beam.PTransform):
+class ReadKafka(Reader):
     """Read Kafka topics, from a start position up to their end at construction, into
     a PCollection of blocks.
 
@@ -633,7 +639,6 @@ class ReadKafka(beam.PTransform):
             strict=strict,
         )
         self._spec = replace(spec, records=records)
-        self._with_dead_letters = False
         self._with_positions = False
 
     @property
@@ -654,11 +659,9 @@ class ReadKafka(beam.PTransform):
         URL options win over ``options``."""
         return cls(**{**options, **parse_kafka_url(url)}, format=format)
 
-    def with_dead_letters(self) -> ReadKafka:
-        """Make the transform return ``(blocks, dead_letters)``."""
-        no_dead_letters_when_strict(self._spec.records.strict)
-        self._with_dead_letters = True
-        return self
+    @property
+    def strict(self) -> bool:
+        return self._spec.records.strict
 
     def with_positions(self) -> ReadKafka:
         """Also return the positions: after each block, ``{'topic', 'partition',

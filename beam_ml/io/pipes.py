@@ -39,6 +39,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_ml.core.errors import BadInputError
+from beam_ml.io.dead_letters import Reader
 from beam_ml.io.sources import FORMATS, ReadBlocks
 
 __all__ = ["ReadPipe", "temp_dir"]
@@ -124,7 +125,7 @@ def _rename_source(record: dict[str, Any], name: str) -> dict[str, Any]:
     return {**record, "file": name}
 
 
-class ReadPipe(beam.PTransform):
+class ReadPipe(Reader):
     """Read a pipe (by default standard input) into a PCollection of blocks.
 
     Parameters
@@ -188,21 +189,18 @@ class ReadPipe(beam.PTransform):
         self._name = name
         _log.info("read %d bytes from %s into %s", self.n_bytes, name, self.spill_path)
         self._inner = ReadBlocks(self.spill_path, format, **options)
-        self._with_dead_letters = False
 
     @property
     def n_features(self) -> int | None:
         return self._inner.n_features
 
-    def with_dead_letters(self) -> ReadPipe:
-        """Make the transform return ``(blocks, dead_letters)`` (bad-record dicts whose
-        ``file`` is the pipe's ``name``)."""
-        self._inner.with_dead_letters()
-        self._with_dead_letters = True
-        return self
+    @property
+    def strict(self) -> bool:
+        return self._inner.strict
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
         if not self._with_dead_letters:
             return pbegin | "ReadSpill" >> self._inner
-        blocks, dead = pbegin | "ReadSpill" >> self._inner
+        # dead letters: bad-record dicts whose ``file`` is the pipe's ``name``
+        blocks, dead = pbegin | "ReadSpill" >> self._inner.with_dead_letters()
         return blocks, dead | "NameSource" >> beam.Map(_rename_source, self._name)

@@ -32,8 +32,8 @@ from typing import Any
 import apache_beam as beam
 
 from beam_ml.core.errors import BadInputError
+from beam_ml.io.dead_letters import Reader
 from beam_ml.io.records import DecodeRecords, RecordSpec, check_record_options, record_spec
-from beam_ml.io.sources import no_dead_letters_when_strict
 
 __all__ = [
     "PubSubPuller",
@@ -295,7 +295,7 @@ def _record(message: Any) -> tuple[str, bytes]:
     return message.message_id, message.data
 
 
-class ReadPubSub(beam.PTransform):
+class ReadPubSub(Reader):
     """Read a Pub/Sub subscription into an unbounded PCollection of blocks.
 
     Beam's ``ReadFromPubSub`` (the runner pulls and acknowledges) followed by
@@ -375,7 +375,6 @@ class ReadPubSub(beam.PTransform):
             block_size=block_size,
             strict=strict,
         )
-        self._with_dead_letters = False
 
     @property
     def n_features(self) -> int:
@@ -385,11 +384,9 @@ class ReadPubSub(beam.PTransform):
     def spec(self) -> RecordSpec:
         return self._spec
 
-    def with_dead_letters(self) -> ReadPubSub:
-        """Make the transform return ``(blocks, dead_letters)``."""
-        no_dead_letters_when_strict(self._spec.strict)
-        self._with_dead_letters = True
-        return self
+    @property
+    def strict(self) -> bool:
+        return self._spec.strict
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
         decode = DecodeRecords(self._spec, "pubsub://" + self.subscription)

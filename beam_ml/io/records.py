@@ -4,8 +4,8 @@ A *record* is one message of a row-at-a-time source: a Kafka record's value or a
 message's data. Each holds one row, as one CSV line without header, one JSON array or
 object (with a ``features_key`` array), or one LIBSVM line. :func:`record_spec` settles
 the shape once, from the first record; :func:`decode_records` turns a batch of records
-into one :class:`~beam_ml.core.block.Block` and the bad records, with the parsers of
-:mod:`beam_ml.io.formats`; :class:`DecodeRecords` does it in a pipeline, batching the
+into one :class:`~beam_ml.core.block.Block` and the bad records, with the format's parser
+(``formats.get(format).parse``); :class:`DecodeRecords` does it in a pipeline, batching the
 records of a bundle into blocks of at most ``block_size`` rows [STYLE §1.4].
 
 A bad record (undecodable, empty, several lines in one CSV or LIBSVM record) has the
@@ -28,10 +28,9 @@ Examples
 from __future__ import annotations
 
 import bisect
-import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import apache_beam as beam
@@ -43,73 +42,34 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
 from beam_ml.io import formats
-from beam_ml.io.sources import (
+from beam_ml.io.dead_letters import (
     DEAD_LETTERS,
     METRICS_NAMESPACE,
-    _DroppedLog,
-    _resolve_categorical,
+    DroppedLog,
+    Reader,
+    route_bad_records,
+)
+from beam_ml.io.formats.base import Plan, ReadOptions, with_hashing
+from beam_ml.io.sources import (
     check_encoding_options,
     check_feature_dim,
     check_label_column,
     check_positive_ints,
-    no_dead_letters_when_strict,
-    route_bad_records,
 )
 
 __all__ = ["RECORD_FORMATS", "DecodeRecords", "RecordSpec", "decode_records", "record_spec"]
 
-#: Formats of a record value.
-RECORD_FORMATS = ("csv", "jsonl", "libsvm")
+#: Formats of a record value (the registry's formats whose records are lines).
+RECORD_FORMATS = formats.record_names()
 
 # ``route_bad_records`` describes a bad record by its ``offset``; under the "kafka"
 # wording that reads "offset <id>", which fits any record id.
 _DESCRIBE_AS = "kafka"
 
-
-@dataclass(frozen=True)
-class RecordSpec:
-    """How to decode records, settled once (see :func:`record_spec`).
-
-    Attributes
-    ----------
-    format : {'csv', 'jsonl', 'libsvm'}
-    n_columns : int or None
-        CSV fields per record, the label included; None for other formats.
-    n_features : int or None
-        Features per row; None when nothing told it yet (no first record).
-    label_column : int, str or None
-        CSV: normalized field index in ``[0, n_columns)``; JSON: element index or key.
-    delimiter : str
-    zero_based : bool
-        LIBSVM indices start at 0.
-    features_key : str
-        JSON objects: the key of the features array.
-    block_size : int
-        Most rows per block.
-    strict : bool
-        Stop at the first bad record instead of routing it to the dead letters.
-    missing : {'error', 'zero'}
-        An empty feature field (CSV) or ``null`` (JSON): a bad record, or 0.
-    categorical : tuple of int or str
-        Hashed columns (CSV: field indices; JSON: element indices, keys or indices into
-        the features array), as for :class:`~beam_ml.io.sources.ReadBlocks`; rows are
-        then CSR rows of ``n_features`` columns.
-    n_values : int or None
-        With ``categorical``: the record's dense width (features without hashing).
-    """
-
-    format: str
-    n_columns: int | None
-    n_features: int | None
-    label_column: int | str | None
-    delimiter: str = ","
-    zero_based: bool = False
-    features_key: str = "features"
-    block_size: int = 10_000
-    strict: bool = False
-    missing: str = "error"
-    categorical: tuple[int | str, ...] = ()
-    n_values: int | None = None
+#: How to decode records, settled once by :func:`record_spec`: the reading plan
+#: (:class:`~beam_ml.io.formats.base.Plan`) of a stream, whose ``n_features`` is None
+#: when nothing told it yet (no first record).
+RecordSpec = Plan
 
 
 def check_record_options(
@@ -127,16 +87,7 @@ def check_record_options(
             f"Got {format!r} instead."
         )
     check_label_column(label_column, owner)
-    if format == "csv" and isinstance(label_column, str):
-        raise BadInputError(
-            f"CSV records have no header: give label_column {label_column!r} as an index."
-        )
-    if format == "libsvm" and label_column is not None:
-        raise BadInputError("LIBSVM labels are the first token; label_column must be None.")
-    if format == "libsvm" and feature_dim is None:
-        raise BadInputError(
-            "a LIBSVM stream cannot be scanned for its largest index: give feature_dim."
-        )
+    formats.get(format).check_record_options(label_column, feature_dim)
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise BadInputError(
             f"The 'delimiter' parameter of {owner} must be one character. "
@@ -144,60 +95,6 @@ def check_record_options(
         )
     check_feature_dim(feature_dim, owner)
     check_positive_ints(owner, block_size=block_size)
-
-
-def _csv_label(label_column: int | None, n: int) -> int | None:
-    if label_column is None:
-        return None
-    if not -n <= label_column < n:
-        raise BadInputError(
-            f"label_column must be in [{-n}, {n}) for records of {n} fields; got {label_column}."
-        )
-    return label_column % n
-
-
-def _infer(
-    format: str,
-    value: bytes,
-    label_column: int | str | None,
-    delimiter: str,
-    features_key: str,
-) -> tuple[int | None, int, int | str | None]:
-    """(n_columns, n_features, label_column) from the first record's value."""
-    if format == "csv":
-        n = len(formats.split_csv_line(value, delimiter))
-        label = _csv_label(label_column, n)  # type: ignore[arg-type]
-        return n, n - (label is not None), label
-    try:
-        item = json.loads(value)
-    except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
-        raise BadInputError(f"the first record is not JSON ({exc}): {value[:200]!r}") from None
-    if isinstance(item, list):
-        if isinstance(label_column, str):
-            raise BadInputError(
-                f"label_column {label_column!r} is a key, but the records are JSON arrays."
-            )
-        if label_column is not None:
-            if not -len(item) <= label_column < len(item):
-                raise BadInputError(
-                    f"label_column must be in [{-len(item)}, {len(item)}) for JSON arrays "
-                    f"of {len(item)} elements; got {label_column}."
-                )
-            label_column = label_column % len(item)
-        return None, len(item) - (label_column is not None), label_column
-    if isinstance(item, dict) and isinstance(item.get(features_key), list):
-        if isinstance(label_column, int):
-            raise BadInputError(
-                f"label_column {label_column} is an index, but the records are JSON objects: "
-                "give the label's key."
-            )
-        if label_column is None and "label" in item:
-            label_column = "label"
-        return None, len(item[features_key]), label_column
-    raise BadInputError(
-        f"the first record is neither a JSON array nor an object with a "
-        f"{features_key!r} array: {value[:200]!r}"
-    )
 
 
 def record_spec(
@@ -251,62 +148,37 @@ def record_spec(
     """
     check_record_options(format, label_column, delimiter, feature_dim, block_size)
     categorical = check_encoding_options(format, categorical_columns, missing, "record_spec")
-    n_columns: int | None = None
-    n_features = feature_dim
-    n_values = None
+    options = ReadOptions(
+        label_column=label_column,
+        delimiter=delimiter,
+        feature_dim=feature_dim,
+        zero_based=bool(zero_based),
+        features_key=features_key,
+        block_size=block_size,
+        strict=bool(strict),
+        categorical=categorical,
+        missing=missing,
+    )
     if isinstance(first_value, str):
         first_value = first_value.encode()
-    if categorical and (first_value is None or not first_value.strip()):
+    value = first_value.strip() if first_value is not None and first_value.strip() else None
+    if categorical and value is None:
         raise BadInputError(
             "categorical_columns need a first record: it tells the width of the records."
         )
-    if format != "libsvm" and first_value is not None and first_value.strip():
-        n_columns, n_features, label_column = _infer(
-            format, first_value.strip(), label_column, delimiter, features_key
-        )
+    fmt = formats.get(format)
+    spec = Plan.start(format, options)
+    n_columns, n_features, label_column = fmt.record_layout(value, spec)
+    spec = replace(spec, n_columns=n_columns, n_features=n_features, label_column=label_column)
+    if value is not None and fmt.dense:
         if categorical:
-            array = format == "csv" or first_value.strip().startswith(b"[")
-            categorical = _resolve_categorical(
-                categorical,
-                n_features + (array and label_column is not None),
-                None,
-                label_column,
-                "the records",
-                keys_allowed=not array,
-            )
-            if format == "csv":
-                categorical = tuple(sorted(categorical))  # type: ignore[type-var]
-            n_values = n_features
-            n_features = formats.DEFAULT_HASHED_FEATURE_DIM if feature_dim is None else feature_dim
-            n_numeric = n_values - sum(not isinstance(c, str) for c in categorical)
-            formats.check_hashed_feature_dim(n_features, n_numeric)
+            spec = with_hashing(replace(spec, categorical=fmt.record_categorical(value, spec)))
         elif feature_dim is not None and feature_dim != n_features:
             raise BadInputError(
                 f"feature_dim={feature_dim} was given, but the first record has "
                 f"{n_features} features: {first_value[:200]!r}"
             )
-    elif format == "csv" and feature_dim is not None:
-        if isinstance(label_column, int) and label_column < 0:
-            raise BadInputError(
-                "without a first record, a CSV label_column must be a non-negative index; "
-                f"got {label_column}."
-            )
-        n_columns = feature_dim + (label_column is not None)
-        label_column = _csv_label(label_column, n_columns)  # type: ignore[arg-type]
-    return RecordSpec(
-        format=format,
-        n_columns=n_columns,
-        n_features=n_features,
-        label_column=label_column,
-        delimiter=delimiter,
-        zero_based=bool(zero_based),
-        features_key=features_key,
-        block_size=block_size,
-        strict=bool(strict),
-        missing=missing,
-        categorical=categorical,
-        n_values=n_values,
-    )
+    return spec
 
 
 def _bad(source: str, record_id: Any, value: Any, reason: str) -> dict[str, Any]:
@@ -315,13 +187,13 @@ def _bad(source: str, record_id: Any, value: Any, reason: str) -> dict[str, Any]
     return record
 
 
-def _no_record(value: bytes, format: str) -> bool:
+def _no_record(value: bytes, fmt: formats.Format) -> bool:
     """Whether a stream value holds no record: blank, or (LIBSVM) only a comment. The
     same rule as :func:`formats.count_records`, whose general path costs ~5 us a value:
     a tenth of a continuous-training cycle at 10,000 records."""
     if not value.strip():
         return True
-    return format == "libsvm" and b"#" in value and not formats.count_records(value, format)
+    return fmt.has_comments and b"#" in value and not fmt.count_records(value)
 
 
 def decode_records(
@@ -353,20 +225,21 @@ def decode_records(
     """
     if len(ids) != len(values):
         raise BadInputError(f"decode_records got {len(ids)} ids but {len(values)} values.")
+    fmt = formats.get(spec.format)
     bad: list[tuple[int, dict[str, Any]]] = []  # (position, record): sorted at the end
     lines: list[bytes] = []
     kept: list[int] = []  # positions of ``lines`` in the input
     for i, value in enumerate(values):
         if isinstance(value, str):
             value = value.encode()
-        if value is None or _no_record(bytes(value), spec.format):
+        if value is None or _no_record(bytes(value), fmt):
             # blank, or (LIBSVM) only a comment: a record with no row in it
             reason = "empty record value" + (" (only a comment)" if value and b"#" in value else "")
             bad.append((i, _bad(source, ids[i], value or b"", reason)))
             continue
         value = bytes(value).rstrip(b"\r\n")
         if b"\n" in value or b"\r" in value:
-            if spec.format != "jsonl":
+            if not fmt.multiline_records:
                 bad.append((i, _bad(source, ids[i], value, "a record holds several lines")))
                 continue
             value = value.replace(b"\r", b" ").replace(b"\n", b" ")  # JSON whitespace
@@ -374,7 +247,7 @@ def decode_records(
         kept.append(i)
     if not lines:
         return None, [record for _, record in bad]
-    if spec.n_features is None or (spec.format == "csv" and spec.n_columns is None):
+    if spec.n_features is None:
         raise BadInputError(
             f"cannot decode the records of {source}: the RecordSpec knows no feature count "
             "(build it with record_spec from a first record, or give feature_dim)."
@@ -383,30 +256,7 @@ def decode_records(
     starts = [0]
     for line in lines[:-1]:
         starts.append(starts[-1] + len(line) + 1)
-    if spec.format == "csv":
-        block, parse_bad = formats.parse_csv(
-            data,
-            n_columns=spec.n_columns,  # type: ignore[arg-type]
-            label_column=spec.label_column,  # type: ignore[arg-type]
-            delimiter=spec.delimiter,
-            missing=spec.missing,
-            categorical=spec.categorical,  # type: ignore[arg-type]
-            feature_dim=spec.n_features if spec.categorical else None,
-        )
-    elif spec.format == "jsonl":
-        block, parse_bad = formats.parse_jsonl(
-            data,
-            n_features=spec.n_values if spec.categorical else spec.n_features,  # type: ignore[arg-type]
-            label_column=spec.label_column,
-            features_key=spec.features_key,
-            missing=spec.missing,
-            categorical=spec.categorical,
-            feature_dim=spec.n_features if spec.categorical else None,
-        )
-    else:
-        block, parse_bad = formats.parse_libsvm(
-            data, feature_dim=spec.n_features, zero_based=spec.zero_based
-        )
+    block, parse_bad = fmt.parse(spec, data)
     for record in parse_bad:
         # the parsers report byte offsets in ``data``: map them back to the records
         i = kept[bisect.bisect_right(starts, record["offset"]) - 1]
@@ -444,7 +294,7 @@ class _DecodeFn(beam.DoFn):
         self._bad = Metrics.counter(METRICS_NAMESPACE, "bad_records")
 
     def setup(self) -> None:
-        self._dropped = None if self._dead_letters else _DroppedLog(_DESCRIBE_AS)
+        self._dropped = None if self._dead_letters else DroppedLog(_DESCRIBE_AS)
 
     def start_bundle(self) -> None:
         self._batches: dict[Any, list[Any]] = defaultdict(lambda: [[], [], MAX_TIMESTAMP])
@@ -482,7 +332,7 @@ class _DecodeFn(beam.DoFn):
             yield WindowedValue(block, stamp, (window,))
 
 
-class DecodeRecords(beam.PTransform):
+class DecodeRecords(Reader):
     """``(id, value)`` records -> blocks of at most ``spec.block_size`` rows.
 
     Records are batched within a bundle (per window) and decoded with
@@ -513,18 +363,13 @@ class DecodeRecords(beam.PTransform):
             )
         self._spec = spec
         self._source = source
-        self._with_dead_letters = False
 
-    def with_dead_letters(self) -> DecodeRecords:
-        """Make the transform return ``(blocks, dead_letters)``."""
-        no_dead_letters_when_strict(self._spec.strict)
-        self._with_dead_letters = True
-        return self
+    @property
+    def strict(self) -> bool:
+        return self._spec.strict
 
     def expand(self, records: beam.PCollection) -> Any:
         outputs = records | "Decode" >> beam.ParDo(
             _DecodeFn(self._spec, self._source, self._with_dead_letters)
         ).with_outputs(DEAD_LETTERS, main="blocks")
-        if self._with_dead_letters:
-            return outputs.blocks, outputs[DEAD_LETTERS]
-        return outputs.blocks
+        return self._outputs(outputs)

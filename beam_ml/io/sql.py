@@ -42,24 +42,14 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
 from beam_ml.io import formats
-from beam_ml.io.sources import (
-    DEAD_LETTERS,
-    MAX_BAD_FRACTION,
-    METRICS_NAMESPACE,
-    _DroppedLog,
-    check_bad_fraction,
-    check_bad_fraction_option,
-    check_label_column,
-    check_positive_ints,
-    no_dead_letters_when_strict,
-    read_ahead,
-    route_bad_records,
-)
+from beam_ml.io.dead_letters import Reader
+from beam_ml.io.formats.base import MAX_BAD_FRACTION
+from beam_ml.io.ranges import Chunk, RangeSource, ReadRangesFn, accounted, read_ranges
+from beam_ml.io.sources import check_bad_fraction_option, check_label_column, check_positive_ints
 
 __all__ = ["ReadSql", "sql_url"]
 
@@ -273,7 +263,7 @@ def _row_problem(spec: _Spec, row: Sequence[Any]) -> str | None:
         name = spec.columns[i]
         if value is None:
             return f"column {name!r} is NULL"
-        if isinstance(value, str) and formats._is_number(value):
+        if isinstance(value, str) and formats.is_number(value):
             return f"column {name!r} ({_short(value)}) is text, not a number (cast it)"
         if not isinstance(value, _NUMBER_TYPES):  # text, bytes, dates ...
             return f"column {name!r} ({_short(value)}) is not a number"
@@ -333,9 +323,8 @@ def _rows_to_block(
     return Block(features, labels, origin=origin), bad
 
 
-def _read_range(spec: _Spec, engine: Any, rng: _Range) -> Iterator[tuple[Block | None, list, int]]:
-    """(block, bad rows, rows fetched) per fetch; stops when more than
-    ``spec.max_bad_fraction`` of the range's rows were bad."""
+def _fetch(spec: _Spec, engine: Any, rng: _Range) -> Iterator[Chunk]:
+    """(block, bad rows, None, rows fetched) per fetch of one range's query."""
     import sqlalchemy as sa
 
     query, params = _range_query(spec, engine, rng)
@@ -343,8 +332,7 @@ def _read_range(spec: _Spec, engine: Any, rng: _Range) -> Iterator[tuple[Block |
     key = None if spec.split_column is None or rng.null else spec.columns.index(spec.split_column)
     # Origins sort like the result: by range, then by row within the range.
     source = f"{spec.display}#{rng.index:06d}"
-    row = n_bad = 0
-    first_bad = None
+    row = 0
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True).execute(sa.text(query), params)
         while rows := result.fetchmany(spec.block_size):
@@ -353,14 +341,23 @@ def _read_range(spec: _Spec, engine: Any, rng: _Range) -> Iterator[tuple[Block |
                 [row + r for r in range(len(rows))] if key is None else [int(r[key]) for r in rows]
             )
             block, bad = _rows_to_block(spec, rows, (source, row), offsets)
-            n_bad += len(bad)
-            first_bad = first_bad or (bad[0] if bad else None)
-            yield block, bad, len(rows)
+            yield block, bad, None, len(rows)
             row += len(rows)
+
+
+def _read_chunks(spec: _Spec, engine: Any, rng: _Range) -> Iterator[Chunk]:
+    """The fetches of one range, every row accounted for; stops when more than
+    ``spec.max_bad_fraction`` of the range's rows were bad."""
     where = spec.display
     if rng.lo is not None or rng.null:
         where += f" ({_describe_range(spec, rng)})"
-    check_bad_fraction(n_bad, row, spec.max_bad_fraction, first_bad, "sql", where)
+    return accounted(_fetch(spec, engine, rng), "sql", where, spec.max_bad_fraction)
+
+
+def _read_range(spec: _Spec, engine: Any, rng: _Range) -> Iterator[tuple[Block | None, list, int]]:
+    """(block, bad rows, rows fetched) per fetch (see :func:`_read_chunks`)."""
+    for block, bad, _, fetched in _read_chunks(spec, engine, rng):
+        yield block, bad, fetched
 
 
 def _describe_range(spec: _Spec, rng: _Range) -> str:
@@ -369,34 +366,27 @@ def _describe_range(spec: _Spec, rng: _Range) -> str:
     return f"{rng.lo} <= {spec.split_column} < {rng.hi}"
 
 
-class _ReadRangesFn(beam.DoFn):
-    def __init__(self, spec: _Spec, dead_letters: bool):
-        self._spec = spec
-        self._dead_letters = dead_letters
-        self._records = Metrics.counter(METRICS_NAMESPACE, "records_read")
-        self._rows = Metrics.counter(METRICS_NAMESPACE, "rows_read")
-        self._bad = Metrics.counter(METRICS_NAMESPACE, "bad_records")
+class _QueryRanges(RangeSource):
+    """The key ranges of a query, as :class:`~beam_ml.io.ranges.ReadRangesFn` reads them:
+    one engine per worker."""
+
+    fmt = "sql"
+
+    def __init__(self, spec: _Spec):
+        self.spec = spec
+        self.strict = spec.strict
 
     def setup(self) -> None:
-        self._engine = _engine(self._spec.url)
-        self._dropped = None if self._dead_letters else _DroppedLog("sql")
+        self._engine = _engine(self.spec.url)
 
     def teardown(self) -> None:
         self._engine.dispose()
 
-    def process(self, rng: _Range) -> Iterator[Any]:
-        for block, bad, records in read_ahead(_read_range(self._spec, self._engine, rng)):
-            self._records.inc(records)
-            if bad:
-                yield from route_bad_records(
-                    bad, "sql", self._spec.strict, self._bad, self._dropped
-                )
-            if block is not None:
-                self._rows.inc(block.n_rows)
-                yield block
+    def read(self, rng: _Range) -> Iterator[Chunk]:
+        return _read_chunks(self.spec, self._engine, rng)
 
 
-class ReadSql(beam.PTransform):
+class ReadSql(Reader):
     """Read the result of a SQL query into a PCollection of blocks.
 
     Parameters
@@ -482,7 +472,6 @@ class ReadSql(beam.PTransform):
             self._ranges = _split(self._spec, engine, n_splits, split_rows)
         finally:
             engine.dispose()
-        self._with_dead_letters = False
 
     @property
     def n_features(self) -> int:
@@ -496,22 +485,10 @@ class ReadSql(beam.PTransform):
     def n_ranges(self) -> int:
         return len(self._ranges)
 
-    def with_dead_letters(self) -> ReadSql:
-        """Make the transform return ``(blocks, dead_letters)``."""
-        no_dead_letters_when_strict(self._spec.strict)
-        self._with_dead_letters = True
-        return self
+    @property
+    def strict(self) -> bool:
+        return self._spec.strict
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
-        outputs = (
-            pbegin
-            | "ListRanges" >> beam.Create(self._ranges)
-            | "Reshuffle" >> beam.Reshuffle()
-            | "ReadRanges"
-            >> beam.ParDo(_ReadRangesFn(self._spec, self._with_dead_letters)).with_outputs(
-                DEAD_LETTERS, main="blocks"
-            )
-        )
-        if self._with_dead_letters:
-            return outputs.blocks, outputs[DEAD_LETTERS]
-        return outputs.blocks
+        reading = ReadRangesFn(_QueryRanges(self._spec), self._with_dead_letters)
+        return self._outputs(read_ranges(pbegin, "ListRanges", self._ranges, reading))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import time
 
-import numpy as np
 import pytest
 from apache_beam.io.filesystem import FileMetadata, FileSystem
 
@@ -63,11 +62,11 @@ class _MemoryFileSystem(FileSystem):
         return io.BytesIO(_OBJECTS[path][0])
 
     def copy(self, source_file_names, destination_file_names):
-        for source, destination in zip(source_file_names, destination_file_names):
+        for source, destination in zip(source_file_names, destination_file_names, strict=True):
             _OBJECTS[destination] = _OBJECTS[source]
 
     def rename(self, source_file_names, destination_file_names):
-        for source, destination in zip(source_file_names, destination_file_names):
+        for source, destination in zip(source_file_names, destination_file_names, strict=True):
             _OBJECTS[destination] = _OBJECTS.pop(source)
 
     def exists(self, path):
