@@ -70,7 +70,6 @@ on a GPU, MXNet's autograd (:mod:`beam_ml.nn.fm`); both take the same steps.
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +92,7 @@ from beam_ml.core.classification import (
     sigmoid,
 )
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
+from beam_ml.core.plan import ResumePlan
 from beam_ml.core.state import Model, TrainingState, register
 from beam_ml.core.validation import check_choice, check_int
 from beam_ml.nn.engine import (
@@ -104,6 +104,7 @@ from beam_ml.nn.engine import (
     PendingRows,
     check_device,
     initial_values,
+    runtime_option,
 )
 from beam_ml.nn.fm import fm_scores
 
@@ -229,8 +230,9 @@ class FactorizationMachinesConfig:
         train as usual. The kept rows never train a replica (they judge its merges) but
         the derived model learns them: one pass over them on a copy at ``derive``.
     device : str
-        'cpu', 'gpu' or 'gpu:N': where the mini-batch steps run (the only setting that may
-        differ between states that merge).
+        'cpu', 'gpu' or 'gpu:N': where the mini-batch steps run. A runtime option, not a
+        hyperparameter: it is kept with the config (so a checkpoint says where it was
+        trained) but never compared, so states trained on different devices merge.
 
     Notes
     -----
@@ -270,7 +272,7 @@ class FactorizationMachinesConfig:
     seed: int = 0
     merge_holdout: float = 0.01
     merge_sample_size: int = 2000
-    device: str = "cpu"
+    device: str = runtime_option("cpu")
 
     def __post_init__(self) -> None:
         where = "FactorizationMachinesConfig"
@@ -431,7 +433,8 @@ class FactorizationMachinesState(TrainingState):
     FAMILY = "factorization_machines"
     SERIAL_VERSION = 1
     CONFIG = FactorizationMachinesConfig
-    CONTINUES_ON_RESUME = True  # new data trains the factors on (core/state.py)
+    # New data trains the factors on; a round's merged step is scaled (finish_round).
+    PLAN = ResumePlan(resume="continue", finishes_rounds=True, epochs="epochs")
 
     def __init__(self, config: FactorizationMachinesConfig):
         super().__init__(config)
@@ -538,14 +541,6 @@ class FactorizationMachinesState(TrainingState):
     def _pristine(self) -> bool:
         return self.table is None and self.n_seen == 0 and self.pending.n_rows == 0
 
-    def check_mergeable(self, other: TrainingState) -> None:
-        # The device is where steps run, not what they compute: a state trained on a GPU
-        # merges with one trained on a CPU.
-        if isinstance(other, FactorizationMachinesState) and other.config != self.config:
-            if dataclasses.replace(other.config, device=self.config.device) == self.config:
-                return
-        super().check_mergeable(other)
-
     def merge(self, other: FactorizationMachinesState) -> FactorizationMachinesState:
         """Example-weighted average of two replicas, ``other``'s factors aligned to this
         one's first (approximate; see the module notes). ``a.merge(b)`` and
@@ -617,8 +612,6 @@ class FactorizationMachinesState(TrainingState):
             if out.pv_hist is not None:
                 out.pv_hist = np.zeros_like(out.pv_hist)
         return out
-
-    FINISHES_ROUNDS = True
 
     def finish_round(self, start: FactorizationMachinesState | None) -> FactorizationMachinesState:
         """Scale this merge's step from ``start`` between the replicas' average and their sum.

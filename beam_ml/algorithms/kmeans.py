@@ -39,6 +39,7 @@ import scipy.sparse as sp
 from beam_ml.core.block import as_block
 from beam_ml.core.errors import IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.numerics import dense_chunks
+from beam_ml.core.plan import ResumePlan
 from beam_ml.core.state import Model, TrainingState, register
 from beam_ml.core.validation import check_choice, check_int
 
@@ -309,7 +310,7 @@ class KMeansState(TrainingState):
     FAMILY = "kmeans"
     SERIAL_VERSION = 1
     CONFIG = KMeansConfig
-    CONTINUES_ON_RESUME = True  # with decay, new rows weigh more than old ones
+    PLAN = ResumePlan(resume="continue")  # with decay, new rows weigh more than old ones
 
     def __init__(self, config: KMeansConfig):
         super().__init__(config)

@@ -44,6 +44,7 @@ Payloads are plain numpy arrays in the state's versioned format: no pickle, no M
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ __all__ = [
     "INIT_METHODS",
     "mxnet",
     "check_device",
+    "runtime_option",
     "context",
     "initial_values",
     "OptimizerSpec",
@@ -103,6 +105,13 @@ def check_device(value: Any, name: str, where: str) -> str:
     raise ValueError(
         f"The {name!r} parameter of {where} must be 'cpu', 'gpu' or 'gpu:N'. Got {value!r} instead."
     )
+
+
+def runtime_option(default: Any) -> Any:
+    """A config field that says where the work runs, not what it computes (the device):
+    kept with the config (checkpoints and the CLI see it) but never compared, so states
+    that differ in it merge."""
+    return dataclasses.field(default=default, compare=False, metadata={"runtime": True})
 
 
 def context(device: str) -> Any:

@@ -50,6 +50,7 @@ from beam_ml.core.block import as_block
 from beam_ml.core.classification import best_thresholds
 from beam_ml.core.errors import IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.numerics import pairwise_mean
+from beam_ml.core.plan import ResumePlan
 from beam_ml.core.state import TrainingState, register
 from beam_ml.core.validation import check_bool, check_choice, check_int
 
@@ -124,7 +125,8 @@ class LinearLearnerState(TrainingState):
     FAMILY = "linear_learner"
     SERIAL_VERSION = 1
     CONFIG = LinearLearnerConfig
-    CONTINUES_ON_RESUME = True  # new data trains the packed SGD models on (core/state.py)
+    # New data trains the packed SGD models on; bounded input is read ``epochs`` times.
+    PLAN = ResumePlan(resume="continue", epochs="epochs")
 
     def __init__(self, config: LinearLearnerConfig):
         super().__init__(config)
