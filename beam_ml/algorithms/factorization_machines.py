@@ -93,7 +93,7 @@ from beam_ml.core.classification import (
 )
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.plan import ResumePlan
-from beam_ml.core.state import Model, TrainingState, register
+from beam_ml.core.state import Model, register
 from beam_ml.core.validation import check_choice, check_int
 from beam_ml.nn.engine import (
     INIT_METHODS,
@@ -101,12 +101,12 @@ from beam_ml.nn.engine import (
     MergeSample,
     OptimizerSpec,
     ParameterTable,
-    PendingRows,
     check_device,
     initial_values,
     runtime_option,
 )
 from beam_ml.nn.fm import fm_scores
+from beam_ml.nn.skeleton import GradientState, PendingRows
 
 __all__ = [
     "FactorizationMachinesConfig",
@@ -387,7 +387,7 @@ def _csr(features: Any, owner: str) -> sp.csr_matrix:
 
 
 @register
-class FactorizationMachinesState(TrainingState):
+class FactorizationMachinesState(GradientState):
     """Factorization Machines state: parameters, optimizer state, steps and pending rows.
 
     Attributes
@@ -457,6 +457,10 @@ class FactorizationMachinesState(TrainingState):
     @property
     def n_seen(self) -> int:
         return self.n_before + self.n_rows
+
+    @property
+    def epochs_done(self) -> int:
+        return self.epoch  # FM's epoch index counts from 0
 
     @property
     def n_features(self) -> int:

@@ -50,9 +50,9 @@ from beam_ml.core.block import as_block
 from beam_ml.core.classification import best_thresholds
 from beam_ml.core.errors import IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.numerics import pairwise_mean
-from beam_ml.core.plan import ResumePlan
-from beam_ml.core.state import TrainingState, register
+from beam_ml.core.state import register
 from beam_ml.core.validation import check_bool, check_choice, check_int
+from beam_ml.nn.skeleton import GradientState
 
 _LOG = logging.getLogger("beam_ml.linear_learner")
 _WARNED_HIGH_D: set[int] = set()
@@ -60,7 +60,7 @@ _MAX_EPOCH_METRICS = 1000  # per-epoch metrics kept (the latest)
 
 
 @register
-class LinearLearnerState(TrainingState):
+class LinearLearnerState(GradientState):
     """One-pass linear learner state: moments, exact statistics, packed models.
 
     Attributes
@@ -125,8 +125,6 @@ class LinearLearnerState(TrainingState):
     FAMILY = "linear_learner"
     SERIAL_VERSION = 1
     CONFIG = LinearLearnerConfig
-    # New data trains the packed SGD models on; bounded input is read ``epochs`` times.
-    PLAN = ResumePlan(resume="continue", epochs="epochs")
 
     def __init__(self, config: LinearLearnerConfig):
         super().__init__(config)
@@ -164,6 +162,10 @@ class LinearLearnerState(TrainingState):
     @property
     def n_features(self) -> int | None:
         return self.d
+
+    @property
+    def epochs_done(self) -> int:
+        return self.epoch - 1  # the linear learner's epoch counts from 1
 
     @property
     def has_exact(self) -> bool:
