@@ -1,16 +1,12 @@
-"""The exact path of squared loss, and the scaler's moments: statistics, no SGD."""
+"""The exact path of squared loss: ridge and the elastic net from the Gram matrix."""
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 import numpy as np
 import scipy.linalg
-import scipy.sparse as sp
-
-from beam_ml.core.numerics import pairwise_mean
 
 _LOG = logging.getLogger("beam_ml.linear_learner")
 
@@ -19,39 +15,6 @@ _LOG = logging.getLogger("beam_ml.linear_learner")
 MAX_EXACT_FEATURES = 8192
 
 
-def column_moments(x: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and centred sums of squares (float64) of a dense or CSR block.
-
-    For CSR the centred sum is taken over the stored entries plus the implicit zeros
-    (``(rows - nnz_j) * mean_j^2``): every term is a square of a centred value, so no
-    cancellation, and the block is never densified.
-    """
-    rows = x.shape[0]
-    if sp.issparse(x):
-        d = x.shape[1]
-        mean = np.bincount(x.indices, weights=x.data, minlength=d) / rows
-        stored = np.bincount(x.indices, minlength=d)
-        centred = x.data.astype(np.float64) - mean[x.indices]
-        m2 = np.bincount(x.indices, weights=centred * centred, minlength=d)
-        return mean, m2 + (rows - stored) * mean * mean
-    # float64 throughout: a constant column must come out with exactly zero variance.
-    # Column sums as a product with a ones vector (BLAS), not a reduction with a cast.
-    x = np.asarray(x, dtype=np.float64)
-    ones = np.ones(rows)
-    mean = ones @ x / rows
-    centred = x - mean
-    centred *= centred
-    return mean, ones @ centred
-
-
-def merge_moments(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
-    if n_a == 0:
-        return n_b, mean_b.copy(), m2_b.copy()
-    n, mean, delta, weight = pairwise_mean(n_a, mean_a, n_b, mean_b)
-    return n, mean, m2_a + m2_b + weight * delta * delta
-
-
-# --- the elastic net on a Gram matrix --------------------------------------------------------
 def elastic_net(
     gram: np.ndarray,
     cross: np.ndarray,

@@ -17,9 +17,7 @@ from beam_ml.algorithms.linear_learner.config import (
 )
 from beam_ml.algorithms.linear_learner.exact import (
     MAX_EXACT_FEATURES,
-    column_moments,
     elastic_net,
-    merge_moments,
     ridge,
 )
 from beam_ml.algorithms.linear_learner.losses import labels_for, pointwise_loss, softmax_loss
@@ -49,7 +47,7 @@ from beam_ml.algorithms.linear_learner.validation import (
 from beam_ml.core.block import as_block
 from beam_ml.core.classification import best_thresholds
 from beam_ml.core.errors import IncompatibleStateError, NotEnoughDataError
-from beam_ml.core.numerics import pairwise_mean
+from beam_ml.core.moments import Moments
 from beam_ml.core.state import register
 from beam_ml.core.validation import check_bool, check_choice, check_int
 from beam_ml.nn.skeleton import GradientState
@@ -71,13 +69,15 @@ class LinearLearnerState(GradientState):
         1 for the first pass over the data; see :meth:`continued`.
     steps : int
         Optimizer steps taken (over all epochs).
-    moments_n, moments_mean, moments_m2 : float, ndarray of shape (d + 1,)
-        Count, mean and centred sum of squares of the features and the label over the
-        scaler's sample (the first ``num_point_for_scaler`` rows; 0 while it fills).
+    scaler : Moments
+        Count, mean and per-column centred sums of squares of the features and the label
+        over the scaler's sample (the first ``num_point_for_scaler`` rows; 0 while it
+        fills); stored as ``moments_n``, ``moments_mean`` and ``moments_m2``.
     class_counts : ndarray of shape (n_classes,)
         Rows per class (classifiers), for 'balanced' weights.
-    exact_mean, exact_scatter : ndarray of shape (d + 1,) and (d + 1, d + 1)
-        Squared loss only: mean and centred scatter of ``[x, y]`` over all rows.
+    exact : Moments or None
+        Squared loss only: mean and centred scatter of ``[x, y]`` over all rows of the
+        epoch, ``exact_mean`` and ``exact_scatter`` of shape (d + 1,) and (d + 1, d + 1).
     coef, intercept : ndarray of shape (d, m * k) and (m * k,)
         The packed models' last iterates in the original feature and label units.
     avg_coef, avg_intercept : same shapes
@@ -133,6 +133,7 @@ class LinearLearnerState(GradientState):
         self.steps = 0
         self.stepped = 0  # rows trained on in this epoch
         self.d: int | None = None
+        self.exact: Moments | None = None  # allocated with d (squared loss)
         lr, wd, l1 = config.grid()
         self._lr, self._wd, self._l1 = lr, wd, l1
         self.m, self.k = len(lr), config.n_outputs
@@ -170,7 +171,46 @@ class LinearLearnerState(GradientState):
     @property
     def has_exact(self) -> bool:
         """Whether the state holds the exact statistics (squared loss, d small enough)."""
-        return getattr(self, "exact_scatter", None) is not None
+        return self.exact is not None
+
+    # The moments under the names of the payload's arrays (and of states before Moments).
+    @property
+    def exact_mean(self) -> np.ndarray | None:
+        return None if self.exact is None else self.exact.mean
+
+    @exact_mean.setter
+    def exact_mean(self, value: np.ndarray | None) -> None:
+        if value is not None:
+            self.exact.mean = value
+
+    @property
+    def exact_scatter(self) -> np.ndarray | None:
+        return None if self.exact is None else self.exact.m2
+
+    @exact_scatter.setter
+    def exact_scatter(self, value: np.ndarray | None) -> None:
+        if value is not None:
+            self.exact.m2 = value
+
+    @property
+    def moments_n(self) -> float:
+        return self.scaler.n
+
+    @property
+    def moments_mean(self) -> np.ndarray:
+        return self.scaler.mean
+
+    @moments_mean.setter
+    def moments_mean(self, value: np.ndarray) -> None:
+        self.scaler.mean = value
+
+    @property
+    def moments_m2(self) -> np.ndarray:
+        return self.scaler.m2
+
+    @moments_m2.setter
+    def moments_m2(self, value: np.ndarray) -> None:
+        self.scaler.m2 = value
 
     @property
     def n_pending(self) -> int:
@@ -179,13 +219,12 @@ class LinearLearnerState(GradientState):
     def _allocate(self, d: int) -> None:
         m, cols = self.m, self.m * self.k
         self.d = d
-        self.moments_n = 0.0
-        self.moments_mean, self.moments_m2 = np.zeros(d + 1), np.zeros(d + 1)
+        self.scaler = Moments(0.0, np.zeros(d + 1), np.zeros(d + 1))
         self.class_counts = np.zeros(2 if self._binary else (self.k if self._multiclass else 0))
-        self.exact_mean = self.exact_scatter = None
+        self.exact = None
         if self._loss == "squared_loss":
             if d <= MAX_EXACT_FEATURES:
-                self.exact_mean, self.exact_scatter = np.zeros(d + 1), np.zeros((d + 1, d + 1))
+                self.exact = Moments.zeros(d + 1, scatter=True)
             elif d not in _WARNED_HIGH_D:  # once per process, not per copy or merge
                 _WARNED_HIGH_D.add(d)
                 _LOG.warning(
@@ -305,11 +344,13 @@ class LinearLearnerState(GradientState):
             self._step(row_range(px, start, start + batch), py[start : start + batch])
 
     def _fix_scaler(self, x: Any, y: np.ndarray) -> None:
-        mean, m2 = column_moments(x)
+        columns = Moments.of_columns(x)
         y_mean = float(y.mean())
-        self.moments_n = float(x.shape[0])
-        self.moments_mean = np.append(mean, y_mean)
-        self.moments_m2 = np.append(m2, float(((y - y_mean) ** 2).sum()))
+        self.scaler = Moments(
+            float(x.shape[0]),
+            np.append(columns.mean, y_mean),
+            np.append(columns.m2, float(((y - y_mean) ** 2).sum())),
+        )
 
     def _absorb_exact(self, x: Any, y: np.ndarray) -> None:
         """Fold [x, y] into the exact mean and centred scatter (pairwise merge per chunk)."""
@@ -320,17 +361,7 @@ class LinearLearnerState(GradientState):
             part = part.toarray() if sp.issparse(part) else part
             z = np.empty((part.shape[0], d + 1))
             z[:, :d], z[:, d] = part, y[start : start + step]
-            mean_b = z.mean(axis=0)
-            z -= mean_b
-            scatter_b = z.T @ z
-            n_a = self.n + start
-            if n_a == 0:
-                self.exact_mean, self.exact_scatter = mean_b, scatter_b
-                continue
-            _, self.exact_mean, delta, weight = pairwise_mean(
-                n_a, self.exact_mean, part.shape[0], mean_b
-            )
-            self.exact_scatter = self.exact_scatter + scatter_b + weight * np.outer(delta, delta)
+            self.exact = self.exact.merged(Moments.of_rows(z, overwrite=True))
 
     def _scaling(self) -> tuple[np.ndarray, np.ndarray, float, float]:
         """(feature mean, feature scale, label mean, label scale) of the step space."""
@@ -469,16 +500,14 @@ class LinearLearnerState(GradientState):
 
     def _absorb_moments(self, x: Any, y: np.ndarray) -> None:
         """Fold a mini-batch into the scaler's moments."""
-        mean_b, m2_b = column_moments(x)
+        columns = Moments.of_columns(x)
         y_mean = y.mean()
-        self.moments_n, self.moments_mean, self.moments_m2 = merge_moments(
-            self.moments_n,
-            self.moments_mean,
-            self.moments_m2,
+        block = Moments(
             float(x.shape[0]),
-            np.append(mean_b, y_mean),
-            np.append(m2_b, ((y - y_mean) ** 2).sum()),
+            np.append(columns.mean, y_mean),
+            np.append(columns.m2, ((y - y_mean) ** 2).sum()),
         )
+        self.scaler = self.scaler.merged(block)
 
     def _direction(self, g: np.ndarray, t: int) -> np.ndarray:
         cfg = self.config
@@ -650,8 +679,7 @@ class LinearLearnerState(GradientState):
         state.epoch += 1
         state.n = state.stepped = 0
         if state.has_exact:
-            state.exact_mean = np.zeros_like(state.exact_mean)
-            state.exact_scatter = np.zeros_like(state.exact_scatter)
+            state.exact = Moments.zeros(state.d + 1, scatter=True)
         if state.d is not None:
             state.progress[:] = 0.0
             if state.hist is not None:
@@ -675,15 +703,8 @@ class LinearLearnerState(GradientState):
         out.stepped = self.stepped + later.stepped
         if self.d is None or later.d is None:
             return out
-        if self.has_exact and later.n:
-            _, out.exact_mean, delta, weight = pairwise_mean(
-                self.n, self.exact_mean, later.n, later.exact_mean
-            )
-            out.exact_scatter = (
-                self.exact_scatter + later.exact_scatter + weight * np.outer(delta, delta)
-            )
-        elif self.has_exact:
-            out.exact_mean, out.exact_scatter = self.exact_mean.copy(), self.exact_scatter.copy()
+        if self.has_exact:
+            out.exact = self.exact.merged(later.exact)
         out.progress = self.progress + later.progress
         if out.hist is not None:
             out.hist = self.hist + later.hist
@@ -716,23 +737,11 @@ class LinearLearnerState(GradientState):
 
     def _absorb_state(self, other: LinearLearnerState) -> None:
         if self.has_exact:
-            _, self.exact_mean, delta, weight = pairwise_mean(
-                self.n, self.exact_mean, other.n, other.exact_mean
-            )
-            self.exact_scatter = (
-                self.exact_scatter + other.exact_scatter + weight * np.outer(delta, delta)
-            )
+            self.exact = self.exact.merged(other.exact)
         # The rows each side's packed models have learnt from (this epoch) weigh them.
         w_a, w_b = self.stepped, other.stepped
         if self.epoch == 1 and other.moments_n:  # two scaler samples: their union
-            self.moments_n, self.moments_mean, self.moments_m2 = merge_moments(
-                self.moments_n,
-                self.moments_mean,
-                self.moments_m2,
-                other.moments_n,
-                other.moments_mean,
-                other.moments_m2,
-            )
+            self.scaler = self.scaler.merged(other.scaler)
         if self.epoch == 1:
             self.class_counts = self.class_counts + other.class_counts
         if w_b > 0:
@@ -1162,7 +1171,9 @@ class LinearLearnerState(GradientState):
             )
         if state.d is None:
             state._allocate(d)
-        state.moments_n = float(meta["moments_n"])
+        state.scaler.n = float(meta["moments_n"])
+        if state.exact is not None:
+            state.exact.n = state.n  # the exact statistics count the epoch's rows
         for name in cls._ARRAYS:
             expected, found = getattr(state, name), arrays.get(name)
             if (
