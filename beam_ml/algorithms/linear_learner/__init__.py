@@ -108,6 +108,15 @@ Validation rows, best epochs and early stopping (issue 24)
     early stopping) are kept in the state: :meth:`epoch_report`, ``describe()``, and
     the ``epoch_metrics`` field of a checkpoint's manifest (``beam-ml inspect``).
 
+Modules
+    ``config`` (what must match to merge), ``losses`` (labels and per-row losses),
+    ``exact`` (the squared-loss solve from the moments of ``[x, y]``), ``packed`` (the
+    packed models' step), ``validation`` (the validation rows), ``epochs`` (best epochs,
+    early stopping, ``continued``), ``selection`` (``derive``), ``state`` (the state: rows
+    in, merging, the payload) and ``model`` (the derived model). The state's moments are
+    :class:`beam_ml.core.moments.Moments`; its training skeleton is
+    :class:`beam_ml.nn.skeleton.GradientState`.
+
 References
 ----------
 Blum, Kalai & Langford, "Beating the hold-out", COLT 1999. Shamir & Zhang, "Stochastic

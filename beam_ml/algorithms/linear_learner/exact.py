@@ -8,11 +8,44 @@ import math
 import numpy as np
 import scipy.linalg
 
+from beam_ml.core.moments import Moments
+
 _LOG = logging.getLogger("beam_ml.linear_learner")
 
 #: Above this many features the exact path's (d+1) x (d+1) float64 matrix (512 MiB at
 #: 8192) is not kept, and squared loss uses the packed models only.
 MAX_EXACT_FEATURES = 8192
+
+
+def solve(
+    exact: Moments,
+    wd: float,
+    l1: float,
+    normalize_data: bool,
+    normalize_label: bool,
+    use_bias: bool,
+) -> tuple[np.ndarray, float, str, int]:
+    """The squared-loss model from the moments of ``[x, y]``: (coef, intercept, method,
+    nonzero coefficients). Ridge in closed form, or with ``l1`` the elastic net, on the
+    Gram matrix of the standardized (``normalize_data``) features and label."""
+    n, mean, scatter = exact.n, exact.mean, exact.m2
+    d = mean.shape[0] - 1
+    if not use_bias:  # the uncentred second moments: no intercept to absorb the mean
+        scatter = scatter + n * np.outer(mean, mean)
+    std = np.sqrt(np.maximum(np.diag(exact.m2), 0) / n)
+    scale = np.where(std[:d] > 0, std[:d], 1.0) if normalize_data else np.ones(d)
+    y_scale = float(std[d]) if normalize_label and std[d] > 0 else 1.0
+    gram = scatter[:d, :d] / (n * np.outer(scale, scale))
+    cross = scatter[:d, d] / (n * scale * y_scale)
+    if l1 == 0.0:
+        w = ridge(gram, cross, wd)
+        method = "ridge (closed form)"
+    else:
+        w = elastic_net(gram, cross, wd, l1)
+        method = "elastic net (coordinate descent on the Gram matrix)"
+    coef = w * y_scale / scale
+    intercept = float(mean[d] - mean[:d] @ coef) if use_bias else 0.0
+    return coef, intercept, method, int(np.count_nonzero(w))
 
 
 def elastic_net(

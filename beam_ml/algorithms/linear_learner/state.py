@@ -3,41 +3,29 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from beam_ml.algorithms.linear_learner.config import (
-    SELECTION_CRITERIA,
-    SOLVERS,
     LinearLearnerConfig,
-    check_real,
 )
+from beam_ml.algorithms.linear_learner.epochs import Epochs
 from beam_ml.algorithms.linear_learner.exact import (
     MAX_EXACT_FEATURES,
-    elastic_net,
-    ridge,
 )
-from beam_ml.algorithms.linear_learner.losses import labels_for, pointwise_loss, softmax_loss
+from beam_ml.algorithms.linear_learner.losses import labels_for
 from beam_ml.algorithms.linear_learner.model import LinearLearnerModel
 from beam_ml.algorithms.linear_learner.packed import (
-    ADAM_EPS,
-    AVERAGING_ETA,
-    DIVERGED,
-    HIST_ALL_ROWS,
     HIST_BINS,
+    PackedTraining,
     _blas_threads,
-    bin_counts,
     row_range,
     rows_where,
-    score_edges,
     stack_rows,
-    times,
-    transpose_times,
-    weighted_colsum,
 )
+from beam_ml.algorithms.linear_learner.selection import Selection
 from beam_ml.algorithms.linear_learner.validation import (
     ValidationRows,
     _dense_row_keys,  # noqa: F401 (tests hash dense rows through this module)
@@ -45,20 +33,17 @@ from beam_ml.algorithms.linear_learner.validation import (
     validation_rows_kept,
 )
 from beam_ml.core.block import as_block
-from beam_ml.core.classification import best_thresholds
-from beam_ml.core.errors import IncompatibleStateError, NotEnoughDataError
+from beam_ml.core.errors import IncompatibleStateError
 from beam_ml.core.moments import Moments
 from beam_ml.core.state import register
-from beam_ml.core.validation import check_bool, check_choice, check_int
 from beam_ml.nn.skeleton import GradientState
 
 _LOG = logging.getLogger("beam_ml.linear_learner")
 _WARNED_HIGH_D: set[int] = set()
-_MAX_EPOCH_METRICS = 1000  # per-epoch metrics kept (the latest)
 
 
 @register
-class LinearLearnerState(GradientState):
+class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
     """One-pass linear learner state: moments, exact statistics, packed models.
 
     Attributes
@@ -273,12 +258,6 @@ class LinearLearnerState(GradientState):
             self._feed(x, y, copy=True)
         return self
 
-    @property
-    def stopped(self) -> bool:
-        """Whether early stopping holds the models (only within the configured epochs:
-        training resumed on new rows past them trains again)."""
-        return self.stopped_epoch > 0 and self.epoch <= self.config.epochs
-
     def _set_aside(self, x: Any, y: np.ndarray) -> tuple[Any, np.ndarray]:
         """The rows to train on; those whose hash falls in the validation fraction go
         to the validation sample instead (never trained on, never in the scaler)."""
@@ -363,141 +342,6 @@ class LinearLearnerState(GradientState):
             z[:, :d], z[:, d] = part, y[start : start + step]
             self.exact = self.exact.merged(Moments.of_rows(z, overwrite=True))
 
-    def _scaling(self) -> tuple[np.ndarray, np.ndarray, float, float]:
-        """(feature mean, feature scale, label mean, label scale) of the step space."""
-        if self._scaling_cache is None or self._scaling_cache[0] != self.moments_n:
-            self._scaling_cache = (self.moments_n, self._compute_scaling())
-        return self._scaling_cache[1]
-
-    def _compute_scaling(self) -> tuple[np.ndarray, np.ndarray, float, float]:
-        d, cfg = self.d, self.config
-        n = max(self.moments_n, 1.0)
-        std = np.sqrt(np.maximum(self.moments_m2, 0) / n)
-        # A column that has (almost) not varied yet is centred but not scaled: dividing by
-        # a rounding-level std would turn its first real change into a huge step.
-        constant = std <= 1e-7 * np.abs(self.moments_mean) + 1e-12
-        std = np.where(constant, 1.0, std)
-        if cfg.normalize_data:
-            mean = self.moments_mean[:d] if cfg.use_bias else np.zeros(d)
-            scale = std[:d]
-        else:
-            mean, scale = np.zeros(d), np.ones(d)
-        if cfg.scales_label:
-            y_mean = float(self.moments_mean[d]) if cfg.use_bias else 0.0
-            y_scale = float(std[d])
-        else:
-            y_mean, y_scale = 0.0, 1.0
-        return mean, scale, y_mean, y_scale
-
-    def _example_weights(self, y: np.ndarray) -> np.ndarray | None:
-        if not self._binary:
-            return None
-        mult = self.config.positive_example_weight_mult
-        if mult == "balanced":
-            neg, pos = self.class_counts
-            mult = neg / pos if pos > 0 and neg > 0 else 1.0
-        elif mult == "auto":
-            mult = 1.0
-        return None if mult == 1.0 else np.where(y > 0, float(mult), 1.0)
-
-    def _step(self, x: Any, y: np.ndarray) -> None:
-        """One mini-batch: every candidate predicts it, then every model learns from it.
-
-        Shapes: x (b, d); weights (d, 2 m k) = [last iterates | averages]; scores
-        (b, 2 m k). All models' forward pass is one product, the backward pass another;
-        the rest is elementwise work on the scores in the input's precision.
-        """
-        cfg, d, m, k = self.config, self.d, self.m, self.k
-        b, cols = x.shape[0], self.m * self.k
-        if self.epoch == 1 and cfg.num_point_for_scaler == 0:  # a running scaler
-            self._absorb_moments(x, y)
-        if self.class_counts.size and self.epoch == 1:
-            self.class_counts += np.bincount(y.astype(np.int64), minlength=self.class_counts.size)
-        mean, scale, y_mean, y_scale = self._scaling()
-        self.steps += 1
-        self.stepped += b
-        t = self.steps
-        dtype = np.float32 if x.dtype == np.float32 else np.float64
-        weights = np.concatenate([self.coef, self.avg_coef], axis=1).astype(dtype)
-        scores = times(x, weights)
-        scores += np.concatenate([self.intercept, self.avg_intercept]).astype(dtype)
-        if cfg.scales_label:
-            scores -= y_mean
-            scores /= y_scale
-            target = (y - y_mean) / y_scale
-        else:
-            target = y
-        last, avg = scores[:, :cols], scores[:, cols:]
-        # Progressive validation: the candidates' losses on rows they have not learnt yet.
-        if self._multiclass:
-            cls = y.astype(np.int64)
-            last_loss, grad, last_ok = softmax_loss(last.reshape(b, m, k), cls, True)
-            avg_loss, _, avg_ok = softmax_loss(avg.reshape(b, m, k), cls, False)
-            grad = grad.reshape(b, cols)
-            correct = np.concatenate([last_ok.sum(axis=0), avg_ok.sum(axis=0)])
-        else:
-            t_col = target.astype(dtype)[:, None]
-            last_loss, grad = pointwise_loss(self._loss, last, t_col, cfg, True)
-            avg_loss, _ = pointwise_loss(self._loss, avg, t_col, cfg, False)
-            if self._binary:
-                # Right answers at score 0: sum(1 - y) + (2y - 1) . [s > 0], one product.
-                positive = (scores > 0).astype(dtype)
-                correct = (b - y.sum()) + weighted_colsum(2 * t_col[:, 0] - 1, positive)
-                # A long pass's histograms sample its mini-batches: all in the first
-                # 2^17 rows, then every 2nd, 4th ... (the stride doubles as the pass
-                # does), each counted stride times: well over 10^5 rows for any
-                # threshold, at a fraction of the cost of binning every score.
-                stride = 1 << ((self.stepped - b) // HIST_ALL_ROWS).bit_length()
-                if t % stride == 0:
-                    self._histogram(scores, y, t * stride)
-            else:
-                correct = np.zeros(2 * m)
-        sample_w = self._example_weights(y)
-        if sample_w is None:
-            per_row, w_sum = np.ones(b, dtype=dtype), float(b)
-        else:
-            per_row, w_sum = sample_w.astype(dtype), float(sample_w.sum())
-            grad = grad * per_row[:, None]
-        # Column sums as products with a vector, not reductions with a cast.
-        sums = [weighted_colsum(per_row, last_loss), weighted_colsum(per_row, avg_loss)]
-        loss_sum = np.concatenate(sums).astype(np.float64)
-        self.progress[0] += loss_sum
-        self.progress[1] += t * loss_sum
-        self.progress[2] += correct
-        self.progress[3] += w_sum
-        self.progress[4] += t * w_sum
-        # Gradient in the standardized space z = (x - mean) / scale, computed without
-        # centring x: z^T r = (x^T r - mean * sum(r)) / scale.
-        grad /= b
-        g_sum = weighted_colsum(np.ones(b, dtype=grad.dtype), grad).astype(np.float64)
-        g_x = np.asarray(transpose_times(x, grad), dtype=np.float64)
-        g_x -= np.outer(mean, g_sum)
-        g_x /= scale[:, None]
-        ratio = (scale / y_scale)[:, None]
-        w_z = self.coef * ratio  # the weights in the step space, which wd and l1 act on
-        wd, lr, l1 = self._wd_cols, self._lr_cols, self._l1_cols
-        if wd.any():
-            g_x += w_z * wd
-        g = np.vstack([g_x, g_sum[None, :] if cfg.use_bias else np.zeros((1, cols))])
-        step = self._direction(g, t) * -lr
-        if self.diverged.any():
-            step[:, np.repeat(self.diverged, k)] = 0.0
-        moved = w_z + step[:d]
-        if l1.any():  # proximal (soft-threshold) step for the L1 term
-            moved = np.sign(moved) * np.maximum(np.abs(moved) - lr * l1, 0.0)
-        dz = moved - w_z
-        self.coef += dz / ratio
-        if cfg.use_bias:
-            self.intercept += y_scale * (step[d] - (mean / scale) @ dz)
-        alpha = (1.0 + AVERAGING_ETA) / (t + AVERAGING_ETA)
-        self.avg_coef += (self.coef - self.avg_coef) * alpha
-        self.avg_intercept += (self.intercept - self.avg_intercept) * alpha
-        # On standardized features and labels sensible weights are O(1)..O(100); far
-        # beyond that (or non-finite) a model's learning rate is too large for the data.
-        blown = ~(np.abs(moved) < DIVERGED).all(axis=0) | ~(np.abs(step[d]) < DIVERGED)
-        if blown.any():
-            self._diverge(blown)
-
     def _absorb_moments(self, x: Any, y: np.ndarray) -> None:
         """Fold a mini-batch into the scaler's moments."""
         columns = Moments.of_columns(x)
@@ -508,207 +352,6 @@ class LinearLearnerState(GradientState):
             np.append(columns.m2, ((y - y_mean) ** 2).sum()),
         )
         self.scaler = self.scaler.merged(block)
-
-    def _direction(self, g: np.ndarray, t: int) -> np.ndarray:
-        cfg = self.config
-        if self._optimizer == "sgd":
-            return g
-        b2 = cfg.beta_2
-        self.opt_v *= b2
-        self.opt_v += (1 - b2) * g * g
-        denom = np.sqrt(self.opt_v / (1 - b2**t)) + ADAM_EPS
-        if self._optimizer == "rmsprop":
-            return g / denom
-        b1 = cfg.beta_1
-        self.opt_m *= b1
-        self.opt_m += (1 - b1) * g
-        return self.opt_m / (1 - b1**t) / denom
-
-    def _histogram(self, scores: np.ndarray, y: np.ndarray, weight: float) -> None:
-        """Add every candidate's scores (b, 2 m) to its negatives/positives histograms."""
-        self.hist += weight * bin_counts(scores, y)
-
-    # --- validation and early stopping ------------------------------------------------
-    def _validating(self) -> bool:
-        return self.validation is not None and self.validation.n_rows > 0
-
-    def _current(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every candidate's parameters: (d, 2 m k) weights [coef | avg_coef], biases."""
-        weights = np.concatenate([self.coef, self.avg_coef], axis=1)
-        return weights, np.concatenate([self.intercept, self.avg_intercept])
-
-    def _validation_scores(
-        self, weights: np.ndarray, bias: np.ndarray, hist: bool = True
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Each candidate's mean loss (2 m,) on the validation rows, in the units of the
-        progressive loss, and (binary, ``hist``) its histograms of their scores (weight
-        1 per row). Exact: every validation row, in float64."""
-        cfg, m, k = self.config, self.m, self.k
-        x = self.validation.features.astype(np.float64)
-        if 4 * x.nnz > x.shape[0] * x.shape[1]:  # dense rows: one BLAS product
-            x = x.toarray()
-        y = self.validation.labels.astype(np.float64)
-        count = self.validation.weights  # each row as many times as it was seen
-        b = len(y)
-        scores = np.asarray(x @ weights) + bias
-        _, _, y_mean, y_scale = self._scaling()
-        target = y
-        if cfg.scales_label:
-            scores = (scores - y_mean) / y_scale
-            target = (y - y_mean) / y_scale
-        with np.errstate(over="ignore", invalid="ignore"):
-            if self._multiclass:
-                cls = y.astype(np.int64)
-                loss, _, _ = softmax_loss(scores.reshape(b, 2 * m, k), cls, False)
-            else:
-                loss, _ = pointwise_loss(self._loss, scores, target[:, None], cfg, False)
-            weight = self._example_weights(y)
-            weight = count if weight is None else weight * count
-            mean = weight @ loss / weight.sum()
-        mean = np.where(np.isfinite(mean), mean, np.inf)
-        counts = bin_counts(scores, y, count) if hist and self._binary else None
-        return mean, counts
-
-    def _close_epoch(self) -> None:
-        """At the end of an epoch: score every candidate on the validation rows, keep the
-        parameters of each one's best epoch, count epochs without improvement (early
-        stopping) and record the epoch's metrics."""
-        cfg = self.config
-        if self.epoch == 1 and self.first_loss is None:
-            self.first_loss = self._candidate_losses()  # the only honest progressive loss
-        entry, losses = self._epoch_entry()
-        if losses is not None:
-            before = float(self.best_loss.min())
-            better = losses < self.best_loss
-            weights, bias = self._current()
-            cols = np.repeat(better, self.k)
-            self.best_weights[:, cols] = weights[:, cols]
-            self.best_bias[cols] = bias[cols]
-            self.best_loss = np.where(better, losses, self.best_loss)
-            self.best_epoch = np.where(better, float(self.epoch), self.best_epoch)
-            after = float(self.best_loss.min())
-            improved = after < before * (1 - cfg.early_stopping_tolerance) or (
-                math.isinf(before) and math.isfinite(after)
-            )
-            entry["improved"] = bool(improved)
-            if not self.stopped_epoch and self.epoch < cfg.epochs:
-                self.patience_wait = 0 if improved else self.patience_wait + 1
-                if self.patience_wait >= cfg.early_stopping_patience:
-                    self.stopped_epoch = self.epoch
-                    _LOG.info(
-                        "linear_learner: early stopping after epoch %d (best validation loss "
-                        "%.6g, no relative improvement above %g in %d epochs); epochs %d-%d "
-                        "leave the models as they are.",
-                        self.epoch,
-                        after,
-                        cfg.early_stopping_tolerance,
-                        self.patience_wait,
-                        self.epoch + 1,
-                        cfg.epochs,
-                    )
-            entry["stopping"] = bool(self.stopped_epoch)
-        self.epoch_metrics = (self.epoch_metrics + [entry])[-_MAX_EPOCH_METRICS:]
-
-    def _epoch_entry(self) -> tuple[dict[str, Any], np.ndarray | None]:
-        """This epoch's metrics so far, and the candidates' validation losses (or None)."""
-        progressive = self._candidate_losses() if self.stepped else np.full(2 * self.m, np.inf)
-        entry: dict[str, Any] = {
-            "epoch": self.epoch,
-            "rows": self.n,
-            "rows_trained": self.stepped,
-            "progressive_loss": finite_or_none(progressive.min()),
-            "stopped": self.stopped,
-        }
-        if not self._validating():
-            return entry, None
-        losses, _ = self._validation_scores(*self._current(), hist=False)
-        losses = np.where(np.tile(self.diverged, 2), np.inf, losses)
-        entry.update(
-            validation_rows=self.validation.n_rows,
-            validation_loss=finite_or_none(losses.min()),
-            best_validation_loss=finite_or_none(min(losses.min(), self.best_loss.min())),
-        )
-        return entry, losses
-
-    def epoch_report(self) -> list[dict[str, Any]]:
-        """Per epoch: rows, rows trained on, the best candidate's progressive loss (on
-        rows seen before from epoch 2 on: not a selection measure), its validation loss
-        at the end of the epoch and the best so far, whether the epoch was skipped by
-        early stopping ('stopped') and whether stopping holds after it ('stopping');
-        the current epoch last."""
-        if self.d is None:
-            return []
-        return [*self.epoch_metrics, self._epoch_entry()[0]]
-
-    def _diverge(self, columns: np.ndarray) -> None:
-        models = columns.reshape(self.m, self.k).any(axis=1) & ~self.diverged
-        if models.any():  # expected for the top of the 'auto' learning-rate grid
-            _LOG.info(
-                "linear_learner: packed model(s) %s diverged (learning rate %s too large); "
-                "they are frozen at zero and never selected.",
-                np.flatnonzero(models).tolist(),
-                self._lr[models].tolist(),
-            )
-        self._freeze(self.diverged | models)
-
-    def _freeze(self, diverged: np.ndarray) -> None:
-        self.diverged = diverged
-        cols = np.repeat(diverged, self.k)
-        for array in (self.coef, self.avg_coef, self.opt_m, self.opt_v):
-            if array is not None:
-                array[:, cols] = 0.0
-        self.intercept[cols] = 0.0
-        self.avg_intercept[cols] = 0.0
-
-    # --- epochs ----------------------------------------------------------------------
-    def continued(self) -> LinearLearnerState:
-        """The state that starts the next pass over the same data (a new object).
-
-        The packed models, their optimizer state and the step count carry on, and the
-        moments stay fixed (so every worker steps in the same space); the row count,
-        exact statistics, progressive losses and histograms start from zero, so after
-        the pass they describe one pass over the data, not several. The epoch that ends
-        here is closed: its candidates are scored on the validation rows, each keeps
-        the parameters of its best epoch, early stopping counts, its metrics are kept.
-        The same start state gives the same result on every worker.
-        """
-        state = self._copy()
-        state._flush()
-        if state.d is not None:
-            state._close_epoch()
-        state.epoch += 1
-        state.n = state.stepped = 0
-        if state.has_exact:
-            state.exact = Moments.zeros(state.d + 1, scatter=True)
-        if state.d is not None:
-            state.progress[:] = 0.0
-            if state.hist is not None:
-                state.hist[:] = 0.0
-        if state.validation is not None:
-            state.validation = state.validation.restarted()
-        return state
-
-    def followed_by(self, later: LinearLearnerState) -> LinearLearnerState:
-        """This state extended by ``later``, trained on new rows from :meth:`continued`.
-
-        The packed models and their optimizer state are ``later``'s (they went on from
-        this state's); row counts, exact statistics, progressive losses and histograms
-        add up, so the result describes one pass over the old rows and the new ones.
-        """
-        out = later._copy()
-        out.epoch = self.epoch
-        # later's record of this state's epoch (closed by continued()) is the new one's.
-        out.epoch_metrics = [e for e in out.epoch_metrics if e["epoch"] < out.epoch]
-        out.n = self.n + later.n
-        out.stepped = self.stepped + later.stepped
-        if self.d is None or later.d is None:
-            return out
-        if self.has_exact:
-            out.exact = self.exact.merged(later.exact)
-        out.progress = self.progress + later.progress
-        if out.hist is not None:
-            out.hist = self.hist + later.hist
-        return out
 
     # --- merging ---------------------------------------------------------------------
     def merge(self, other: LinearLearnerState) -> LinearLearnerState:
@@ -771,331 +414,6 @@ class LinearLearnerState(GradientState):
         return type(self)._from_payload(
             self.config, {"n_seen": self.n, **meta}, {k: v.copy() for k, v in arrays.items()}
         )
-
-    # --- models ----------------------------------------------------------------------
-    def derive(
-        self,
-        binary_classifier_model_selection_criteria: str = "accuracy",
-        target_recall: float = 0.8,
-        target_precision: float = 0.8,
-        f_beta: float = 1.0,
-        wd: float | None = None,
-        l1: float | None = None,
-        normalize_data: bool | None = None,
-        normalize_label: bool | None = None,
-        solver: str = "auto",
-        model_index: int | None = None,
-    ) -> LinearLearnerModel:
-        """The model chosen by these parameters, computed from the state alone.
-
-        Parameters
-        ----------
-        binary_classifier_model_selection_criteria : {'accuracy', 'f_beta', 'precision_at_target_recall', 'recall_at_target_precision', 'loss_function'}
-            Binary classifiers: the candidate and its decision threshold maximize this
-            on the progressive (held-out) scores, or on the validation rows when the
-            state has them (see the module notes); 'loss_function' takes the lowest
-            loss and the threshold 0.5 (score 0 for hinge_loss).
-        target_recall : float
-            The recall precision_at_target_recall must reach.
-        target_precision : float
-            The precision recall_at_target_precision must reach.
-        f_beta : float
-            The beta of the f_beta criterion and of the model's binary_f_beta metric.
-        wd : float, optional
-            Exact path: the L2 penalty (default: the config's wd, or for 'auto' the wd
-            of the packed model with the lowest progressive loss).
-        l1 : float, optional
-            Exact path: the L1 penalty; above 0 gives the elastic net (default: the
-            config's l1, 0 for 'auto').
-        normalize_data : bool, optional
-            Exact path: standardize features before penalizing (default: the config's).
-        normalize_label : bool, optional
-            Exact path: standardize the label (default: the config's).
-        solver : {'auto', 'exact', 'packed'}
-            'exact' solves squared loss from the Gram matrix; 'packed' selects a packed
-            model; 'auto' is exact when the state has the exact statistics.
-        model_index : int, optional
-            Packed path: take this packed model's averaged iterate instead of selecting.
-
-        Returns
-        -------
-        LinearLearnerModel
-            Its ``info`` says how it was chosen: solver ('exact' or 'packed'), the
-            packed model and iterate, hyperparameters, progressive loss, criterion value,
-            ``selected_on`` ('progressive', 'validation' or 'epoch-1 progressive'), the
-            validation loss and the epoch whose parameters it has.
-
-        Raises
-        ------
-        NotEnoughDataError
-            When the state has seen no rows (the exact path needs two).
-        ValueError
-            For exact-path parameters on a state without the exact statistics, or on
-            the packed path.
-        """
-        where = "LinearLearnerState.derive"
-        criterion = check_choice(
-            binary_classifier_model_selection_criteria,
-            "binary_classifier_model_selection_criteria",
-            where,
-            SELECTION_CRITERIA,
-        )
-        check_real(target_recall, "target_recall", where, 0.0, 1.0)
-        check_real(target_precision, "target_precision", where, 0.0, 1.0)
-        check_real(f_beta, "f_beta", where, 0.0, low_open=True)
-        check_choice(solver, "solver", where, SOLVERS)
-        if self.n == 0:
-            raise NotEnoughDataError("The linear learner state has seen no rows.")
-        exact_args = {
-            "wd": wd,
-            "l1": l1,
-            "normalize_data": normalize_data,
-            "normalize_label": normalize_label,
-        }
-        if solver == "exact" and not self.has_exact:
-            raise ValueError(
-                "solver='exact' needs the exact statistics, kept for loss='squared_loss' "
-                f"with at most {MAX_EXACT_FEATURES} features; this state has "
-                f"loss={self._loss!r} and {self.d} features, so only its packed models."
-            )
-        if solver != "packed" and self.has_exact and model_index is None:
-            return self._derive_exact(f_beta=f_beta, **exact_args)
-        given = [name for name, value in exact_args.items() if value is not None]
-        if given:
-            raise ValueError(
-                f"{', '.join(given)} apply to the exact path only; the packed models were "
-                "trained with the config's settings (see describe()['packed_models'])."
-            )
-        state = self
-        if self.n_pending:  # learn the last, short mini-batch on a copy
-            state = self._copy()
-            state._flush()
-        return state._derive_packed(criterion, target_recall, target_precision, f_beta, model_index)
-
-    def _derive_exact(self, wd, l1, normalize_data, normalize_label, f_beta) -> LinearLearnerModel:
-        cfg, d, n = self.config, self.d, self.n
-        where = "LinearLearnerState.derive"
-        if n < 2:
-            raise NotEnoughDataError(
-                f"The exact path needs at least 2 rows; the state has seen {n}."
-            )
-        best = self._best_by_loss()
-        if wd is None:
-            wd = float(self._wd[best % self.m]) if cfg.wd == "auto" else float(cfg.wd)
-        if l1 is None:
-            l1 = 0.0 if cfg.l1 == "auto" else float(cfg.l1)
-        wd = check_real(wd, "wd", where, 0.0)
-        l1 = check_real(l1, "l1", where, 0.0)
-        normalize_data = cfg.normalize_data if normalize_data is None else normalize_data
-        normalize_label = cfg.scales_label if normalize_label is None else normalize_label
-        check_bool(normalize_data, "normalize_data", where)
-        check_bool(normalize_label, "normalize_label", where)
-        mean, scatter = self.exact_mean, self.exact_scatter
-        if not cfg.use_bias:  # the uncentred second moments: no intercept to absorb the mean
-            scatter = scatter + n * np.outer(mean, mean)
-        std = np.sqrt(np.maximum(np.diag(self.exact_scatter), 0) / n)
-        scale = np.where(std[:d] > 0, std[:d], 1.0) if normalize_data else np.ones(d)
-        y_scale = float(std[d]) if normalize_label and std[d] > 0 else 1.0
-        gram = scatter[:d, :d] / (n * np.outer(scale, scale))
-        cross = scatter[:d, d] / (n * scale * y_scale)
-        if l1 == 0.0:
-            w = ridge(gram, cross, wd)
-            solver = "ridge (closed form)"
-        else:
-            w = elastic_net(gram, cross, wd, l1)
-            solver = "elastic net (coordinate descent on the Gram matrix)"
-        coef = w * y_scale / scale
-        intercept = float(mean[d] - mean[:d] @ coef) if cfg.use_bias else 0.0
-        info = {
-            "solver": "exact",
-            "method": solver,
-            "wd": wd,
-            "l1": l1,
-            "normalize_data": normalize_data,
-            "normalize_label": normalize_label,
-            "nonzero_coefficients": int(np.count_nonzero(w)),
-        }
-        return self._model(coef[:, None], np.array([intercept]), 0.0, f_beta, info)
-
-    def _candidate_losses(self) -> np.ndarray:
-        """Each candidate's step-weighted progressive loss (inf for diverged models)."""
-        p = self.progress
-        loss = np.where(p[4] > 0, p[1] / np.where(p[4] > 0, p[4], 1.0), np.inf)
-        loss = np.where(np.isfinite(loss), loss, np.inf)
-        return np.where(np.tile(self.diverged, 2), np.inf, loss)
-
-    def _best_by_loss(self) -> int:
-        return int(np.argmin(self._selection()[0][: 2 * self.m]))
-
-    def _selection(self) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray, np.ndarray, str]:
-        """What candidates are ranked on: per version (the 2 m candidates' current
-        parameters, then, with validation rows, each one's best epoch's), its loss,
-        score histograms (binary), weights (d, versions * k), biases and epoch, and the
-        basis: 'validation', 'epoch-1 progressive' (later epochs' progressive losses are
-        on rows seen before) or 'progressive' (epoch 1)."""
-        weights, bias = self._current()
-        diverged = np.tile(self.diverged, 2)
-        # Early stopping: the current parameters are those of the epoch it stopped after.
-        epochs = np.full(2 * self.m, float(self.stopped_epoch if self.stopped else self.epoch))
-        if self._validating():
-            losses, hist = self._validation_scores(weights, bias)
-            losses = np.where(diverged, np.inf, losses)
-            best, best_hist = self._validation_scores(self.best_weights, self.best_bias)
-            best = np.where(np.isfinite(self.best_loss), best, np.inf)
-            return (
-                np.concatenate([losses, best]),
-                None if hist is None else np.concatenate([hist, best_hist]),
-                np.concatenate([weights, self.best_weights], axis=1),
-                np.concatenate([bias, self.best_bias]),
-                np.concatenate([epochs, self.best_epoch]),
-                "validation",
-            )
-        if self.epoch > 1 and self.first_loss is not None:
-            _LOG.warning(
-                "linear_learner: no validation rows (validation_fraction=0): the models "
-                "after %d epochs are ranked on epoch 1's progressive loss and nothing "
-                "checks whether later epochs overfit (measured: worse than the base rate "
-                "on click-like rows); give validation_fraction > 0.",
-                self.epoch,
-            )
-            losses = np.where(diverged, np.inf, self.first_loss)
-            return losses, self.hist, weights, bias, epochs, "epoch-1 progressive"
-        return self._candidate_losses(), self.hist, weights, bias, epochs, "progressive"
-
-    def _derive_packed(
-        self, criterion, target_recall, target_precision, f_beta, model_index
-    ) -> LinearLearnerModel:
-        m, k = self.m, self.k
-        losses, hist, weights, bias, epochs, basis = self._selection()
-        threshold, value = 0.0, None
-        if model_index is not None:
-            j = check_int(model_index, "model_index", "LinearLearnerState.derive", 0, m - 1)
-            version = m + j
-        elif self._binary and criterion != "loss_function":
-            values, best_k = best_thresholds(
-                hist, criterion, target_recall, target_precision, f_beta
-            )
-            values = np.where(np.isfinite(losses), values, -np.inf)
-            if basis == "epoch-1 progressive":
-                # This epoch's histograms are of rows seen before: they set the
-                # threshold of the candidate chosen by epoch 1's loss, not the choice.
-                version = int(np.argmin(losses))
-            else:  # best criterion first; among equals, the lower loss
-                version = int(np.lexsort((losses, -values))[0])
-            threshold = float(score_edges()[best_k[version]])
-            value = float(values[version])
-        else:
-            version = int(np.argmin(losses))
-        if self._binary and model_index is None and criterion == "loss_function":
-            threshold = 0.0
-        candidate = version % (2 * m)
-        j, averaged = candidate % m, candidate >= m
-        cols = slice(version * k, (version + 1) * k)
-        progressive = self._candidate_losses()[candidate] if version < 2 * m else np.inf
-        info = {
-            "solver": "packed",
-            "model": j,
-            "iterate": "averaged" if averaged else "last",
-            "learning_rate": float(self._lr[j]),
-            "wd": float(self._wd[j]),
-            "l1": float(self._l1[j]),
-            "optimizer": self._optimizer,
-            "progressive_loss": finite_or_none(progressive),
-            "selected_on": basis,
-            "parameters_of_epoch": int(epochs[version]),
-        }
-        if basis == "validation":
-            info["validation_loss"] = finite_or_none(losses[version])
-            info["validation_rows"] = self.validation.n_rows
-        elif basis == "epoch-1 progressive":
-            info["epoch_1_progressive_loss"] = finite_or_none(losses[version])
-        if self._binary:
-            info["criterion"] = criterion
-            if value is not None:
-                info["criterion_value"] = finite_or_none(value)
-        return self._model(weights[:, cols].copy(), bias[cols].copy(), threshold, f_beta, info)
-
-    def _model(self, coef, intercept, threshold, f_beta, info) -> LinearLearnerModel:
-        cfg = self.config
-        info = {"n_seen": self.n, "epoch": self.epoch, **info}
-        label_mean = float(self.moments_mean[self.d]) if self.moments_n else 0.0
-        if self.has_exact:
-            label_mean = float(self.exact_mean[self.d])
-        return LinearLearnerModel(
-            coef=coef,
-            intercept=intercept,
-            predictor_type=cfg.predictor_type,
-            loss=self._loss,
-            threshold=threshold,
-            f_beta=f_beta,
-            label_mean=label_mean,
-            loss_params={
-                "quantile": cfg.quantile,
-                "loss_insensitivity": cfg.loss_insensitivity,
-                "huber_delta": cfg.huber_delta,
-            },
-            info=info,
-        )
-
-    def describe(self) -> dict[str, Any]:
-        """Per packed model: hyperparameters and progressive metrics (for people)."""
-        out: dict[str, Any] = {
-            "n_seen": self.n,
-            "epoch": self.epoch,
-            "steps": self.steps,
-            "n_features": self.d,
-            "loss": self._loss,
-            "optimizer": self._optimizer,
-            "exact_statistics": self.has_exact,
-        }
-        if self._loss == "squared_loss" and not self.has_exact and self.d is not None:
-            out["exact_statistics_note"] = (
-                f"{self.d} features > {MAX_EXACT_FEATURES}: no (d+1) x (d+1) matrix kept"
-            )
-        if self.d is None:
-            return out
-        p, m = self.progress, self.m
-        mean_loss = p[0] / np.where(p[3] > 0, p[3], 1.0)
-        accuracy = self.progressive_accuracy()
-        out["packed_models"] = [
-            {
-                "model": j,
-                "learning_rate": float(self._lr[j]),
-                "wd": float(self._wd[j]),
-                "l1": float(self._l1[j]),
-                "diverged": bool(self.diverged[j]),
-                "progressive_loss": finite_or_none(mean_loss[j]),
-                "progressive_loss_averaged": finite_or_none(mean_loss[m + j]),
-                **(
-                    {"progressive_accuracy_averaged": finite_or_none(accuracy[m + j])}
-                    if accuracy is not None
-                    else {}
-                ),
-            }
-            for j in range(m)
-        ]
-        if self._validating():
-            for j, entry in enumerate(out["packed_models"]):
-                entry["best_validation_loss_averaged"] = finite_or_none(self.best_loss[m + j])
-                entry["best_epoch_averaged"] = int(self.best_epoch[m + j])
-        out["validation_rows"] = 0 if self.validation is None else self.validation.n_rows
-        out["early_stopping"] = {
-            "patience": self.config.early_stopping_patience,
-            "tolerance": self.config.early_stopping_tolerance,
-            "epochs_without_improvement": self.patience_wait,
-            "stopped_after_epoch": self.stopped_epoch or None,
-        }
-        out["epoch_metrics"] = self.epoch_report()
-        return out
-
-    def progressive_accuracy(self) -> np.ndarray | None:
-        """Per candidate (m last iterates, then m averages): the share of rows it
-        classified right before learning them (prequential accuracy); None for
-        regressors. Binary: at score 0 (probability 0.5)."""
-        if self.d is None or not (self._binary or self._multiclass):
-            return None
-        rows = self.stepped  # the rows every candidate has predicted
-        return self.progress[2] / rows if rows else np.full(2 * self.m, np.nan)
 
     # --- serialization ---------------------------------------------------------------
     _ARRAYS = (
@@ -1221,10 +539,6 @@ class LinearLearnerState(GradientState):
             else:
                 state.pending_x = arrays["pending_x"]
         return state
-
-
-def finite_or_none(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
 
 
 LinearLearnerState.MODEL = LinearLearnerModel
