@@ -38,7 +38,7 @@ from beam_ml.core.plan import ResumePlan
 from beam_ml.core.state import TrainingState
 from beam_ml.nn.engine import CsrRows, rows_from_arrays, rows_to_arrays
 
-__all__ = ["GradientState", "Network", "PendingRows"]
+__all__ = ["GradientState", "Network", "PendingRows", "csr_rows", "stack_rows"]
 
 #: A mini-batch: its rows (CSR views) and their labels (None for unsupervised networks).
 Batch = tuple[Any, "np.ndarray | None"]
@@ -73,19 +73,22 @@ class GradientState(TrainingState):
 
 
 class PendingRows:
-    """Cuts a stream of CSR rows into mini-batches of exactly ``batch_rows`` rows.
+    """Cuts a stream of rows into mini-batches of exactly ``batch_rows`` rows.
 
-    Labels are optional (``labels=None``: an unsupervised network such as NTM); a batch is
-        ``(rows, labels or None)``.
+    Rows are CSR (FM) or dense or CSR (the linear learner); ``rows(x, start, stop, copy)``
+    says how a mini-batch's rows are taken (views for the step, copies to keep): FM's
+    kernels read :class:`CsrRows`, the linear learner's products scipy matrices. Labels
+    are optional (``labels=None``: an unsupervised network such as NTM); a batch is
+    ``(rows, labels or None)``. The rows after the last full mini-batch stay here, in the
+    state, until more rows arrive, the state is merged, or a model is derived
+    (:meth:`flush`), so the mini-batches depend only on the sequence of rows, not on how
+    it is cut into blocks.
 
-        With ``buffer_rows`` > ``batch_rows`` the rows also leave in a seeded random order:
-        every time ``buffer_rows`` rows wait, they are permuted (``numpy.random.default_rng
-        ([seed, windows so far])``) and cut into mini-batches, the few left over wait for the
-        next window. SGD follows the order of its input, and input sorted by a key (ratings
-        by user) trains worse models; a window mixes the rows of many keys. Either way the
-        mini-batches depend only on the sequence of rows, not on how it is cut into blocks.
-        The rows after the last window or full mini-batch stay here, in the state, until
-        more rows arrive, the state is merged, or a model is derived (:meth:`flush`).
+    With ``buffer_rows`` > ``batch_rows`` the rows also leave in a seeded random order:
+    every time ``buffer_rows`` rows wait, they are permuted (``numpy.random.default_rng
+    ([seed, windows so far])``) and cut into mini-batches, the few left over wait for the
+    next window. SGD follows the order of its input, and input sorted by a key (ratings
+    by user) trains worse models; a window mixes the rows of many keys.
     """
 
     def __init__(
@@ -95,12 +98,17 @@ class PendingRows:
         buffer_rows: int = 0,
         seed: int = 0,
         labelled: bool = True,
+        rows: Any = None,
     ):
         self.batch_rows, self.n_features, self.labelled = batch_rows, n_features, labelled
         self.buffer_rows = buffer_rows if buffer_rows > batch_rows else 0
         self.seed, self.windows = seed, 0
-        self.features = sp.csr_matrix((0, n_features), dtype=np.float32)
-        self.labels: np.ndarray | None = np.zeros(0, dtype=np.float32) if labelled else None
+        self.rows = rows or csr_rows
+        self._clear()
+
+    def _clear(self) -> None:
+        self.features: Any = sp.csr_matrix((0, self.n_features), dtype=np.float32)
+        self.labels: np.ndarray | None = np.zeros(0, dtype=np.float32) if self.labelled else None
 
     @property
     def n_rows(self) -> int:
@@ -108,38 +116,75 @@ class PendingRows:
 
     @property
     def capacity(self) -> int:
-        """At most this many rows wait here."""
+        """At most this many rows wait here (more only while :meth:`hold` keeps them)."""
         return max(self.batch_rows, self.buffer_rows)
 
-    def feed(self, features: sp.csr_matrix, labels: np.ndarray | None = None) -> list[Batch]:
-        """Full mini-batches from the pending rows followed by these; keeps the rest."""
+    def hold(self, features: Any, labels: np.ndarray | None, copy: bool = True) -> None:
+        """Keep these rows too, cutting no mini-batch (the linear learner's scaler sample)."""
+        if self.n_rows:
+            self.features = stack_rows(self.features, features)
+            self.labels = _concatenate(self.labels, labels)
+        else:
+            self.features = self.rows(features, 0, features.shape[0], copy)
+            self.labels = _copy(labels)
+
+    def take(self) -> Batch:
+        """Every pending row, as one part; none are left here."""
+        out = (self.features, self.labels)
+        self._clear()
+        return out
+
+    def feed(
+        self, features: Any, labels: np.ndarray | None = None, copy: bool = True
+    ) -> list[Batch]:
+        """Full mini-batches from the pending rows followed by these; keeps the rest
+        (copied with ``copy``: the state must not alias, or later see changes to, the
+        caller's block)."""
+        if self.buffer_rows:
+            return self._feed_windows(features, labels)
+        batch, start, rows = self.batch_rows, 0, features.shape[0]
+        batches: list[Batch] = []
+        if self.n_rows:  # top the pending rows up to a mini-batch
+            take = min(batch - self.n_rows, rows)
+            self.features = stack_rows(self.features, self.rows(features, 0, take, True))
+            self.labels = _concatenate(self.labels, _part(labels, 0, take))
+            start = take
+            if self.n_rows == batch:
+                batches.append(self.take())
+        while rows - start >= batch:
+            batches.append(
+                (
+                    self.rows(features, start, start + batch, False),
+                    _part(labels, start, start + batch),
+                )
+            )
+            start += batch
+        if start < rows:
+            self.features = self.rows(features, start, rows, copy)
+            self.labels = _copy(_part(labels, start, None))
+        return batches
+
+    def _feed_windows(self, features: Any, labels: np.ndarray | None) -> list[Batch]:
         if self.n_rows:
             features = sp.vstack([self.features, features], format="csr")
             labels = _concatenate(self.labels, labels)
-        batches: list[tuple[Any, np.ndarray]] = []
-        if self.buffer_rows:
-            while features.shape[0] >= self.buffer_rows:
-                window, window_labels = self._shuffled(
-                    features[: self.buffer_rows], _part(labels, 0, self.buffer_rows)
-                )
-                full = self._cut(window, window_labels, batches)
-                features = sp.vstack([window[full:], features[self.buffer_rows :]], format="csr")
-                labels = _concatenate(
-                    _part(window_labels, full, None), _part(labels, self.buffer_rows, None)
-                )
-        else:
-            self._cut(features, labels, batches)
-            full = features.shape[0] // self.batch_rows * self.batch_rows
-            features, labels = features[full:], _part(labels, full, None)
-        self.features, self.labels = features, None if labels is None else labels.copy()
+        batches: list[Batch] = []
+        while features.shape[0] >= self.buffer_rows:
+            window, window_labels = self._shuffled(
+                features[: self.buffer_rows], _part(labels, 0, self.buffer_rows)
+            )
+            full = self._cut(window, window_labels, batches)
+            features = sp.vstack([window[full:], features[self.buffer_rows :]], format="csr")
+            labels = _concatenate(
+                _part(window_labels, full, None), _part(labels, self.buffer_rows, None)
+            )
+        self.features, self.labels = features, _copy(labels)
         return batches
 
     def flush(self) -> list[Batch]:
         """Every pending row in mini-batches (in a random order with a buffer), the last
         one short, leaving none here."""
-        features, labels = self.features, self.labels
-        self.features = sp.csr_matrix((0, self.n_features), dtype=np.float32)
-        self.labels = np.zeros(0, dtype=np.float32) if self.labelled else None
+        features, labels = self.take()
         if not features.shape[0]:
             return []
         if self.buffer_rows:
@@ -147,7 +192,9 @@ class PendingRows:
         batches: list[Batch] = []
         full = self._cut(features, labels, batches)
         if full < features.shape[0]:
-            batches.append((features[full:], _part(labels, full, None)))
+            batches.append(
+                (self.rows(features, full, features.shape[0], False), _part(labels, full, None))
+            )
         return batches
 
     def _shuffled(self, features: Any, labels: np.ndarray | None) -> tuple[Any, Any]:
@@ -160,14 +207,14 @@ class PendingRows:
         b = self.batch_rows
         full = features.shape[0] // b * b
         batches.extend(
-            (CsrRows.of(features, start, start + b), _part(labels, start, start + b))
+            (self.rows(features, start, start + b, False), _part(labels, start, start + b))
             for start in range(0, full, b)
         )
         return full
 
     def copy(self) -> PendingRows:
         out = PendingRows(
-            self.batch_rows, self.n_features, self.buffer_rows, self.seed, self.labelled
+            self.batch_rows, self.n_features, self.buffer_rows, self.seed, self.labelled, self.rows
         )
         out.features, out.labels = self.features.copy(), _copy(self.labels)
         out.windows = self.windows
@@ -209,6 +256,18 @@ class PendingRows:
 
 
 # --- a uniform sample of the rows a round trained on ---------------------------------------------
+
+
+def csr_rows(x: sp.csr_matrix, start: int, stop: int, copy: bool) -> Any:
+    """Rows ``start:stop`` of a CSR matrix: views (:class:`CsrRows`) for a step, or a copy."""
+    return x[start:stop] if copy else CsrRows.of(x, start, stop)
+
+
+def stack_rows(a: Any, b: Any) -> Any:
+    """``a`` above ``b``: CSR if either is, else dense (float64 if their dtypes differ)."""
+    if sp.issparse(a) or sp.issparse(b):
+        return sp.vstack([sp.csr_matrix(a), sp.csr_matrix(b)], format="csr")
+    return np.vstack([a, b]) if a.dtype == b.dtype else np.vstack([a, b]).astype(np.float64)
 
 
 def _part(labels: np.ndarray | None, start: int, stop: int | None) -> np.ndarray | None:

@@ -127,12 +127,6 @@ def rows_where(x: Any, mask: np.ndarray) -> Any:
     return x[np.flatnonzero(mask)] if sp.issparse(x) else x[mask]
 
 
-def stack_rows(a: Any, b: Any) -> Any:
-    if sp.issparse(a) or sp.issparse(b):
-        return sp.vstack([sp.csr_matrix(a), sp.csr_matrix(b)], format="csr")
-    return np.vstack([a, b]) if a.dtype == b.dtype else np.vstack([a, b]).astype(np.float64)
-
-
 def bin_counts(scores: np.ndarray, y: np.ndarray, weights: Any = None) -> np.ndarray:
     """Per column of ``scores`` (b, c): histograms of the scores of negatives and
     positives (0/1 ``y``), shape (c, 2, bins); each row counts ``weights`` (b,) times."""

@@ -23,7 +23,6 @@ from beam_ml.algorithms.linear_learner.packed import (
     _blas_threads,
     row_range,
     rows_where,
-    stack_rows,
 )
 from beam_ml.algorithms.linear_learner.selection import Selection
 from beam_ml.algorithms.linear_learner.validation import (
@@ -36,7 +35,7 @@ from beam_ml.core.block import as_block
 from beam_ml.core.errors import IncompatibleStateError
 from beam_ml.core.moments import Moments
 from beam_ml.core.state import register
-from beam_ml.nn.skeleton import GradientState
+from beam_ml.nn.skeleton import GradientState, PendingRows
 
 _LOG = logging.getLogger("beam_ml.linear_learner")
 _WARNED_HIGH_D: set[int] = set()
@@ -129,8 +128,8 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
         self._optimizer = config.resolved_optimizer
         self._binary = config.predictor_type == "binary_classifier"
         self._multiclass = config.predictor_type == "multiclass_classifier"
-        self.pending_x: Any = None
-        self.pending_y: np.ndarray | None = None
+        # Rows waiting for a full mini-batch (or for the scaler's sample to fill).
+        self.pending = PendingRows(config.mini_batch_size, config.feature_dim or 0, rows=row_range)
         # Validation and early stopping (see the module notes); per-epoch metrics.
         self.validation: ValidationRows | None = None
         self.best_weights = self.best_bias = self.best_loss = self.best_epoch = None
@@ -199,7 +198,16 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
 
     @property
     def n_pending(self) -> int:
-        return 0 if self.pending_y is None else len(self.pending_y)
+        return self.pending.n_rows
+
+    @property
+    def pending_x(self) -> Any:
+        """The rows waiting, dense or CSR (None: none)."""
+        return self.pending.features if self.n_pending else None
+
+    @property
+    def pending_y(self) -> np.ndarray | None:
+        return self.pending.labels if self.n_pending else None
 
     def _allocate(self, d: int) -> None:
         m, cols = self.m, self.m * self.k
@@ -281,46 +289,23 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
         trained on, as SageMaker does with its scaler sample.
         """
         if self._warming():
-            if self.n_pending:
-                self.pending_x = stack_rows(self.pending_x, x)
-                self.pending_y = np.concatenate([self.pending_y, y])
-            else:
-                self.pending_x, self.pending_y = row_range(x, 0, x.shape[0], copy=copy), y.copy()
+            self.pending.hold(x, y, copy)
             sample = self.config.num_point_for_scaler
             if self.n_pending < sample:
                 return
             self._fix_scaler(self.pending_x[:sample], self.pending_y[:sample])
-            x, y, copy = self.pending_x, self.pending_y, False
-            self.pending_x = self.pending_y = None
-        batch, start, rows = self.config.mini_batch_size, 0, x.shape[0]
-        if self.n_pending:
-            take = min(batch - self.n_pending, rows)
-            self.pending_x = stack_rows(self.pending_x, row_range(x, 0, take))
-            self.pending_y = np.concatenate([self.pending_y, y[:take]])
-            start = take
-            if self.n_pending == batch:
-                px, py = self.pending_x, self.pending_y
-                self.pending_x = self.pending_y = None
-                self._step(px, py)
-        while rows - start >= batch:
-            self._step(row_range(x, start, start + batch), y[start : start + batch])
-            start += batch
-        if start < rows:
-            # Copied: the state must not alias (or later see changes to) the caller's block.
-            self.pending_x = row_range(x, start, rows, copy=copy)
-            self.pending_y = y[start:].copy()
+            (x, y), copy = self.pending.take(), False
+        for rows, labels in self.pending.feed(x, y, copy):
+            self._step(rows, labels)
 
     def _flush(self) -> None:
         """Train on every pending row now, the last mini-batch short."""
         if not self.n_pending:
             return
-        px, py = self.pending_x, self.pending_y
-        self.pending_x = self.pending_y = None
         if self._warming():  # fewer rows than the scaler's sample: they are the sample
-            self._fix_scaler(px, py)
-        batch = self.config.mini_batch_size
-        for start in range(0, len(py), batch):
-            self._step(row_range(px, start, start + batch), py[start : start + batch])
+            self._fix_scaler(self.pending_x, self.pending_y)
+        for rows, labels in self.pending.flush():
+            self._step(rows, labels)
 
     def _fix_scaler(self, x: Any, y: np.ndarray) -> None:
         columns = Moments.of_columns(x)
@@ -530,14 +515,15 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
                 arrays, state.validation.size, d, state.validation.fraction
             )
         if int(meta["pending_rows"]):
-            state.pending_y = arrays["pending_y"]
+            labels = arrays["pending_y"]
             if meta.get("pending_sparse"):
-                state.pending_x = sp.csr_matrix(
+                rows = sp.csr_matrix(
                     (arrays["pending_data"], arrays["pending_indices"], arrays["pending_indptr"]),
-                    shape=(len(state.pending_y), d),
+                    shape=(len(labels), d),
                 )
             else:
-                state.pending_x = arrays["pending_x"]
+                rows = arrays["pending_x"]
+            state.pending.features, state.pending.labels = rows, labels
         return state
 
 
