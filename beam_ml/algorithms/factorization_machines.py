@@ -106,7 +106,7 @@ from beam_ml.nn.engine import (
     runtime_option,
 )
 from beam_ml.nn.fm import fm_scores
-from beam_ml.nn.skeleton import GradientState, PendingRows
+from beam_ml.nn.skeleton import GradientState, PendingRows, alias
 
 __all__ = [
     "FactorizationMachinesConfig",
@@ -406,12 +406,12 @@ class FactorizationMachinesState(GradientState):
         epoch index. Replicas merge only with replicas of the same start point.
     n_rows : int
         Rows folded in since the start point.
-    pv : ndarray of shape (3,), float64
+    progressive : ndarray of shape (3,), float64
         Progressive validation over the rows scored before their step, on first sight
         only (the first of ``epochs`` passes, issue 24: later passes score rows the model
         has learnt, which flattered an overfit model's loss and threshold): rows, summed
         loss (log loss or squared error), correct predictions at 0.5 (classifier).
-    pv_hist : ndarray of shape (2, 400), float64, or None
+    progressive_hist : ndarray of shape (2, 400), float64, or None
         Classifier: the pre-step scores of negatives (row 0) and positives (row 1),
         binned by logit in [-10, 10].
 
@@ -436,6 +436,9 @@ class FactorizationMachinesState(GradientState):
     # New data trains the factors on; a round's merged step is scaled (finish_round).
     PLAN = ResumePlan(resume="continue", finishes_rounds=True, epochs="epochs")
 
+    # The progressive sums' earlier names, which are the payload's array names.
+    pv, pv_hist = alias("progressive"), alias("progressive_hist")
+
     def __init__(self, config: FactorizationMachinesConfig):
         super().__init__(config)
         self.table: ParameterTable | None = None
@@ -450,8 +453,8 @@ class FactorizationMachinesState(GradientState):
         self.sample = MergeSample(
             config.merge_sample_size, config.feature_dim, config.merge_holdout
         )
-        self.pv = np.zeros(3)
-        self.pv_hist = np.zeros((2, _PV_BINS)) if config.classifier else None
+        self.progressive = np.zeros(3)
+        self.progressive_hist = np.zeros((2, _PV_BINS)) if config.classifier else None
         self._trainer: Any = None
 
     @property
@@ -533,13 +536,15 @@ class FactorizationMachinesState(GradientState):
 
     def _progressive_validation(self, scores: np.ndarray, labels: np.ndarray) -> None:
         scores = scores.astype(np.float64)
-        self.pv[0] += scores.shape[0]
+        self.progressive[0] += scores.shape[0]
         if self.config.classifier:
-            self.pv[1] += float(log_loss(scores, labels).sum())
-            self.pv[2] += float(((scores >= 0) == (labels > 0)).sum())
-            np.add.at(self.pv_hist, (labels.astype(np.int64), logit_bins(scores, _PV_BINS)), 1)
+            self.progressive[1] += float(log_loss(scores, labels).sum())
+            self.progressive[2] += float(((scores >= 0) == (labels > 0)).sum())
+            np.add.at(
+                self.progressive_hist, (labels.astype(np.int64), logit_bins(scores, _PV_BINS)), 1
+            )
         else:
-            self.pv[1] += float(np.square(scores - labels).sum())
+            self.progressive[1] += float(np.square(scores - labels).sum())
 
     # --- merging and epochs ----------------------------------------------------------------
     def _pristine(self) -> bool:
@@ -572,9 +577,9 @@ class FactorizationMachinesState(GradientState):
         merged.sample = self.sample.merged(other.sample)
         merged.n_rows += other.n_rows
         if self._first_sight:  # later passes' replicas carry their start's, the same
-            merged.pv += other.pv
-            if merged.pv_hist is not None:
-                merged.pv_hist += other.pv_hist
+            merged.progressive += other.progressive
+            if merged.progressive_hist is not None:
+                merged.progressive_hist += other.progressive_hist
         if other.pending.n_rows:
             batches = merged.pending.feed(other.pending.features, other.pending.labels)
             if batches:
@@ -595,8 +600,10 @@ class FactorizationMachinesState(GradientState):
         )
         out.pending = self.pending.copy()
         out.sample = self.sample.copy()
-        out.pv = self.pv.copy()
-        out.pv_hist = None if self.pv_hist is None else self.pv_hist.copy()
+        out.progressive = self.progressive.copy()
+        out.progressive_hist = (
+            None if self.progressive_hist is None else self.progressive_hist.copy()
+        )
         return out
 
     def continued(self) -> FactorizationMachinesState:
@@ -612,9 +619,9 @@ class FactorizationMachinesState(GradientState):
             out.table, out.bias = out.table.restarted(), out.bias.restarted()
         out.sample = out.sample.restarted()
         if out._first_sight:  # new data: its own progressive validation (followed_by adds)
-            out.pv = np.zeros(3)
-            if out.pv_hist is not None:
-                out.pv_hist = np.zeros_like(out.pv_hist)
+            out.progressive = np.zeros(3)
+            if out.progressive_hist is not None:
+                out.progressive_hist = np.zeros_like(out.progressive_hist)
         return out
 
     def finish_round(self, start: FactorizationMachinesState | None) -> FactorizationMachinesState:
@@ -705,9 +712,9 @@ class FactorizationMachinesState(GradientState):
         already counts this state's rows), both progressive validations added up."""
         out = later._copy()
         out.epoch = self.epoch
-        out.pv = self.pv + later.pv
-        if out.pv_hist is not None:
-            out.pv_hist = self.pv_hist + later.pv_hist
+        out.progressive = self.progressive + later.progressive
+        if out.progressive_hist is not None:
+            out.progressive_hist = self.progressive_hist + later.progressive_hist
         return out
 
     # --- models ------------------------------------------------------------------------------
@@ -771,7 +778,7 @@ class FactorizationMachinesState(GradientState):
         bias = float(learned.bias.values[0, 0])
         if threshold is None:
             threshold = self._threshold(criterion, target_recall, target_precision, f_beta)
-        rows = self.pv[0]
+        rows = self.progressive[0]
         return FactorizationMachinesModel(
             bias=bias,
             linear=np.ascontiguousarray(params[:, 0]),
@@ -780,17 +787,21 @@ class FactorizationMachinesState(GradientState):
             threshold=float(threshold),
             f_beta=float(f_beta),
             n_seen=self.n_seen,
-            progressive_loss=float(self.pv[1] / rows) if rows else float("nan"),
+            progressive_loss=float(self.progressive[1] / rows) if rows else float("nan"),
         )
 
     def _threshold(
         self, criterion: str, target_recall: float, target_precision: float, beta: float
     ) -> float:
         """The probability threshold maximizing ``criterion`` on the progressive scores."""
-        if criterion == "loss_function" or self.pv_hist is None or self.pv[0] == 0:
+        if (
+            criterion == "loss_function"
+            or self.progressive_hist is None
+            or self.progressive[0] == 0
+        ):
             return 0.5
         values, best = best_thresholds(
-            self.pv_hist[None], criterion, target_recall, target_precision, beta
+            self.progressive_hist[None], criterion, target_recall, target_precision, beta
         )
         if not np.isfinite(values[0]):
             return 0.5  # no threshold reaches the target
@@ -811,9 +822,9 @@ class FactorizationMachinesState(GradientState):
             "n_rows": self.n_rows,
         }
         slot_names = _SLOT_NAMES[self.config.optimizer]
-        arrays: dict[str, np.ndarray] = {"pv": self.pv}
-        if self.pv_hist is not None:
-            arrays["pv_hist"] = self.pv_hist
+        arrays: dict[str, np.ndarray] = {"pv": self.progressive}
+        if self.progressive_hist is not None:
+            arrays["pv_hist"] = self.progressive_hist
         arrays.update(self.pending.to_arrays("pending"))
         arrays.update(self.sample.to_arrays("sample"))
         if self.table is not None:
@@ -831,10 +842,14 @@ class FactorizationMachinesState(GradientState):
         state = cls(config)
         state.steps, state.n_before = int(meta["steps"]), int(meta["n_before"])
         state.epoch, state.n_rows = int(meta["epoch"]), int(meta["n_rows"])
-        state.pv = arrays["pv"].astype(np.float64)
+        state.progressive = arrays["pv"].astype(np.float64)
         if config.classifier:
-            state.pv_hist = arrays["pv_hist"].astype(np.float64)
-        if state.pv.shape != (3,) or config.classifier and state.pv_hist.shape != (2, _PV_BINS):
+            state.progressive_hist = arrays["pv_hist"].astype(np.float64)
+        if (
+            state.progressive.shape != (3,)
+            or config.classifier
+            and state.progressive_hist.shape != (2, _PV_BINS)
+        ):
             raise IncompatibleStateError("Factorization Machines payload: misshapen pv/pv_hist.")
         state.pending = PendingRows.from_arrays(
             arrays, "pending", config.mini_batch_size, config.feature_dim,

@@ -13,7 +13,9 @@ Pending mini-batches
 Progressive validation
     Before its step every mini-batch is scored by the parameters about to learn it (Blum,
     Kalai & Langford 1999): an honest out-of-sample loss without a validation set, kept
-    for the first sight of the rows only (issue 24).
+    for the first sight of the rows only (issue 24). Every state keeps its sums as
+    ``progressive`` and its score histograms as ``progressive_hist`` (the payloads keep
+    their array names, and the earlier attribute names read the same arrays: :func:`alias`).
 Rounds, resume and epochs
     :class:`GradientState` declares the plan (:class:`~beam_ml.core.plan.ResumePlan`):
     new data continues (``continued`` / ``followed_by``), bounded input is read
@@ -38,7 +40,7 @@ from beam_ml.core.plan import ResumePlan
 from beam_ml.core.state import TrainingState
 from beam_ml.nn.engine import CsrRows, rows_from_arrays, rows_to_arrays
 
-__all__ = ["GradientState", "Network", "PendingRows", "csr_rows", "stack_rows"]
+__all__ = ["GradientState", "Network", "PendingRows", "alias", "csr_rows", "stack_rows"]
 
 #: A mini-batch: its rows (CSR views) and their labels (None for unsupervised networks).
 Batch = tuple[Any, "np.ndarray | None"]
@@ -53,6 +55,15 @@ class Network(Protocol):
     def step(self, *parameters: Any, features: Any, labels: Any, step: int) -> Any:
         """One optimizer step on a mini-batch, in place on ``parameters``; returns the
         mini-batch's scores before the step (and what else the state keeps)."""
+
+
+def alias(name: str) -> property:
+    """Another name for the attribute ``name`` (read and written through)."""
+    return property(
+        lambda self: getattr(self, name),
+        lambda self, value: setattr(self, name, value),
+        doc=f"The same as ``{name}``.",
+    )
 
 
 class GradientState(TrainingState):

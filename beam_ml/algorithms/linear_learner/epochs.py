@@ -162,9 +162,9 @@ class Epochs:
         if state.has_exact:
             state.exact = Moments.zeros(state.d + 1, scatter=True)
         if state.d is not None:
-            state.progress[:] = 0.0
-            if state.hist is not None:
-                state.hist[:] = 0.0
+            state.progressive[:] = 0.0
+            if state.progressive_hist is not None:
+                state.progressive_hist[:] = 0.0
         if state.validation is not None:
             state.validation = state.validation.restarted()
         return state
@@ -186,7 +186,7 @@ class Epochs:
             return out
         if self.has_exact:
             out.exact = self.exact.merged(later.exact)
-        out.progress = self.progress + later.progress
-        if out.hist is not None:
-            out.hist = self.hist + later.hist
+        out.progressive = self.progressive + later.progressive
+        if out.progressive_hist is not None:
+            out.progressive_hist = self.progressive_hist + later.progressive_hist
         return out

@@ -253,11 +253,11 @@ class PackedTraining:
         # Column sums as products with a vector, not reductions with a cast.
         sums = [weighted_colsum(per_row, last_loss), weighted_colsum(per_row, avg_loss)]
         loss_sum = np.concatenate(sums).astype(np.float64)
-        self.progress[0] += loss_sum
-        self.progress[1] += t * loss_sum
-        self.progress[2] += correct
-        self.progress[3] += w_sum
-        self.progress[4] += t * w_sum
+        self.progressive[0] += loss_sum
+        self.progressive[1] += t * loss_sum
+        self.progressive[2] += correct
+        self.progressive[3] += w_sum
+        self.progressive[4] += t * w_sum
         # Gradient in the standardized space z = (x - mean) / scale, computed without
         # centring x: z^T r = (x^T r - mean * sum(r)) / scale.
         grad /= b
@@ -307,7 +307,7 @@ class PackedTraining:
 
     def _histogram(self, scores: np.ndarray, y: np.ndarray, weight: float) -> None:
         """Add every candidate's scores (b, 2 m) to its negatives/positives histograms."""
-        self.hist += weight * bin_counts(scores, y)
+        self.progressive_hist += weight * bin_counts(scores, y)
 
     def _diverge(self, columns: np.ndarray) -> None:
         models = columns.reshape(self.m, self.k).any(axis=1) & ~self.diverged

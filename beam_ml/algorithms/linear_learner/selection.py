@@ -159,7 +159,7 @@ class Selection:
 
     def _candidate_losses(self) -> np.ndarray:
         """Each candidate's step-weighted progressive loss (inf for diverged models)."""
-        p = self.progress
+        p = self.progressive
         loss = np.where(p[4] > 0, p[1] / np.where(p[4] > 0, p[4], 1.0), np.inf)
         loss = np.where(np.isfinite(loss), loss, np.inf)
         return np.where(np.tile(self.diverged, 2), np.inf, loss)
@@ -199,8 +199,8 @@ class Selection:
                 self.epoch,
             )
             losses = np.where(diverged, np.inf, self.first_loss)
-            return losses, self.hist, weights, bias, epochs, "epoch-1 progressive"
-        return self._candidate_losses(), self.hist, weights, bias, epochs, "progressive"
+            return losses, self.progressive_hist, weights, bias, epochs, "epoch-1 progressive"
+        return self._candidate_losses(), self.progressive_hist, weights, bias, epochs, "progressive"
 
     def _derive_packed(
         self, criterion, target_recall, target_precision, f_beta, model_index
@@ -294,7 +294,7 @@ class Selection:
             )
         if self.d is None:
             return out
-        p, m = self.progress, self.m
+        p, m = self.progressive, self.m
         mean_loss = p[0] / np.where(p[3] > 0, p[3], 1.0)
         accuracy = self.progressive_accuracy()
         out["packed_models"] = [
@@ -335,4 +335,4 @@ class Selection:
         if self.d is None or not (self._binary or self._multiclass):
             return None
         rows = self.stepped  # the rows every candidate has predicted
-        return self.progress[2] / rows if rows else np.full(2 * self.m, np.nan)
+        return self.progressive[2] / rows if rows else np.full(2 * self.m, np.nan)

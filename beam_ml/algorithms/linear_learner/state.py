@@ -35,7 +35,7 @@ from beam_ml.core.block import as_block
 from beam_ml.core.errors import IncompatibleStateError
 from beam_ml.core.moments import Moments
 from beam_ml.core.state import register
-from beam_ml.nn.skeleton import GradientState, PendingRows
+from beam_ml.nn.skeleton import GradientState, PendingRows, alias
 
 _LOG = logging.getLogger("beam_ml.linear_learner")
 _WARNED_HIGH_D: set[int] = set()
@@ -66,10 +66,10 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
         The packed models' last iterates in the original feature and label units.
     avg_coef, avg_intercept : same shapes
         Their polynomial-decay averages.
-    progress : ndarray of shape (5, 2 m)
+    progressive : ndarray of shape (5, 2 m)
         Per candidate (m last iterates, then m averages): progressive loss sum,
         step-weighted loss sum, right answers, weight sum, step-weighted weight sum.
-    hist : ndarray of shape (2 m, 2, 1002)
+    progressive_hist : ndarray of shape (2 m, 2, 1002)
         Binary classifiers: per candidate, the histograms of its progressive scores for
         negatives and positives, each mini-batch weighted by its step number (which
         favours the later, better models a threshold is chosen for); past 2^17 rows a
@@ -109,6 +109,9 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
     FAMILY = "linear_learner"
     SERIAL_VERSION = 1
     CONFIG = LinearLearnerConfig
+
+    # The progressive sums' earlier names, which are the payload's array names.
+    progress, hist = alias("progressive"), alias("progressive_hist")
 
     def __init__(self, config: LinearLearnerConfig):
         super().__init__(config)
@@ -233,8 +236,8 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
         adaptive = self._optimizer in ("adam", "rmsprop")
         self.opt_m = np.zeros((d + 1, cols)) if self._optimizer == "adam" else None
         self.opt_v = np.zeros((d + 1, cols)) if adaptive else None
-        self.progress = np.zeros((5, 2 * m))
-        self.hist = np.zeros((2 * m, 2, HIST_BINS)) if self._binary else None
+        self.progressive = np.zeros((5, 2 * m))
+        self.progressive_hist = np.zeros((2 * m, 2, HIST_BINS)) if self._binary else None
         self.diverged = np.zeros(m, dtype=bool)
         fraction = self.config.resolved_validation_fraction
         if fraction > 0:
@@ -384,9 +387,9 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
             self.validation = self.validation.merged(other.validation)
         # Best-epoch parameters, early stopping and the epoch record are set by
         # continued() alone, the same on every replica of an epoch: this side's.
-        self.progress = self.progress + other.progress
-        if self.hist is not None:
-            self.hist = self.hist + other.hist
+        self.progressive = self.progressive + other.progressive
+        if self.progressive_hist is not None:
+            self.progressive_hist = self.progressive_hist + other.progressive_hist
         self.n += other.n
         diverged = self.diverged | other.diverged
         if (diverged != self.diverged).any() or (diverged != other.diverged).any():
