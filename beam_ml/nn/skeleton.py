@@ -30,6 +30,7 @@ Networks
 
 from __future__ import annotations
 
+import abc
 from typing import Any, Protocol
 
 import numpy as np
@@ -52,9 +53,10 @@ class Network(Protocol):
     :class:`~beam_ml.nn.fm.NumpyFMTrainer` (numpy, the CPU) and
     :class:`~beam_ml.nn.fm.FMTrainer` (MXNet, a GPU) are two of them."""
 
-    def step(self, *parameters: Any, features: Any, labels: Any, step: int) -> Any:
-        """One optimizer step on a mini-batch, in place on ``parameters``; returns the
-        mini-batch's scores before the step (and what else the state keeps)."""
+    def step(self, *parameters_and_batch: Any) -> Any:
+        """``step(*parameters, features, labels, step)``: one optimizer step on a
+        mini-batch, in place on the parameters; returns the mini-batch's scores before
+        the step (and what else the state keeps)."""
 
 
 def alias(name: str) -> property:
@@ -77,10 +79,10 @@ class GradientState(TrainingState):
     PLAN = ResumePlan(resume="continue", epochs="epochs")
 
     @property
+    @abc.abstractmethod
     def epochs_done(self) -> int:
         """Passes over the data closed before the current one (0 in the first): the one
         convention across families, whose own ``epoch`` fields predate it."""
-        raise NotImplementedError
 
 
 class PendingRows:
