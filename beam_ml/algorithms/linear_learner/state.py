@@ -8,13 +8,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from beam_ml.algorithms.linear_learner.config import (
-    LinearLearnerConfig,
-)
+from beam_ml.algorithms.linear_learner.config import LinearLearnerConfig
 from beam_ml.algorithms.linear_learner.epochs import Epochs
-from beam_ml.algorithms.linear_learner.exact import (
-    MAX_EXACT_FEATURES,
-)
+from beam_ml.algorithms.linear_learner.exact import MAX_EXACT_FEATURES
 from beam_ml.algorithms.linear_learner.losses import labels_for
 from beam_ml.algorithms.linear_learner.model import LinearLearnerModel
 from beam_ml.algorithms.linear_learner.packed import (
