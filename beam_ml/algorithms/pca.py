@@ -387,7 +387,7 @@ class PCAState(TrainingState):
         self.n, self.mean, delta, weight = pairwise_mean(n_a, self.mean, n_b, mean_b)
         self.trace += trace_b + weight * float(delta @ delta)
         if self.config.exact:
-            self.scatter = self.scatter + second_b + weight * np.outer(delta, delta)
+            self.scatter = Moments.pooled_m2(self.scatter, second_b, delta, weight)
         else:
             self.shrinkage += shrink_b
             self._fold(np.vstack([self.sketch, np.sqrt(weight) * delta[None, :]]), second_b)

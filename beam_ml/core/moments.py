@@ -85,9 +85,17 @@ class Moments:
         if other.n == 0:
             return self.copy()
         n, mean, delta, weight = pairwise_mean(self.n, self.mean, other.n, other.mean)
-        if self.m2.ndim == 2:
-            return Moments(n, mean, self.m2 + other.m2 + weight * np.outer(delta, delta))
-        return Moments(n, mean, self.m2 + other.m2 + weight * delta * delta)
+        return Moments(n, mean, self.pooled_m2(self.m2, other.m2, delta, weight))
+
+    @staticmethod
+    def pooled_m2(
+        m2_a: np.ndarray, m2_b: np.ndarray, delta: np.ndarray, weight: float
+    ) -> np.ndarray:
+        """Two parts' centred second moments (matrices or per column) pooled, given the
+        pairwise terms ``delta`` and ``weight`` of :func:`pairwise_mean`."""
+        if m2_a.ndim == 2:
+            return m2_a + m2_b + weight * np.outer(delta, delta)
+        return m2_a + m2_b + weight * delta * delta
 
     def copy(self) -> Moments:
         return Moments(self.n, self.mean.copy(), self.m2.copy())
