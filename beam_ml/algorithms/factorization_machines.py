@@ -70,7 +70,6 @@ on a GPU, MXNet's autograd (:mod:`beam_ml.nn.fm`); both take the same steps.
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -93,7 +92,8 @@ from beam_ml.core.classification import (
     sigmoid,
 )
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
-from beam_ml.core.state import Model, TrainingState, register
+from beam_ml.core.plan import ResumePlan
+from beam_ml.core.state import Model, register
 from beam_ml.core.validation import check_choice, check_int
 from beam_ml.nn.engine import (
     INIT_METHODS,
@@ -101,11 +101,12 @@ from beam_ml.nn.engine import (
     MergeSample,
     OptimizerSpec,
     ParameterTable,
-    PendingRows,
     check_device,
     initial_values,
+    runtime_option,
 )
 from beam_ml.nn.fm import fm_scores
+from beam_ml.nn.skeleton import GradientState, PendingRows, alias
 
 __all__ = [
     "FactorizationMachinesConfig",
@@ -229,8 +230,9 @@ class FactorizationMachinesConfig:
         train as usual. The kept rows never train a replica (they judge its merges) but
         the derived model learns them: one pass over them on a copy at ``derive``.
     device : str
-        'cpu', 'gpu' or 'gpu:N': where the mini-batch steps run (the only setting that may
-        differ between states that merge).
+        'cpu', 'gpu' or 'gpu:N': where the mini-batch steps run. A runtime option, not a
+        hyperparameter: it is kept with the config (so a checkpoint says where it was
+        trained) but never compared, so states trained on different devices merge.
 
     Notes
     -----
@@ -270,7 +272,7 @@ class FactorizationMachinesConfig:
     seed: int = 0
     merge_holdout: float = 0.01
     merge_sample_size: int = 2000
-    device: str = "cpu"
+    device: str = runtime_option("cpu")
 
     def __post_init__(self) -> None:
         where = "FactorizationMachinesConfig"
@@ -385,7 +387,7 @@ def _csr(features: Any, owner: str) -> sp.csr_matrix:
 
 
 @register
-class FactorizationMachinesState(TrainingState):
+class FactorizationMachinesState(GradientState):
     """Factorization Machines state: parameters, optimizer state, steps and pending rows.
 
     Attributes
@@ -404,12 +406,12 @@ class FactorizationMachinesState(TrainingState):
         epoch index. Replicas merge only with replicas of the same start point.
     n_rows : int
         Rows folded in since the start point.
-    pv : ndarray of shape (3,), float64
+    progressive : ndarray of shape (3,), float64
         Progressive validation over the rows scored before their step, on first sight
         only (the first of ``epochs`` passes, issue 24: later passes score rows the model
         has learnt, which flattered an overfit model's loss and threshold): rows, summed
         loss (log loss or squared error), correct predictions at 0.5 (classifier).
-    pv_hist : ndarray of shape (2, 400), float64, or None
+    progressive_hist : ndarray of shape (2, 400), float64, or None
         Classifier: the pre-step scores of negatives (row 0) and positives (row 1),
         binned by logit in [-10, 10].
 
@@ -431,7 +433,11 @@ class FactorizationMachinesState(TrainingState):
     FAMILY = "factorization_machines"
     SERIAL_VERSION = 1
     CONFIG = FactorizationMachinesConfig
-    CONTINUES_ON_RESUME = True  # new data trains the factors on (core/state.py)
+    # New data trains the factors on; a round's merged step is scaled (finish_round).
+    PLAN = ResumePlan(resume="continue", finishes_rounds=True, epochs="epochs")
+
+    # The progressive sums' earlier names, which are the payload's array names.
+    pv, pv_hist = alias("progressive"), alias("progressive_hist")
 
     def __init__(self, config: FactorizationMachinesConfig):
         super().__init__(config)
@@ -447,13 +453,17 @@ class FactorizationMachinesState(TrainingState):
         self.sample = MergeSample(
             config.merge_sample_size, config.feature_dim, config.merge_holdout
         )
-        self.pv = np.zeros(3)
-        self.pv_hist = np.zeros((2, _PV_BINS)) if config.classifier else None
+        self.progressive = np.zeros(3)
+        self.progressive_hist = np.zeros((2, _PV_BINS)) if config.classifier else None
         self._trainer: Any = None
 
     @property
     def n_seen(self) -> int:
         return self.n_before + self.n_rows
+
+    @property
+    def epochs_done(self) -> int:
+        return self.epoch  # FM's epoch index counts from 0
 
     @property
     def n_features(self) -> int:
@@ -526,25 +536,19 @@ class FactorizationMachinesState(TrainingState):
 
     def _progressive_validation(self, scores: np.ndarray, labels: np.ndarray) -> None:
         scores = scores.astype(np.float64)
-        self.pv[0] += scores.shape[0]
+        self.progressive[0] += scores.shape[0]
         if self.config.classifier:
-            self.pv[1] += float(log_loss(scores, labels).sum())
-            self.pv[2] += float(((scores >= 0) == (labels > 0)).sum())
-            np.add.at(self.pv_hist, (labels.astype(np.int64), logit_bins(scores, _PV_BINS)), 1)
+            self.progressive[1] += float(log_loss(scores, labels).sum())
+            self.progressive[2] += float(((scores >= 0) == (labels > 0)).sum())
+            np.add.at(
+                self.progressive_hist, (labels.astype(np.int64), logit_bins(scores, _PV_BINS)), 1
+            )
         else:
-            self.pv[1] += float(np.square(scores - labels).sum())
+            self.progressive[1] += float(np.square(scores - labels).sum())
 
     # --- merging and epochs ----------------------------------------------------------------
     def _pristine(self) -> bool:
         return self.table is None and self.n_seen == 0 and self.pending.n_rows == 0
-
-    def check_mergeable(self, other: TrainingState) -> None:
-        # The device is where steps run, not what they compute: a state trained on a GPU
-        # merges with one trained on a CPU.
-        if isinstance(other, FactorizationMachinesState) and other.config != self.config:
-            if dataclasses.replace(other.config, device=self.config.device) == self.config:
-                return
-        super().check_mergeable(other)
 
     def merge(self, other: FactorizationMachinesState) -> FactorizationMachinesState:
         """Example-weighted average of two replicas, ``other``'s factors aligned to this
@@ -573,9 +577,9 @@ class FactorizationMachinesState(TrainingState):
         merged.sample = self.sample.merged(other.sample)
         merged.n_rows += other.n_rows
         if self._first_sight:  # later passes' replicas carry their start's, the same
-            merged.pv += other.pv
-            if merged.pv_hist is not None:
-                merged.pv_hist += other.pv_hist
+            merged.progressive += other.progressive
+            if merged.progressive_hist is not None:
+                merged.progressive_hist += other.progressive_hist
         if other.pending.n_rows:
             batches = merged.pending.feed(other.pending.features, other.pending.labels)
             if batches:
@@ -596,8 +600,10 @@ class FactorizationMachinesState(TrainingState):
         )
         out.pending = self.pending.copy()
         out.sample = self.sample.copy()
-        out.pv = self.pv.copy()
-        out.pv_hist = None if self.pv_hist is None else self.pv_hist.copy()
+        out.progressive = self.progressive.copy()
+        out.progressive_hist = (
+            None if self.progressive_hist is None else self.progressive_hist.copy()
+        )
         return out
 
     def continued(self) -> FactorizationMachinesState:
@@ -613,12 +619,10 @@ class FactorizationMachinesState(TrainingState):
             out.table, out.bias = out.table.restarted(), out.bias.restarted()
         out.sample = out.sample.restarted()
         if out._first_sight:  # new data: its own progressive validation (followed_by adds)
-            out.pv = np.zeros(3)
-            if out.pv_hist is not None:
-                out.pv_hist = np.zeros_like(out.pv_hist)
+            out.progressive = np.zeros(3)
+            if out.progressive_hist is not None:
+                out.progressive_hist = np.zeros_like(out.progressive_hist)
         return out
-
-    FINISHES_ROUNDS = True
 
     def finish_round(self, start: FactorizationMachinesState | None) -> FactorizationMachinesState:
         """Scale this merge's step from ``start`` between the replicas' average and their sum.
@@ -708,9 +712,9 @@ class FactorizationMachinesState(TrainingState):
         already counts this state's rows), both progressive validations added up."""
         out = later._copy()
         out.epoch = self.epoch
-        out.pv = self.pv + later.pv
-        if out.pv_hist is not None:
-            out.pv_hist = self.pv_hist + later.pv_hist
+        out.progressive = self.progressive + later.progressive
+        if out.progressive_hist is not None:
+            out.progressive_hist = self.progressive_hist + later.progressive_hist
         return out
 
     # --- models ------------------------------------------------------------------------------
@@ -774,7 +778,7 @@ class FactorizationMachinesState(TrainingState):
         bias = float(learned.bias.values[0, 0])
         if threshold is None:
             threshold = self._threshold(criterion, target_recall, target_precision, f_beta)
-        rows = self.pv[0]
+        rows = self.progressive[0]
         return FactorizationMachinesModel(
             bias=bias,
             linear=np.ascontiguousarray(params[:, 0]),
@@ -783,17 +787,21 @@ class FactorizationMachinesState(TrainingState):
             threshold=float(threshold),
             f_beta=float(f_beta),
             n_seen=self.n_seen,
-            progressive_loss=float(self.pv[1] / rows) if rows else float("nan"),
+            progressive_loss=float(self.progressive[1] / rows) if rows else float("nan"),
         )
 
     def _threshold(
         self, criterion: str, target_recall: float, target_precision: float, beta: float
     ) -> float:
         """The probability threshold maximizing ``criterion`` on the progressive scores."""
-        if criterion == "loss_function" or self.pv_hist is None or self.pv[0] == 0:
+        if (
+            criterion == "loss_function"
+            or self.progressive_hist is None
+            or self.progressive[0] == 0
+        ):
             return 0.5
         values, best = best_thresholds(
-            self.pv_hist[None], criterion, target_recall, target_precision, beta
+            self.progressive_hist[None], criterion, target_recall, target_precision, beta
         )
         if not np.isfinite(values[0]):
             return 0.5  # no threshold reaches the target
@@ -814,9 +822,9 @@ class FactorizationMachinesState(TrainingState):
             "n_rows": self.n_rows,
         }
         slot_names = _SLOT_NAMES[self.config.optimizer]
-        arrays: dict[str, np.ndarray] = {"pv": self.pv}
-        if self.pv_hist is not None:
-            arrays["pv_hist"] = self.pv_hist
+        arrays: dict[str, np.ndarray] = {"pv": self.progressive}
+        if self.progressive_hist is not None:
+            arrays["pv_hist"] = self.progressive_hist
         arrays.update(self.pending.to_arrays("pending"))
         arrays.update(self.sample.to_arrays("sample"))
         if self.table is not None:
@@ -834,10 +842,14 @@ class FactorizationMachinesState(TrainingState):
         state = cls(config)
         state.steps, state.n_before = int(meta["steps"]), int(meta["n_before"])
         state.epoch, state.n_rows = int(meta["epoch"]), int(meta["n_rows"])
-        state.pv = arrays["pv"].astype(np.float64)
+        state.progressive = arrays["pv"].astype(np.float64)
         if config.classifier:
-            state.pv_hist = arrays["pv_hist"].astype(np.float64)
-        if state.pv.shape != (3,) or config.classifier and state.pv_hist.shape != (2, _PV_BINS):
+            state.progressive_hist = arrays["pv_hist"].astype(np.float64)
+        if (
+            state.progressive.shape != (3,)
+            or config.classifier
+            and state.progressive_hist.shape != (2, _PV_BINS)
+        ):
             raise IncompatibleStateError("Factorization Machines payload: misshapen pv/pv_hist.")
         state.pending = PendingRows.from_arrays(
             arrays, "pending", config.mini_batch_size, config.feature_dim,

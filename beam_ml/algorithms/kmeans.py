@@ -40,6 +40,7 @@ from beam_ml.core.block import Block, MatrixSpec
 from beam_ml.core.constraints import Constraints, Hidden, Interval, Options, validate_parameters
 from beam_ml.core.errors import IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.numerics import dense_chunks
+from beam_ml.core.plan import ResumePlan
 from beam_ml.core.state import Model, TrainingState, register
 from beam_ml.core.validation import check_choice, check_int
 
@@ -312,7 +313,7 @@ class KMeansState(TrainingState):
     SERIAL_VERSION = 1
     CONFIG = KMeansConfig
     BLOCK_KIND = Block
-    CONTINUES_ON_RESUME = True  # with decay, new rows weigh more than old ones
+    PLAN = ResumePlan(resume="continue")  # with decay, new rows weigh more than old ones
 
     def __init__(self, config: KMeansConfig):
         super().__init__(config)

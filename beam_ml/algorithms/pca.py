@@ -69,6 +69,7 @@ from scipy.sparse.linalg import eigsh
 from beam_ml.core.block import Block, MatrixSpec
 from beam_ml.core.constraints import Constraints, Interval, Options, validate_parameters
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
+from beam_ml.core.moments import Moments
 from beam_ml.core.numerics import dense_chunks, pairwise_mean
 from beam_ml.core.state import Model, TrainingState, register
 from beam_ml.core.validation import check_bool, check_int
@@ -354,12 +355,12 @@ class PCAState(TrainingState):
 
     def _absorb_rows(self, chunk: np.ndarray) -> None:
         n_b = chunk.shape[0]
-        mean_b = chunk.mean(axis=0, dtype=np.float64)
-        centred = chunk - mean_b  # float64 whatever the block's dtype: one pass, one copy
         if self.config.exact:
-            scatter_b = centred.T @ centred  # numpy runs A^T A as a symmetric rank-k update
-            self._absorb(n_b, mean_b, scatter_b, float(np.trace(scatter_b)), 0.0)
+            rows = Moments.of_rows(chunk)
+            self._absorb(n_b, rows.mean, rows.m2, float(np.trace(rows.m2)), 0.0)
         else:
+            mean_b = chunk.mean(axis=0, dtype=np.float64)
+            centred = chunk - mean_b  # float64 whatever the block's dtype: one pass, one copy
             # The rows go into the state's sketch directly: one Frequent Directions
             # pass, with no intermediate sketch of the block (and its shrinkage).
             trace_b = float(np.einsum("ij,ij->", centred, centred))
@@ -394,7 +395,7 @@ class PCAState(TrainingState):
         self.n, self.mean, delta, weight = pairwise_mean(n_a, self.mean, n_b, mean_b)
         self.trace += trace_b + weight * float(delta @ delta)
         if self.config.exact:
-            self.scatter = self.scatter + second_b + weight * np.outer(delta, delta)
+            self.scatter = Moments.pooled_m2(self.scatter, second_b, delta, weight)
         else:
             self.shrinkage += shrink_b
             self._fold(np.vstack([self.sketch, np.sqrt(weight) * delta[None, :]]), second_b)

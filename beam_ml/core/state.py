@@ -20,6 +20,7 @@ import numpy as np
 from beam_ml.core import serial
 from beam_ml.core.block import Block, BlockKind, InputSpec, MatrixSpec
 from beam_ml.core.errors import BeamMLError, CorruptStateError, IncompatibleStateError
+from beam_ml.core.plan import ResumePlan
 
 __all__ = [
     "TrainingState",
@@ -202,13 +203,9 @@ class TrainingState(abc.ABC):
     MODEL: ClassVar[type[Model]]
     #: The kind of block ``update`` takes (:mod:`beam_ml.core.block`).
     BLOCK_KIND: ClassVar[type[BlockKind]] = Block
-    #: How new data extends a trained state (``Train(resume_from=...)``, ``--resume``,
-    #: every cycle of continuous training). False: the new data's own state is merged
-    #: in (sufficient statistics: exact). True: order matters, so the new rows train
-    #: from ``old.continued()`` and ``old.followed_by(new)`` joins them: SGD models go
-    #: on from the old parameters (merging a fresh replica would average the old model
-    #: with an untrained one); a decaying summary forgets old rows as new ones come.
-    CONTINUES_ON_RESUME: ClassVar[bool] = False
+    #: How new data, rounds of replicas and epochs extend a state (:class:`ResumePlan`):
+    #: by default the new data's own state is merged in, one pass, no rounds to finish.
+    PLAN: ClassVar[ResumePlan] = ResumePlan()
 
     def __init__(self, config: Any):
         if not isinstance(config, self.CONFIG):
@@ -257,7 +254,7 @@ class TrainingState(abc.ABC):
         """A model, chosen by ``params``, computed from the state alone."""
 
     def continued(self: StateT) -> StateT:
-        """The start of further training (SGD states; see ``CONTINUES_ON_RESUME``)."""
+        """The start of further training (``PLAN.resume == 'continue'``)."""
         raise NotImplementedError(f"{self.FAMILY} states are extended by merging.")
 
     def followed_by(self: StateT, later: StateT) -> StateT:
@@ -268,13 +265,10 @@ class TrainingState(abc.ABC):
         """A possibly smaller equivalent state (called before shuffles)."""
         return self
 
-    # A round: replicas that all began at one start point, each trained on its share, then
-    # merged. SGD states override finish_round; statistics states merge exactly.
-    FINISHES_ROUNDS: ClassVar[bool] = False
-
     def finish_round(self: StateT, start: StateT | None) -> StateT:
         """This merge of a round's replicas, finished against ``start``, the point they
-        all began at (``None``: the initial state). Statistics states: itself."""
+        all began at (``None``: the initial state); called when ``PLAN.finishes_rounds``.
+        Statistics states: itself."""
         return self
 
     # --- compatibility and serialization ---------------------------------------------

@@ -25,10 +25,9 @@ Optimizers
     only in steps whose mini-batch touches it (MXNet's ``lazy_update`` for row-sparse
     gradients). The gradient is ``clip(rescale_grad * grad, clip_gradient) + wd * w``.
 Mini-batches independent of blocks
-    :class:`PendingRows` cuts the stream of rows into mini-batches of exactly
-    ``mini_batch_size`` rows whatever the block boundaries, keeping the remainder (fewer
-    than ``mini_batch_size`` rows) in the state. Updating with one block or row by row
-    therefore takes the same SGD steps.
+    :class:`beam_ml.nn.skeleton.PendingRows` (the training skeleton) cuts the stream of
+    rows into mini-batches of exactly ``mini_batch_size`` rows whatever the block
+    boundaries; :class:`CsrRows` are the views a step reads.
 Merge
     :meth:`ParameterTable.merged` averages two replicas row by row, each row weighted by
     the number of examples that touched it in each replica since their shared start
@@ -44,6 +43,7 @@ Payloads are plain numpy arrays in the state's versioned format: no pickle, no M
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -60,12 +60,15 @@ __all__ = [
     "INIT_METHODS",
     "mxnet",
     "check_device",
+    "runtime_option",
     "context",
     "initial_values",
     "OptimizerSpec",
     "apply_update",
     "ParameterTable",
-    "PendingRows",
+    "CsrRows",
+    "rows_to_arrays",
+    "rows_from_arrays",
     "unique_inverse",
 ]
 
@@ -103,6 +106,13 @@ def check_device(value: Any, name: str, where: str) -> str:
     raise ValueError(
         f"The {name!r} parameter of {where} must be 'cpu', 'gpu' or 'gpu:N'. Got {value!r} instead."
     )
+
+
+def runtime_option(default: Any) -> Any:
+    """A config field that says where the work runs, not what it computes (the device):
+    kept with the config (checkpoints and the CLI see it) but never compared, so states
+    that differ in it merge."""
+    return dataclasses.field(default=default, compare=False, metadata={"runtime": True})
 
 
 def context(device: str) -> Any:
@@ -425,18 +435,23 @@ def unique_inverse(indices: np.ndarray, scratch: np.ndarray) -> tuple[np.ndarray
     return indices[first], local[representative]
 
 
-def _rows_to_arrays(prefix: str, features: sp.csr_matrix, labels: np.ndarray) -> dict[str, Any]:
-    return {
+def rows_to_arrays(
+    prefix: str, features: sp.csr_matrix, labels: np.ndarray | None
+) -> dict[str, Any]:
+    """CSR rows (and their labels, if any) as named arrays of a payload."""
+    arrays = {
         f"{prefix}.data": features.data,
         f"{prefix}.indices": features.indices.astype(np.int64),
         f"{prefix}.indptr": features.indptr.astype(np.int64),
-        f"{prefix}.labels": labels,
     }
+    if labels is not None:
+        arrays[f"{prefix}.labels"] = labels
+    return arrays
 
 
-def _rows_from_arrays(
-    arrays: dict[str, np.ndarray], prefix: str, n_features: int, what: str
-) -> tuple[sp.csr_matrix, np.ndarray]:
+def rows_from_arrays(
+    arrays: dict[str, np.ndarray], prefix: str, n_features: int, what: str, labelled: bool = True
+) -> tuple[sp.csr_matrix, np.ndarray | None]:
     indptr = arrays[f"{prefix}.indptr"]
     try:
         features = sp.csr_matrix(
@@ -445,7 +460,7 @@ def _rows_from_arrays(
         )
     except ValueError as exc:
         raise IncompatibleStateError(f"{what} in the state are invalid: {exc}") from None
-    return features, arrays[f"{prefix}.labels"]
+    return features, arrays[f"{prefix}.labels"] if labelled else None
 
 
 class CsrRows(NamedTuple):
@@ -472,125 +487,6 @@ class CsrRows(NamedTuple):
         )
 
 
-class PendingRows:
-    """Cuts a stream of labelled CSR rows into mini-batches of exactly ``batch_rows`` rows.
-
-    With ``buffer_rows`` > ``batch_rows`` the rows also leave in a seeded random order:
-    every time ``buffer_rows`` rows wait, they are permuted (``numpy.random.default_rng
-    ([seed, windows so far])``) and cut into mini-batches, the few left over wait for the
-    next window. SGD follows the order of its input, and input sorted by a key (ratings
-    by user) trains worse models; a window mixes the rows of many keys. Either way the
-    mini-batches depend only on the sequence of rows, not on how it is cut into blocks.
-    The rows after the last window or full mini-batch stay here, in the state, until
-    more rows arrive, the state is merged, or a model is derived (:meth:`flush`).
-    """
-
-    def __init__(self, batch_rows: int, n_features: int, buffer_rows: int = 0, seed: int = 0):
-        self.batch_rows, self.n_features = batch_rows, n_features
-        self.buffer_rows = buffer_rows if buffer_rows > batch_rows else 0
-        self.seed, self.windows = seed, 0
-        self.features = sp.csr_matrix((0, n_features), dtype=np.float32)
-        self.labels = np.zeros(0, dtype=np.float32)
-
-    @property
-    def n_rows(self) -> int:
-        return self.features.shape[0]
-
-    @property
-    def capacity(self) -> int:
-        """At most this many rows wait here."""
-        return max(self.batch_rows, self.buffer_rows)
-
-    def feed(self, features: sp.csr_matrix, labels: np.ndarray) -> list[tuple[Any, np.ndarray]]:
-        """Full mini-batches from the pending rows followed by these; keeps the rest."""
-        if self.n_rows:
-            features = sp.vstack([self.features, features], format="csr")
-            labels = np.concatenate([self.labels, labels])
-        batches: list[tuple[Any, np.ndarray]] = []
-        if self.buffer_rows:
-            while features.shape[0] >= self.buffer_rows:
-                window, window_labels = self._shuffled(
-                    features[: self.buffer_rows], labels[: self.buffer_rows]
-                )
-                full = self._cut(window, window_labels, batches)
-                features = sp.vstack([window[full:], features[self.buffer_rows :]], format="csr")
-                labels = np.concatenate([window_labels[full:], labels[self.buffer_rows :]])
-        else:
-            self._cut(features, labels, batches)
-            full = features.shape[0] // self.batch_rows * self.batch_rows
-            features, labels = features[full:], labels[full:]
-        self.features, self.labels = features, labels.copy()
-        return batches
-
-    def flush(self) -> list[tuple[Any, np.ndarray]]:
-        """Every pending row in mini-batches (in a random order with a buffer), the last
-        one short, leaving none here."""
-        features, labels = self.features, self.labels
-        self.features = sp.csr_matrix((0, self.n_features), dtype=np.float32)
-        self.labels = np.zeros(0, dtype=np.float32)
-        if not features.shape[0]:
-            return []
-        if self.buffer_rows:
-            features, labels = self._shuffled(features, labels)
-        batches: list[tuple[Any, np.ndarray]] = []
-        full = self._cut(features, labels, batches)
-        if full < features.shape[0]:
-            batches.append((features[full:], labels[full:]))
-        return batches
-
-    def _shuffled(self, features: Any, labels: np.ndarray) -> tuple[Any, np.ndarray]:
-        order = np.random.default_rng([self.seed, self.windows]).permutation(labels.shape[0])
-        self.windows += 1
-        return features[order], labels[order]
-
-    def _cut(self, features: Any, labels: np.ndarray, batches: list) -> int:
-        """Appends the full mini-batches of ``features`` to ``batches``; the rows used."""
-        b = self.batch_rows
-        full = features.shape[0] // b * b
-        batches.extend(
-            (CsrRows.of(features, start, start + b), labels[start : start + b])
-            for start in range(0, full, b)
-        )
-        return full
-
-    def copy(self) -> PendingRows:
-        out = PendingRows(self.batch_rows, self.n_features, self.buffer_rows, self.seed)
-        out.features, out.labels = self.features.copy(), self.labels.copy()
-        out.windows = self.windows
-        return out
-
-    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        arrays = _rows_to_arrays(prefix, self.features, self.labels)
-        arrays[f"{prefix}.windows"] = np.array([self.windows], dtype=np.int64)
-        return arrays
-
-    @classmethod
-    def from_arrays(
-        cls,
-        arrays: dict[str, np.ndarray],
-        prefix: str,
-        batch_rows: int,
-        n_features: int,
-        buffer_rows: int = 0,
-        seed: int = 0,
-    ) -> PendingRows:
-        out = cls(batch_rows, n_features, buffer_rows, seed)
-        out.features, out.labels = _rows_from_arrays(arrays, prefix, n_features, "Pending rows")
-        windows = arrays.get(f"{prefix}.windows")  # absent from states of before 2026-12-04
-        if windows is not None:
-            if windows.shape != (1,) or windows[0] < 0:
-                raise IncompatibleStateError(f"The state's {prefix}.windows is not one count.")
-            out.windows = int(windows[0])
-        if out.labels.shape != (out.n_rows,) or out.n_rows >= out.capacity:
-            raise IncompatibleStateError(
-                f"The state holds {out.n_rows} pending rows with {out.labels.shape[0]} labels; "
-                f"expected fewer than {out.capacity} (mini_batch_size, or shuffle_buffer), "
-                "one label each."
-            )
-        return out
-
-
-# --- a uniform sample of the rows a round trained on ---------------------------------------------
 def _mix64(h: np.ndarray) -> np.ndarray:
     """splitmix64's finalizer, elementwise on uint64 (wrapping arithmetic)."""
     h = h ^ (h >> np.uint64(30))
@@ -691,7 +587,7 @@ class MergeSample:
         return out
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        return {**_rows_to_arrays(prefix, self.features, self.labels), f"{prefix}.keys": self.keys}
+        return {**rows_to_arrays(prefix, self.features, self.labels), f"{prefix}.keys": self.keys}
 
     @classmethod
     def from_arrays(
@@ -700,9 +596,7 @@ class MergeSample:
         out = cls(size, n_features, holdout)
         if f"{prefix}.keys" not in arrays:  # states of before 2026-11-25: no sample
             return out
-        out.features, labels = _rows_from_arrays(
-            arrays, prefix, n_features, "The merge sample rows"
-        )
+        out.features, labels = rows_from_arrays(arrays, prefix, n_features, "The merge sample rows")
         out.labels = labels.astype(np.float32)
         out.keys = arrays[f"{prefix}.keys"].astype(np.uint64)
         if not out.labels.shape == out.keys.shape == (out.n_rows,) or out.n_rows > size:

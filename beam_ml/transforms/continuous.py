@@ -949,14 +949,14 @@ class TrainContinuously:
             raise BadInputError(
                 f"snapshot_every must be > 0 seconds; got {snapshot_every_seconds}."
             )
-        if getattr(config, "epochs", 1) > 1:
+        if state_class_for(config).PLAN.epochs_of(config) > 1:
             raise BadInputError(
                 f"epochs={config.epochs}: continuous training reads a stream once; use epochs=1."
             )
         self.state_class = state_class_for(config)
         if window is not None and window < 1:
             raise BadInputError(f"window must be >= 1 snapshots; got {window}.")
-        if window is not None and hasattr(config, "epochs"):  # SGD families
+        if window is not None and self.state_class.PLAN.epochs is not None:  # SGD families
             raise BadInputError(
                 "window applies to states that keep all their data (PCA, K-Means); "
                 f"{self.state_class.FAMILY} models forget old data as they learn on."

@@ -57,12 +57,12 @@ def _or_start(merged: TrainingState, start: TrainingState) -> TrainingState:
     # No replica at all (no blocks): the epoch leaves the state where it was.
     if not merged.n_seen:
         return start.continued()
-    return merged.finish_round(start.continued()) if merged.FINISHES_ROUNDS else merged
+    return merged.finish_round(start.continued()) if merged.PLAN.finishes_rounds else merged
 
 
 def finish_first_round(state: beam.PCollection, state_class: type, label: str) -> Any:
     """The first round's merge, finished against the initial state (SGD states only)."""
-    if not state_class.FINISHES_ROUNDS:
+    if not state_class.PLAN.finishes_rounds:
         return state
     return state | label >> beam.Map(lambda s: s.finish_round(None)).with_output_types(
         TrainingState
@@ -83,7 +83,7 @@ def continue_epochs(
     ValueError
         When ``blocks`` is unbounded (a stream is one pass) and more epochs are asked.
     """
-    epochs = getattr(config, "epochs", 1)  # one pass for states without epochs (k-means)
+    epochs = state_class_for(config).PLAN.epochs_of(config)  # k-means: one pass
     if epochs >= max(first_epoch, 2) and not blocks.is_bounded:
         raise ValueError(
             f"epochs={epochs} needs bounded input: a stream is read once. "
@@ -153,7 +153,7 @@ class TrainEpochs(beam.PTransform):
         return f"BeamML_TrainEpochs_{self.state_class.FAMILY}"
 
     def expand(self, blocks):
-        if self.config.epochs > 1 and not blocks.is_bounded:
+        if self.state_class.PLAN.epochs_of(self.config) > 1 and not blocks.is_bounded:
             # Before epoch 1's combine, whose own complaint about streams says less.
             continue_epochs(blocks, None, self.config, 2)
         if self.start_from is not None:

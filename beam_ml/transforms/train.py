@@ -22,7 +22,7 @@ class Train(beam.PTransform):
     resume_from : PCollection of states, optional
         An earlier state (e.g. ``p | ReadCheckpoint(path)``) that the new data extends:
         yesterday's state plus today's data equals training on both. Statistics states
-        merge with the new data's state; SGD states (``CONTINUES_ON_RESUME``) train on
+        merge with the new data's state; SGD states (``PLAN.resume == 'continue'``) train on
         from it, so the new rows refine the old model rather than being averaged with
         a fresh one.
     fanout : int, optional
@@ -50,7 +50,7 @@ class Train(beam.PTransform):
 
     def expand(self, blocks):
         data = blocks
-        if self.resume_from is not None and self.state_class.CONTINUES_ON_RESUME:
+        if self.resume_from is not None and self.state_class.PLAN.continues:
             return train_on_from(blocks, self.resume_from, self.config)
         if self.resume_from is not None:
             blocks = (blocks, self.resume_from) | "WithResumedState" >> beam.Flatten()
@@ -61,7 +61,7 @@ class Train(beam.PTransform):
         state = finish_first_round(state, self.state_class, "FinishRound")
         # Gradient-trained families (config.epochs > 1) read bounded input again: each
         # further epoch continues from the previous epoch's state (beam_ml.transforms.epochs).
-        if getattr(self.config, "epochs", 1) > 1:
+        if self.state_class.PLAN.epochs_of(self.config) > 1:
             state = continue_epochs(data, state, self.config, first_epoch=2)
         return state
 

@@ -30,7 +30,7 @@ from beam_ml import (
     LinearLearnerState,
     NotEnoughDataError,
 )
-from beam_ml.algorithms import linear_learner
+from beam_ml.algorithms.linear_learner import state as linear_learner
 from tests.conftest import data_path, direct_options
 
 

@@ -1,0 +1,295 @@
+"""The training skeleton every gradient-trained state shares (FM and the linear learner's
+packed models now; NTM and DeepAR next), in the manner of GluonTS: a state holds a
+*network*'s parameters and feeds it mini-batches; the network knows its step.
+
+Start point
+    Replicas of a state (one per Beam bundle or worker) begin at one start point: the
+    seeded initialization, or ``continued()`` of the previous epoch's (or yesterday's)
+    state; replicas of different start points never merge.
+Pending mini-batches
+    :class:`PendingRows` cuts the stream of rows into mini-batches of exactly
+    ``mini_batch_size`` rows whatever the block boundaries, labels or not, keeping the
+    remainder in the state: updating with one block or row by row takes the same steps.
+Progressive validation
+    Before its step every mini-batch is scored by the parameters about to learn it (Blum,
+    Kalai & Langford 1999): an honest out-of-sample loss without a validation set, kept
+    for the first sight of the rows only (issue 24). Every state keeps its sums as
+    ``progressive`` and its score histograms as ``progressive_hist`` (the payloads keep
+    their array names, and the earlier attribute names read the same arrays: :func:`alias`).
+Rounds, resume and epochs
+    :class:`GradientState` declares the plan (:class:`~beam_ml.core.plan.ResumePlan`):
+    new data continues (``continued`` / ``followed_by``), bounded input is read
+    ``config.epochs`` times, and a state that scales a round's merged step says so
+    (``finish_round``). :attr:`GradientState.epochs_done` counts the passes closed
+    before the current one, the same way for every family.
+Networks
+    :class:`Network` is what a state asks of its network: a training step on one
+    mini-batch, in place on the parameters, returning what progressive validation needs
+    (the pre-step scores), with numpy or MXNet behind it (MXNet imported lazily).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from beam_ml.core.errors import IncompatibleStateError
+from beam_ml.core.plan import ResumePlan
+from beam_ml.core.state import TrainingState
+from beam_ml.nn.engine import CsrRows, rows_from_arrays, rows_to_arrays
+
+__all__ = ["GradientState", "Network", "PendingRows", "alias", "csr_rows", "stack_rows"]
+
+#: A mini-batch: its rows (CSR views) and their labels (None for unsupervised networks).
+Batch = tuple[Any, "np.ndarray | None"]
+
+
+class Network(Protocol):
+    """A gradient-trained network (GluonTS's split of network and trainer): the state
+    owns the parameters, the network takes a step on them. FM's
+    :class:`~beam_ml.nn.fm.NumpyFMTrainer` (numpy, the CPU) and
+    :class:`~beam_ml.nn.fm.FMTrainer` (MXNet, a GPU) are two of them."""
+
+    def step(self, *parameters_and_batch: Any) -> Any:
+        """``step(*parameters, features, labels, step)``: one optimizer step on a
+        mini-batch, in place on the parameters; returns the mini-batch's scores before
+        the step (and what else the state keeps)."""
+
+
+def alias(name: str) -> property:
+    """Another name for the attribute ``name`` (read and written through)."""
+    return property(
+        lambda self: getattr(self, name),
+        lambda self, value: setattr(self, name, value),
+        doc=f"The same as ``{name}``.",
+    )
+
+
+class GradientState(TrainingState):
+    """A state trained by gradient steps (see the module notes).
+
+    Subclasses implement ``continued`` (the start of the next pass), ``followed_by``
+    (this state extended by one trained on new rows from ``continued()``) and, when
+    their plan finishes rounds, ``finish_round``.
+    """
+
+    PLAN = ResumePlan(resume="continue", epochs="epochs")
+
+    @property
+    @abc.abstractmethod
+    def epochs_done(self) -> int:
+        """Passes over the data closed before the current one (0 in the first): the one
+        convention across families, whose own ``epoch`` fields predate it."""
+
+
+class PendingRows:
+    """Cuts a stream of rows into mini-batches of exactly ``batch_rows`` rows.
+
+    Rows are CSR (FM) or dense or CSR (the linear learner); ``rows(x, start, stop, copy)``
+    says how a mini-batch's rows are taken (views for the step, copies to keep): FM's
+    kernels read :class:`CsrRows`, the linear learner's products scipy matrices. Labels
+    are optional (``labels=None``: an unsupervised network such as NTM); a batch is
+    ``(rows, labels or None)``. The rows after the last full mini-batch stay here, in the
+    state, until more rows arrive, the state is merged, or a model is derived
+    (:meth:`flush`), so the mini-batches depend only on the sequence of rows, not on how
+    it is cut into blocks.
+
+    With ``buffer_rows`` > ``batch_rows`` the rows also leave in a seeded random order:
+    every time ``buffer_rows`` rows wait, they are permuted (``numpy.random.default_rng
+    ([seed, windows so far])``) and cut into mini-batches, the few left over wait for the
+    next window. SGD follows the order of its input, and input sorted by a key (ratings
+    by user) trains worse models; a window mixes the rows of many keys.
+    """
+
+    def __init__(
+        self,
+        batch_rows: int,
+        n_features: int,
+        buffer_rows: int = 0,
+        seed: int = 0,
+        labelled: bool = True,
+        rows: Any = None,
+    ):
+        self.batch_rows, self.n_features, self.labelled = batch_rows, n_features, labelled
+        self.buffer_rows = buffer_rows if buffer_rows > batch_rows else 0
+        self.seed, self.windows = seed, 0
+        self.rows = rows or csr_rows
+        self._clear()
+
+    def _clear(self) -> None:
+        self.features: Any = sp.csr_matrix((0, self.n_features), dtype=np.float32)
+        self.labels: np.ndarray | None = np.zeros(0, dtype=np.float32) if self.labelled else None
+
+    @property
+    def n_rows(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def capacity(self) -> int:
+        """At most this many rows wait here (more only while :meth:`hold` keeps them)."""
+        return max(self.batch_rows, self.buffer_rows)
+
+    def hold(self, features: Any, labels: np.ndarray | None, copy: bool = True) -> None:
+        """Keep these rows too, cutting no mini-batch (the linear learner's scaler sample)."""
+        if self.n_rows:
+            self.features = stack_rows(self.features, features)
+            self.labels = _concatenate(self.labels, labels)
+        else:
+            self.features = self.rows(features, 0, features.shape[0], copy)
+            self.labels = _copy(labels)
+
+    def take(self) -> Batch:
+        """Every pending row, as one part; none are left here."""
+        out = (self.features, self.labels)
+        self._clear()
+        return out
+
+    def feed(
+        self, features: Any, labels: np.ndarray | None = None, copy: bool = True
+    ) -> list[Batch]:
+        """Full mini-batches from the pending rows followed by these; keeps the rest
+        (copied with ``copy``: the state must not alias, or later see changes to, the
+        caller's block)."""
+        if self.buffer_rows:
+            return self._feed_windows(features, labels)
+        batch, start, rows = self.batch_rows, 0, features.shape[0]
+        batches: list[Batch] = []
+        if self.n_rows:  # top the pending rows up to a mini-batch
+            take = min(batch - self.n_rows, rows)
+            self.features = stack_rows(self.features, self.rows(features, 0, take, True))
+            self.labels = _concatenate(self.labels, _part(labels, 0, take))
+            start = take
+            if self.n_rows == batch:
+                batches.append(self.take())
+        while rows - start >= batch:
+            batches.append(
+                (
+                    self.rows(features, start, start + batch, False),
+                    _part(labels, start, start + batch),
+                )
+            )
+            start += batch
+        if start < rows:
+            self.features = self.rows(features, start, rows, copy)
+            self.labels = _copy(_part(labels, start, None))
+        return batches
+
+    def _feed_windows(self, features: Any, labels: np.ndarray | None) -> list[Batch]:
+        if self.n_rows:
+            features = sp.vstack([self.features, features], format="csr")
+            labels = _concatenate(self.labels, labels)
+        batches: list[Batch] = []
+        while features.shape[0] >= self.buffer_rows:
+            window, window_labels = self._shuffled(
+                features[: self.buffer_rows], _part(labels, 0, self.buffer_rows)
+            )
+            full = self._cut(window, window_labels, batches)
+            features = sp.vstack([window[full:], features[self.buffer_rows :]], format="csr")
+            labels = _concatenate(
+                _part(window_labels, full, None), _part(labels, self.buffer_rows, None)
+            )
+        self.features, self.labels = features, _copy(labels)
+        return batches
+
+    def flush(self) -> list[Batch]:
+        """Every pending row in mini-batches (in a random order with a buffer), the last
+        one short, leaving none here."""
+        features, labels = self.take()
+        if not features.shape[0]:
+            return []
+        if self.buffer_rows:
+            features, labels = self._shuffled(features, labels)
+        batches: list[Batch] = []
+        full = self._cut(features, labels, batches)
+        if full < features.shape[0]:
+            batches.append(
+                (self.rows(features, full, features.shape[0], False), _part(labels, full, None))
+            )
+        return batches
+
+    def _shuffled(self, features: Any, labels: np.ndarray | None) -> tuple[Any, Any]:
+        order = np.random.default_rng([self.seed, self.windows]).permutation(features.shape[0])
+        self.windows += 1
+        return features[order], None if labels is None else labels[order]
+
+    def _cut(self, features: Any, labels: np.ndarray | None, batches: list) -> int:
+        """Appends the full mini-batches of ``features`` to ``batches``; the rows used."""
+        b = self.batch_rows
+        full = features.shape[0] // b * b
+        batches.extend(
+            (self.rows(features, start, start + b, False), _part(labels, start, start + b))
+            for start in range(0, full, b)
+        )
+        return full
+
+    def copy(self) -> PendingRows:
+        out = PendingRows(
+            self.batch_rows, self.n_features, self.buffer_rows, self.seed, self.labelled, self.rows
+        )
+        out.features, out.labels = self.features.copy(), _copy(self.labels)
+        out.windows = self.windows
+        return out
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        arrays = rows_to_arrays(prefix, self.features, self.labels)
+        arrays[f"{prefix}.windows"] = np.array([self.windows], dtype=np.int64)
+        return arrays
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: dict[str, np.ndarray],
+        prefix: str,
+        batch_rows: int,
+        n_features: int,
+        buffer_rows: int = 0,
+        seed: int = 0,
+        labelled: bool = True,
+    ) -> PendingRows:
+        out = cls(batch_rows, n_features, buffer_rows, seed, labelled)
+        out.features, out.labels = rows_from_arrays(
+            arrays, prefix, n_features, "Pending rows", labelled
+        )
+        windows = arrays.get(f"{prefix}.windows")  # absent from states of before 2026-12-04
+        if windows is not None:
+            if windows.shape != (1,) or windows[0] < 0:
+                raise IncompatibleStateError(f"The state's {prefix}.windows is not one count.")
+            out.windows = int(windows[0])
+        shape = (out.n_rows,) if out.labels is None else out.labels.shape
+        if shape != (out.n_rows,) or out.n_rows >= out.capacity:
+            raise IncompatibleStateError(
+                f"The state holds {out.n_rows} pending rows with {shape[0]} labels; "
+                f"expected fewer than {out.capacity} (mini_batch_size, or shuffle_buffer), "
+                "one label each."
+            )
+        return out
+
+
+# --- a uniform sample of the rows a round trained on ---------------------------------------------
+
+
+def csr_rows(x: sp.csr_matrix, start: int, stop: int, copy: bool) -> Any:
+    """Rows ``start:stop`` of a CSR matrix: views (:class:`CsrRows`) for a step, or a copy."""
+    return x[start:stop] if copy else CsrRows.of(x, start, stop)
+
+
+def stack_rows(a: Any, b: Any) -> Any:
+    """``a`` above ``b``: CSR if either is, else dense (float64 if their dtypes differ)."""
+    if sp.issparse(a) or sp.issparse(b):
+        return sp.vstack([sp.csr_matrix(a), sp.csr_matrix(b)], format="csr")
+    return np.vstack([a, b]) if a.dtype == b.dtype else np.vstack([a, b]).astype(np.float64)
+
+
+def _part(labels: np.ndarray | None, start: int, stop: int | None) -> np.ndarray | None:
+    return None if labels is None else labels[start:stop]
+
+
+def _concatenate(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else np.concatenate([a, b])
+
+
+def _copy(labels: np.ndarray | None) -> np.ndarray | None:
+    return None if labels is None else labels.copy()
