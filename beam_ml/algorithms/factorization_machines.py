@@ -77,7 +77,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from beam_ml.core.block import Block, as_block, origin_note
+from beam_ml.core.block import Block, MatrixSpec, origin_note
 from beam_ml.core.classification import (
     CRITERIA,
     auc_from_sums,
@@ -431,6 +431,7 @@ class FactorizationMachinesState(GradientState):
     """
 
     FAMILY = "factorization_machines"
+    BLOCK_KIND = Block
     SERIAL_VERSION = 1
     CONFIG = FactorizationMachinesConfig
     # New data trains the factors on; a round's merged step is scaled (finish_round).
@@ -470,6 +471,10 @@ class FactorizationMachinesState(GradientState):
         return self.config.feature_dim
 
     @property
+    def input_spec(self) -> MatrixSpec:
+        return MatrixSpec(self.config.feature_dim)
+
+    @property
     def owner(self) -> str:
         return type(self).__name__
 
@@ -505,7 +510,7 @@ class FactorizationMachinesState(GradientState):
 
     def update(self, block: Any) -> FactorizationMachinesState:
         """Fold a labelled block in (dense or CSR rows of ``feature_dim`` columns)."""
-        checked = as_block(block, n_features=self.config.feature_dim, owner=self.owner)
+        checked = self._check(block)
         labels = _labels(checked, self.config.classifier, self.owner)
         features = _csr(checked.features, self.owner)
         if features.shape[0] == 0:
@@ -921,8 +926,8 @@ class FactorizationMachinesModel(Model):
         self._sq_norms = np.einsum("ij,ij->i", factors, factors)  # (d,)
 
     @property
-    def n_features(self) -> int:
-        return self.linear.shape[0]
+    def input_spec(self) -> MatrixSpec:
+        return MatrixSpec(self.linear.shape[0])
 
     @property
     def num_factors(self) -> int:

@@ -115,14 +115,10 @@ class Model(abc.ABC):
     METRICS: ClassVar[tuple[str, ...]] = ()
 
     @property
+    @abc.abstractmethod
     def input_spec(self) -> InputSpec:
         """What ``evaluate`` takes: a block kind and its shape (a :class:`MatrixSpec`
         of the model's features, a ``SeriesSpec``...)."""
-        # Models that still declare only ``n_features`` (to be removed once every model
-        # declares its spec).
-        if type(self).n_features is Model.n_features:
-            raise NotImplementedError(f"{type(self).__name__} declares no input_spec.")
-        return MatrixSpec(self.n_features)
 
     @property
     def n_features(self) -> int:
@@ -202,7 +198,7 @@ class TrainingState(abc.ABC):
     CONFIG: ClassVar[type]
     MODEL: ClassVar[type[Model]]
     #: The kind of block ``update`` takes (:mod:`beam_ml.core.block`).
-    BLOCK_KIND: ClassVar[type[BlockKind]] = Block
+    BLOCK_KIND: ClassVar[type[BlockKind]]
     #: How new data, rounds of replicas and epochs extend a state (:class:`ResumePlan`):
     #: by default the new data's own state is merged in, one pass, no rounds to finish.
     PLAN: ClassVar[ResumePlan] = ResumePlan()
@@ -228,14 +224,11 @@ class TrainingState(abc.ABC):
         return self.n_seen == 0
 
     @property
+    @abc.abstractmethod
     def input_spec(self) -> InputSpec | None:
         """What ``update`` takes, once the state knows it (a feature count may come
         from the first block): None before. Two states merge only when both specs are
         equal or one is None."""
-        # States that still declare only ``n_features`` (to be removed once every state
-        # declares its spec).
-        n_features = getattr(self, "n_features", None)
-        return None if n_features is None else MatrixSpec(n_features)
 
     def _check(self, block: Any) -> BlockKind:
         """``block`` validated as this state's kind and input (or BadInputError)."""

@@ -38,13 +38,13 @@ class _Abstract(Model):
     _from_payload = classmethod(lambda cls, *a: None)
 
 
-def test_models_that_declare_only_n_features_get_a_matrix_spec():
-    class Old(_Abstract):
-        n_features = 7
+def test_a_model_must_declare_its_input_spec():
+    class Declared(_Abstract):
+        input_spec = MatrixSpec(7)
 
     class Neither(_Abstract):
         pass
 
-    assert Old().input_spec == MatrixSpec(7)
-    with pytest.raises(NotImplementedError, match="Neither declares no input_spec"):
-        Neither().input_spec  # noqa: B018
+    assert Declared().n_features == 7
+    with pytest.raises(TypeError, match="abstract .*input_spec"):
+        Neither()

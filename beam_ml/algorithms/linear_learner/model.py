@@ -14,6 +14,7 @@ from beam_ml.algorithms.linear_learner.losses import (
     softmax,
     softmax_loss,
 )
+from beam_ml.core.block import MatrixSpec
 from beam_ml.core.classification import auc_from_sums, auc_sums, sigmoid
 from beam_ml.core.state import Model
 
@@ -91,8 +92,8 @@ class LinearLearnerModel(Model):
         )
 
     @property
-    def n_features(self) -> int:
-        return self.coef.shape[0]
+    def input_spec(self) -> MatrixSpec:
+        return MatrixSpec(self.coef.shape[0])
 
     @property
     def n_seen(self) -> int:

@@ -27,7 +27,7 @@ from beam_ml.algorithms.linear_learner.validation import (
     row_keys_of,
     validation_rows_kept,
 )
-from beam_ml.core.block import as_block
+from beam_ml.core.block import Block, MatrixSpec
 from beam_ml.core.errors import IncompatibleStateError
 from beam_ml.core.moments import Moments
 from beam_ml.core.state import register
@@ -103,6 +103,7 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
     """
 
     FAMILY = "linear_learner"
+    BLOCK_KIND = Block
     SERIAL_VERSION = 1
     CONFIG = LinearLearnerConfig
 
@@ -146,6 +147,10 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
     @property
     def n_features(self) -> int | None:
         return self.d
+
+    @property
+    def input_spec(self) -> MatrixSpec | None:
+        return None if self.d is None else MatrixSpec(self.d)
 
     @property
     def epochs_done(self) -> int:
@@ -245,7 +250,7 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
 
     # --- training --------------------------------------------------------------------
     def update(self, block: Any) -> LinearLearnerState:
-        block = as_block(block, n_features=self.d, owner="LinearLearnerState")
+        block = self._check(block)
         y = labels_for(block, self.config, "LinearLearnerState")
         x = block.features
         if x.shape[0] == 0:
