@@ -676,7 +676,9 @@ def _seconds(text: str) -> float:
 
 def _feed(args: argparse.Namespace, feature_dim: int | None) -> Any:
     """The source of continuous training: Kafka, Pub/Sub or a pipe."""
-    from beam_ml.transforms.continuous import KafkaFeed, PipeFeed, PubSubFeed
+    from beam_ml.io.kafka import KafkaFeed
+    from beam_ml.io.pipes import PipeFeed
+    from beam_ml.io.pubsub import PubSubFeed
 
     source, fmt = args.input, args.format
     if not (source == "-" or source.startswith(("kafka://", "pubsub://"))):
