@@ -55,7 +55,7 @@ _EXPORTS = {
     "beam_ml.io.kafka": ["ReadKafka", "KafkaFeed"],
     "beam_ml.io.pubsub": ["ReadPubSub", "PubSubFeed"],
     "beam_ml.io.records": ["DecodeRecords", "record_spec"],
-    "beam_ml.transforms.continuous": ["TrainContinuously"],
+    "beam_ml.transforms.continuous": ["ContinuousTrainer", "TrainContinuously"],
     "beam_ml.transforms": [
         "Train",
         "TrainPerKey",

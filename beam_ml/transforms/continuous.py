@@ -1,6 +1,6 @@
 """Continuous training: one state follows a stream, snapshotted every few seconds.
 
-:class:`TrainContinuously` runs *cycles*. A feed gathers what arrived past the
+:class:`ContinuousTrainer` runs *cycles*. A feed gathers what arrived past the
 positions stored in the last checkpoint; a cycle is one bounded Beam pipeline that
 decodes it into blocks, trains on from that checkpoint (``Train(resume_from=...)``:
 statistics states merge, SGD states continue), and writes the new state *and* the new
@@ -57,19 +57,20 @@ import signal
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 
 from beam_ml.core.errors import BadInputError, NotEnoughDataError
-from beam_ml.core.state import TrainingState, config_from_dict, state_class_for
+from beam_ml.core.state import config_from_dict, state_class_for
 from beam_ml.io.feeds import Feed, Take
 from beam_ml.io.kafka import KafkaFeed
 from beam_ml.io.pipes import PipeFeed, pipeline_in, temp_dir
 from beam_ml.io.pubsub import PubSubFeed
 
-__all__ = ["Feed", "KafkaFeed", "PipeFeed", "PubSubFeed", "Take", "TrainContinuously"]
+__all__ = ["ContinuousTrainer", "Feed", "KafkaFeed", "PipeFeed", "PubSubFeed", "Take"]
 
 _log = logging.getLogger("beam_ml.continuous")
 
@@ -111,12 +112,12 @@ class _WriteLines(beam.DoFn):
         self._lines = []
 
 
-def _has_rows(state: TrainingState) -> bool:
-    return state.n_seen > 0
-
-
-class TrainContinuously:
+class ContinuousTrainer:
     """Train ``config`` on ``feed`` in cycles, snapshotting into ``output`` (see module).
+
+    A driver, not a ``PTransform``: :meth:`run` loops, running one bounded Beam
+    pipeline per cycle (:func:`~beam_ml.transforms.train.train_cycle`, the run that
+    ``beam-ml train`` builds too). Formerly named ``TrainContinuously``, still importable.
 
     Parameters
     ----------
@@ -370,8 +371,7 @@ class TrainContinuously:
     def _run_cycle(self, take: Take, options: Any, extra: dict[str, Any]) -> tuple[int, int]:
         """One bounded pipeline: decode, train on, checkpoint. Returns (rows, bad)."""
         from beam_ml.core.runner import counter
-        from beam_ml.io.checkpoints import ReadCheckpoint, WriteCheckpoint
-        from beam_ml.transforms.train import Train
+        from beam_ml.transforms.train import train_cycle
 
         dead_dir = temp_dir("dead")
         try:
@@ -379,12 +379,13 @@ class TrainContinuously:
             blocks, dead = p | "Read" >> take.read
             _ = dead | "WriteDeadLetters" >> beam.ParDo(_WriteLines(dead_dir))
             resume = self.resumed and not self.window  # a window keeps each cycle's own state
-            resumed = p | "Resume" >> ReadCheckpoint(self.output) if resume else None
-            (
-                blocks
-                | Train(self.config, resume_from=resumed)
-                | "SkipEmpty" >> beam.Filter(_has_rows)
-                | WriteCheckpoint(self.output, extra, keep=self.window or self.keep)
+            train_cycle(
+                blocks,
+                self.config,
+                self.output,
+                extra,
+                resume_from=self.output if resume else None,
+                keep=self.window or self.keep,
             )
             result = p.run()
             result.wait_until_finish()
@@ -549,3 +550,16 @@ def announce(url: str, message: bytes) -> None:
         raise BadInputError(
             f"--publish takes kafka://host:port/topic or pubsub://projects/P/topics/T; got {url!r}."
         )
+
+
+def __getattr__(name: str) -> Any:
+    # The driver's name before it said it was one; kept so that old code runs.
+    if name == "TrainContinuously":
+        warnings.warn(
+            "TrainContinuously is now ContinuousTrainer (a driver, not a PTransform); "
+            "the old name will go.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ContinuousTrainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
