@@ -678,7 +678,9 @@ def _seconds(text: str) -> float:
 
 def _feed(args: argparse.Namespace, feature_dim: int | None) -> Any:
     """The source of continuous training: Kafka, Pub/Sub or a pipe."""
-    from beam_ml.transforms.continuous import KafkaFeed, PipeFeed, PubSubFeed
+    from beam_ml.io.kafka import KafkaFeed
+    from beam_ml.io.pipes import PipeFeed
+    from beam_ml.io.pubsub import PubSubFeed
 
     source, fmt = args.input, args.format
     if not (source == "-" or source.startswith(("kafka://", "pubsub://"))):
@@ -724,7 +726,7 @@ def _train_continuously(
     derive_defaults: dict[str, Any],
 ) -> int:
     from beam_ml.io.checkpoints import CheckpointNotFoundError, read_manifest
-    from beam_ml.transforms.continuous import TrainContinuously
+    from beam_ml.transforms.continuous import ContinuousTrainer
 
     cls = args.state_class
     if args.resume and os.path.abspath(args.resume) != os.path.abspath(args.output):
@@ -744,7 +746,7 @@ def _train_continuously(
         )
     feed = _feed(args, getattr(config, "feature_dim", None))
     model_output = args.model_output or args.output.rstrip("/") + ".model"
-    trainer = TrainContinuously(
+    trainer = ContinuousTrainer(
         config,
         feed,
         args.output,
@@ -782,11 +784,9 @@ def _train_continuously(
 
 
 def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
-    import apache_beam as beam
-
     from beam_ml.core.state import config_to_dict
-    from beam_ml.io.checkpoints import ReadCheckpoint, WriteCheckpoint, read_manifest
-    from beam_ml.transforms import Train
+    from beam_ml.io.checkpoints import read_manifest
+    from beam_ml.transforms.train import train_cycle
 
     cls = args.state_class
     given = {
@@ -819,13 +819,7 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     started = time.time()
     p, _ = _pipeline(beam_args)
     blocks, _ = _read_blocks(p, args, args.output, reader)
-    resumed = p | "Resume" >> ReadCheckpoint(args.resume) if args.resume else None
-    (
-        blocks
-        | Train(config, resume_from=resumed)
-        | "SkipEmpty" >> beam.Filter(lambda s: s.n_seen > 0)
-        | WriteCheckpoint(args.output, extra)
-    )
+    train_cycle(blocks, config, args.output, extra, resume_from=args.resume)
     result = _run(p)
     seconds = time.time() - started
     rows = _report_reading(result, args, seconds)

@@ -3,17 +3,11 @@ servers."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
-from apache_beam.options.pipeline_options_context import get_pipeline_options
-from apache_beam.runners.direct.direct_runner import SwitchingDirectRunner
-from apache_beam.runners.worker import statesampler
-from apache_beam.transforms import userstate
+
+from beam_ml.core import beam_internals
 
 __all__ = [
     "LOCAL_RUNNER",
@@ -31,7 +25,7 @@ LOCAL_RUNNER = "beam_ml.core.runner.LocalRunner"
 _SAMPLING_PERIOD_MS = 10
 
 
-class LocalRunner(SwitchingDirectRunner):
+class LocalRunner(beam_internals.DirectRunnerBase):
     """Beam's DirectRunner without its costly surprises; beam_ml's default runner.
 
     * Beam 2.77's ``DirectRunner`` first tries the Prism runner, a Go binary it downloads
@@ -40,142 +34,34 @@ class LocalRunner(SwitchingDirectRunner):
       behind a firewall that drops packets, waits for it). This runner never does: it
       chooses between Beam's in-process ``FnApiRunner`` (batch) and the
       ``BundleBasedDirectRunner`` (streaming) exactly as the ``DirectRunner`` does after
-      Prism declines. (The ``DirectRunner`` skips Prism for interactive pipelines; the
-      flag below is how it knows.)
+      Prism declines.
     * The in-process worker samples each bundle's state in a thread that sleeps up to
       200 ms and is joined at the end of every bundle: 0-200 ms of waiting per bundle,
       ~0.1 s of a 1 s training pipeline and of every continuous-training cycle. Here
       the sampler sleeps at most 10 ms.
     * A batch graph goes to the FnApiRunner without first being converted to protos and
       back, as ``Pipeline.run`` already does for Beam's DirectRunner (which it
-      recognizes by class name, so not for a subclass without
-      :meth:`is_fnapi_compatible`).
+      recognizes by class name, so not for a subclass without ``is_fnapi_compatible``).
+    * Each DoFn's state and timer specs are computed once per run, and multi-process
+      workers log at the levels the ``beam-ml`` command chose.
 
+    How each is done, with Beam's internals, is in :mod:`beam_ml.core.beam_internals`.
     ``--runner DirectRunner`` still gets Beam's own.
     """
 
-    _is_interactive = True  # SwitchingDirectRunner: do not try Prism
-
-    def is_fnapi_compatible(self) -> bool:
-        """What ``Pipeline.run`` grants ``SwitchingDirectRunner`` by its class name: a batch
-        pipeline runs on the FnApiRunner, so it skips the proto round trip of the whole
-        graph (~0.05 s of pickling and unpickling every DoFn). Outside ``run`` (no scoped
-        options) the answer stays the DirectRunner's, False."""
-        options = get_pipeline_options()
-        return options is not None and not options.view_as(StandardOptions).streaming
-
     def run_pipeline(self, pipeline: Any, options: PipelineOptions) -> Any:
-        with _workers_with_chosen_logging():
-            return self._run_pipeline(pipeline, options)
-
-    def _run_pipeline(self, pipeline: Any, options: PipelineOptions) -> Any:
-        init = statesampler.StateSampler.__init__
-        saved = init.__defaults__
-        if saved == (statesampler.DEFAULT_SAMPLING_PERIOD_MS,):  # Beam's signature as known
-            init.__defaults__ = (_SAMPLING_PERIOD_MS,)
-        specs = userstate.get_dofn_specs
-        if not isinstance(specs, _SpecsOnce):  # not already inside a run
-            userstate.get_dofn_specs = _SpecsOnce(specs)
-        try:
+        with (
+            beam_internals.workers_with_chosen_logging(),
+            beam_internals.state_sampling_period(_SAMPLING_PERIOD_MS),
+            beam_internals.dofn_specs_once(),
+        ):
             return super().run_pipeline(pipeline, options)
-        finally:
-            init.__defaults__ = saved
-            userstate.get_dofn_specs = specs
-
-
-#: The command line of Beam's multi-process workers (FnApiRunner), and beam_ml's.
-_BEAM_WORKER = f"{sys.executable} -m apache_beam.runners.worker.sdk_worker_main"
-_BEAM_ML_WORKER = f"{sys.executable} -m beam_ml.core.worker"
-
-
-@contextlib.contextmanager
-def _workers_with_chosen_logging() -> Iterator[None]:
-    """While a pipeline runs: if the environment names worker log levels (the
-    ``beam-ml`` command sets them from --quiet and --debug), its multi-process workers
-    are started as :mod:`beam_ml.core.worker`, which logs at those levels, instead of
-    Beam's own module, which prints Beam's INFO lines and import warnings on the
-    command's standard error. Only that exact command is replaced."""
-    from apache_beam.transforms.environments import SubprocessSDKEnvironment
-
-    from beam_ml.core.worker import LOG_LEVELS_ENV
-
-    saved = SubprocessSDKEnvironment.__dict__["from_command_string"]
-    if not os.environ.get(LOG_LEVELS_ENV) or getattr(saved.__func__, "_beam_ml", False):
-        yield  # not asked for, or already in place (a run inside a run)
-        return
-
-    def chosen(cls: type, command_string: str, **kwargs: Any) -> Any:
-        if command_string == _BEAM_WORKER:
-            command_string = _BEAM_ML_WORKER
-        return saved.__func__(cls, command_string, **kwargs)
-
-    chosen._beam_ml = True  # type: ignore[attr-defined]
-    SubprocessSDKEnvironment.from_command_string = classmethod(chosen)  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        SubprocessSDKEnvironment.from_command_string = saved
-
-
-class _SpecsOnce:
-    """Beam's ``userstate.get_dofn_specs``, computed once per DoFn for one run.
-
-    It wraps and inspects the signature of every method of a DoFn (~0.3 ms), and a run
-    asks it ~100 times for a handful of DoFns (converting the graph, choosing the
-    runner, building each stage's operations): ~30 ms of a small pipeline's ~140 ms
-    of fixed cost. A DoFn's specs are its methods' default arguments, which do not
-    change during a run.
-    """
-
-    def __init__(self, compute: Any):
-        self._compute = compute
-        self._seen: dict[int, tuple[Any, Any]] = {}  # id -> (dofn, specs); the run's only
-
-    def __call__(self, dofn: Any) -> Any:
-        hit = self._seen.get(id(dofn))
-        if hit is None or hit[0] is not dofn:
-            hit = self._seen[id(dofn)] = (dofn, self._compute(dofn))
-        states, timers = hit[1]
-        return set(states), set(timers)  # callers get their own sets, as from Beam
-
-
-class _LoopbackServer:
-    """Wraps a grpc server so that '[::]:port' (every interface) becomes 127.0.0.1."""
-
-    def __init__(self, server: Any):
-        self._server = server
-
-    def add_insecure_port(self, address: str) -> int:
-        return self._server.add_insecure_port(address.replace("[::]", "127.0.0.1", 1))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._server, name)
-
-
-class _LoopbackGrpc:
-    def __init__(self, grpc_module: Any):
-        self._grpc = grpc_module
-
-    def server(self, *args: Any, **kwargs: Any) -> _LoopbackServer:
-        return _LoopbackServer(self._grpc.server(*args, **kwargs))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grpc, name)
 
 
 def bind_direct_runner_to_loopback() -> None:
-    """Make the DirectRunner's multi-process mode listen on 127.0.0.1 only.
-
-    Beam 2.77's FnApiRunner and its subprocess workers' log servers listen on
-    ``[::]:0`` (all interfaces) with no option to change it, while every client dials
-    ``localhost``. Binding to loopback keeps a local run off the network. Idempotent.
-    """
-    from apache_beam.runners.portability import local_job_service
-    from apache_beam.runners.portability.fn_api_runner import worker_handlers
-
-    for module in (worker_handlers, local_job_service):
-        if not isinstance(module.grpc, _LoopbackGrpc):
-            module.grpc = _LoopbackGrpc(module.grpc)
+    """Make the DirectRunner's multi-process mode listen on 127.0.0.1 only (see
+    :func:`beam_ml.core.beam_internals.bind_to_loopback`). Idempotent."""
+    beam_internals.bind_to_loopback()
 
 
 class Options(PipelineOptions):

@@ -691,3 +691,161 @@ class ReadKafka(Reader):
         if self._with_positions:
             result.append(outputs[POSITIONS])
         return result[0] if len(result) == 1 else tuple(result)
+
+
+# --------------------------------------------------------------------------- KafkaFeed
+# Continuous training's feed (beam_ml.transforms.continuous), beside the reader whose
+# consumer and partition resolution it shares; its imports stay with it.
+from beam_ml.io.feeds import FromRecords, RecordsFeed, Take  # noqa: E402
+from beam_ml.io.pipes import temp_dir  # noqa: E402
+
+__all__ += ["KafkaFeed"]
+
+
+class KafkaFeed(RecordsFeed):
+    """Kafka topics read in cycles; positions are ``{'topic:partition': offset}``.
+
+    A background consumer fetches new records as they arrive (kafka-python decodes
+    them in Python, ~30 µs a record: done between cycles, not inside them) into a
+    buffer of at most ``max_records`` (then it waits: back-pressure, bounded memory);
+    each cycle trains on what was fetched and stores the next offset of every
+    partition with the state.
+
+    Parameters
+    ----------
+    url : str
+        ``kafka://host:port/topic[?start=...&api_version=...]``: ``start`` applies to
+        the first cycle only; later cycles, and restarts, go on from the checkpoint.
+    format : {'csv', 'jsonl', 'libsvm'}
+    max_records : int
+        Records fetched ahead of the next cycle, at most.
+    **decode_options
+        label_column, delimiter, feature_dim, zero_based, features_key, block_size
+        (see :func:`~beam_ml.io.records.record_spec`).
+    """
+
+    def __init__(self, url: str, format: str, *, max_records: int = 200_000, **decode_options):
+        from beam_ml.io.records import check_record_options
+
+        self.name, self.format = url, format
+        self._url = parse_kafka_url(url)
+        self._options = decode_options
+        check_record_options(
+            format,
+            decode_options.get("label_column"),
+            decode_options.get("delimiter", ","),
+            decode_options.get("feature_dim"),
+            decode_options.get("block_size", 10_000),
+            "KafkaFeed",
+        )
+        self._max = max_records
+        self._lock = threading.Lock()
+        self._buffer: dict[tuple[str, int], list[tuple[int, bytes | None]]] = {}
+        self._count = 0
+        self._starts: dict[str, int] = {}
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._spec: Any = None
+        self._spill_dir = temp_dir("kafka")
+
+    def _consumer(self) -> Any:
+        api_version = self._url.get("api_version")
+        # A broker may hold a fetch up to fetch_max_wait_ms waiting for data (500 ms by
+        # default): that would add to every record's latency.
+        return _consumer(
+            _Spec(
+                tuple(self._url["bootstrap_servers"]),
+                api_version,
+                (("fetch_max_wait_ms", 100),),
+                None,
+            )
+        )
+
+    def _start(self, positions: dict[str, Any]) -> None:
+        """Resolve the partitions and where each starts; start the fetching thread."""
+        from kafka import TopicPartition
+
+        try:
+            consumer = self._consumer()
+        except Exception as exc:  # NoBrokersAvailable and friends
+            raise BadInputError(f"cannot reach the Kafka brokers {self.name}: {exc}") from None
+        start: Any = self._url.get("start", "earliest")
+        stamp = self._url.get("start_timestamp_ms")
+        if positions:
+            start = {
+                (k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1])): o for k, o in positions.items()
+            }
+            stamp = None
+        parts = _resolve_partitions(
+            consumer, self._url["topics"], self._url.get("partitions"), start, stamp
+        )
+        self._starts = {f"{p.topic}:{p.partition}": p.start for p in parts}
+        tps = [TopicPartition(p.topic, p.partition) for p in parts]
+        consumer.assign(tps)
+        for part, tp in zip(parts, tps, strict=True):
+            consumer.seek(tp, part.start)
+        self._thread = threading.Thread(
+            target=self._fetch, args=(consumer,), name="beam_ml-kafka-feed", daemon=True
+        )
+        self._thread.start()
+
+    def _fetch(self, consumer: Any) -> None:
+        try:
+            while not self._stop.is_set():
+                if self._count >= self._max:
+                    time.sleep(0.05)
+                    continue
+                batch = consumer.poll(timeout_ms=200, max_records=10_000)
+                if not batch:
+                    continue
+                with self._lock:
+                    for tp, records in batch.items():
+                        held = self._buffer.setdefault((tp.topic, tp.partition), [])
+                        held.extend((r.offset, r.value) for r in records)
+                        self._count += len(records)
+        except BaseException as exc:  # reported by the next take()
+            self._error = exc
+        finally:
+            consumer.close()
+
+    def take(self, positions: dict[str, Any]) -> Take | None:
+        from beam_ml.io.records import record_spec
+
+        if self._thread is None:
+            self._start(positions)
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            buffer, self._buffer, self._count = self._buffer, {}, 0
+        after = {**self._starts, **positions}
+        if not buffer:
+            return None
+        groups = []
+        for (topic, partition), records in sorted(buffer.items()):
+            after[f"{topic}:{partition}"] = records[-1][0] + 1
+            groups.append(
+                (
+                    f"kafka://{topic}/{partition}",
+                    [o for o, _ in records],
+                    [v or b"" for _, v in records],
+                )
+            )
+        if self._spec is None:
+            first = next((v for g in groups for v in g[2] if v.strip()), None)
+            self._spec = record_spec(self.format, first, **self._options)
+        return Take(FromRecords(groups, self._spec, self._spill_dir), after, self._spec.n_features)
+
+    def commit(self, take: Take) -> None:
+        take.read.remove()
+
+    def waiting(self, positions: dict[str, Any]) -> int:
+        return self._count
+
+    def close(self) -> None:
+        import shutil
+
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        shutil.rmtree(self._spill_dir, ignore_errors=True)

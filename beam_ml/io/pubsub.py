@@ -399,3 +399,85 @@ class ReadPubSub(Reader):
             | "Records" >> beam.Map(_record)
             | "DecodeRecords" >> decode
         )
+
+
+# --------------------------------------------------------------------------- PubSubFeed
+# Continuous training's feed (beam_ml.transforms.continuous), beside the puller it uses;
+# its imports stay with it.
+from beam_ml.io.feeds import FromRecords, RecordsFeed, Take  # noqa: E402
+from beam_ml.io.pipes import temp_dir  # noqa: E402
+
+__all__ += ["PubSubFeed"]
+
+
+class PubSubFeed(RecordsFeed):
+    """A Pub/Sub subscription read in cycles; acknowledged after each checkpoint.
+
+    Pulled messages are leased for ``lease_seconds`` (a crashed trainer's messages
+    come back that long after it pulled them) and acknowledged once the checkpoint
+    that includes them is written. Positions are ``{'recent': [[id, time], ...]}``:
+    the ids checkpointed in the last two leases, so a message redelivered after a
+    crash between a checkpoint and its ack is acknowledged and skipped, not counted
+    twice.
+    """
+
+    def __init__(
+        self,
+        subscription: str,
+        format: str,
+        *,
+        max_messages: int = 50_000,
+        pull_seconds: float = 0.5,
+        lease_seconds: float = 60.0,
+        **decode_options: Any,
+    ):
+        self.name, self.format = subscription, format
+        self._puller = PubSubPuller(subscription)
+        self._max, self._pull_seconds, self._lease = max_messages, pull_seconds, lease_seconds
+        self._options = decode_options
+        self._spec: Any = None
+        self._spill_dir = temp_dir("pubsub")
+
+    def take(self, positions: dict[str, Any]) -> Take | None:
+        from beam_ml.io.records import record_spec
+
+        now = time.time()
+        recent = [[i, t] for i, t in positions.get("recent", ()) if t >= now - 2 * self._lease]
+        done = {i for i, _ in recent}
+        messages, stale = [], []
+        deadline = time.monotonic() + self._pull_seconds
+        while len(messages) < self._max:
+            wait = max(0.05, deadline - time.monotonic())
+            got = self._puller.pull(min(1000, self._max - len(messages)), timeout=wait)
+            if not got:
+                break
+            for m in got:
+                (stale if m.message_id in done else messages).append(m)
+            if time.monotonic() >= deadline:
+                break
+        if stale:  # checkpointed before a crash, but never acknowledged
+            self._puller.ack([m.ack_id for m in stale])
+        if not messages:
+            return None
+        self._puller.extend([m.ack_id for m in messages], int(round(self._lease)))
+        if self._spec is None:
+            first = next((m.data for m in messages if m.data.strip()), None)
+            self._spec = record_spec(self.format, first, **self._options)
+        group = (self.name, [m.message_id for m in messages], [m.data for m in messages])
+        read = FromRecords([group], self._spec, self._spill_dir)
+        return Take(
+            read,
+            {"recent": recent + [[m.message_id, now] for m in messages]},
+            self._spec.n_features,
+            [m.ack_id for m in messages],
+        )
+
+    def commit(self, take: Take) -> None:
+        self._puller.ack(take.receipt)
+        take.read.remove()
+
+    def close(self) -> None:
+        import shutil
+
+        self._puller.close()
+        shutil.rmtree(self._spill_dir, ignore_errors=True)

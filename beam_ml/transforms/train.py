@@ -1,4 +1,5 @@
-"""Train: blocks in, one training state out (globally or per key)."""
+"""Train: blocks in, one training state out (globally or per key); ``train_cycle``: the
+training run that ``beam-ml train`` and continuous training both build."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from beam_ml.core.combine import StateCombineFn
 from beam_ml.core.state import TrainingState, state_class_for
 from beam_ml.transforms.epochs import continue_epochs, finish_first_round, train_on_from
 
-__all__ = ["Train", "TrainPerKey"]
+__all__ = ["Train", "TrainPerKey", "train_cycle"]
 
 
 class Train(beam.PTransform):
@@ -81,3 +82,32 @@ class TrainPerKey(beam.PTransform):
         return keyed_blocks | "CombinePerKey" >> beam.CombinePerKey(
             StateCombineFn(self.config, self.state_class)
         )
+
+
+def train_cycle(
+    blocks: beam.PCollection,
+    config: Any,
+    output: str,
+    extra: dict[str, Any],
+    *,
+    resume_from: str | None = None,
+    keep: int = 1,
+) -> beam.PCollection:
+    """One training run after its read, the one ``beam-ml train`` and every cycle of
+    :class:`~beam_ml.transforms.continuous.ContinuousTrainer` build: ``blocks`` train on
+    from the state checkpointed at ``resume_from`` (if any; merged or continued, see
+    :class:`Train`), and the state is checkpointed to ``output`` with ``extra`` in its
+    manifest (the last ``keep`` kept), unless it saw no rows. Returns the manifests."""
+    from beam_ml.io.checkpoints import ReadCheckpoint, WriteCheckpoint
+
+    resumed = blocks.pipeline | "Resume" >> ReadCheckpoint(resume_from) if resume_from else None
+    return (
+        blocks
+        | Train(config, resume_from=resumed)
+        | "SkipEmpty" >> beam.Filter(_has_rows)
+        | WriteCheckpoint(output, extra, keep=keep)
+    )
+
+
+def _has_rows(state: TrainingState) -> bool:
+    return state.n_seen > 0

@@ -100,7 +100,7 @@ def test_temp_dirs_of_ended_processes_are_swept(tmp_path, monkeypatch):
 
 
 def test_pipe_lines_map_a_spill_without_set_aside_lines_to_the_pipe():
-    from beam_ml.transforms.continuous import _PipeLines
+    from beam_ml.io.pipes import _PipeLines
 
     where = _PipeLines(lines=10, bytes=100)  # 10 lines (100 bytes) before this cycle
     assert [where.line_of(j) for j in range(3)] == [11, 12, 13]
@@ -118,7 +118,7 @@ def test_pipe_feed_reads_a_descriptor_and_closes_while_the_pipe_is_open(tmp_path
     import tempfile
     import time
 
-    from beam_ml.transforms.continuous import PipeFeed
+    from beam_ml.io.pipes import PipeFeed
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     read_end, write_end = os.pipe()

@@ -1,4 +1,4 @@
-"""TrainContinuously's cycles, fed from memory: snapshots, a sliding window that forgets,
+"""ContinuousTrainer's cycles, fed from memory: snapshots, a sliding window that forgets,
 SGD models that learn on across cycles, and a restart that continues."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from beam_ml import LinearLearnerConfig, LinearLearnerState, PCAConfig, read_che
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
 from beam_ml.io.checkpoints import read_manifest
-from beam_ml.transforms.continuous import Feed, Take, TrainContinuously
+from beam_ml.transforms.continuous import ContinuousTrainer, Feed, Take
 
 pytestmark = pytest.mark.beam
 
@@ -50,7 +50,7 @@ class _ListFeed(Feed):
 
 
 def _run(feed, config, tmp_path, **options):
-    trainer = TrainContinuously(
+    trainer = ContinuousTrainer(
         config,
         feed,
         str(tmp_path / "state"),
@@ -113,7 +113,7 @@ def test_sgd_models_learn_on_across_cycles(tmp_path, rng):
     assert loss <= 1.01 * reference, (loss, reference)
     assert loss < 0.95 * first.score("binary_classification_cross_entropy", test)
     with pytest.raises(BadInputError, match="forget old data"):
-        TrainContinuously(config, _ListFeed([]), str(tmp_path / "x"), window=3)
+        ContinuousTrainer(config, _ListFeed([]), str(tmp_path / "x"), window=3)
 
 
 def test_a_cycle_of_only_malformed_records_moves_on(tmp_path, rng):
@@ -123,3 +123,17 @@ def test_a_cycle_of_only_malformed_records_moves_on(tmp_path, rng):
     assert [s.snapshot for s in snaps] == [0, 1] and snaps[1].n_seen == 50
     assert (tmp_path / "dead.jsonl").read_text().count("\n") == 1
     assert read_manifest(str(tmp_path / "state"))["extra"]["source_positions"] == {"cycle": 2}
+
+
+def test_the_drivers_old_name_still_runs_it_with_a_deprecation_warning():
+    import beam_ml
+    from beam_ml.transforms import continuous
+
+    with pytest.warns(DeprecationWarning, match="now ContinuousTrainer"):
+        old = continuous.TrainContinuously
+    assert old is ContinuousTrainer
+    with pytest.warns(DeprecationWarning):
+        from beam_ml.transforms.continuous import TrainContinuously  # noqa: F401
+    assert beam_ml.ContinuousTrainer is ContinuousTrainer
+    with pytest.raises(AttributeError):
+        continuous.TrainSomehow  # noqa: B018
