@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from beam_ml.core import serial
-from beam_ml.core.block import Block, BlockKind, InputSpec, MatrixSpec
+from beam_ml.core.block import Block, BlockKind, InputSpec
 from beam_ml.core.errors import BeamMLError, CorruptStateError, IncompatibleStateError
 from beam_ml.core.plan import ResumePlan
 

@@ -58,6 +58,8 @@ from beam_ml.io.dead_letters import (
     Reader,
     route_bad_records,
 )
+from beam_ml.io.feeds import FromRecords, RecordsFeed, Take
+from beam_ml.io.pipes import temp_dir
 from beam_ml.io.records import (
     RECORD_FORMATS,
     RecordSpec,
@@ -66,7 +68,7 @@ from beam_ml.io.records import (
     record_spec,
 )
 
-__all__ = ["KAFKA_FORMATS", "POSITIONS", "ReadKafka", "parse_kafka_url"]
+__all__ = ["KAFKA_FORMATS", "KafkaFeed", "POSITIONS", "ReadKafka", "parse_kafka_url"]
 
 #: Record value formats.
 KAFKA_FORMATS = RECORD_FORMATS
@@ -695,11 +697,7 @@ class ReadKafka(Reader):
 
 # --------------------------------------------------------------------------- KafkaFeed
 # Continuous training's feed (beam_ml.transforms.continuous), beside the reader whose
-# consumer and partition resolution it shares; its imports stay with it.
-from beam_ml.io.feeds import FromRecords, RecordsFeed, Take  # noqa: E402
-from beam_ml.io.pipes import temp_dir  # noqa: E402
-
-__all__ += ["KafkaFeed"]
+# consumer and partition resolution it shares.
 
 
 class KafkaFeed(RecordsFeed):

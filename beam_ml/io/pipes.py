@@ -25,13 +25,19 @@ Examples
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import json
 import logging
 import os
+import queue
 import re
 import shutil
 import sys
 import tempfile
+import threading
+import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import apache_beam as beam
@@ -40,9 +46,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_ml.core.errors import BadInputError
 from beam_ml.io.dead_letters import Reader
+from beam_ml.io.feeds import Feed, Take
 from beam_ml.io.sources import FORMATS, ReadBlocks
 
-__all__ = ["ReadPipe", "temp_dir"]
+__all__ = ["PipeFeed", "ReadPipe", "temp_dir"]
 
 _COPY_CHUNK = 1 << 20
 _log = logging.getLogger("beam_ml.io")
@@ -207,18 +214,8 @@ class ReadPipe(Reader):
 
 
 # --------------------------------------------------------------------------- PipeFeed
-# Continuous training's feed of an endless pipe (beam_ml.transforms.continuous); its
-# imports stay with it.
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import queue  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+# Continuous training's feed of an endless pipe (beam_ml.transforms.continuous).
 
-from beam_ml.io.feeds import Feed, Take  # noqa: E402
-
-__all__ += ["PipeFeed"]
 
 _feed_log = logging.getLogger("beam_ml.continuous")
 

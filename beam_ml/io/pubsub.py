@@ -33,9 +33,12 @@ import apache_beam as beam
 
 from beam_ml.core.errors import BadInputError
 from beam_ml.io.dead_letters import Reader
+from beam_ml.io.feeds import FromRecords, RecordsFeed, Take
+from beam_ml.io.pipes import temp_dir
 from beam_ml.io.records import DecodeRecords, RecordSpec, check_record_options, record_spec
 
 __all__ = [
+    "PubSubFeed",
     "PubSubPuller",
     "PulledMessage",
     "ReadPubSub",
@@ -402,12 +405,7 @@ class ReadPubSub(Reader):
 
 
 # --------------------------------------------------------------------------- PubSubFeed
-# Continuous training's feed (beam_ml.transforms.continuous), beside the puller it uses;
-# its imports stay with it.
-from beam_ml.io.feeds import FromRecords, RecordsFeed, Take  # noqa: E402
-from beam_ml.io.pipes import temp_dir  # noqa: E402
-
-__all__ += ["PubSubFeed"]
+# Continuous training's feed (beam_ml.transforms.continuous), beside the puller it uses.
 
 
 class PubSubFeed(RecordsFeed):
