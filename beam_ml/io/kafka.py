@@ -233,6 +233,10 @@ def _resolve_partitions(
         begin = dict(first)
     elif start == "latest":
         begin = dict(end)
+    elif start == "committed":  # where the consumer group stands; earliest where it has none
+        if consumer.config["group_id"] is None:
+            raise BadInputError(_NO_GROUP)
+        begin = {tp: max(first[tp], min(consumer.committed(tp) or 0, end[tp])) for tp in tps}
     elif isinstance(start, Mapping):
         begin = {}
         for tp in tps:
@@ -251,6 +255,9 @@ def _resolve_partitions(
             f"of partitions to offsets. Got {start!r} instead."
         )
     return [_Partition(tp.topic, tp.partition, begin[tp], end[tp]) for tp in tps]
+
+
+_NO_GROUP = "start='committed' needs a consumer group: consumer_config={'group_id': NAME}."
 
 
 def _record_at(consumer: Any, tp: Any, offset: int) -> Any:
@@ -514,10 +521,12 @@ class ReadKafka(Reader):
         (with a ``features_key`` array), or one LIBSVM line.
     partitions : list of int, optional
         Partitions to read (of every topic); default all.
-    start : {'earliest', 'latest'} or mapping, default 'earliest'
+    start : {'earliest', 'latest', 'committed'} or mapping, default 'earliest'
         Where to start: the oldest record kept, the end (nothing now, in bounded mode),
-        or offsets by partition (``{0: 120, 1: 98}``, or ``{(topic, 0): 120}``), e.g.
-        a checkpoint's ``end_offsets``; partitions not listed start at the earliest.
+        the offsets committed by the consumer group ``consumer_config['group_id']``
+        (see :meth:`commit`; the earliest where it committed none), or offsets by
+        partition (``{0: 120, 1: 98}``, or ``{(topic, 0): 120}``), e.g. a checkpoint's
+        ``end_offsets``; partitions not listed start at the earliest.
     start_timestamp_ms : int, optional
         Start at each partition's first record with a timestamp at or after this (ms
         since the epoch; needs a broker of version 0.10.1 or later). Overrides ``start``.
@@ -660,6 +669,25 @@ class ReadKafka(Reader):
         """``ReadKafka`` for ``kafka://host:port/topic?...`` (see :func:`parse_kafka_url`);
         URL options win over ``options``."""
         return cls(**{**options, **parse_kafka_url(url)}, format=format)
+
+    def commit(self, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Store ``offsets`` (default ``end_offsets``: all read, once a bounded read's
+        pipeline has run) as the committed offsets of the consumer group
+        ``consumer_config['group_id']``, where ``start='committed'`` resumes."""
+        from kafka import TopicPartition
+
+        if dict(self._spec.consumer_config).get("group_id") is None:
+            raise BadInputError(_NO_GROUP)
+        offsets = self.end_offsets if offsets is None else offsets
+        consumer = _consumer(self._spec)
+        try:
+            tps = [TopicPartition(topic, partition) for topic, partition in offsets]
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, offsets[(tp.topic, tp.partition)])
+            consumer.commit()  # the positions just set (portable across kafka-python 2 and 3)
+        finally:
+            consumer.close()
 
     @property
     def strict(self) -> bool:

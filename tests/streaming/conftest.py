@@ -16,7 +16,7 @@ def kafka_cluster():
 
 @pytest.fixture(scope="session")
 def kafka_broker():
-    """A real Apache Kafka 0.9.0.1 broker with ZooKeeper (Java), for the whole session."""
+    """A real Apache Kafka 4 broker (KRaft, Java) on 127.0.0.1, for the whole session."""
     from tests.streaming.kafka_broker import KafkaBroker
 
     with KafkaBroker() as broker:

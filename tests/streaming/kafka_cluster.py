@@ -71,21 +71,14 @@ class MockKafkaCluster:
         if code != 0:
             raise RuntimeError(f"creating topic {name!r} failed with error {code}")
 
-    def produce(self, topic: str, values: list[Any], partition: int | None = None) -> None:
-        """Send ``values`` (bytes or None), in order, and wait for the acks."""
-        from kafka import KafkaProducer
-
-        producer = KafkaProducer(
-            bootstrap_servers=self.bootstrap_servers, api_version=API_VERSION, linger_ms=5
-        )
-        try:
-            for value in values:
-                # a null value (a tombstone) needs a key
-                key = b"k" if value is None else None
-                producer.send(topic, value, key=key, partition=partition)
-            producer.flush(timeout=30)
-        finally:
-            producer.close(timeout=10)
+    def produce(
+        self,
+        topic: str,
+        values: list[Any],
+        partition: int | None = None,
+        timestamps_ms: list[int] | None = None,
+    ) -> None:
+        produce(self.bootstrap_servers, API_VERSION, topic, values, partition, timestamps_ms)
 
     def close(self) -> None:
         if self._cluster:
@@ -100,3 +93,26 @@ class MockKafkaCluster:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def produce(
+    servers: str,
+    api_version: tuple[int, ...] | None,
+    topic: str,
+    values: list[Any],
+    partition: int | None = None,
+    timestamps_ms: list[int] | None = None,
+) -> None:
+    """Send ``values`` (bytes or None), in order (with these record timestamps, if
+    given), and wait for the acks."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=servers, api_version=api_version, linger_ms=5)
+    try:
+        for i, value in enumerate(values):
+            key = b"k" if value is None else None  # a null value (a tombstone) needs a key
+            stamp = None if timestamps_ms is None else timestamps_ms[i]
+            producer.send(topic, value, key=key, partition=partition, timestamp_ms=stamp)
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=10)

@@ -1,5 +1,6 @@
-"""Kafka topics as training input: ReadKafka against a real Kafka-protocol server
-(librdkafka's mock cluster on 127.0.0.1, see kafka_cluster.py), through kafka-python."""
+"""Kafka topics as training input: ReadKafka through kafka-python against librdkafka's
+mock cluster (kafka_cluster.py) and a real Apache Kafka 4 broker (kafka_broker.py), both
+on 127.0.0.1. The broker covers what the mock cannot: timestamp lookups, consumer groups."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 import time
 import uuid
 
+import apache_beam as beam
 import numpy as np
 import pytest
 
@@ -185,8 +187,8 @@ def test_cli_trains_on_a_topic_and_resumes_at_its_end_offsets(
     assert manifest["extra"]["source_positions"] == {f"{topic}:{p}": 230 for p in range(3)}
 
 
-def test_real_kafka_09_broker_and_resuming_from_end_offsets(kafka_broker, rng):
-    """Apache Kafka 0.9.0.1 itself (Java): read, then resume from the stored end offsets
+def test_real_kafka_4_broker_and_resuming_from_end_offsets(kafka_broker, rng):
+    """Apache Kafka 4 itself (Java, KRaft): read, then resume from the stored end offsets
     and get exactly the records produced since."""
     topic = f"t-{uuid.uuid4().hex[:8]}"
     kafka_broker.create_topic(topic, partitions=2)
@@ -257,28 +259,112 @@ def test_unbounded_read_follows_new_records_until_stopped(kafka_cluster, rng):
     assert len(blocks) >= 6  # at least one block per partition and wave
 
 
-def test_start_at_a_timestamp(kafka_cluster):
+@pytest.mark.parametrize("server", ["kafka_cluster", "kafka_broker"])
+def test_start_at_a_timestamp(server, request, monkeypatch):
     """start=timestamp:MS begins each partition at its first record at or after MS. The
-    mock cluster does not answer timestamp lookups, so this runs the fallback: a binary
-    search over the records' own timestamps."""
-    from kafka import KafkaProducer
+    real broker answers from its time index (ListOffsets by time), and leaves only a time
+    after every record (no offset) to the fallback; the mock cluster does not answer
+    timestamp lookups, so there the fallback runs: a binary search over the records'
+    own timestamps."""
+    import beam_ml.io.kafka as kafka_io
 
-    topic = _topic(kafka_cluster, 2)
-    producer = KafkaProducer(
-        bootstrap_servers=kafka_cluster.bootstrap_servers, api_version=API_VERSION
+    kafka = request.getfixturevalue(server)
+    searched = []
+    search = kafka_io._first_at_or_after
+    monkeypatch.setattr(
+        kafka_io, "_first_at_or_after", lambda *a: searched.append(a[1]) or search(*a)
     )
+    topic = _topic(kafka, 2)
     base = 1_700_000_000_000
-    for i in range(100):  # partition p gets rows i = p, p + 2, ...; timestamp base + 10 i
-        producer.send(topic, f"{i},{-i}".encode(), partition=i % 2, timestamp_ms=base + 10 * i)
-    producer.flush(30)
-    producer.close()
-    url = f"kafka://{kafka_cluster.bootstrap_servers}/{topic}?api_version=2.3"
-    read = ReadKafka.from_url(f"{url}&start=timestamp:{base + 10 * 60 + 5}", "csv")
+    for p in range(2):  # partition p gets rows i = p, p + 2, ...; timestamp base + 10 i
+        rows = range(p, 100, 2)
+        kafka.produce(
+            topic, [f"{i},{-i}".encode() for i in rows], partition=p,
+            timestamps_ms=[base + 10 * i for i in rows],
+        )  # fmt: skip
+    version = "api_version=2.3&" if server == "kafka_cluster" else ""  # the broker's: probed
+    url = f"kafka://{kafka.bootstrap_servers}/{topic}?{version}start=timestamp:"
+    read = ReadKafka.from_url(f"{url}{base + 10 * 60 + 5}", "csv")
     assert read.start_offsets == {(topic, 0): 31, (topic, 1): 30}  # rows 62 and 61 on
     [blocks] = run_source(read)
     features, _ = stack(blocks)
     assert sorted(features[:, 0].astype(int).tolist()) == list(range(61, 100))
-    exact = ReadKafka.from_url(f"{url}&start=timestamp:{base + 10 * 61}", "csv")
+    exact = ReadKafka.from_url(f"{url}{base + 10 * 61}", "csv")
     assert exact.start_offsets == {(topic, 0): 31, (topic, 1): 30}
-    after_all = ReadKafka.from_url(f"{url}&start=timestamp:{base + 10_000}", "csv")
+    assert (searched == []) == (server == "kafka_broker")
+    after_all = ReadKafka.from_url(f"{url}{base + 10_000}", "csv")
     assert after_all.start_offsets == after_all.end_offsets  # nothing that late: nothing read
+
+
+def _stamped(read):
+    """``read`` followed by (block, its event timestamp in seconds)."""
+    return read | "Stamp" >> beam.Map(lambda b, t=beam.DoFn.TimestampParam: (b, float(t)))
+
+
+def test_unbounded_blocks_carry_their_records_timestamps(kafka_broker, rng):
+    """On a real broker each record keeps the timestamp its producer gave (CreateTime);
+    an unbounded read stamps each block with its first record's, in seconds."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topic(topic, partitions=2)
+    base = 1_700_000_000_000
+    for p in range(2):
+        kafka_broker.produce(
+            topic,
+            [f"{i},{p}".encode() for i in range(60)],
+            partition=p,
+            timestamps_ms=[base + 1000 * p + 7 * i for i in range(60)],
+        )
+    read = ReadKafka(
+        kafka_broker.bootstrap_servers, topic, "csv", api_version=BROKER_API_VERSION,
+        unbounded=True, stop_after_seconds=10, block_size=25,
+    )  # fmt: skip
+    [stamped] = run_source(_stamped(read))
+    for p in range(2):
+        mine = sorted(
+            (s for s in stamped if s[0].origin[0] == f"kafka://{topic}/{p}"),
+            key=lambda s: s[0].origin,
+        )
+        features, _ = stack([b for b, _ in mine])
+        assert features[:, 0].astype(int).tolist() == list(range(60))
+        for block, stamp in mine:
+            first = int(block.features[0, 0])  # the row number i of the block's first record
+            assert stamp == (base + 1000 * p + 7 * first) / 1000
+
+
+def test_consumer_group_commits_and_a_restart_resumes_from_them(kafka_broker, rng):
+    """start='committed' begins where the group's committed offsets are (the earliest
+    before any commit); commit() after a run stores the read's end offsets, seen by
+    the group's other clients, and the next run reads only what arrived since."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topic(topic, partitions=2)
+    rows = rng.normal(size=(2, 150, 2)).astype(np.float32).astype(np.float64)
+    values = [[f"{a!r},{b!r}".encode() for a, b in part.tolist()] for part in rows]
+    group = {"group_id": f"g-{uuid.uuid4().hex[:8]}"}
+
+    def read_from_group() -> ReadKafka:
+        return ReadKafka(
+            kafka_broker.bootstrap_servers, topic, "csv", start="committed",
+            consumer_config=group, api_version=BROKER_API_VERSION,
+        )  # fmt: skip
+
+    with pytest.raises(BadInputError, match="needs a consumer group"):
+        ReadKafka(kafka_broker.bootstrap_servers, topic, "csv", start="committed")
+    got = []
+    for wave in (slice(0, 100), slice(100, 130), slice(130, 150)):
+        for p in range(2):
+            kafka_broker.produce(topic, values[p][wave], partition=p)
+        read = read_from_group()
+        assert read.start_offsets == {(topic, p): wave.start for p in range(2)}
+        got.append(run_source(read)[0])
+        read.commit()
+    other = KafkaConsumer(bootstrap_servers=kafka_broker.bootstrap_servers, **group)
+    try:  # another client of the group sees the offsets
+        assert [other.committed(TopicPartition(topic, p)) for p in range(2)] == [150, 150]
+    finally:
+        other.close()
+    for p in range(2):
+        source = f"kafka://{topic}/{p}"
+        features = [stack([b for b in blocks if b.origin[0] == source])[0] for blocks in got]
+        np.testing.assert_array_equal(np.vstack(features), rows[p])  # each row once, in order
