@@ -208,5 +208,17 @@ def bind_to_loopback() -> None:
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
     for module in (worker_handlers, local_job_service):
-        if not isinstance(module.grpc, _LoopbackGrpc):
-            module.grpc = _LoopbackGrpc(module.grpc)
+        _grpc_on_loopback(module)
+
+
+def bind_worker_pool_to_loopback() -> None:
+    """Make the LOOPBACK environment's worker pool (``worker_pool_main``, which portable
+    runners such as Prism and Flink dial) listen on 127.0.0.1 only. Idempotent."""
+    from apache_beam.runners.worker import worker_pool_main
+
+    _grpc_on_loopback(worker_pool_main)
+
+
+def _grpc_on_loopback(module: Any) -> None:
+    if not isinstance(module.grpc, _LoopbackGrpc):
+        module.grpc = _LoopbackGrpc(module.grpc)

@@ -59,12 +59,9 @@ def build() -> None:
 
 def loopback_worker_pool() -> None:
     """Bind the LOOPBACK worker pool (``worker_pool_main``) to 127.0.0.1. Idempotent."""
-    from apache_beam.runners.worker import worker_pool_main
+    from beam_ml.core.beam_internals import bind_worker_pool_to_loopback
 
-    from beam_ml.core.runner import _LoopbackGrpc
-
-    if not isinstance(worker_pool_main.grpc, _LoopbackGrpc):
-        worker_pool_main.grpc = _LoopbackGrpc(worker_pool_main.grpc)
+    bind_worker_pool_to_loopback()
 
 
 def prism_options(*argv: str, streaming: bool = True):

@@ -90,6 +90,18 @@ def test_local_servers_come_from_the_module_level_grpc_on_every_interface():
         assert "grpc.server(" in source and "add_insecure_port('[::]:0')" in source
 
 
+def test_the_worker_pool_server_comes_from_the_module_level_grpc():
+    """What bind_worker_pool_to_loopback rewrites: the LOOPBACK worker pool's address."""
+    import grpc
+    from apache_beam.runners.worker import worker_pool_main
+
+    assert worker_pool_main.grpc is grpc or isinstance(
+        worker_pool_main.grpc, beam_internals._LoopbackGrpc
+    )
+    source = inspect.getsource(worker_pool_main)
+    assert "grpc.server(" in source and "'[::]:%s' % port" in source
+
+
 def test_pipeline_option_views_keep_no_values_of_their_own():
     """What beam_ml.core.runner.Options relies on to make each view once."""
     from apache_beam.options.pipeline_options import (
