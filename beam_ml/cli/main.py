@@ -742,11 +742,12 @@ def _train_continuously(
     except CheckpointNotFoundError:
         resume = None
     config, derive_defaults = _train_config(cls, given, derive_defaults, resume, "--output")
-    if args.format == "libsvm" and getattr(config, "feature_dim", 0) is None:
+    fmt = formats.get(args.format) if args.format else None
+    if fmt is not None and not fmt.dense and getattr(config, "feature_dim", 0) is None:
         # Each cycle would find its own largest index: a later record with a larger
         # one than the first cycle's would not fit the model.
         raise UsageError(
-            "--streaming LIBSVM input needs --feature_dim (the number of features): a "
+            f"--streaming {fmt.name.upper()} input needs --feature_dim (the number of features): a "
             "stream cannot be scanned for its largest index before training starts"
         )
     feed = _feed(args, getattr(config, "feature_dim", None))
