@@ -33,6 +33,7 @@ _EXPORTS = {
     ],
     "beam_ml.transforms.epochs": ["TrainEpochs"],
     "beam_ml.core.block": ["Block", "as_block"],
+    "beam_ml.core.series": ["SeriesBlock"],
     "beam_ml.core.combine": ["StateCombineFn", "StateCoder"],
     "beam_ml.core.runner": ["pipeline_options"],
     "beam_ml.core.errors": [

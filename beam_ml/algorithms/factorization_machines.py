@@ -70,9 +70,8 @@ on a GPU, MXNet's autograd (:mod:`beam_ml.nn.fm`); both take the same steps.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -90,6 +89,14 @@ from beam_ml.core.classification import (
     logit_bins,
     logit_edge,
     sigmoid,
+)
+from beam_ml.core.constraints import (
+    Constraints,
+    Described,
+    Interval,
+    Options,
+    check_value,
+    validate_parameters,
 )
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.plan import ResumePlan
@@ -138,17 +145,23 @@ _CLASSIFIER_METRICS = (
 )
 
 
-def _check_float(
-    value: Any, name: str, where: str, low: float | None = None, optional: bool = False
-) -> None:
-    if value is None and optional:
-        return
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-    if ok and (low is None or value >= low):
-        return
-    bound = "" if low is None else f" >= {low:g}"
-    kind = "a finite float" + bound + (" or None" if optional else "")
-    raise ValueError(f"The {name!r} parameter of {where} must be {kind}. Got {value!r} instead.")
+# The float checks' messages as users know them ("a finite float >= 0 or None").
+_NON_NEGATIVE = [Described("a finite float >= 0", Interval(float, 0.0, None))]
+_OPTIONAL_NON_NEGATIVE = [
+    Described("a finite float >= 0 or None", Interval(float, 0.0, None), None)
+]
+_OPTIONAL_FLOAT = [Described("a finite float or None", Interval(float, None, None), None)]
+
+
+def _init_constraints(group: str) -> Constraints:
+    return {
+        f"{group}_lr": _NON_NEGATIVE,
+        f"{group}_wd": _NON_NEGATIVE,
+        f"{group}_init_method": [Options(INIT_METHODS)],
+        f"{group}_init_sigma": _NON_NEGATIVE,
+        f"{group}_init_scale": _OPTIONAL_NON_NEGATIVE,
+        f"{group}_init_value": _OPTIONAL_FLOAT,
+    }
 
 
 @dataclass(frozen=True)
@@ -274,45 +287,41 @@ class FactorizationMachinesConfig:
     merge_sample_size: int = 2000
     device: str = runtime_option("cpu")
 
+    PARAMETER_CONSTRAINTS: ClassVar[Constraints] = {
+        "feature_dim": [Interval(int, 1, 2**31 - 1)],
+        "num_factors": [Interval(int, 1, 10_000)],
+        "predictor_type": [Options(_PREDICTORS)],
+        "epochs": [Interval(int, 1, None)],
+        "mini_batch_size": [Interval(int, 1, None)],
+        "shuffle_buffer": [Interval(int, 0, 10_000_000), None],
+        "clip_gradient": _OPTIONAL_NON_NEGATIVE,
+        "eps": _OPTIONAL_NON_NEGATIVE,
+        "rescale_grad": _OPTIONAL_NON_NEGATIVE,
+        **_init_constraints("bias"),
+        **_init_constraints("linear"),
+        **_init_constraints("factors"),
+        "optimizer": [Options(OPTIMIZERS)],
+        "seed": [Interval(int, 0, None)],
+        "merge_holdout": _NON_NEGATIVE,
+        "merge_sample_size": [Interval(int, 0, 1_000_000)],
+    }
+
     def __post_init__(self) -> None:
+        validate_parameters(self)
         where = "FactorizationMachinesConfig"
-        check_int(self.feature_dim, "feature_dim", where, 1, 2**31 - 1)
-        check_int(self.num_factors, "num_factors", where, 1, 10_000)
-        check_choice(self.predictor_type, "predictor_type", where, _PREDICTORS)
-        check_int(self.epochs, "epochs", where, 1)
-        check_int(self.mini_batch_size, "mini_batch_size", where, 1)
-        if self.shuffle_buffer is not None:
-            check_int(self.shuffle_buffer, "shuffle_buffer", where, 0, 10_000_000)
-        _check_float(self.clip_gradient, "clip_gradient", where, 0.0, optional=True)
-        _check_float(self.eps, "eps", where, 0.0, optional=True)
-        _check_float(self.rescale_grad, "rescale_grad", where, 0.0, optional=True)
         for group in ("bias", "linear", "factors"):
-            _check_float(getattr(self, f"{group}_lr"), f"{group}_lr", where, 0.0)
-            _check_float(getattr(self, f"{group}_wd"), f"{group}_wd", where, 0.0)
             method = getattr(self, f"{group}_init_method")
-            check_choice(method, f"{group}_init_method", where, INIT_METHODS)
-            _check_float(getattr(self, f"{group}_init_sigma"), f"{group}_init_sigma", where, 0.0)
-            _check_float(
-                getattr(self, f"{group}_init_scale"), f"{group}_init_scale", where, 0.0, True
-            )
-            _check_float(
-                getattr(self, f"{group}_init_value"), f"{group}_init_value", where, None, True
-            )
             for needed, param in (("uniform", "scale"), ("constant", "value")):
                 if method == needed and getattr(self, f"{group}_init_{param}") is None:
                     raise ValueError(
                         f"The '{group}_init_{param}' parameter of {where} is required when "
                         f"{group}_init_method={needed!r}."
                     )
-        check_choice(self.optimizer, "optimizer", where, OPTIMIZERS)
-        check_int(self.seed, "seed", where, 0)
-        _check_float(self.merge_holdout, "merge_holdout", where, 0.0)
         if self.merge_holdout > 0.5:
             raise ValueError(
                 f"The 'merge_holdout' parameter of {where} must be at most 0.5 (a fraction of "
                 f"the rows set aside from training). Got {self.merge_holdout!r} instead."
             )
-        check_int(self.merge_sample_size, "merge_sample_size", where, 0, 1_000_000)
         check_device(self.device, "device", where)
 
     @property
@@ -767,9 +776,9 @@ class FactorizationMachinesState(GradientState):
             ("target_recall", target_recall),
             ("target_precision", target_precision),
         ):
-            _check_float(value, name, where, 0.0)
-        _check_float(f_beta, "f_beta", where, 0.0)
-        _check_float(threshold, "threshold", where, 0.0, optional=True)
+            check_value(value, name, where, _NON_NEGATIVE)
+        check_value(f_beta, "f_beta", where, _NON_NEGATIVE)
+        check_value(threshold, "threshold", where, _OPTIONAL_NON_NEGATIVE)
         learned = self
         if self.sample.n_rows or self.pending.n_rows:
             # On a copy, so deriving never changes the state: the merge sample's rows

@@ -629,7 +629,8 @@ def _train_config(
     cls: type, given: dict[str, Any], derive_defaults: dict[str, Any], resume: str | None, flag: str
 ) -> tuple[Any, dict[str, Any]]:
     """The config (and derive defaults) of a new training, or of the checkpoint it
-    continues, whose hyperparameters the command line may repeat but not change."""
+    continues, whose hyperparameters the command line may repeat but not change; its
+    runtime options (the device), which states never compare, it may."""
     from beam_ml.core.state import config_from_dict
     from beam_ml.io.checkpoints import read_manifest
 
@@ -640,14 +641,18 @@ def _train_config(
                 f"{flag} {resume!r} holds a {manifest['algorithm']} state, not {cls.FAMILY}"
             )
         saved = manifest["config"]
-        clash = {k: (v, saved[k]) for k, v in given.items() if saved.get(k) != v}
+        runtime = {f.name for f in dataclasses.fields(cls.CONFIG) if not f.compare}
+        clash = {
+            k: (v, saved[k]) for k, v in given.items() if k not in runtime and saved.get(k) != v
+        }
         if clash:
             raise UsageError(
                 f"{flag}: the checkpoint was trained with "
                 + ", ".join(f"{k}={b!r} (not {a!r})" for k, (a, b) in clash.items())
             )
+        here = {k: v for k, v in given.items() if k in runtime}
         defaults = {**manifest.get("extra", {}).get("derive_defaults", {}), **derive_defaults}
-        return config_from_dict(cls.CONFIG, saved), defaults
+        return config_from_dict(cls.CONFIG, {**saved, **here}), defaults
     missing = [
         f.name
         for f in dataclasses.fields(cls.CONFIG)
@@ -737,11 +742,12 @@ def _train_continuously(
     except CheckpointNotFoundError:
         resume = None
     config, derive_defaults = _train_config(cls, given, derive_defaults, resume, "--output")
-    if args.format == "libsvm" and getattr(config, "feature_dim", 0) is None:
+    fmt = formats.get(args.format) if args.format else None
+    if fmt is not None and not fmt.dense and getattr(config, "feature_dim", 0) is None:
         # Each cycle would find its own largest index: a later record with a larger
         # one than the first cycle's would not fit the model.
         raise UsageError(
-            "--streaming LIBSVM input needs --feature_dim (the number of features): a "
+            f"--streaming {fmt.name.upper()} input needs --feature_dim (the number of features): a "
             "stream cannot be scanned for its largest index before training starts"
         )
     feed = _feed(args, getattr(config, "feature_dim", None))

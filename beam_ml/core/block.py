@@ -132,7 +132,8 @@ class Block(BlockKind):
 
     @classmethod
     def concat(cls, blocks: Sequence[Block]) -> Block:
-        """The rows of ``blocks`` in order: CSR if any block is sparse, else dense.
+        """The rows of ``blocks`` in order: CSR if any block is sparse, else dense
+        (float64 if their dtypes differ).
 
         One ``numpy.concatenate`` or ``scipy.sparse.vstack`` (CSR stacking joins the
         arrays, no per-row work); labels join when every block has them.
@@ -157,7 +158,8 @@ class Block(BlockKind):
         if any(sp.issparse(p) for p in parts):
             features = sp.vstack([sp.csr_matrix(p) for p in parts], format="csr")
         else:
-            features = np.concatenate(parts)
+            mixed = len({p.dtype for p in parts}) > 1
+            features = np.concatenate(parts, dtype=np.float64 if mixed else None)
         labels = np.concatenate([b.labels for b in blocks]) if with_labels[0] else None
         return Block(features, labels, blocks[0].origin)
 

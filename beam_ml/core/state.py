@@ -265,6 +265,16 @@ class TrainingState(abc.ABC):
         return self
 
     # --- compatibility and serialization ---------------------------------------------
+    def with_runtime_options(self: StateT, config: Any) -> StateT:
+        """This state with ``config``'s runtime options (where its work runs: the device),
+        which merging never compares, so a checkpoint trained on a GPU resumes on a CPU.
+        A config that differs in more is left to merging to refuse: the state as it is."""
+        if config != self.config or config_to_dict(config) == config_to_dict(self.config):
+            return self
+        meta, arrays = self._payload()
+        meta = {"n_seen": int(self.n_seen), **meta}
+        return type(self)._from_payload(config, meta, {k: v.copy() for k, v in arrays.items()})
+
     @property
     def fingerprint(self) -> str:
         return serial.fingerprint(self.FAMILY, config_to_dict(self.config))

@@ -10,12 +10,20 @@ from typing import Any
 
 from beam_ml.core.constraints import Interval, Options, check_value
 
-__all__ = ["check_int", "check_choice", "check_bool"]
+__all__ = ["check_int", "check_float", "check_choice", "check_bool"]
 
 
 def check_int(value: Any, name: str, where: str, low: int, high: float | None = None) -> int:
     """Return ``value`` if it is an int in [low, high], else raise ValueError."""
     return int(check_value(value, name, where, [Interval(int, low, high)]))
+
+
+def check_float(
+    value: Any, name: str, where: str, low: float, high: float | None = None, closed: str = "both"
+) -> float:
+    """Return ``value`` as a float if it is a finite real in the interval (``closed`` as
+    :class:`Interval`'s), else raise ValueError."""
+    return float(check_value(value, name, where, [Interval(float, low, high, closed)]))
 
 
 def check_choice(value: Any, name: str, where: str, choices: tuple[str, ...]) -> str:

@@ -51,6 +51,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from beam_ml.core.errors import BadInputError
+from beam_ml.io import formats
 from beam_ml.io.dead_letters import (
     DEAD_LETTERS,
     METRICS_NAMESPACE,
@@ -615,6 +616,8 @@ class ReadKafka(Reader):
             max_block_seconds=float(max_block_seconds),
             idle_timeout=float(idle_timeout),
         )
+        # A first record tells the width of a dense format's records; LIBSVM's indices do.
+        peeks = formats.get(format).dense
 
         def plan() -> tuple[list[_Partition], bytes | None]:
             try:
@@ -627,7 +630,7 @@ class ReadKafka(Reader):
                 parts = _resolve_partitions(
                     consumer, topic_list, partitions, start, start_timestamp_ms
                 )
-                return parts, None if format == "libsvm" else _peek(consumer, parts)
+                return parts, _peek(consumer, parts) if peeks else None
             finally:
                 consumer.close()
 

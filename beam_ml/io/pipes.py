@@ -45,6 +45,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_ml.core.errors import BadInputError
+from beam_ml.io import formats
 from beam_ml.io.dead_letters import Reader
 from beam_ml.io.feeds import Feed, Take
 from beam_ml.io.sources import FORMATS, ReadBlocks
@@ -254,6 +255,11 @@ class PipeFeed(Feed):
         import sys
 
         self.name, self.format, self._options = name, format, reader_options
+        # What the format does, settled once (an unknown one fails at the first read, in
+        # ReadBlocks): a header line to look for; a feature count from the first record.
+        known = format in FORMATS
+        self._has_header = known and formats.get(format).has_header
+        self._dense = not known or formats.get(format).dense
         self._stream = stream if stream is not None else sys.stdin.buffer
         self._fd: int | None = None
         if self._stream is sys.stdin.buffer or isinstance(self._stream, io.FileIO):
@@ -265,7 +271,7 @@ class PipeFeed(Feed):
         self._max_lines = max_lines
         self._header_option = header
         self._header: bytes | None = None
-        self._header_known = format != "csv" or header is False
+        self._header_known = not self._has_header or header is False
         self._eof = False
         self._consumed = self._bytes = 0  # lines and bytes of the pipe consumed so far
         self._offset: int | None = None
@@ -390,8 +396,6 @@ class PipeFeed(Feed):
         return lines
 
     def take(self, positions: dict[str, Any]) -> Take | None:
-        from beam_ml.io import formats
-
         if self._offset is None:  # lines counted by the checkpoint, before this process
             self._offset = int(positions.get("lines", 0))
         if self._error is not None:
@@ -419,7 +423,7 @@ class PipeFeed(Feed):
         from beam_ml.io.sources import ReadBlocks
 
         options = dict(self._options)
-        if self.format == "csv":
+        if self._has_header:
             options["header"] = self._header is not None
         read = ReadBlocks(path, self.format, **options).with_dead_letters()
         head = self._header is not None
@@ -446,8 +450,6 @@ class PipeFeed(Feed):
         self._offsets = offsets
         label = self._options.get("label_column")
         if isinstance(label, str) and self._header is not None:
-            from beam_ml.io import formats
-
             header = self._header.rstrip(b"\r\n")
             fields = [
                 f.strip()
@@ -460,15 +462,13 @@ class PipeFeed(Feed):
             first,
             label_column=label,
             delimiter=self._options.get("delimiter", ","),
-            feature_dim=self._options.get("feature_dim") if self.format == "libsvm" else None,
+            feature_dim=None if self._dense else self._options.get("feature_dim"),
             zero_based=self._options.get("zero_based", False),
             block_size=self._options.get("block_size", 10_000),
         )
         return spec, [(self.name, ids, joined)]
 
     def dead_letter(self, source: str, record_id: Any, value: bytes, reason: str) -> dict:
-        from beam_ml.io import formats
-
         offset = getattr(self, "_offsets", {}).get(record_id, 0)
         return formats.bad_record(source, offset, record_id, value, reason)
 

@@ -36,12 +36,13 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from beam_ml.core.block import Block
 from beam_ml.core.errors import IncompatibleStateError
 from beam_ml.core.plan import ResumePlan
 from beam_ml.core.state import TrainingState
 from beam_ml.nn.engine import CsrRows, rows_from_arrays, rows_to_arrays
 
-__all__ = ["GradientState", "Network", "PendingRows", "alias", "csr_rows", "stack_rows"]
+__all__ = ["GradientState", "Network", "PendingRows", "alias", "csr_rows"]
 
 #: A mini-batch: its rows (CSR views) and their labels (None for unsupervised networks).
 Batch = tuple[Any, "np.ndarray | None"]
@@ -135,8 +136,7 @@ class PendingRows:
     def hold(self, features: Any, labels: np.ndarray | None, copy: bool = True) -> None:
         """Keep these rows too, cutting no mini-batch (the linear learner's scaler sample)."""
         if self.n_rows:
-            self.features = stack_rows(self.features, features)
-            self.labels = _concatenate(self.labels, labels)
+            self.features, self.labels = _joined(self.features, self.labels, features, labels)
         else:
             self.features = self.rows(features, 0, features.shape[0], copy)
             self.labels = _copy(labels)
@@ -159,8 +159,8 @@ class PendingRows:
         batches: list[Batch] = []
         if self.n_rows:  # top the pending rows up to a mini-batch
             take = min(batch - self.n_rows, rows)
-            self.features = stack_rows(self.features, self.rows(features, 0, take, True))
-            self.labels = _concatenate(self.labels, _part(labels, 0, take))
+            top_up = self.rows(features, 0, take, True), _part(labels, 0, take)
+            self.features, self.labels = _joined(self.features, self.labels, *top_up)
             start = take
             if self.n_rows == batch:
                 batches.append(self.take())
@@ -179,17 +179,18 @@ class PendingRows:
 
     def _feed_windows(self, features: Any, labels: np.ndarray | None) -> list[Batch]:
         if self.n_rows:
-            features = sp.vstack([self.features, features], format="csr")
-            labels = _concatenate(self.labels, labels)
+            features, labels = _joined(self.features, self.labels, features, labels)
         batches: list[Batch] = []
         while features.shape[0] >= self.buffer_rows:
             window, window_labels = self._shuffled(
                 features[: self.buffer_rows], _part(labels, 0, self.buffer_rows)
             )
             full = self._cut(window, window_labels, batches)
-            features = sp.vstack([window[full:], features[self.buffer_rows :]], format="csr")
-            labels = _concatenate(
-                _part(window_labels, full, None), _part(labels, self.buffer_rows, None)
+            features, labels = _joined(
+                window[full:],
+                _part(window_labels, full, None),
+                features[self.buffer_rows :],
+                _part(labels, self.buffer_rows, None),
             )
         self.features, self.labels = features, _copy(labels)
         return batches
@@ -276,19 +277,14 @@ def csr_rows(x: sp.csr_matrix, start: int, stop: int, copy: bool) -> Any:
     return x[start:stop] if copy else CsrRows.of(x, start, stop)
 
 
-def stack_rows(a: Any, b: Any) -> Any:
-    """``a`` above ``b``: CSR if either is, else dense (float64 if their dtypes differ)."""
-    if sp.issparse(a) or sp.issparse(b):
-        return sp.vstack([sp.csr_matrix(a), sp.csr_matrix(b)], format="csr")
-    return np.vstack([a, b]) if a.dtype == b.dtype else np.vstack([a, b]).astype(np.float64)
+def _joined(a: Any, a_labels: Any, b: Any, b_labels: Any) -> tuple[Any, np.ndarray | None]:
+    """Rows ``a`` above rows ``b`` and their labels (:meth:`Block.concat`)."""
+    joined = Block.concat([Block(a, a_labels), Block(b, b_labels)])
+    return joined.features, joined.labels
 
 
 def _part(labels: np.ndarray | None, start: int, stop: int | None) -> np.ndarray | None:
     return None if labels is None else labels[start:stop]
-
-
-def _concatenate(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    return None if a is None else np.concatenate([a, b])
 
 
 def _copy(labels: np.ndarray | None) -> np.ndarray | None:

@@ -25,7 +25,13 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_ml.core.combine import StateCombineFn
 from beam_ml.core.state import TrainingState, load_state, state_class_for
 
-__all__ = ["TrainEpochs", "continue_epochs", "finish_first_round", "train_on_from"]
+__all__ = [
+    "TrainEpochs",
+    "adopt_runtime_options",
+    "continue_epochs",
+    "finish_first_round",
+    "train_on_from",
+]
 
 
 class _TrainReplica(beam.DoFn):
@@ -105,6 +111,19 @@ def continue_epochs(
     return state
 
 
+def adopt_runtime_options(states: beam.PCollection, config: Any) -> beam.PCollection:
+    """States from elsewhere (a checkpoint) with this run's runtime options, so their
+    work runs where ``config`` says (a GPU-trained checkpoint resumes on a CPU)."""
+    label = f"BeamML_{state_class_for(config).FAMILY}_RuntimeOptions"
+    return states | label >> beam.Map(_with_runtime_options, config).with_output_types(
+        TrainingState
+    )
+
+
+def _with_runtime_options(state: TrainingState, config: Any) -> TrainingState:
+    return state.with_runtime_options(config)
+
+
 def _followed_by(later: TrainingState, earlier: TrainingState) -> TrainingState:
     return earlier.followed_by(later)
 
@@ -157,7 +176,8 @@ class TrainEpochs(beam.PTransform):
             # Before epoch 1's combine, whose own complaint about streams says less.
             continue_epochs(blocks, None, self.config, 2)
         if self.start_from is not None:
-            return continue_epochs(blocks, self.start_from, self.config, 1, self.checkpoint_dir)
+            start = adopt_runtime_options(self.start_from, self.config)
+            return continue_epochs(blocks, start, self.config, 1, self.checkpoint_dir)
         state = blocks | "Epoch1" >> beam.CombineGlobally(
             StateCombineFn(self.config, self.state_class)
         ).with_output_types(TrainingState)

@@ -9,7 +9,12 @@ import apache_beam as beam
 
 from beam_ml.core.combine import StateCombineFn
 from beam_ml.core.state import TrainingState, state_class_for
-from beam_ml.transforms.epochs import continue_epochs, finish_first_round, train_on_from
+from beam_ml.transforms.epochs import (
+    adopt_runtime_options,
+    continue_epochs,
+    finish_first_round,
+    train_on_from,
+)
 
 __all__ = ["Train", "TrainPerKey", "train_cycle"]
 
@@ -50,11 +55,13 @@ class Train(beam.PTransform):
         return f"BeamML_Train_{self.state_class.FAMILY}"
 
     def expand(self, blocks):
-        data = blocks
-        if self.resume_from is not None and self.state_class.PLAN.continues:
-            return train_on_from(blocks, self.resume_from, self.config)
-        if self.resume_from is not None:
-            blocks = (blocks, self.resume_from) | "WithResumedState" >> beam.Flatten()
+        data, resumed = blocks, self.resume_from
+        if resumed is not None:
+            resumed = adopt_runtime_options(resumed, self.config)
+        if resumed is not None and self.state_class.PLAN.continues:
+            return train_on_from(blocks, resumed, self.config)
+        if resumed is not None:
+            blocks = (blocks, resumed) | "WithResumedState" >> beam.Flatten()
         combine = beam.CombineGlobally(StateCombineFn(self.config, self.state_class))
         if self.fanout:
             combine = combine.with_fanout(self.fanout)

@@ -33,6 +33,7 @@ from beam_ml import (
     load_model,
     load_state,
     read_checkpoint,
+    write_checkpoint,
 )
 from beam_ml.core import serial
 from beam_ml.nn.engine import DeviceUnavailableError, MergeSample, row_keys, unique_inverse
@@ -1083,6 +1084,34 @@ def test_cli_train_derive_predict_evaluate_on_a9a(tmp_path):
         "--num_factors", 4, "--device", "gpu", check=False,
     )  # fmt: skip
     assert failed.returncode == 1 and "sees no GPU" in failed.stderr
+
+
+@pytest.mark.beam
+def test_cli_resumes_a_gpu_trained_checkpoint_on_the_cpu(tmp_path, rng):
+    """The device is a runtime option: --device may differ from the checkpoint's."""
+    x = rng.normal(size=(300, 3)).astype(np.float32)
+    y = x @ np.array([1.0, -1.0, 0.5], dtype=np.float32)
+    rows = zip(y, x, strict=True)
+    lines = [f"{t} " + " ".join(f"{j}:{v}" for j, v in enumerate(r, 1)) for t, r in rows]
+    (tmp_path / "new.libsvm").write_text("\n".join(lines) + "\n")
+    cpu = FactorizationMachinesConfig(
+        feature_dim=3, num_factors=2, predictor_type="regressor", mini_batch_size=50
+    )
+    trained = FactorizationMachinesState(cpu).update(Block(x, y))
+    packed = serial.unpack(trained.to_bytes(), expected_kind="state")
+    on_gpu = {**packed.config, "device": "gpu"}  # as a GPU machine would have written it
+    write_checkpoint(
+        str(tmp_path / "gpu"),
+        load_state(serial.pack("state", packed.family, 1, on_gpu, packed.meta, packed.arrays)),
+    )
+    beam_ml(
+        "train", "factorization_machines", "--input", tmp_path / "new.libsvm", "--format",
+        "libsvm", "--feature_dim", 3, "--output", tmp_path / "resumed", "--resume",
+        tmp_path / "gpu", "--num_factors", 2, "--predictor_type", "regressor",
+        "--mini_batch_size", 50, "--device", "cpu",
+    )  # fmt: skip
+    resumed, _ = read_checkpoint(str(tmp_path / "resumed"))
+    assert resumed.n_seen == 600 and resumed.config.device == "cpu"
 
 
 @pytest.mark.slow

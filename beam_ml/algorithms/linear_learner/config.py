@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 
 from beam_ml.core.classification import CRITERIA
-from beam_ml.core.validation import check_bool, check_choice, check_int
+from beam_ml.core.constraints import (
+    Constraints,
+    Described,
+    Interval,
+    Options,
+    validate_parameters,
+)
+from beam_ml.core.validation import check_int
 
 _PREDICTORS = ("regressor", "binary_classifier", "multiclass_classifier")
 _LOSSES = {
@@ -37,38 +42,9 @@ SOLVERS = ("auto", "exact", "packed")
 # standardized features (sgd) or are scale-free (adam, rmsprop).
 _LR_RANGE = {"sgd": (-2.0, 1.5), "adam": (-3.5, 0.0), "rmsprop": (-3.5, 0.0)}
 _LR_SINGLE = {"sgd": 0.5, "adam": 0.02, "rmsprop": 0.02}
-
-
-def check_real(
-    value: Any,
-    name: str,
-    where: str,
-    low: float,
-    high: float = math.inf,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """Return ``value`` as a float if it is a real number in the interval, else raise."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and (value > low if low_open else value >= low):
-        if value < high if high_open else value <= high:
-            return float(value)
-    left, right = "(" if low_open else "[", ")" if high_open else "]"
-    raise ValueError(
-        f"The {name!r} parameter of {where} must be a float in {left}{low}, {high}{right}. "
-        f"Got {value!r} instead."
-    )
-
-
-def _auto_or_real(value: Any, name: str, where: str, low: float, low_open: bool) -> None:
-    if value != "auto":
-        try:
-            check_real(value, name, where, low, low_open=low_open)
-        except ValueError:
-            raise ValueError(
-                f"The {name!r} parameter of {where} must be 'auto' or a float "
-                f"{'>' if low_open else '>='} {low}. Got {value!r} instead."
-            ) from None
+_AUTO_OR_NON_NEGATIVE = Described(
+    "'auto' or a float >= 0.0", Options(("auto",)), Interval(float, 0.0, None)
+)
 
 
 @dataclass(frozen=True)
@@ -169,11 +145,51 @@ class LinearLearnerConfig:
     early_stopping_patience: int = 3
     early_stopping_tolerance: float = 0.001
 
+    PARAMETER_CONSTRAINTS: ClassVar[Constraints] = {
+        "predictor_type": [Options(_PREDICTORS)],
+        "feature_dim": [Interval(int, 1, None), None],
+        "num_models": [Interval(int, 1, 1024)],
+        "learning_rate": [
+            Described(
+                "'auto' or a float > 0.0",
+                Options(("auto",)),
+                Interval(float, 0.0, None, closed="neither"),
+            )
+        ],
+        "wd": [_AUTO_OR_NON_NEGATIVE],
+        "l1": [_AUTO_OR_NON_NEGATIVE],
+        "optimizer": [Options(_OPTIMIZERS)],
+        "beta_1": [Interval(float, 0.0, 1.0, closed="left")],
+        "beta_2": [Interval(float, 0.0, 1.0, closed="left")],
+        "mini_batch_size": [Interval(int, 1, None)],
+        "normalize_data": [bool],
+        "normalize_label": [bool, None],
+        "num_point_for_scaler": [Interval(int, 0, None)],
+        "use_bias": [bool],
+        "positive_example_weight_mult": [
+            Described(
+                "a float > 0, 'balanced' or 'auto'",
+                Interval(float, 0.0, None, closed="neither"),
+                Options(("balanced", "auto")),
+            )
+        ],
+        "quantile": [Interval(float, 0.0, 1.0, closed="neither")],
+        "loss_insensitivity": [Interval(float, 0.0, None)],
+        "huber_delta": [Interval(float, 0.0, None, closed="right")],
+        "epochs": [Interval(int, 1, None)],
+        "validation_fraction": [
+            Described(
+                "'auto' or a float in [0, 0.5]", Options(("auto",)), Interval(float, 0.0, 0.5)
+            )
+        ],
+        "early_stopping_patience": [Interval(int, 1, None)],
+        "early_stopping_tolerance": [Interval(float, 0.0, 1.0)],
+    }
+
     def __post_init__(self) -> None:
+        validate_parameters(self)
+        # num_classes and loss: what they accept depends on predictor_type.
         where = "LinearLearnerConfig"
-        check_choice(self.predictor_type, "predictor_type", where, _PREDICTORS)
-        if self.feature_dim is not None:
-            check_int(self.feature_dim, "feature_dim", where, 1)
         if self.predictor_type == "multiclass_classifier":
             if self.num_classes is None:
                 raise ValueError(
@@ -189,48 +205,6 @@ class LinearLearnerConfig:
                 f"The 'loss' parameter of {where} must be one of {list(allowed)} for "
                 f"predictor_type={self.predictor_type!r}. Got {self.loss!r} instead."
             )
-        check_int(self.num_models, "num_models", where, 1, 1024)
-        _auto_or_real(self.learning_rate, "learning_rate", where, 0.0, low_open=True)
-        _auto_or_real(self.wd, "wd", where, 0.0, low_open=False)
-        _auto_or_real(self.l1, "l1", where, 0.0, low_open=False)
-        check_choice(self.optimizer, "optimizer", where, _OPTIMIZERS)
-        check_real(self.beta_1, "beta_1", where, 0.0, 1.0, high_open=True)
-        check_real(self.beta_2, "beta_2", where, 0.0, 1.0, high_open=True)
-        check_int(self.mini_batch_size, "mini_batch_size", where, 1)
-        check_bool(self.normalize_data, "normalize_data", where)
-        if self.normalize_label is not None:
-            check_bool(self.normalize_label, "normalize_label", where)
-        check_int(self.num_point_for_scaler, "num_point_for_scaler", where, 0)
-        check_bool(self.use_bias, "use_bias", where)
-        if self.positive_example_weight_mult not in ("balanced", "auto"):
-            try:
-                check_real(
-                    self.positive_example_weight_mult,
-                    "positive_example_weight_mult",
-                    where,
-                    0.0,
-                    low_open=True,
-                )
-            except ValueError:
-                raise ValueError(
-                    f"The 'positive_example_weight_mult' parameter of {where} must be a "
-                    f"float > 0, 'balanced' or 'auto'. Got "
-                    f"{self.positive_example_weight_mult!r} instead."
-                ) from None
-        check_real(self.quantile, "quantile", where, 0.0, 1.0, low_open=True, high_open=True)
-        check_real(self.loss_insensitivity, "loss_insensitivity", where, 0.0)
-        check_real(self.huber_delta, "huber_delta", where, 0.0, low_open=True)
-        check_int(self.epochs, "epochs", where, 1)
-        if self.validation_fraction != "auto":
-            try:
-                check_real(self.validation_fraction, "validation_fraction", where, 0.0, 0.5)
-            except ValueError:
-                raise ValueError(
-                    f"The 'validation_fraction' parameter of {where} must be 'auto' or a "
-                    f"float in [0, 0.5]. Got {self.validation_fraction!r} instead."
-                ) from None
-        check_int(self.early_stopping_patience, "early_stopping_patience", where, 1)
-        check_real(self.early_stopping_tolerance, "early_stopping_tolerance", where, 0.0, 1.0)
 
     # --- what the fields resolve to ---------------------------------------------------
     @property

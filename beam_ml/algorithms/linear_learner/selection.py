@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from beam_ml.algorithms.linear_learner.config import SELECTION_CRITERIA, SOLVERS, check_real
+from beam_ml.algorithms.linear_learner.config import SELECTION_CRITERIA, SOLVERS
 from beam_ml.algorithms.linear_learner.exact import MAX_EXACT_FEATURES, solve
 from beam_ml.algorithms.linear_learner.model import LinearLearnerModel
 from beam_ml.algorithms.linear_learner.packed import finite_or_none, score_edges
 from beam_ml.core.classification import best_thresholds
 from beam_ml.core.errors import NotEnoughDataError
-from beam_ml.core.validation import check_bool, check_choice, check_int
+from beam_ml.core.validation import check_bool, check_choice, check_float, check_int
 
 if TYPE_CHECKING:
     pass
@@ -93,9 +93,9 @@ class Selection:
             where,
             SELECTION_CRITERIA,
         )
-        check_real(target_recall, "target_recall", where, 0.0, 1.0)
-        check_real(target_precision, "target_precision", where, 0.0, 1.0)
-        check_real(f_beta, "f_beta", where, 0.0, low_open=True)
+        check_float(target_recall, "target_recall", where, 0.0, 1.0)
+        check_float(target_precision, "target_precision", where, 0.0, 1.0)
+        check_float(f_beta, "f_beta", where, 0.0, closed="right")
         check_choice(solver, "solver", where, SOLVERS)
         if self.n == 0:
             raise NotEnoughDataError("The linear learner state has seen no rows.")
@@ -137,8 +137,8 @@ class Selection:
             wd = float(self._wd[best % self.m]) if cfg.wd == "auto" else float(cfg.wd)
         if l1 is None:
             l1 = 0.0 if cfg.l1 == "auto" else float(cfg.l1)
-        wd = check_real(wd, "wd", where, 0.0)
-        l1 = check_real(l1, "l1", where, 0.0)
+        wd = check_float(wd, "wd", where, 0.0)
+        l1 = check_float(l1, "l1", where, 0.0)
         normalize_data = cfg.normalize_data if normalize_data is None else normalize_data
         normalize_label = cfg.scales_label if normalize_label is None else normalize_label
         check_bool(normalize_data, "normalize_data", where)
