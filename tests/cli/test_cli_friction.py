@@ -5,16 +5,12 @@ multi-process run."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from tests.cli.test_cli import beam_ml
-from tests.conftest import REPO
 
 pytestmark = pytest.mark.beam
 
@@ -65,7 +61,7 @@ def test_derive_help_labels_each_parameter_with_its_algorithms_and_defaults():
     assert fm != ll  # the point of the label: they differ
     text = beam_ml("derive", "--help").stdout
     criteria = _option_help(text, "--binary_classifier_model_selection_criteria")
-    assert f"[factorization_machines] " in criteria and f"[linear_learner] " in criteria
+    assert "[factorization_machines] " in criteria and "[linear_learner] " in criteria
     assert re.search(rf"\[factorization_machines\][^\[]*\(default: {fm}\)", criteria)
     assert re.search(rf"\[linear_learner\][^\[]*\(default: {ll}\)", criteria)
     recall = _option_help(text, "--target_recall")
