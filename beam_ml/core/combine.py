@@ -56,6 +56,9 @@ class StateCombineFn(beam.CombineFn):
         return accumulator.update(element)
 
     def merge_accumulators(self, accumulators: Any) -> TrainingState:
+        accumulators = list(accumulators)
+        # Counted so that tests on a distributed runner can see partial states meet.
+        beam.metrics.Metrics.counter("beam_ml", "accumulators_merged").inc(len(accumulators))
         return reduce(lambda a, b: a.merge(b), accumulators)
 
     def compact(self, accumulator: TrainingState) -> TrainingState:
