@@ -1,11 +1,16 @@
 # Two commands on a fresh machine (only Python 3.11 and the OS needed):
 #   make demo   set up .venv and run the bundled PCA job (train, derive, evaluate, predict)
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv and run the test suite (tests/engines starts and stops its own
+#               local Flink cluster: Java 17 and Maven needed, see deploy/flink/README.md)
+# A local Flink cluster on 127.0.0.1 by hand (JobManager, 2 TaskManagers, Beam's job server
+# on 127.0.0.1:8099 and Python worker pool on 127.0.0.1:50000):
+#   make flink-up     install it if absent (deploy/flink/.local) and start it
+#   make flink-down   stop it
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-engines flink-install flink-up flink-down bench clean
 
 $(BIN)/beam-ml: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +25,7 @@ KAFKA_JARS := tests/streaming/.kafka4/libs
 
 PRISM := tests/streaming/.prism/prism
 
-test: $(BIN)/beam-ml $(KAFKA_JARS) $(PRISM)
+test: $(BIN)/beam-ml $(KAFKA_JARS) $(PRISM) flink-install
 	$(BIN)/python -m pytest -q tests
 
 # A real Kafka 4 broker (KRaft) for tests/streaming: its jars from Maven Central (Java 17 runs them).
@@ -33,6 +38,21 @@ $(KAFKA_JARS): tests/streaming/kafka-broker.pom.xml
 $(PRISM): $(BIN)/beam-ml
 	$(BIN)/python -m tests.streaming.prism \
 	  || echo "building Prism failed: the tests on the Prism runner will fail"
+
+# Flink 1.19 (PyPI wheels) and Beam's Flink job server (Maven Central) for tests/engines,
+# into deploy/flink/.local; a no-op (~2 s) once installed.
+flink-install:
+	deploy/flink/install.sh
+
+# Only the engine tests (they start their own cluster; BEAM_ML_FLINK_RUNNING=1 uses flink-up's)
+test-engines: $(BIN)/beam-ml
+	$(BIN)/python -m pytest -q -m engines tests/engines
+
+flink-up: $(BIN)/beam-ml flink-install
+	PROJECT_PYTHON=$(BIN)/python deploy/flink/start.sh
+
+flink-down:
+	deploy/flink/stop.sh
 
 bench: $(BIN)/beam-ml
 	$(BIN)/python benchmarks/bench_pca.py

@@ -22,6 +22,7 @@ def pytest_configure(config):
         ("slow", "takes more than a few seconds"),
         ("streaming", "streaming sources and triggers"),
         ("mxnet", "needs MXNet"),
+        ("engines", "on a real engine: a local Flink cluster (tests/engines, deploy/flink)"),
     ]:
         config.addinivalue_line("markers", f"{marker}: {text}")
 

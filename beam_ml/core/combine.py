@@ -58,11 +58,12 @@ class StateCombineFn(beam.CombineFn):
     def merge_accumulators(self, accumulators: Any) -> TrainingState:
         # Beam's combining state on portable runners (Prism, Flink, the FnApiRunner)
         # merges its bag of accumulators, empty before the first add, at random.
-        accumulators = iter(accumulators)
-        first = next(accumulators, None)
-        if first is None:
+        accumulators = list(accumulators)
+        if not accumulators:
             return self.create_accumulator()
-        return reduce(lambda a, b: a.merge(b), accumulators, first)
+        # Counted so that tests on a distributed runner can see partial states meet.
+        beam.metrics.Metrics.counter("beam_ml", "accumulators_merged").inc(len(accumulators))
+        return reduce(lambda a, b: a.merge(b), accumulators)
 
     def compact(self, accumulator: TrainingState) -> TrainingState:
         return accumulator.compact()

@@ -9,6 +9,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 LOCAL=$HERE/.local                                 # git-ignored: venv, jars, logs, pids
 FLINK_VENV=$LOCAL/flink-venv
 JOB_SERVER_LIB=$LOCAL/job-server/lib
+LAUNCHER_JAR=$LOCAL/job-server/launcher.jar        # LoopbackFlinkJobServer, built by install.sh
 RUN_DIR=$LOCAL/run
 LOG_DIR=$LOCAL/log
 

@@ -26,17 +26,19 @@ t0=$(date +%s)
 wait_for 120 "2 TaskManagers on http://$HOST:$REST_PORT" taskmanagers
 echo "Flink up in $(( $(date +%s) - t0 ))s: $(curl -s "http://$HOST:$REST_PORT/overview")"
 
-# --job-host names the address the job server advertises; Beam's ServerFactory binds
-# the job and artifact ports by port number only (all interfaces): see README.md.
-nohup "$JAVA_HOME/bin/java" -cp "$JOB_SERVER_LIB/*" \
-  org.apache.beam.runners.flink.FlinkJobServerDriver \
+# Beam's FlinkJobServerDriver binds the job and artifact ports on every interface
+# (--job-host only names the advertised address): LoopbackFlinkJobServer runs the same
+# driver with both bound to 127.0.0.1 (README.md).
+[ -f "$LAUNCHER_JAR" ] || { echo "no $LAUNCHER_JAR: run deploy/flink/install.sh" >&2; exit 1; }
+nohup "$JAVA_HOME/bin/java" -cp "$LAUNCHER_JAR:$JOB_SERVER_LIB/*" LoopbackFlinkJobServer \
   --flink-master="$HOST:$REST_PORT" --job-host="$HOST" --job-port="$JOB_PORT" \
   --artifact-port="$ARTIFACT_PORT" --expansion-port="$EXPANSION_PORT" \
   > "$LOG_DIR/job-server.log" 2>&1 &
 echo $! > "$RUN_DIR/job-server.pid"
 wait_for 60 "the job server on $HOST:$JOB_PORT" port_open "$JOB_PORT"
 
-nohup "$PROJECT_PYTHON" "$HERE/worker_pool.py" --service_port="$WORKER_POOL_PORT" \
+# PYTHONPATH: the SDK workers import beam_ml from this checkout, whatever PROJECT_PYTHON has
+PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" nohup "$PROJECT_PYTHON" "$HERE/worker_pool.py" --service_port="$WORKER_POOL_PORT" \
   > "$LOG_DIR/worker-pool.log" 2>&1 &
 echo $! > "$RUN_DIR/worker-pool.pid"
 wait_for 60 "the worker pool on $HOST:$WORKER_POOL_PORT" port_open "$WORKER_POOL_PORT"
