@@ -11,15 +11,19 @@ noisy linear target (Linear Learner, label last), then times each
 ``ReadBlocks -> Train -> WriteCheckpoint`` pipeline, end to end (submission, staging
 and SDK worker start included), on: beam_ml's local runner, and Flink through Beam's job
 server with the EXTERNAL worker pool at --parallelism 1 and 2. The fixed cost is the
-same pipeline on a 10-row file. rows/s is rows / wall time; "net" subtracts that
-runner's fixed cost (n/a when the run took less than a second more than the fixed
-cost, which itself varies by seconds under load). One run each (a Flink job takes tens of seconds); the machine's
-load shows in the figures.
+same pipeline on a 10-row file, run ``--fixed-runs`` times per runner after one warm-up
+job (the first job on a fresh cluster also loads classes); the median is reported with the
+range. rows/s is rows / wall time; "net" subtracts that runner's median fixed cost (n/a
+when the run took less than a second more than it, since it varies by seconds under
+load). Each line also prints the machine's 1-minute load average at its end: the
+machine is shared, so compare runs made in one invocation only.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -78,6 +82,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=400_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--dim", type=int, default=20)
+    parser.add_argument("--fixed-runs", type=int, default=3)
+    parser.add_argument("--algorithms", default="kmeans,linear_learner")
     args = parser.parse_args()
     runners = {
         "local": [],
@@ -97,9 +103,19 @@ def main() -> None:
         print(f"{args.rows:,} rows x {args.dim} features in {args.files} .npy files")
         fixed = {}
         for name, argv in runners.items():
-            fixed[name] = train(tiny, algorithms["kmeans"][0], False, argv, f"{tmp}/tiny-out")
-            print(f"fixed cost (10-row K-Means job) {name:10s} {fixed[name]:7.1f} s")
-        for algo, (config, labelled) in algorithms.items():
+            warm_up = train(tiny, algorithms["kmeans"][0], False, argv, f"{tmp}/tiny-out")
+            runs = [
+                train(tiny, algorithms["kmeans"][0], False, argv, f"{tmp}/tiny-out")
+                for _ in range(args.fixed_runs)
+            ]
+            fixed[name] = statistics.median(runs)
+            print(
+                f"fixed cost (10-row K-Means job) {name:10s} {fixed[name]:7.1f} s median of "
+                f"{len(runs)} ({min(runs):.1f}-{max(runs):.1f} s; warm-up job {warm_up:.1f} s)"
+                f"  load {os.getloadavg()[0]:.1f}"
+            )
+        for algo in args.algorithms.split(","):
+            config, labelled = algorithms[algo]
             pattern = write_files(root / algo, args.rows, args.files, args.dim, labelled, 1)
             for name, argv in runners.items():
                 out = f"{tmp}/{algo}-{name.replace(' ', '_')}"
@@ -111,7 +127,7 @@ def main() -> None:
                 net_rate = f"{args.rows / net:,.0f} rows/s" if net > 1 else "n/a"
                 print(
                     f"{algo:15s} {name:10s} {seconds:7.1f} s  {args.rows / seconds:10,.0f} rows/s"
-                    f"  (net of fixed cost: {net_rate})"
+                    f"  (net of fixed cost: {net_rate})  load {os.getloadavg()[0]:.1f}"
                 )
 
 

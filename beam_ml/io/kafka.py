@@ -261,6 +261,17 @@ def _resolve_partitions(
 _NO_GROUP = "start='committed' needs a consumer group: consumer_config={'group_id': NAME}."
 
 
+def _commit_offsets(consumer: Any, offsets: Mapping[tuple[str, int], int]) -> None:
+    """Store ``offsets`` as the committed offsets of ``consumer``'s group."""
+    from kafka import TopicPartition
+
+    tps = [TopicPartition(topic, partition) for topic, partition in offsets]
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, offsets[(tp.topic, tp.partition)])
+    consumer.commit()  # the positions just set (portable across kafka-python 2 and 3)
+
+
 def _record_at(consumer: Any, tp: Any, offset: int) -> Any:
     """The first record at or after ``offset`` (one exists: ``offset`` < the end)."""
     consumer.assign([tp])
@@ -402,13 +413,16 @@ class _ReadPartitionFn(beam.DoFn):
         part: _Partition,
         tracker: Any = beam.DoFn.RestrictionParam(_OffsetsProvider()),
     ) -> Iterator[Any]:
-        yield from self._read(part, tracker, None)
+        yield from self._read(part, tracker, None, {})
 
-    def _read(self, part: _Partition, tracker: Any, deadline: float | None) -> Iterator[Any]:
+    def _read(
+        self, part: _Partition, tracker: Any, deadline: float | None, claimed: dict[str, int]
+    ) -> Iterator[Any]:
         """Bounded (``part.end`` < ``_UNBOUNDED``): read up to the restriction's stop.
         Unbounded: read for about ``max_block_seconds``, then hand the rest of the
         restriction back to the runner (``defer_remainder``) so the bundle, and the
-        blocks read in it, commit; finish at the wall-clock ``deadline`` if any."""
+        blocks read in it, commit; finish at the wall-clock ``deadline`` if any.
+        ``claimed['next']`` is set to the offset after the last record claimed."""
         from kafka import TopicPartition
 
         unbounded = part.end >= _UNBOUNDED
@@ -437,6 +451,7 @@ class _ReadPartitionFn(beam.DoFn):
                     if offsets:
                         yield from self._flush(part, offsets, values, stamps)
                     return
+                claimed["next"] = record.offset + 1
                 if not offsets:
                     opened = now
                 offsets.append(record.offset)
@@ -491,18 +506,46 @@ class _ReadPartitionUnboundedFn(_ReadPartitionFn):
     """The same on restrictions ``[start, end of time)``; blocks carry their first
     record's timestamp, and the watermark follows them."""
 
-    def __init__(self, spec: _Spec, dead_letters: bool, deadline: float | None):
+    def __init__(
+        self, spec: _Spec, dead_letters: bool, deadline: float | None, commit_offsets: bool
+    ):
         super().__init__(spec, dead_letters)
         self._deadline = deadline
+        self._commit_offsets = commit_offsets
+
+    def setup(self) -> None:
+        super().setup()
+        self._committer: Any = None  # a consumer of its own: finalization runs on other threads
+        self._commit_lock = threading.Lock()
+
+    def teardown(self) -> None:
+        super().teardown()
+        if self._committer is not None:
+            self._committer.close()
 
     @beam.DoFn.unbounded_per_element()
     def process(
         self,
         part: _Partition,
+        # before the restriction and watermark parameters: Beam passes those by name and
+        # places this one by position
+        finalizer: Any = beam.DoFn.BundleFinalizerParam,
         tracker: Any = beam.DoFn.RestrictionParam(_OffsetsProvider()),
         watermark: Any = beam.DoFn.WatermarkEstimatorParam(_EventTimeWatermark()),
     ) -> Iterator[Any]:
-        yield from self._read(part, tracker, self._deadline)
+        claimed: dict[str, int] = {}
+        yield from self._read(part, tracker, self._deadline, claimed)
+        if self._commit_offsets and "next" in claimed:
+            # Called once the runner has made this bundle durable (on Flink: when the
+            # checkpoint holding its output and the rest of the range completed).
+            offsets = {(part.topic, part.partition): claimed["next"]}
+            finalizer.register(lambda: self._commit(offsets))
+
+    def _commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        with self._commit_lock:
+            if self._committer is None:
+                self._committer = _consumer(self._spec)
+            _commit_offsets(self._committer, offsets)
 
 
 # ------------------------------------------------------------------------ public API
@@ -561,6 +604,12 @@ class ReadKafka(Reader):
         worker (Beam 2.77 drops a deferred remainder with ``direct_num_workers >= 2``).
     stop_after_seconds : float, optional
         Unbounded reads: stop this long after the pipeline is built (else never).
+    commit_offsets : bool, default False
+        Unbounded reads: once the runner has made a bundle durable (bundle finalization;
+        on Flink, when the checkpoint holding it completed), commit the next offset of
+        its partition to the consumer group ``consumer_config['group_id']``, so the
+        group's lag shows the progress and ``start='committed'`` resumes there. The
+        stream's own position is the runner's checkpoint, not these commits.
     strict : bool, default False
         Stop at the first bad record.
 
@@ -601,6 +650,7 @@ class ReadKafka(Reader):
         stop_after_seconds: float | None = None,
         connect_timeout: float = 60.0,
         strict: bool = False,
+        commit_offsets: bool = False,
     ):
         super().__init__()
         _check_options(format, label_column, block_size, max_block_seconds, feature_dim)
@@ -638,6 +688,16 @@ class ReadKafka(Reader):
         self._ends_at_start = {(p.topic, p.partition): p.end for p in self._parts}
         if stop_after_seconds is not None and not unbounded:
             raise BadInputError("stop_after_seconds applies to unbounded=True reads only.")
+        if commit_offsets and not unbounded:
+            raise BadInputError(
+                "commit_offsets applies to unbounded=True reads only (a bounded read "
+                "commits with ReadKafka.commit() once its pipeline has run)."
+            )
+        if commit_offsets and dict(spec.consumer_config).get("group_id") is None:
+            raise BadInputError(
+                "commit_offsets needs a consumer group: consumer_config={'group_id': NAME}."
+            )
+        self._commit_offsets = commit_offsets
         if unbounded:
             self._parts = [replace(p, end=_UNBOUNDED) for p in self._parts]
         self._stop_after_seconds = stop_after_seconds
@@ -677,18 +737,12 @@ class ReadKafka(Reader):
         """Store ``offsets`` (default ``end_offsets``: all read, once a bounded read's
         pipeline has run) as the committed offsets of the consumer group
         ``consumer_config['group_id']``, where ``start='committed'`` resumes."""
-        from kafka import TopicPartition
-
         if dict(self._spec.consumer_config).get("group_id") is None:
             raise BadInputError(_NO_GROUP)
         offsets = self.end_offsets if offsets is None else offsets
         consumer = _consumer(self._spec)
         try:
-            tps = [TopicPartition(topic, partition) for topic, partition in offsets]
-            consumer.assign(tps)
-            for tp in tps:
-                consumer.seek(tp, offsets[(tp.topic, tp.partition)])
-            consumer.commit()  # the positions just set (portable across kafka-python 2 and 3)
+            _commit_offsets(consumer, offsets)
         finally:
             consumer.close()
 
@@ -708,7 +762,9 @@ class ReadKafka(Reader):
             seconds = self._stop_after_seconds
             # The clock starts when the pipeline is built, just before it runs.
             deadline = None if seconds is None else time.time() + seconds
-            return _ReadPartitionUnboundedFn(self._spec, self._with_dead_letters, deadline)
+            return _ReadPartitionUnboundedFn(
+                self._spec, self._with_dead_letters, deadline, self._commit_offsets
+            )
         return _ReadPartitionFn(self._spec, self._with_dead_letters)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:

@@ -108,3 +108,35 @@ def flink_job(name: str) -> dict:
     for vertex in job["vertices"]:
         vertex["subtasks"] = rest(f"/jobs/{job['jid']}/vertices/{vertex['id']}")["subtasks"]
     return job
+
+
+def start_taskmanager() -> None:
+    """One more TaskManager for the cluster (deploy/flink/taskmanager.sh)."""
+    started = _script("taskmanager.sh", 120)
+    if started.returncode:
+        _fail("deploy/flink/taskmanager.sh", started)
+
+
+def taskmanager_pid(taskmanager_id: str) -> int:
+    """The process of a TaskManager, from its Flink id (``127.0.0.1:<rpc port>-<suffix>``):
+    the recorded TaskManager process that listens on that port (found through /proc)."""
+    port = int(taskmanager_id.split("-")[0].rsplit(":", 1)[1])
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    pids = [
+        pid
+        for recorded in (DEPLOY / ".local" / "run").glob("flink-*-taskexecutor.pid")
+        for pid in recorded.read_text().split()
+    ]
+    for pid in pids:
+        try:
+            links = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+        except (FileNotFoundError, PermissionError):
+            continue  # an earlier, stopped TaskManager
+        if links & inodes:
+            return int(pid)
+    raise AssertionError(f"no recorded TaskManager process listens on port {port} ({pids})")
