@@ -31,7 +31,7 @@ ROUTES = ["session", "application"]
 
 def documents(route: str) -> list[dict[str, Any]]:
     docs = []
-    for path in sorted((KUBERNETES / route).glob("*.yaml")):
+    for path in sorted((KUBERNETES / route).rglob("*.yaml")):
         docs += [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
     return docs
 
@@ -288,3 +288,9 @@ def test_readme_commands_name_files_that_exist():
             word = word.split("=", 1)[-1]
             if word.startswith("deploy/") or word.startswith("pipelines/"):
                 assert (REPO / word).exists(), f"{word} in {command!r}"
+            if command.startswith("kubectl apply") and word.endswith("/"):
+                # `kubectl apply -f dir/` takes the folder's files, not its subfolders':
+                # no pod template (native/) nor submitting Job (submit/) among them.
+                for path in (REPO / word).glob("*.yaml"):
+                    kinds = {d["kind"] for d in yaml.safe_load_all(path.read_text()) if d}
+                    assert not kinds & {"Pod", "Job"} or "jobmanager" in path.name, path
