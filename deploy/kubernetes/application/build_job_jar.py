@@ -87,7 +87,11 @@ def copy_dependencies(job_server: Path, lib: Path) -> list[Path]:
     copied = []
     for jar in sorted((job_server / "lib").glob("*.jar")):
         if not jar.name.startswith("flink-"):
-            copied.append(Path(shutil.copy2(jar, lib / jar.name)))
+            try:  # ~100 MB: a hard link where the file system allows it
+                os.link(jar.resolve(), lib / jar.name)
+            except OSError:
+                shutil.copy2(jar, lib / jar.name)
+            copied.append(lib / jar.name)
     return copied
 
 
