@@ -10,8 +10,15 @@ exec(Path("beam_ml/version.py").read_text(), version)
 # What DataflowRunner imports to build a job (tests/deploy/test_dataflow.py builds one with
 # --dry_run; the flex template launcher, deploy/dataflow, submits one): the Dataflow API
 # client and GCS, not all of apache-beam[gcp] (BigQuery, Spanner, AI Platform... ~40
-# packages). Ranges are apache-beam 2.77.0's gcp extra's; numpy stays 1.23.5.
-DATAFLOW = ["google-cloud-dataflow-client>=0.13.0,<0.14.0", "google-cloud-storage>=2.18.2,<4"]
+# packages). google-apitools is not needed for that, but once google-cloud-storage is
+# there `import apache_beam` reaches Beam's BigQuery client, which without apitools logs
+# "apitools not found" through the root logger (configuring it) in every process.
+# Ranges are apache-beam 2.77.0's gcp extra's; numpy stays 1.23.5.
+DATAFLOW = [
+    "google-cloud-dataflow-client>=0.13.0,<0.14.0",
+    "google-cloud-storage>=2.18.2,<4",
+    "google-apitools>=0.5.31,<0.5.32",
+]
 
 setup(
     name="beam_ml",
