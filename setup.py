@@ -7,6 +7,19 @@ from setuptools import find_packages, setup
 version: dict = {}
 exec(Path("beam_ml/version.py").read_text(), version)
 
+# What DataflowRunner imports to build a job (tests/deploy/test_dataflow.py builds one with
+# --dry_run; the flex template launcher, deploy/dataflow, submits one): the Dataflow API
+# client and GCS, not all of apache-beam[gcp] (BigQuery, Spanner, AI Platform... ~40
+# packages). google-apitools is not needed for that, but once google-cloud-storage is
+# there `import apache_beam` reaches Beam's BigQuery client, which without apitools logs
+# "apitools not found" through the root logger (configuring it) in every process.
+# Ranges are apache-beam 2.77.0's gcp extra's; numpy stays 1.23.5.
+DATAFLOW = [
+    "google-cloud-dataflow-client>=0.13.0,<0.14.0",
+    "google-cloud-storage>=2.18.2,<4",
+    "google-apitools>=0.5.31,<0.5.32",
+]
+
 setup(
     name="beam_ml",
     version=version["__version__"],
@@ -40,7 +53,9 @@ setup(
     ],
     extras_require={
         # confluent-kafka: its bundled librdkafka runs the mock Kafka cluster of tests/streaming
-        "test": ["pytest>=7", "scikit-learn>=1.3,<1.8", "pandas>=2.0", "confluent-kafka>=2.3"],
+        "test": ["pytest>=7", "scikit-learn>=1.3,<1.8", "pandas>=2.0", "confluent-kafka>=2.3"]
+        + DATAFLOW,
+        "dataflow": DATAFLOW,
     },
     entry_points={"console_scripts": ["beam-ml=beam_ml.cli.main:main"]},
     license="Apache-2.0",
