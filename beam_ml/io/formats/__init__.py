@@ -48,6 +48,8 @@ _MODULES = {
     "bow": "beam_ml.io.formats.bow",
     "bow1": "beam_ml.io.formats.bow1",
     "docword": "beam_ml.io.formats.docword",
+    "text": "beam_ml.io.formats.text",
+    "text_jsonl": "beam_ml.io.formats.text_jsonl",
 }
 _LOADED: dict[str, Format] = {}
 
