@@ -39,6 +39,7 @@ from beam_ml.io.formats.common import (
     make_block,
 )
 from beam_ml.io.formats.libsvm import (
+    _INDEX_0_REASON,
     _LIBSVM_SCAN_LIMIT,
     MAX_INFERRED_FEATURE_DIM,
     _floats_exact_blob,
@@ -83,7 +84,9 @@ def _bow_line(text: bytes, feature_dim: int, zero_based: bool) -> tuple[str | No
     """The per-line reference check and parse: (why the line is bad or None, ids, counts)."""
     tokens = text.split()
     reason, _, indices, values = _libsvm_line([b"0", *tokens], feature_dim, zero_based)
-    if reason is None:
+    if reason == _INDEX_0_REASON:  # LIBSVM's advice (--zero_based) is not bow1's
+        reason = "word id 0 in a 1-based file: format 'bow' reads 0-based ids"
+    elif reason is None:
         negative = next((i for i, v in zip(indices, values, strict=True) if v < 0), None)
         if negative is not None:
             shown = negative + (0 if zero_based else 1)
