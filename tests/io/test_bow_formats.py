@@ -225,3 +225,23 @@ def test_docword_in_a_beam_pipeline(kos, tmp_path):
     assert not dead and counters["rows_read"] == 3430
     blocks.sort(key=lambda b: b.origin[1])
     assert_same(stack(blocks), kos_matrix(kos))
+
+
+def test_bow_bulk_parse_matches_the_line_parser_fuzzed():
+    """Random chunks of good and bad lines: the vectorized parse and the per-line
+    reference keep the same rows and set aside the same lines, for the same reasons."""
+    from beam_ml.io.formats.bow import _parse_bow_lines, parse_bow
+
+    rng = np.random.default_rng(11)
+    pieces = ["3:1", "0:2", "7:1.5", "9:1", "2:-1", "x:1", "4:", ":4", "1:nan", "5:1:2", "6:1e3"]
+    for _ in range(200):
+        lines = [
+            " ".join(rng.choice(pieces, size=rng.integers(0, 4))) for _ in range(rng.integers(1, 8))
+        ]
+        data = "\n".join(lines).encode() + (b"\n" if rng.random() < 0.5 else b"")
+        bulk = parse_bow(data, feature_dim=8, zero_based=True, file="f", offset=10)
+        lines_ = _parse_bow_lines(data, 8, True, "f", 10, 1)
+        assert (bulk[0] is None) == (lines_[0] is None), data
+        if bulk[0] is not None:
+            assert abs(bulk[0].features - lines_[0].features).max() == 0, data
+        assert bulk[1] == lines_[1], data
