@@ -58,7 +58,10 @@ __all__ = [
     "VocabularyState",
     "encode_documents",
     "load_vocabulary",
+    "pack_words",
     "tokenize",
+    "unpack_words",
+    "vocabulary_of",
 ]
 
 #: Unicode word characters (Python's ``\w``) in RE2 syntax: letters, digits, underscore.
@@ -334,7 +337,7 @@ class VocabularyState(TrainingState):
         cls, config: VocabularyConfig, meta: dict[str, Any], arrays: dict[str, np.ndarray]
     ) -> VocabularyState:
         state = cls(config)
-        state.words, state.counts = _words_from_arrays(arrays, config, "state")
+        state.words, state.counts = _words_from_arrays(arrays, config)
         state.n_tokens, state.error = int(meta["n_tokens"]), int(meta["error"])
         state.n_documents = int(meta["n_seen"])
         return state
@@ -360,7 +363,7 @@ def _word_arrays(words: pa.Array, counts: np.ndarray, config: VocabularyConfig) 
 
 
 def _words_from_arrays(
-    arrays: dict[str, np.ndarray], config: VocabularyConfig, what: str
+    arrays: dict[str, np.ndarray], config: VocabularyConfig
 ) -> tuple[pa.Array, np.ndarray]:
     k, width = config.sketch_size, config.max_token_bytes
     text, ends, counts = arrays["word_bytes"], arrays["word_ends"], arrays["counts"]
@@ -372,19 +375,10 @@ def _words_from_arrays(
         or not (0 <= n <= k)
     ):
         raise IncompatibleStateError(
-            f"vocabulary {what} arrays do not fit its config (sketch_size={k}, "
+            f"vocabulary state arrays do not fit its config (sketch_size={k}, "
             f"max_token_bytes={width})."
         )
-    bounds = np.concatenate([[0], ends[:n]]).astype(np.int32)
-    if (np.diff(bounds) < 0).any() or bounds[-1] > len(text):
-        raise IncompatibleStateError(f"vocabulary {what} word offsets are damaged.")
-    words = pa.Array.from_buffers(
-        pa.string(), n, [None, pa.py_buffer(bounds.tobytes()), pa.py_buffer(text.tobytes())]
-    )
-    try:
-        words.validate(full=True)
-    except pa.ArrowInvalid as exc:
-        raise IncompatibleStateError(f"vocabulary {what} words are not UTF-8: {exc}") from None
+    words = unpack_words({"word_bytes": text, "word_ends": ends[:n]})
     return words, counts[:n].astype(np.int64)
 
 
@@ -504,14 +498,18 @@ class VocabularyModel(Model):
             "n_tokens": int(self.n_tokens),
             "n_seen": int(self.n_seen),
         }
-        return meta, _word_arrays(self._words, self.counts, self.config)
+        return meta, {**pack_words(self._words), "counts": self.counts}
 
     @classmethod
     def _from_payload(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> VocabularyModel:
         from beam_ml.core.state import config_from_dict
 
         config = config_from_dict(VocabularyConfig, meta["config"])
-        words, counts = _words_from_arrays(arrays, config, "model")
+        words, counts = unpack_words(arrays), arrays["counts"].astype(np.int64)
+        if len(counts) != len(words):
+            raise IncompatibleStateError(
+                f"vocabulary model of {len(words)} words has {len(counts)} counts."
+            )
         return cls(
             config,
             words,
@@ -530,6 +528,53 @@ VocabularyState.MODEL = VocabularyModel
 
 
 # --- the hooks of a bag-of-words training on raw text ---------------------------------------
+def pack_words(words: Any) -> dict[str, np.ndarray]:
+    """Words (a list of str or an Arrow string array) as the numeric arrays a payload
+    stores: ``word_bytes`` (their UTF-8 bytes end to end, uint8) and ``word_ends``
+    (where each ends, int64). A model that carries its vocabulary (NTM) stores these."""
+    words = pa.array(words, type=pa.string()) if not isinstance(words, pa.Array) else words
+    words = words.cast(pa.string())
+    lengths = pc.binary_length(words).to_numpy(zero_copy_only=False).astype(np.int64)
+    joined = pc.binary_join(pa.array([words], type=pa.list_(pa.string())), "")[0].as_py()
+    text = np.frombuffer((joined or "").encode(), dtype=np.uint8).copy()
+    return {"word_bytes": text, "word_ends": np.cumsum(lengths)}
+
+
+def unpack_words(arrays: dict[str, np.ndarray]) -> pa.Array:
+    """The words :func:`pack_words` stored, as an Arrow string array (checked)."""
+    text, ends = arrays["word_bytes"], arrays["word_ends"]
+    bounds = np.concatenate([[0], ends]).astype(np.int64)
+    if (np.diff(bounds) < 0).any() or bounds[-1] > len(text):
+        raise IncompatibleStateError("the stored words' offsets are damaged.")
+    words = pa.Array.from_buffers(
+        pa.large_string(),
+        len(ends),
+        [None, pa.py_buffer(bounds.tobytes()), pa.py_buffer(text.astype(np.uint8).tobytes())],
+    )
+    try:
+        words.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise IncompatibleStateError(f"the stored words are not UTF-8: {exc}") from None
+    return words.cast(pa.string())
+
+
+def vocabulary_of(words: Any, config: VocabularyConfig | None = None) -> VocabularyModel:
+    """A vocabulary model of given ``words`` (in column order), tokenizing as ``config``
+    (default: :class:`VocabularyConfig`'s): how a model that stored its words encodes
+    raw text again."""
+    words = pa.array(words, type=pa.string()) if not isinstance(words, pa.Array) else words
+    n = len(words)
+    return VocabularyModel(
+        config or VocabularyConfig(),
+        words,
+        np.zeros(n, dtype=np.int64),
+        error=0,
+        n_certain=0,
+        n_tokens=0,
+        n_seen=0,
+    )
+
+
 def load_vocabulary(path: str) -> VocabularyModel:
     """The vocabulary at ``path``: a derived vocabulary model (``beam-ml derive``), or a
     vocabulary state checkpoint (``beam-ml train vocabulary``), derived with the

@@ -25,7 +25,10 @@ from beam_ml.algorithms.vocabulary import (
     VocabularyModel,
     VocabularyState,
     load_vocabulary,
+    pack_words,
     tokenize,
+    unpack_words,
+    vocabulary_of,
 )
 from beam_ml.cli.main import main
 from beam_ml.core.errors import BadInputError
@@ -243,3 +246,17 @@ def test_text_formats_set_bad_records_aside(tmp_path):
     assert blocks[0].to_list() == ["x y"]
     with pytest.raises(BadInputError, match="feature_dim does not apply"):
         ReadBlocks(str(path), "text", feature_dim=3)
+
+
+def test_words_travel_as_numeric_arrays_and_encode_again():
+    """What a model that carries its vocabulary (NTM) stores, and how it encodes again."""
+    words = ["café", "ab", "", "straße", "zz"]
+    arrays = pack_words(words)
+    assert {a.dtype.kind for a in arrays.values()} <= {"u", "i"}
+    assert unpack_words(arrays).to_pylist() == words
+    assert unpack_words(pack_words([])).to_pylist() == []
+    damaged = dict(arrays, word_ends=arrays["word_ends"] + 100)
+    with pytest.raises(Exception, match="damaged"):
+        unpack_words(damaged)
+    rows = vocabulary_of(["zz", "café"]).encode(["Café zz ZZ other"]).features
+    assert rows.toarray().tolist() == [[2.0, 1.0]]
