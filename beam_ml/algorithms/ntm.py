@@ -49,6 +49,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
+from beam_ml.core import serial
 from beam_ml.core.block import Block, MatrixSpec, origin_note
 from beam_ml.core.constraints import (
     Constraint,
@@ -61,7 +62,7 @@ from beam_ml.core.constraints import (
 )
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.plan import ResumePlan
-from beam_ml.core.state import Model, register
+from beam_ml.core.state import Model, load_model, register
 from beam_ml.nn import engine
 from beam_ml.nn.engine import MergeSample, check_device, runtime_option
 from beam_ml.nn.ntm import (
@@ -165,6 +166,8 @@ class NTMConfig:
     dropout : float
         Dropout of the last encoder layer and of the topic mixture while training
         (beam_ml's addition, ProdLDA's 0.2 lifts coherence).
+    adam_beta1 : float
+        Adam's first-moment decay (beam_ml's addition; ProdLDA's 0.99 lifts coherence).
     shuffle_buffer : int, optional
         Documents train in a seeded random order within windows of this many (beam_ml's
         addition); default 10,000 when ``epochs > 1``, else 0 (arrival order).
@@ -176,6 +179,11 @@ class NTMConfig:
         others train as usual.
     seed : int
         Seed of the initialization and of the random draws, shared by every replica.
+    vocabulary : str, optional
+        The words of the columns (beam_ml's addition): a beam_ml vocabulary model file
+        (its ``words``) or a text file whose lines start with the words in column order
+        (``vocab.new``'s ``word count`` lines too). Read once, kept in the state and the
+        model, so ``top_words_text`` prints words.
     device : str
         'cpu', 'gpu' or 'gpu:N': a runtime option, kept with the config but never
         compared (states trained on different devices merge).
@@ -197,15 +205,18 @@ class NTMConfig:
     batch_norm: bool = False
     sub_sample: float = 1.0
     dropout: float = 0.0
+    adam_beta1: float = 0.9
     shuffle_buffer: int | None = None
     validation_holdout: float = 0.05
     validation_sample_size: int = 1000
     seed: int = 0
+    vocabulary: str | None = None
     device: str = runtime_option("cpu")
 
     PARAMETER_CONSTRAINTS: ClassVar[Constraints] = {
         "feature_dim": [Interval(int, 1, 2**31 - 1)],
         "num_topics": [Interval(int, 2, 1000)],
+        "vocabulary": [str, None],
         "encoder_layers": [_LayerList()],
         "encoder_layers_activation": [Options(ACTIVATIONS)],
         "optimizer": [Options(NTM_OPTIMIZERS)],
@@ -220,6 +231,7 @@ class NTMConfig:
         "batch_norm": [bool],
         "sub_sample": [Interval(float, 0.0, 1.0, closed="right")],
         "dropout": [Interval(float, 0.0, 1.0, closed="left")],
+        "adam_beta1": [Interval(float, 0.0, 1.0, closed="left")],
         "shuffle_buffer": [Interval(int, 0, 10_000_000), None],
         "validation_holdout": [Interval(float, 0.0, 0.5)],
         "validation_sample_size": [Interval(int, 0, 1_000_000)],
@@ -328,6 +340,23 @@ def wetc(top_words: np.ndarray, word_vectors: np.ndarray) -> np.ndarray:
     return sims[:, i, j].mean(axis=1)
 
 
+def read_vocabulary(path: str, feature_dim: int) -> list[str]:
+    """The words of a vocabulary file (see ``NTMConfig.vocabulary``), one per column."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if data.startswith(serial.MAGIC):
+        words = [str(w) for w in getattr(load_model(data, source=path), "words", [])]
+    else:
+        lines = data.decode("utf-8").splitlines()
+        words = [line.split()[0] if line.split() else "" for line in lines]
+    if len(words) != feature_dim:
+        raise ValueError(
+            f"The vocabulary {path!r} has {len(words)} words; NTMConfig has feature_dim="
+            f"{feature_dim} (one word per column)."
+        )
+    return words
+
+
 # --- inputs --------------------------------------------------------------------------------------
 def _counts(block: Block, owner: str) -> sp.csr_matrix:
     """Word counts as float32 CSR; negative counts are an error naming the row."""
@@ -411,6 +440,7 @@ class NTMState(GradientState):
         self.progressive = np.zeros(3)
         self.epoch_loss = np.zeros(3)
         self.best_loss, self.bad_epochs, self.stopped = float("inf"), 0, False
+        self.words: list[str] | None = None  # the vocabulary, read on first update
         self._trainer: Any = None
 
     @property
@@ -446,6 +476,7 @@ class NTMState(GradientState):
                     wd=c.weight_decay,
                     rescale_grad=c.rescale_gradient,
                     clip_gradient=c.clip_gradient,
+                    **({"beta1": c.adam_beta1} if c.optimizer == "adam" else {}),
                 ),
                 c.dropout,
                 c.seed,
@@ -470,6 +501,8 @@ class NTMState(GradientState):
         trainer = self._trainer_for_device()  # a missing GPU fails before anything changes
         if self.params is None:
             self._allocate()
+        if self.words is None and self.config.vocabulary:
+            self.words = read_vocabulary(self.config.vocabulary, self.config.feature_dim)
         rows = features.shape[0]
         features, _ = self.sample.set_aside(features, np.zeros(rows, dtype=np.float32))
         features = self._sub_sampled(features)
@@ -530,6 +563,7 @@ class NTMState(GradientState):
                     _permuted(other.params, other.slots, topic_match(self.params, other.params)),
                     other.trained_rows,
                 )
+        merged.words = self.words or other.words
         merged.steps = max(self.steps, other.steps)
         merged.replicas += other.replicas
         merged.trained_rows += other.trained_rows
@@ -551,6 +585,7 @@ class NTMState(GradientState):
         out.pending, out.sample = self.pending.copy(), self.sample.copy()
         out.progressive, out.epoch_loss = self.progressive.copy(), self.epoch_loss.copy()
         out.best_loss, out.bad_epochs, out.stopped = self.best_loss, self.bad_epochs, self.stopped
+        out.words = self.words
         return out
 
     def continued(self) -> NTMState:
@@ -625,13 +660,13 @@ class NTMState(GradientState):
         return out
 
     # --- models ------------------------------------------------------------------------------
-    def _model(self, learned: NTMState, vocabulary: Any = None) -> NTMModel:
+    def _model(self, learned: NTMState) -> NTMModel:
         c = self.config
         return NTMModel(
             {name: value.copy() for name, value in learned.params.items()},
             c.hidden_layers,
             c.encoder_layers_activation,
-            vocabulary=vocabulary,
+            vocabulary=self.words,
             n_seen=self.n_seen,
         )
 
@@ -676,6 +711,7 @@ class NTMState(GradientState):
             "best_loss": self.best_loss if np.isfinite(self.best_loss) else None,
             "bad_epochs": self.bad_epochs,
             "stopped": self.stopped,
+            "words": self.words,
         }
         arrays = {"pv": self.progressive, "epoch_loss": self.epoch_loss}
         arrays.update(self.pending.to_arrays("pending"))
@@ -699,6 +735,12 @@ class NTMState(GradientState):
         best = meta["best_loss"]
         state.best_loss = float("inf") if best is None else float(best)
         state.stopped = bool(meta["stopped"])
+        words = meta["words"]
+        if words is not None and len(words) != config.feature_dim:
+            raise IncompatibleStateError(
+                f"NTM payload: {len(words)} vocabulary words for {config.feature_dim} columns."
+            )
+        state.words = None if words is None else [str(w) for w in words]
         state.progressive = arrays["pv"].astype(np.float64)
         state.epoch_loss = arrays["epoch_loss"].astype(np.float64)
         if state.progressive.shape != (3,) or state.epoch_loss.shape != (3,):

@@ -264,3 +264,19 @@ def test_update_accepts_a_labelled_block_and_ignores_labels():
     a = NTMState(_CONFIG).update(Block(docs, np.ones(70)))
     b = NTMState(_CONFIG).update(docs)
     assert a.to_bytes() == b.to_bytes()
+
+
+def test_vocabulary_travels_with_the_state_and_the_model(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_text("".join(f"w{i} 0\n" for i in range(V)))  # vocab.new's lines
+    config = NTMConfig(**{**_CONFIG.__dict__, "vocabulary": str(path)})
+    state = NTMState(config).update(TRAIN[:200])
+    path.unlink()  # read once: the state and its checkpoint carry the words
+    again = load_state(state.to_bytes())
+    model = load_model(again.derive().to_bytes())
+    ids = model.top_words(3)
+    assert model.top_words_text(3) == [[f"w{i}" for i in row] for row in ids]
+    bad = tmp_path / "short.txt"
+    bad.write_text("a\nb\n")
+    with pytest.raises(ValueError, match=rf"has 2 words; NTMConfig has feature_dim={V}"):
+        NTMState(NTMConfig(**{**_CONFIG.__dict__, "vocabulary": str(bad)})).update(TRAIN[:5])
