@@ -14,6 +14,7 @@ from beam_ml.algorithms.linear_learner import (
 from beam_ml.algorithms.ntm import NTMConfig, NTMModel, NTMState
 from beam_ml.algorithms.pca import PCAConfig, PCAModel, PCAState
 from beam_ml.algorithms.series_stats import SeriesStatsConfig, SeriesStatsModel, SeriesStatsState
+from beam_ml.algorithms.vocabulary import VocabularyConfig, VocabularyModel, VocabularyState
 
 __all__ = [
     "FactorizationMachinesConfig",
@@ -34,4 +35,7 @@ __all__ = [
     "SeriesStatsConfig",
     "SeriesStatsModel",
     "SeriesStatsState",
+    "VocabularyConfig",
+    "VocabularyModel",
+    "VocabularyState",
 ]

@@ -995,7 +995,10 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     command = next((a for a in argv if not a.startswith("-")), None)
     algos = families() if command in ("train", "derive") else {}
     # Its readers emit matrix blocks: series families join with the series formats.
-    algos = {name: cls for name, cls in algos.items() if cls.BLOCK_KIND is Block}
+    # The text formats emit documents (the vocabulary stage).
+    from beam_ml.io.formats.documents import DocumentBlock
+
+    algos = {name: cls for name, cls in algos.items() if cls.BLOCK_KIND in (Block, DocumentBlock)}
     parser = _Parser(
         prog="beam-ml",
         description="Train, derive, predict and evaluate streaming ML models on Apache Beam. "

@@ -22,8 +22,10 @@ from beam_ml.algorithms.linear_learner import LinearLearnerConfig, LinearLearner
 from beam_ml.algorithms.ntm import NTMConfig, NTMState
 from beam_ml.algorithms.pca import PCAConfig, PCAState
 from beam_ml.algorithms.series_stats import SeriesStatsConfig, SeriesStatsState
+from beam_ml.algorithms.vocabulary import VocabularyConfig, VocabularyState
 from beam_ml.core.block import Block, BlockKind
 from beam_ml.core.series import SeriesBlock
+from beam_ml.io.formats.documents import DocumentBlock
 
 
 def is_range(group: np.ndarray) -> bool:
@@ -415,3 +417,64 @@ CASES = [
         corrupt=corrupt_series,
     ),
 ]
+
+
+# --- Vocabulary: a Misra-Gries sketch; merges agree within the sketch's stated bound --------------
+# Documents of 3-12 words drawn from 390 words with Zipf-like weights, so a 40-word sketch
+# overflows and reduces (its error is then > 0) on every data set here.
+_VOCAB_WORDS = np.array([a + b + c for a in "bcdfgh" for b in "aeiou" for c in "klmnprstvwxyz"])
+_VOCAB_WEIGHTS = 1.0 / np.arange(1, len(_VOCAB_WORDS) + 1) ** 1.1
+
+
+def _documents(rng: np.random.Generator, n: int) -> DocumentBlock:
+    lengths = rng.integers(3, 13, n)
+    words = rng.choice(
+        _VOCAB_WORDS, size=int(lengths.sum()), p=_VOCAB_WEIGHTS / _VOCAB_WEIGHTS.sum()
+    )
+    cuts = np.cumsum(lengths)[:-1]
+    return DocumentBlock.from_texts([" ".join(doc) for doc in np.split(words, cuts)])
+
+
+def split_documents(data: DocumentBlock, groups: Sequence[np.ndarray]) -> list[DocumentBlock]:
+    return [
+        data.slice(g[0], g[-1] + 1) if is_range(g) else DocumentBlock(data.texts.take(g))
+        for g in groups
+    ]
+
+
+def corrupt_documents(good: DocumentBlock, state: Any) -> list[tuple[Any, str]]:
+    import pyarrow as pa
+
+    texts = good.to_list()
+    return [
+        (DocumentBlock(pa.array([texts[0], None, texts[1]])), r"document 1 is missing \(None\)"),
+        ([texts[0], 3], r"expects documents \(str\); document 1 is a int"),
+        (np.ones((3, 4)), r"expects documents \(a 1-D sequence of str\); got an array of shape"),
+        (5, r"expects documents \(a DocumentBlock or a sequence of str\); got a int"),
+        (DocumentBlock(pa.array([1, 2])), r"expects documents as Arrow strings"),
+    ]
+
+
+def _vocabulary_equivalent(a: VocabularyState, b: VocabularyState) -> None:
+    """Two sketches of the same tokens: each count within its own error of the truth, so
+    within the larger error of each other; each error within the stated bound."""
+    assert a.n_seen == b.n_seen and a.n_tokens == b.n_tokens
+    for s in (a, b):
+        assert 0 <= s.error <= (s.n_tokens - s.counts.sum()) / (s.config.sketch_size + 1)
+    words = sorted(set(a.words.to_pylist()) | set(b.words.to_pylist()))
+    gap = np.abs(a.count_of(words) - b.count_of(words))
+    assert gap.max(initial=0) <= max(a.error, b.error), (gap.max(), a.error, b.error)
+
+
+CASES.append(
+    Case(
+        "vocabulary",
+        VocabularyConfig(sketch_size=40, max_token_bytes=8),
+        VocabularyConfig(sketch_size=41, max_token_bytes=8),
+        _documents,
+        _vocabulary_equivalent,
+        exact=False,
+        split=split_documents,
+        corrupt=corrupt_documents,
+    )
+)

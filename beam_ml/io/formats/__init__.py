@@ -45,6 +45,11 @@ _MODULES = {
     "jsonl": "beam_ml.io.formats.jsonl",
     "npy": "beam_ml.io.formats.npy",
     "parquet": "beam_ml.io.formats.parquet",
+    "bow": "beam_ml.io.formats.bow",
+    "bow1": "beam_ml.io.formats.bow1",
+    "docword": "beam_ml.io.formats.docword",
+    "text": "beam_ml.io.formats.text",
+    "text_jsonl": "beam_ml.io.formats.text_jsonl",
 }
 _LOADED: dict[str, Format] = {}
 
