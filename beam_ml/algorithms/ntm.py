@@ -42,6 +42,7 @@ with AdaDelta: 0.4 M parameters, 5 MB.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -341,14 +342,28 @@ def wetc(top_words: np.ndarray, word_vectors: np.ndarray) -> np.ndarray:
 
 
 def read_vocabulary(path: str, feature_dim: int) -> list[str]:
-    """The words of a vocabulary file (see ``NTMConfig.vocabulary``), one per column."""
+    """The words of a vocabulary (see ``NTMConfig.vocabulary``), one per column: a
+    vocabulary checkpoint directory (``beam-ml train/derive vocabulary``), a model file,
+    or a text file of words."""
+    if os.path.isdir(path):
+        from beam_ml.algorithms.vocabulary import load_vocabulary
+
+        return _checked_words(path, _word_list(load_vocabulary(path).words), feature_dim)
     with open(path, "rb") as handle:
         data = handle.read()
     if data.startswith(serial.MAGIC):
-        words = [str(w) for w in getattr(load_model(data, source=path), "words", [])]
+        words = _word_list(getattr(load_model(data, source=path), "words", []))
     else:
         lines = data.decode("utf-8").splitlines()
         words = [line.split()[0] if line.split() else "" for line in lines]
+    return _checked_words(path, words, feature_dim)
+
+
+def _word_list(words: Any) -> list[str]:
+    return [str(w) for w in (words.to_pylist() if hasattr(words, "to_pylist") else words)]
+
+
+def _checked_words(path: str, words: list[str], feature_dim: int) -> list[str]:
     if len(words) != feature_dim:
         raise ValueError(
             f"The vocabulary {path!r} has {len(words)} words; NTMConfig has feature_dim="
@@ -711,11 +726,12 @@ class NTMState(GradientState):
             "best_loss": self.best_loss if np.isfinite(self.best_loss) else None,
             "bad_epochs": self.bad_epochs,
             "stopped": self.stopped,
-            "words": self.words,
         }
         arrays = {"pv": self.progressive, "epoch_loss": self.epoch_loss}
         arrays.update(self.pending.to_arrays("pending"))
         arrays.update(self.sample.to_arrays("sample"))
+        if self.words is not None:
+            arrays.update(_packed_words(self.words))
         if self.params is not None:
             names = _SLOT_NAMES[self.config.optimizer]
             for name, value in self.params.items():
@@ -735,12 +751,7 @@ class NTMState(GradientState):
         best = meta["best_loss"]
         state.best_loss = float("inf") if best is None else float(best)
         state.stopped = bool(meta["stopped"])
-        words = meta["words"]
-        if words is not None and len(words) != config.feature_dim:
-            raise IncompatibleStateError(
-                f"NTM payload: {len(words)} vocabulary words for {config.feature_dim} columns."
-            )
-        state.words = None if words is None else [str(w) for w in words]
+        state.words = _unpacked_words(arrays, config.feature_dim)
         state.progressive = arrays["pv"].astype(np.float64)
         state.epoch_loss = arrays["epoch_loss"].astype(np.float64)
         if state.progressive.shape != (3,) or state.epoch_loss.shape != (3,):
@@ -761,6 +772,25 @@ class NTMState(GradientState):
                 if trained:
                     state.slots[name] = [_array(arrays, f"{s}.{name}", shape) for s in names]
         return state
+
+
+def _packed_words(words: list[str]) -> dict[str, np.ndarray]:
+    from beam_ml.algorithms.vocabulary import pack_words  # the vocabulary's own format
+
+    return pack_words(words)
+
+
+def _unpacked_words(arrays: dict[str, np.ndarray], feature_dim: int) -> list[str] | None:
+    if "word_ends" not in arrays:
+        return None
+    from beam_ml.algorithms.vocabulary import unpack_words
+
+    words = _word_list(unpack_words(arrays))
+    if len(words) != feature_dim:
+        raise IncompatibleStateError(
+            f"NTM payload: {len(words)} vocabulary words for {feature_dim} columns."
+        )
+    return words
 
 
 def _array(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -979,13 +1009,15 @@ class NTMModel(Model):
             "top_n": self.top_n,
             "progressive_perplexity": self.progressive_perplexity,
             "heldout": self.heldout,
-            "vocabulary": self.vocabulary,
         }
-        return meta, {f"param.{name}": value for name, value in self.params.items()}
+        arrays = {f"param.{name}": value for name, value in self.params.items()}
+        if self.vocabulary is not None:
+            arrays.update(_packed_words(self.vocabulary))
+        return meta, arrays
 
     @classmethod
     def _from_payload(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> NTMModel:
-        params = {key[len("param.") :]: value for key, value in arrays.items()}
+        params = {k[len("param.") :]: v for k, v in arrays.items() if k.startswith("param.")}
         layers = tuple(int(h) for h in meta["hidden_layers"])
         k, v = params["topics"].shape
         expected = parameter_shapes(v, layers, k, "mu_bn.mean" in params)
@@ -995,7 +1027,7 @@ class NTMModel(Model):
             params,
             layers,
             str(meta["activation"]),
-            vocabulary=meta["vocabulary"],
+            vocabulary=_unpacked_words(arrays, v),
             n_seen=int(meta["n_seen"]),
             top_n=int(meta["top_n"]),
             progressive_perplexity=float(meta["progressive_perplexity"]),

@@ -280,3 +280,15 @@ def test_vocabulary_travels_with_the_state_and_the_model(tmp_path):
     bad.write_text("a\nb\n")
     with pytest.raises(ValueError, match=rf"has 2 words; NTMConfig has feature_dim={V}"):
         NTMState(NTMConfig(**{**_CONFIG.__dict__, "vocabulary": str(bad)})).update(TRAIN[:5])
+
+
+def test_vocabulary_from_a_vocabulary_checkpoint(tmp_path):
+    """The raw-text stage's vocabulary (a checkpoint of a vocabulary model)."""
+    from beam_ml import write_checkpoint
+    from beam_ml.algorithms.vocabulary import vocabulary_of
+
+    words = [f"word{i}" for i in range(V)]
+    write_checkpoint(str(tmp_path / "vocab"), vocabulary_of(words))
+    config = NTMConfig(**{**_CONFIG.__dict__, "vocabulary": str(tmp_path / "vocab")})
+    model = load_model(NTMState(config).update(TRAIN[:100]).derive().to_bytes())
+    assert model.vocabulary == words
