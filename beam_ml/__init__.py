@@ -31,6 +31,7 @@ _EXPORTS = {
         "FactorizationMachinesState",
         "FactorizationMachinesModel",
     ],
+    "beam_ml.algorithms.ntm": ["NTMConfig", "NTMState", "NTMModel"],
     "beam_ml.transforms.epochs": ["TrainEpochs"],
     "beam_ml.core.block": ["Block", "as_block"],
     "beam_ml.core.series": ["SeriesBlock"],

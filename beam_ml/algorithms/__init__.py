@@ -11,6 +11,7 @@ from beam_ml.algorithms.linear_learner import (
     LinearLearnerModel,
     LinearLearnerState,
 )
+from beam_ml.algorithms.ntm import NTMConfig, NTMModel, NTMState
 from beam_ml.algorithms.pca import PCAConfig, PCAModel, PCAState
 from beam_ml.algorithms.series_stats import SeriesStatsConfig, SeriesStatsModel, SeriesStatsState
 from beam_ml.algorithms.vocabulary import VocabularyConfig, VocabularyModel, VocabularyState
@@ -25,6 +26,9 @@ __all__ = [
     "LinearLearnerConfig",
     "LinearLearnerModel",
     "LinearLearnerState",
+    "NTMConfig",
+    "NTMModel",
+    "NTMState",
     "PCAConfig",
     "PCAModel",
     "PCAState",

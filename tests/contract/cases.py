@@ -19,6 +19,7 @@ from beam_ml.algorithms.factorization_machines import (
 )
 from beam_ml.algorithms.kmeans import KMeansConfig, KMeansState
 from beam_ml.algorithms.linear_learner import LinearLearnerConfig, LinearLearnerState
+from beam_ml.algorithms.ntm import NTMConfig, NTMState
 from beam_ml.algorithms.pca import PCAConfig, PCAState
 from beam_ml.algorithms.series_stats import SeriesStatsConfig, SeriesStatsState
 from beam_ml.algorithms.vocabulary import VocabularyConfig, VocabularyState
@@ -278,6 +279,59 @@ def _series_equal(a: SeriesStatsState, b: SeriesStatsState) -> None:
     np.testing.assert_array_equal(a.max_length, b.max_length)
 
 
+# --- Neural Topic Model: SGD on documents, merges approximate -------------------------------------
+# Documents of exactly 6 distinct words (counts 1-3) from one of 3 planted topics of 10
+# words each. No coherence sample here (validation_holdout 0): the documents it sets aside
+# leave a number of pending documents that depends on the rows, and so the state's bytes
+# (the size test); tests/algorithms/test_ntm.py covers the sample. Merged replicas
+# and one pass are equivalent when their held-out perplexities (ELBO bound per word) agree
+# within 75%: the replicas of a 7-way split take 14 steps each and their average makes
+# about one replica's progress (measured: one pass 13.9-15.2, merges of 2, 3 and 7
+# replicas 16.1, 18.1 and 21.0; an untrained model 30, the planted topics' floor about
+# 10). What
+# merging costs on a real corpus is measured in tests/algorithms/test_ntm.py.
+_NTM_COMMON = dict(
+    feature_dim=30,
+    num_topics=3,
+    encoder_layers="12",
+    encoder_layers_activation="tanh",
+    optimizer="adam",
+    learning_rate=0.2,
+    mini_batch_size=20,
+    epochs=1,
+    validation_holdout=0.0,
+)
+
+
+def _ntm_data(rng: np.random.Generator, n: int) -> np.ndarray:
+    topic = rng.integers(0, 3, n)
+    words = np.argsort(rng.random((n, 10)), axis=1)[:, :6] + 10 * topic[:, None]
+    counts = np.zeros((n, 30))
+    np.put_along_axis(counts, words, rng.integers(1, 4, (n, 6)).astype(float), axis=1)
+    return counts
+
+
+def _ntm_equivalent(tolerance: float):
+    probe = _ntm_data(np.random.default_rng(12345), 400)
+
+    def check(a: NTMState, b: NTMState) -> None:
+        assert a.n_seen == b.n_seen
+        score_a, score_b = (s.derive().score("perplexity", probe) for s in (a, b))
+        assert abs(score_a - score_b) <= tolerance * min(score_a, score_b), (score_a, score_b)
+
+    return check
+
+
+def corrupt_counts(good: np.ndarray, state: Any) -> list[tuple[Any, str]]:
+    """The matrix kind's bad inputs, and a negative word count."""
+    negative = good.copy()
+    negative[3, 4] = -1.0
+    return [
+        *corrupt_rows(good, state),
+        (negative, r"word counts >= 0; row 3, column 4 is -1.0"),
+    ]
+
+
 CASES = [
     Case(
         "pca-regular",
@@ -342,6 +396,15 @@ CASES = [
         _ll_equivalent(_ll_regression, "rmse", 0.2),  # 5% of the labels' std (~4.4)
         exact=False,
         to_block=_ll_regression,
+    ),
+    Case(
+        "ntm",
+        NTMConfig(**_NTM_COMMON),
+        NTMConfig(**{**_NTM_COMMON, "num_topics": 4}),
+        _ntm_data,
+        _ntm_equivalent(0.75),
+        exact=False,
+        corrupt=corrupt_counts,
     ),
     Case(
         "series_stats",

@@ -1,0 +1,237 @@
+"""NTM quality and speed against online LDA (scikit-learn) and gensim's LdaModel.
+
+Every model is scored the same way on the held-out split:
+
+* perplexity: ``exp(-sum_d ELBO_d / words)``, each document's evidence lower bound with
+  the topics as fixed parameters (NTM: ``E_q[log p(x|z)] - KL``, 8 draws; LDA: the
+  variational bound of the document given ``gamma``, i.e. scikit-learn's
+  ``_approx_bound`` / gensim's ``bound`` *without* their topic-word term, which those
+  libraries add unscaled to the held-out documents' bound);
+* NPMI of each topic's top-10 words on the held-out documents, by one function
+  (``beam_ml.algorithms.ntm.npmi_coherence``) for every model;
+* TU of the top-10 words (``topic_uniqueness``); documents/s of training, end to end.
+
+Usage (20 Newsgroups 1,995 words, 50 topics, and UCI KOS, 80/20 split by document)::
+
+    PYTHONPATH=. BEAM_ML_DATA=/work/shared/data OMP_NUM_THREADS=1 \\
+        /work/main/.venv/bin/python benchmarks/bench_ntm.py --corpus 20newsgroups \\
+        --seeds 0 1 --ntm-epochs 30 --lda-passes 5
+
+The NTM's settings (``--ntm-options``, JSON of NTMConfig fields) default to ProdLDA's
+choices: Adam at 0.002 with beta1 0.99, batch norm, dropout 0.2, ReLU, 200 documents a
+step; early stopping (SageMaker's tolerance 0.001, patience 3) on the held-out sample.
+
+gensim runs in its own venv (numpy >= 1.24 there; MXNet needs < 1.24)::
+
+    /usr/bin/python3.11 -m venv /work/wt/venvs/gensim
+    /work/wt/venvs/gensim/bin/pip install gensim
+
+and is skipped with a note when that venv is absent (``--gensim-python``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import digamma, gammaln
+
+DATA = os.environ.get("BEAM_ML_DATA", "/work/shared/data")
+GENSIM = "/work/wt/venvs/gensim/bin/python"
+
+
+# --- corpora -------------------------------------------------------------------------------------
+def _feat(path: str, vocabulary: int) -> sp.csr_matrix:
+    """NVDM ``.feat``: ``label id:count ...``, ids 1-based."""
+    rows, cols, vals = [], [], []
+    with open(path) as lines:
+        for row, line in enumerate(lines):
+            for token in line.split()[1:]:
+                word, count = token.split(":")
+                rows.append(row)
+                cols.append(int(word) - 1)
+                vals.append(float(count))
+    return sp.csr_matrix((vals, (rows, cols)), shape=(row + 1, vocabulary), dtype=np.float32)
+
+
+def corpus(name: str) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    if name == "20newsgroups":
+        base = f"{DATA}/20newsgroups-bow"
+        return _feat(f"{base}/train.feat", 1995), _feat(f"{base}/test.feat", 1995)
+    with gzip.open(f"{DATA}/uci-bow-kos/docword.kos.txt.gz", "rt") as f:
+        docs, words, _ = (int(f.readline()) for _ in range(3))
+        triples = np.loadtxt(f, dtype=np.int64)
+    x = sp.csr_matrix(
+        (triples[:, 2].astype(np.float32), (triples[:, 0] - 1, triples[:, 1] - 1)),
+        shape=(docs, words),
+    )
+    order = np.random.default_rng(0).permutation(docs)
+    cut = int(0.8 * docs)
+    return x[order[:cut]], x[order[cut:]]
+
+
+# --- one scoring for every model -----------------------------------------------------------------
+def lda_bound(x: sp.csr_matrix, gamma: np.ndarray, lam: np.ndarray, alpha: np.ndarray) -> float:
+    """Sum over documents of the LDA variational bound given ``gamma`` (docs, K), with
+    ``E[log beta]`` from ``lam`` (K, V): scikit-learn's ``_approx_bound`` without the
+    topic-word term."""
+    e_log_theta = digamma(gamma) - digamma(gamma.sum(1, keepdims=True))
+    e_log_beta = digamma(lam) - digamma(lam.sum(1, keepdims=True))
+    x = x.tocsr()
+    score = 0.0
+    for start in range(0, x.shape[0], 500):
+        part, t = x[start : start + 500], e_log_theta[start : start + 500]
+        rows = np.repeat(np.arange(part.shape[0]), np.diff(part.indptr))
+        # log sum_k exp(E log theta_dk + E log beta_kw) for each non-zero
+        a = t[rows] + e_log_beta[:, part.indices].T
+        m = a.max(1)
+        score += float(part.data @ (m + np.log(np.exp(a - m[:, None]).sum(1))))
+    alpha = np.broadcast_to(alpha, gamma.shape[1:])
+    score += float(((alpha - gamma) * e_log_theta).sum() + (gammaln(gamma) - gammaln(alpha)).sum())
+    score += float((gammaln(alpha.sum()) - gammaln(gamma.sum(1))).sum())
+    return score
+
+
+def scores(name: str, top: np.ndarray, bound: float, test: sp.csr_matrix, seconds: float, n: int):
+    from beam_ml.algorithms.ntm import npmi_coherence, topic_uniqueness
+
+    return {
+        "model": name,
+        "perplexity": float(np.exp(-bound / test.sum())),
+        "npmi": float(npmi_coherence(top, test).mean()),
+        "tu": topic_uniqueness(top),
+        "train_seconds": round(seconds, 1),
+        "docs_per_second": round(n / seconds, 1),
+    }
+
+
+# --- the models ----------------------------------------------------------------------------------
+def run_ntm(train, test, topics, seed, epochs, options):
+    from beam_ml.algorithms.ntm import NTMConfig, NTMState
+
+    config = NTMConfig(
+        feature_dim=train.shape[1], num_topics=topics, epochs=epochs, seed=seed, **options
+    )
+    start = time.perf_counter()
+    state = NTMState(config)
+    for epoch in range(epochs):
+        if epoch:
+            state = state.continued()
+        for begin in range(0, train.shape[0], 2000):
+            state.update(train[begin : begin + 2000])
+        if state.stopped:
+            break
+    model = state.derive()
+    seconds = time.perf_counter() - start
+    sums = model.metric_sums(test, coherence=False)
+    out = scores("beam_ml NTM", model.top_words(10), -sums["negative_elbo"], test, seconds,
+                 train.shape[0] * (epoch + 1))  # fmt: skip
+    out["epochs"] = epoch + 1
+    return out
+
+
+def run_sklearn(train, test, topics, seed, passes):
+    from sklearn.decomposition import LatentDirichletAllocation
+
+    lda = LatentDirichletAllocation(
+        n_components=topics, learning_method="online", max_iter=passes, random_state=seed,
+        batch_size=256, n_jobs=1,
+    )  # fmt: skip
+    start = time.perf_counter()
+    lda.fit(train)
+    seconds = time.perf_counter() - start
+    gamma = lda._unnormalized_transform(test)
+    alpha = np.full(topics, lda.doc_topic_prior_)
+    bound = lda_bound(test, gamma, lda.components_, alpha)
+    top = np.argsort(-lda.components_, axis=1)[:, :10]
+    out = scores("sklearn online LDA", top, bound, test, seconds, train.shape[0] * passes)
+    out["passes"] = passes
+    return out
+
+
+def gensim_worker(path: str) -> None:
+    """In the gensim venv: train, infer the test documents, save gamma and lambda."""
+    from gensim.models import LdaModel
+
+    arrays = np.load(path)
+    train = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), arrays["shape"])
+    test = sp.csr_matrix(
+        (arrays["t_data"], arrays["t_indices"], arrays["t_indptr"]), arrays["t_shape"]
+    )
+
+    def bow(x):
+        return [list(zip(r.indices.tolist(), r.data.tolist(), strict=True)) for r in x]
+
+    topics, seed, passes = (int(v) for v in arrays["settings"])
+    start = time.perf_counter()
+    lda = LdaModel(
+        bow(train), num_topics=topics, id2word={i: str(i) for i in range(train.shape[1])},
+        passes=passes, random_state=seed, chunksize=2000, alpha="auto", eta="auto",
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    gamma, _ = lda.inference(bow(test))
+    np.savez(path, gamma=gamma, lam=lda.state.get_lambda(), alpha=lda.alpha, seconds=seconds)
+
+
+def run_gensim(train, test, topics, seed, passes, python):
+    if not os.path.exists(python):
+        return {"model": "gensim LdaModel", "skipped": f"no gensim venv at {python}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/corpus.npz"
+        np.savez(
+            path, data=train.data, indices=train.indices, indptr=train.indptr,
+            shape=train.shape, t_data=test.data, t_indices=test.indices,
+            t_indptr=test.indptr, t_shape=test.shape, settings=[topics, seed, passes],
+        )  # fmt: skip
+        subprocess.run([python, __file__, "--gensim-worker", path], check=True)
+        out = np.load(path)
+        bound = lda_bound(test, out["gamma"], out["lam"], out["alpha"])
+        top = np.argsort(-out["lam"], axis=1)[:, :10]
+        seconds = float(out["seconds"])
+    result = scores("gensim LdaModel", top, bound, test, seconds, train.shape[0] * passes)
+    result["passes"] = passes
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gensim-worker")
+    parser.add_argument("--corpus", default="20newsgroups", choices=["20newsgroups", "kos"])
+    parser.add_argument("--topics", type=int, default=50)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--ntm-epochs", type=int, default=30)
+    parser.add_argument("--lda-passes", type=int, default=10)
+    parser.add_argument("--models", nargs="+", default=["ntm", "sklearn", "gensim"])
+    parser.add_argument("--gensim-python", default=GENSIM)
+    parser.add_argument("--ntm-options", default='{"optimizer": "adam", "learning_rate": 0.002,'
+                        ' "adam_beta1": 0.99, "batch_norm": true, "dropout": 0.2,'
+                        ' "encoder_layers_activation": "relu", "mini_batch_size": 200}')  # fmt: skip
+    args = parser.parse_args()
+    if args.gensim_worker:
+        gensim_worker(args.gensim_worker)
+        return
+    train, test = corpus(args.corpus)
+    print(f"# {args.corpus}: train {train.shape}, test {test.shape}, {args.topics} topics")
+    for seed in args.seeds:
+        if "ntm" in args.models:
+            options = json.loads(args.ntm_options)
+            print(json.dumps({"seed": seed, **run_ntm(train, test, args.topics, seed,
+                                                       args.ntm_epochs, options)}), flush=True)  # fmt: skip
+        if "sklearn" in args.models:
+            result = run_sklearn(train, test, args.topics, seed, args.lda_passes)
+            print(json.dumps({"seed": seed, **result}), flush=True)
+        if "gensim" in args.models:
+            result = run_gensim(train, test, args.topics, seed, args.lda_passes, args.gensim_python)
+            print(json.dumps({"seed": seed, **result}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
