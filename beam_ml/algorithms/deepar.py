@@ -319,7 +319,10 @@ def series_keys(block: SeriesBlock, seed: int) -> np.ndarray:
 
 
 def _months(stamp: Any) -> int:
-    return int(np.datetime64(int(stamp), "s").astype("datetime64[M]").astype(np.int64))
+    """Months since 1970 of a timestamp (datetime64 or seconds)."""
+    if not isinstance(stamp, np.datetime64):
+        stamp = np.int64(stamp).astype("datetime64[s]")
+    return int(stamp.astype("datetime64[M]").astype(np.int64))
 
 
 def step_seconds(freq: str) -> int | None:
@@ -526,8 +529,11 @@ class DeepARState(GradientState):
             head = t["tail"][row, keep - min(seen, keep) :]
             if seen:  # values before the tail's end are dropped, a gap is missing values
                 ahead = start.astype(np.int64) - t["next"][row]
-                months = (_months(start) - _months(t["next"][row])) // int(c.time_freq[:-1] or 1)
-                gap = int(ahead // step) if step else months
+                if step:
+                    gap = int(ahead // step)
+                else:
+                    months = _months(start) - _months(t["next"][row])
+                    gap = months // int(c.time_freq[:-1] or 1)
                 piece = piece[-gap:] if gap < 0 else np.concatenate([np.full(gap, np.nan), piece])
             joined = np.concatenate([head, piece])
             first = shifted(np.array([t["next"][row]], "datetime64[s]"), np.array([-len(head)]), c.time_freq)  # fmt: skip

@@ -459,7 +459,8 @@ def _gluon_block(mx: Any, s: DeepARSettings) -> Any:
         def hybrid_forward(self, F, x, cat, y, scale, mask):  # noqa: N803 (Gluon's name)
             x = joined_inputs(F, self.embedders, x, cat, steps)
             raw = self.proj(self.rnn(x))
-            return F.sum(_nll(F, s.likelihood, raw, y, scale) * mask)
+            loss = F.sum(_nll(F, s.likelihood, raw, y, scale) * mask)
+            return loss if self.embedders else loss + 0 * F.sum(cat)  # cat: always an input
 
     return _Net()
 
