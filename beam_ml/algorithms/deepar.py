@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from beam_ml.core import forecast_metrics
 from beam_ml.core.constraints import (
     Constraints,
     Described,
@@ -394,8 +395,9 @@ class DeepARState(GradientState):
             self.num_dynamic = 0
         self.steps = self.n_before = self.epoch = self.n_rows = self.n_windows = 0
         self.shuffles = 0
-        self.best_loss = np.inf
-        self.stale_epochs = 0
+        # Early stopping: this pass's loss sums (NLL, observed values), the best pass's
+        # mean loss, passes since it, and whether training has stopped.
+        self.early = np.array([0.0, 0.0, np.inf, 0.0, 0.0])
         self.pending = np.zeros((0, 0))
         self.reservoir = np.zeros((0, 0))
         self.progressive = np.zeros(3)
@@ -461,7 +463,8 @@ class DeepARState(GradientState):
             self._allocate()
         windows = self._windows(block)
         self.n_rows += block.n_rows
-        self._feed(windows)
+        if not self.stopped:
+            self._feed(windows)
         return self
 
     def _windows(self, block: SeriesBlock) -> np.ndarray:
@@ -602,6 +605,7 @@ class DeepARState(GradientState):
             self.params, self.moments, steps, self.steps + 1
         )
         self.steps += len(batches)
+        self.early[:2] += scores.sum(axis=0)
         self.n_windows += sum(len(b) for b in batches)
         if self._first_sight:
             self.progressive += [
@@ -638,6 +642,7 @@ class DeepARState(GradientState):
             for name in table:
                 table[name] = ((1 - share) * table[name] + share * theirs[name]).astype(np.float32)
         merged.steps = max(self.steps, other.steps)
+        merged.early[:2] += other.early[:2]
         merged.n_rows += other.n_rows
         merged.n_windows += other.n_windows
         merged.shuffles = max(self.shuffles, other.shuffles)
@@ -657,8 +662,9 @@ class DeepARState(GradientState):
         out.moments = (
             None if self.moments is None else {k: v.copy() for k, v in self.moments.items()}
         )
-        for name in (*_META_INT, "best_loss", "stale_epochs"):
+        for name in _META_INT:
             setattr(out, name, getattr(self, name))
+        out.early = self.early.copy()
         out.pending, out.reservoir = self.pending.copy(), self.reservoir.copy()
         out.progressive = self.progressive.copy()
         out.tracked = {k: v.copy() for k, v in self.tracked.items()}
@@ -678,14 +684,29 @@ class DeepARState(GradientState):
         return out
 
     def continued(self) -> DeepARState:
-        """The start of the next pass: pending windows trained, this pass closed."""
+        """The start of the next pass: pending windows trained, this pass closed. With
+        ``early_stopping_patience``, a pass whose mean loss (each window scored before
+        its step) is not below the best pass's counts; after ``patience`` such passes
+        training stops: further epochs leave the parameters as they are."""
         out = self._flushed()
-        if self.config.early_stopping_patience is not None and out._first_sight is False:
-            pass
+        patience = self.config.early_stopping_patience
+        nll, observed, best, stale, stopped = out.early
+        if patience is not None and observed > 0 and not stopped:
+            loss = nll / observed
+            best, stale = (loss, 0.0) if loss < best else (best, stale + 1)
+            stopped = float(stale >= patience)
+        out.early = np.array([0.0, 0.0, best, stale, stopped])
+        if out._first_sight:  # new data, not another epoch: training goes on
+            out.early[3:] = 0.0
         out.n_before, out.n_rows, out.n_windows, out.epoch = self.n_seen, 0, 0, self.epoch + 1
         if out._first_sight:  # new data (not another epoch): its own progressive sums
             out.progressive = np.zeros(3)
         return out
+
+    @property
+    def stopped(self) -> bool:
+        """Whether early stopping ended training (further epochs train nothing)."""
+        return bool(self.early[4])
 
     def followed_by(self, later: DeepARState) -> DeepARState:
         """This state extended by ``later``, trained on new series from :meth:`continued`."""
@@ -720,7 +741,7 @@ class DeepARState(GradientState):
 
     def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {name: int(getattr(self, name)) for name in _META_INT}
-        arrays: dict[str, np.ndarray] = {"progressive": self.progressive}
+        arrays: dict[str, np.ndarray] = {"progressive": self.progressive, "early": self.early}
         # Window sets are written at their capacity (NaN rows after the count): the
         # state's size depends on its config only, however many windows wait.
         for name in _WINDOW_SETS:
@@ -745,6 +766,11 @@ class DeepARState(GradientState):
         for name in _META_INT:
             setattr(state, name, int(meta[name]))
         state.progressive = arrays["progressive"].astype(np.float64)
+        state.early = arrays["early"].astype(np.float64)
+        if state.early.shape != (5,):
+            raise IncompatibleStateError(
+                "The deepar state's early-stopping sums are not 5 numbers."
+            )
         params = {k[6:]: v for k, v in arrays.items() if k.startswith("param.")}
         if params:
             state.params = params
@@ -833,72 +859,6 @@ def _merged_tracked(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[
     return {k: v[first] for k, v in joined.items()}
 
 
-# --- forecast metrics (additive sums) -----------------------------------------------------------
-def season_of(freq: str) -> int:
-    """The seasonal period MASE's naive scale uses (M4's: 24 for hourly...)."""
-    return {"min": 60, "H": 24, "D": 7, "W": 52, "M": 12}[freq.lstrip("0123456789")]
-
-
-def forecast_sums(
-    truth: np.ndarray,
-    paths: np.ndarray,
-    history: list[np.ndarray],
-    quantiles: tuple[float, ...],
-    season: int,  # fmt: skip
-) -> dict[str, float]:
-    """Sums over series (truth (n, P), sample paths (n, S, P)) from which
-    :func:`forecast_metrics` computes sMAPE and MASE of the median forecast (means over
-    series, M4's definitions), the weighted quantile losses, ND and RMSE (GluonTS's)."""
-    observed = ~np.isnan(truth)
-    y = np.nan_to_num(truth)
-    median = np.median(paths, axis=1) if len(paths) else np.zeros_like(y)
-    mean = paths.mean(axis=1) if len(paths) else np.zeros_like(y)
-    count = np.maximum(observed.sum(axis=1), 1)
-    denominator = np.abs(y) + np.abs(median)
-    smape = np.where(observed & (denominator > 0), 200 * np.abs(y - median) / np.where(denominator > 0, denominator, 1), 0.0)  # fmt: skip
-    scales = np.array([_naive_scale(h, season) for h in history]) if history else np.zeros(0)
-    abs_error = np.where(observed, np.abs(y - median), 0.0)
-    mase = abs_error.sum(axis=1) / count / np.where(scales > 0, scales, np.nan)
-    sums = {
-        "n_rows": float(len(truth)),
-        "n_observed": float(observed.sum()),
-        "smape_sum": float((smape.sum(axis=1) / count).sum()),
-        "mase_sum": float(np.nansum(mase)),
-        "mase_count": float(np.isfinite(mase).sum()),
-        "abs_error": float(abs_error.sum()),
-        "abs_target": float(np.abs(y[observed]).sum()),
-        "squared_error": float(np.where(observed, (y - mean) ** 2, 0.0).sum()),
-    }
-    for q in quantiles:
-        level = np.quantile(paths, q, axis=1) if len(paths) else np.zeros_like(y)
-        pinball = np.where(observed, np.maximum(q * (y - level), (q - 1) * (y - level)), 0.0)
-        sums[f"quantile_loss[{q}]"] = float(2 * pinball.sum())
-    return sums
-
-
-def _naive_scale(history: np.ndarray, season: int) -> float:
-    """Mean absolute change over one season of the history (1 step if it is shorter)."""
-    lag = season if len(history) > season else 1
-    diff = np.abs(history[lag:] - history[:-lag])
-    diff = diff[~np.isnan(diff)]
-    return float(diff.mean()) if diff.size else np.nan
-
-
-def forecast_metrics(sums: dict[str, float], quantiles: tuple[float, ...]) -> dict[str, float]:
-    nan = float("nan")
-    n, total = sums.get("n_rows", 0.0), sums.get("abs_target", 0.0)
-    losses = [sums[f"quantile_loss[{q}]"] / total if total else nan for q in quantiles]
-    observed = sums.get("n_observed", 0.0)
-    return {
-        "n_rows": n,
-        "smape": sums["smape_sum"] / n if n else nan,
-        "mase": sums["mase_sum"] / sums["mase_count"] if sums.get("mase_count") else nan,
-        "mean_wQuantileLoss": float(np.mean(losses)),
-        "ND": sums["abs_error"] / total if total else nan,
-        "RMSE": float(np.sqrt(sums["squared_error"] / observed)) if observed else nan,
-    }
-
-
 # --- the model -----------------------------------------------------------------------------------
 class DeepARModel(Model):
     """A DeepAR forecaster: the network's parameters and its configuration.
@@ -912,7 +872,7 @@ class DeepARModel(Model):
 
     FAMILY = "deepar"
     SERIAL_VERSION = 1
-    METRICS = ("smape", "mase", "mean_wQuantileLoss", "ND", "RMSE", "n_rows")
+    METRICS = ("sMAPE", "MASE", "mean_wQuantileLoss", "ND", "RMSE", "n_rows")
 
     def __init__(
         self,
@@ -1021,17 +981,31 @@ class DeepARModel(Model):
         return out
 
     def metric_sums(self, block: Any) -> dict[str, float]:
-        """Additive sums of the forecast of each series' last ``prediction_length``
-        values from the values before them."""
+        """Additive sums (:mod:`beam_ml.core.forecast_metrics`) of the forecast of each
+        series' last ``prediction_length`` values from the values before them: the
+        median path for sMAPE, MASE and ND (GluonTS's and M4's point), the mean for
+        RMSE, the sample quantiles for the weighted quantile losses."""
         block = self._check(block)
         paths = self.sample_paths(block, horizon_given=True)
-        P = self.config.prediction_length
-        truth = np.stack([block.target(i)[-P:] for i in range(block.n_rows)]) if block.n_rows else np.zeros((0, P))  # fmt: skip
-        history = [block.target(i)[:-P] for i in range(block.n_rows)]
-        return forecast_sums(truth, paths, history, self.config.test_quantiles, season_of(self.config.time_freq))  # fmt: skip
+        P, n = self.config.prediction_length, block.n_rows
+        truth = block.values[(block.offsets[1:, None] - P + np.arange(P)[None, :])] if n else np.zeros((0, P))  # fmt: skip
+        history = [block.target(i)[:-P] for i in range(n)]
+        quantiles = self.config.test_quantiles
+        levels = np.quantile(paths, quantiles, axis=1) if n else np.zeros((len(quantiles), 0, P))
+        sums = forecast_metrics.metric_sums(
+            truth,
+            np.median(paths, axis=1) if n else truth,
+            insample=history,
+            season=forecast_metrics.season_of(self.config.time_freq),
+            quantile_forecasts=dict(zip(quantiles, levels, strict=True)),
+        )
+        mean = paths.mean(axis=1) if n else truth
+        sums["squared_error"] = forecast_metrics.metric_sums(truth, mean)["squared_error"]
+        sums["n_rows"] = float(n)
+        return sums
 
     def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
-        return forecast_metrics(sums, self.config.test_quantiles)
+        return {"n_rows": sums.get("n_rows", 0.0), **forecast_metrics.metrics_from_sums(sums)}
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -128,7 +128,7 @@ def test_metrics_score_the_held_out_values(sine_state):
     np.testing.assert_allclose(metrics["RMSE"], np.sqrt(np.mean((paths.mean(1) - truth) ** 2)))
     median = np.median(paths, axis=1)
     smape = np.mean(200 * np.abs(truth - median) / (np.abs(truth) + np.abs(median)))
-    np.testing.assert_allclose(metrics["smape"], smape)
+    np.testing.assert_allclose(metrics["sMAPE"], smape)
     assert metrics["mean_wQuantileLoss"] < metrics["ND"]  # a spread beats a point
 
 
@@ -254,3 +254,17 @@ def test_reservoirs_merge_into_the_sample_of_their_union():
     merged = _bottom_k(np.concatenate([a, shared]), b, 20)
     union = np.concatenate([a, b])
     np.testing.assert_array_equal(merged, union[np.argsort(union[:, 0])[:20]])
+
+
+def test_early_stopping_ends_training_after_patience_passes_without_gain():
+    rng = np.random.default_rng(16)
+    targets, _ = _sines(rng, 6, 200)
+    state = DeepARState(_small(epochs=5, early_stopping_patience=1)).update(_block(targets))
+    state = state.continued()  # pass 1 sets the best loss
+    assert not state.stopped and np.isfinite(state.early[2])
+    state.update(_block(targets))
+    state.early[:2] = [1e9, 1.0]  # pass 2 scored worse than the best
+    state = state.continued()
+    assert state.stopped
+    steps = state.steps
+    assert state.update(_block(targets)).continued().steps == steps
