@@ -59,7 +59,12 @@ from beam_ml.core.constraints import (
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.series import FREQUENCIES, SeriesBlock, SeriesSpec, is_frequency
 from beam_ml.core.state import Model, register
-from beam_ml.nn.deepar import LIKELIHOODS, DeepARSettings, lags_for_frequency
+from beam_ml.nn.deepar import (
+    LIKELIHOODS,
+    DeepARSettings,
+    lags_for_frequency,
+    parameter_shapes,
+)
 from beam_ml.nn.engine import check_device, runtime_option
 from beam_ml.nn.skeleton import GradientState
 
@@ -764,7 +769,10 @@ class DeepARState(GradientState):
     def _from_payload(cls, config: DeepARConfig, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> DeepARState:  # fmt: skip
         state = cls(config)
         for name in _META_INT:
-            setattr(state, name, int(meta[name]))
+            value = int(meta[name])
+            if value < (-1 if name == "num_dynamic" else 0):
+                raise IncompatibleStateError(f"The deepar state's {name} is {value}.")
+            setattr(state, name, value)
         state.progressive = arrays["progressive"].astype(np.float64)
         state.early = arrays["early"].astype(np.float64)
         if state.early.shape != (5,):
@@ -773,13 +781,22 @@ class DeepARState(GradientState):
             )
         params = {k[6:]: v for k, v in arrays.items() if k.startswith("param.")}
         if params:
+            _check_parameters(params, state.settings)
             state.params = params
             state.moments = {k[5:]: v for k, v in arrays.items() if k.startswith("adam.")}
-            if set(state.moments) != {f"{m}.{p}" for p in params for m in ("mean", "var")}:
+            shapes = {f"{m}.{p}": v.shape for p, v in params.items() for m in ("mean", "var")}
+            if {k: v.shape for k, v in state.moments.items()} != shapes:
                 raise IncompatibleStateError("The deepar state's Adam moments do not match its parameters.")  # fmt: skip
         state.tracked = {k[8:]: v for k, v in arrays.items() if k.startswith("tracked.")}
-        if set(state.tracked) != set(_no_tracked(2)):
-            raise IncompatibleStateError("The deepar state's tracked series are incomplete.")
+        empty = _no_tracked(config.window)
+        m = len(state.tracked.get("id", ()))
+        shapes = {k: (m, *v.shape[1:]) for k, v in empty.items()}
+        if {k: v.shape for k, v in state.tracked.items()} != shapes:
+            raise IncompatibleStateError(
+                f"The deepar state's tracked series arrays do not fit: expected {shapes}."
+            )
+        if state.progressive.shape != (3,):
+            raise IncompatibleStateError("The deepar state's progressive sums are not 3 numbers.")
         width = state.layout.width
         for name in _WINDOW_SETS:
             rows, count = arrays[name], int(meta[f"n_{name}"])
@@ -797,6 +814,17 @@ class DeepARState(GradientState):
         if name == "reservoir":
             return self.config.window_reservoir_size
         return max(self.config.shuffle_buffer, self._fresh_per_step) - 1
+
+
+def _check_parameters(params: dict[str, np.ndarray], settings: DeepARSettings) -> None:
+    expected = parameter_shapes(settings)
+    found = {name: value.shape for name, value in params.items()}
+    if found != expected or any(v.dtype != np.float32 for v in params.values()):
+        raise IncompatibleStateError(
+            "The deepar parameters do not fit the config's network: found "
+            f"{sorted(found.items())[:3]}..., expected {sorted(expected.items())[:3]}... "
+            "(float32)."
+        )
 
 
 def _check_targets(block: SeriesBlock, likelihood: str, owner: str) -> None:
@@ -1034,6 +1062,10 @@ class DeepARModel(Model):
     def _from_payload(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> DeepARModel:
         config = DeepARConfig(**meta["config"])
         params = {k[6:]: v for k, v in arrays.items() if k.startswith("param.")}
+        num_dynamic = int(meta["num_dynamic"])
+        if num_dynamic < 0:
+            raise IncompatibleStateError(f"The deepar model's num_dynamic is {num_dynamic}.")
+        _check_parameters(params, config.settings(num_dynamic))
         return cls(config, int(meta["num_dynamic"]), params, int(meta["n_seen"]), int(meta["num_eval_samples"]))  # fmt: skip
 
     def __getstate__(self) -> dict[str, Any]:

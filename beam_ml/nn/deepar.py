@@ -213,6 +213,24 @@ class DeepARSettings:
         )
 
 
+def parameter_shapes(settings: DeepARSettings) -> dict[str, tuple[int, ...]]:
+    """The network's parameter names and shapes, without MXNet (to check a payload)."""
+    s, gates = settings, 4 * settings.num_cells
+    shapes: dict[str, tuple[int, ...]] = {
+        f"embed{j}.weight": (size, s.embedding_dimension) for j, size in enumerate(s.cardinality)
+    }
+    for layer in range(s.num_layers):
+        inputs = s.input_size if layer == 0 else s.num_cells
+        prefix = f"rnn._unfused.{layer}."
+        shapes[prefix + "i2h_weight"] = (gates, inputs)
+        shapes[prefix + "h2h_weight"] = (gates, s.num_cells)
+        shapes[prefix + "i2h_bias"] = (gates,)
+        shapes[prefix + "h2h_bias"] = (gates,)
+    shapes["proj.weight"] = (_ARGS[s.likelihood], s.num_cells)
+    shapes["proj.bias"] = (_ARGS[s.likelihood],)
+    return shapes
+
+
 def n_time_feat_for(settings: DeepARSettings) -> int:
     return n_time_features(settings.freq)
 
