@@ -461,9 +461,13 @@ class DeepARState(GradientState):
         block = self._check(block)
         if block.n_rows == 0:
             return self
-        if self.num_dynamic < 0:
-            self.num_dynamic = block.n_dynamic
         _check_targets(block, self.config.likelihood, type(self).__name__)
+        if self.num_dynamic < 0:  # 'auto': the first block says; a missing GPU fails first
+            from beam_ml.nn.deepar import DeepARNetwork
+
+            settings = self.config.settings(block.n_dynamic)
+            self._network = DeepARNetwork(settings, self.config.device)
+            self.num_dynamic = block.n_dynamic
         if self.params is None:
             self._allocate()
         windows = self._windows(block)

@@ -173,6 +173,15 @@ def test_bad_series_raise_clear_errors():
     assert state.n_seen == 0 and counts.n_seen == 0
 
 
+def test_a_missing_gpu_fails_before_anything_changes():
+    from beam_ml.nn.engine import DeviceUnavailableError
+
+    state = DeepARState(DeepARConfig("H", 4, device="gpu:7"))
+    with pytest.raises(DeviceUnavailableError, match="gpu:7"):
+        state.update(_block([np.ones(30)]))
+    assert state.n_seen == 0 and state.input_spec is None and state.params is None
+
+
 # --- checkpoints, resume, streams --------------------------------------------------------------
 def _small(**changes) -> DeepARConfig:
     return DeepARConfig(**{**_CONFIG, "num_cells": 8, "windows_per_horizon": 0.5, **changes})
