@@ -1,5 +1,6 @@
 """The algorithms; importing this package registers every state family."""
 
+from beam_ml.algorithms.deepar import DeepARConfig, DeepARModel, DeepARState
 from beam_ml.algorithms.factorization_machines import (
     FactorizationMachinesConfig,
     FactorizationMachinesModel,
@@ -17,6 +18,9 @@ from beam_ml.algorithms.series_stats import SeriesStatsConfig, SeriesStatsModel,
 from beam_ml.algorithms.vocabulary import VocabularyConfig, VocabularyModel, VocabularyState
 
 __all__ = [
+    "DeepARConfig",
+    "DeepARModel",
+    "DeepARState",
     "FactorizationMachinesConfig",
     "FactorizationMachinesModel",
     "FactorizationMachinesState",

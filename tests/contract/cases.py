@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from beam_ml.algorithms.deepar import DeepARConfig, DeepARState
 from beam_ml.algorithms.factorization_machines import (
     FactorizationMachinesConfig,
     FactorizationMachinesState,
@@ -330,6 +331,51 @@ def corrupt_counts(good: np.ndarray, state: Any) -> list[tuple[Any, str]]:
         *corrupt_rows(good, state),
         (negative, r"word counts >= 0; row 3, column 4 is -1.0"),
     ]
+# --- DeepAR: SGD on windows of series, split by series; merges are approximate ------------------
+# Monthly series (short lags), a level per group of the first categorical id, noise, a few
+# missing values. Windows are chosen by a hash of each series, so one block or the series
+# one by one take the same steps; merged replicas and one pass differ as SGD paths do, and
+# are equivalent when their mean forecasts of held-out series score within 10% of the
+# levels' scale of each other.
+_DEEPAR_COMMON = dict(
+    time_freq="M",
+    prediction_length=3,
+    context_length=6,
+    cardinality=(3, 2),
+    num_cells=8,
+    num_layers=1,
+    embedding_dimension=2,
+    dropout_rate=0.0,
+    learning_rate=0.03,
+    mini_batch_size=64,
+    windows_per_horizon=0.3,
+    shuffle_buffer=128,
+    window_reservoir_size=40,  # full after the smallest data sets: the state's size is fixed
+    num_eval_samples=20,
+)
+_DEEPAR_LEVELS = np.array([5.0, 20.0, 60.0])
+
+
+def _deepar_data(rng: np.random.Generator, n: int) -> SeriesBlock:
+    lengths = rng.integers(10, 40, n)
+    cat = np.column_stack([rng.integers(0, 3, n), rng.integers(0, 2, n)])
+    values = np.repeat(_DEEPAR_LEVELS[cat[:, 0]], lengths) * (1 + 0.1 * rng.normal(size=lengths.sum()))  # fmt: skip
+    values[rng.random(values.size) < 0.03] = np.nan
+    starts = np.datetime64("2001-01", "M") + rng.integers(0, 120, n).astype("timedelta64[M]")
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    dynamic = rng.normal(size=(1, values.size))
+    return SeriesBlock(values, offsets, starts.astype("datetime64[s]"), "M", cat, dynamic)
+
+
+def _deepar_corrupt(good: SeriesBlock, state: Any) -> list[tuple[Any, str]]:
+    return [(bad, pattern.replace("'H'", "'M'")) for bad, pattern in corrupt_series(good, state)]
+
+
+def _deepar_equivalent(a: DeepARState, b: DeepARState) -> None:
+    assert a.n_seen == b.n_seen
+    probe = _deepar_data(np.random.default_rng(12345), 200)
+    errors = [s.derive().score("RMSE", probe) for s in (a, b)]
+    assert abs(errors[0] - errors[1]) <= 0.1 * _DEEPAR_LEVELS.std(), errors
 
 
 CASES = [
@@ -415,6 +461,16 @@ CASES = [
         exact=True,
         split=split_series,
         corrupt=corrupt_series,
+    ),
+    Case(
+        "deepar",
+        DeepARConfig(**_DEEPAR_COMMON),
+        DeepARConfig(**{**_DEEPAR_COMMON, "num_cells": 9}),
+        _deepar_data,
+        _deepar_equivalent,
+        exact=False,
+        split=split_series,
+        corrupt=_deepar_corrupt,
     ),
 ]
 
