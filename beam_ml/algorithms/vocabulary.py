@@ -39,7 +39,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -597,17 +596,17 @@ def encode_documents(block: Any, vocabulary: VocabularyModel) -> Block:
     return vocabulary.encode(block)
 
 
-class EncodeDocuments(beam.PTransform):
+def EncodeDocuments(vocabulary: VocabularyModel | str) -> Any:  # noqa: N802 (a transform)
     """DocumentBlocks -> Blocks of CSR word counts over ``vocabulary`` (a
-    :class:`VocabularyModel`, or the path of one for :func:`load_vocabulary`).
+    :class:`VocabularyModel`, or the path of one for :func:`load_vocabulary`): a
+    labelled ``beam.Map`` of :func:`encode_documents`.
 
     ``p | ReadBlocks(docs, "text") | EncodeDocuments(vocabulary)`` is the input of a
-    bag-of-words algorithm with ``feature_dim = len(vocabulary)``.
+    bag-of-words algorithm with ``feature_dim = len(vocabulary)``. (A function, so that
+    importing the algorithms does not import Beam: ``beam-ml derive`` never needs it.)
     """
+    import apache_beam as beam
 
-    def __init__(self, vocabulary: VocabularyModel | str):
-        super().__init__()
-        self.vocabulary = load_vocabulary(vocabulary) if isinstance(vocabulary, str) else vocabulary
-
-    def expand(self, documents: beam.PCollection) -> beam.PCollection:
-        return documents | "EncodeDocuments" >> beam.Map(encode_documents, self.vocabulary)
+    if isinstance(vocabulary, str):
+        vocabulary = load_vocabulary(vocabulary)
+    return "EncodeDocuments" >> beam.Map(encode_documents, vocabulary)

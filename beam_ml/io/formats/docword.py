@@ -27,6 +27,8 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from beam_ml.core.errors import BadInputError
@@ -45,6 +47,7 @@ _FIELDS = ("docID", "wordID", "count")
 _CHUNK_BYTES = 16 * 2**20
 _WHITESPACE = np.zeros(256, dtype=bool)
 _WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
+_SEPARATORS = b" \t\n\v\f\r"
 
 
 def read_header(lines: list[bytes], path: str) -> tuple[int, int, int]:
@@ -99,16 +102,41 @@ def _triples(data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     starts = np.flatnonzero(~ws & np.concatenate(([True], ws[:-1])))
     if len(starts) == 0 or len(starts) % 3:
         return None
-    line = np.searchsorted(np.flatnonzero(buf == NEWLINE), starts)
+    line = np.cumsum(buf == NEWLINE, dtype=np.int64)[starts]
     first = line[0::3]
     if not (np.array_equal(first, line[1::3]) and np.array_equal(first, line[2::3])):
         return None
     if len(first) > 1 and (np.diff(first) == 0).any():
         return None
-    numbers = _floats_exact_blob(data, len(starts))
+    ends = np.flatnonzero(~ws & np.concatenate((ws[1:], [True]))) + 1
+    numbers = _integers(data, ends - starts)
+    if numbers is None:  # not plain integers: numpy's reader decides
+        numbers = _floats_exact_blob(data, len(starts))
     if numbers is None:
         return None
     return numbers.reshape(-1, 3), first
+
+
+def _integers(data: bytes, lengths: np.ndarray) -> np.ndarray | None:
+    """The fields of ``data`` (runs of non-white space of these lengths, in order) as
+    integers, by one Arrow cast (5x ``np.fromstring``); None if one is not a plain
+    unsigned integer."""
+    if any(c in data for c in (b".", b"e", b"E", b"+", b"-")):
+        return None
+    big = len(data) >= 2**31
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64 if big else np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    text = data.translate(None, _SEPARATORS)
+    if len(text) != offsets[-1]:
+        return None
+    kind = pa.large_string() if big else pa.string()
+    strings = pa.Array.from_buffers(
+        kind, len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(text)]
+    )
+    try:
+        return pc.cast(strings, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 class _Documents:
