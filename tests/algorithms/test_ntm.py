@@ -292,3 +292,27 @@ def test_vocabulary_from_a_vocabulary_checkpoint(tmp_path):
     config = NTMConfig(**{**_CONFIG.__dict__, "vocabulary": str(tmp_path / "vocab")})
     model = load_model(NTMState(config).update(TRAIN[:100]).derive().to_bytes())
     assert model.vocabulary == words
+
+
+@pytest.mark.beam
+def test_epochs_in_a_beam_pipeline():
+    """Train with epochs > 1 (TrainEpochs: replicas from the previous epoch, merged and
+    finished) learns the planted topics as in memory."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from beam_ml import Train
+    from tests.conftest import direct_options
+
+    config = NTMConfig(**{**_CONFIG.__dict__, "epochs": 4})
+    docs = TRAIN[:1000]
+    in_memory = _fit(config, docs, 4).derive().score("perplexity", TEST)
+    with beam.Pipeline(options=direct_options()) as p:
+        state = p | beam.Create([Block(docs[i : i + 250]) for i in range(0, 1000, 250)])
+        state = state | Train(config)
+
+        def summary(s):
+            perplexity = s.derive().score("perplexity", TEST)
+            return s.n_seen, s.epochs_done, bool(perplexity <= 1.1 * in_memory)
+
+        assert_that(state | beam.Map(summary), equal_to([(4000, 3, True)]))
