@@ -747,7 +747,10 @@ class NTMState(GradientState):
         state = cls(config)
         names = ("steps", "n_before", "epoch", "n_rows", "trained_rows", "replicas", "bad_epochs")
         for name in names:
-            setattr(state, name, int(meta[name]))
+            value = int(meta[name])
+            if value < 0:  # a negative step count would divide by zero in Adam's bias terms
+                raise IncompatibleStateError(f"NTM payload: {name} is {value}, expected >= 0.")
+            setattr(state, name, value)
         best = meta["best_loss"]
         state.best_loss = float("inf") if best is None else float(best)
         state.stopped = bool(meta["stopped"])
