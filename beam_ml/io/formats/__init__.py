@@ -45,6 +45,12 @@ _MODULES = {
     "jsonl": "beam_ml.io.formats.jsonl",
     "npy": "beam_ml.io.formats.npy",
     "parquet": "beam_ml.io.formats.parquet",
+    # series formats (SeriesBlock chunks; read with series_common.SeriesReadOptions)
+    "deepar_jsonl": "beam_ml.io.formats.deepar_jsonl",
+    "deepar_parquet": "beam_ml.io.formats.deepar_parquet",
+    "series_csv": "beam_ml.io.formats.series_csv",
+    "points_csv": "beam_ml.io.formats.points_csv",
+    "points_jsonl": "beam_ml.io.formats.points_jsonl",
 }
 _LOADED: dict[str, Format] = {}
 
