@@ -319,7 +319,7 @@ def baselines(name: str, *, with_ets: bool = True) -> dict[str, dict[str, float]
     }
     if with_ets:
         mean, quantiles = ets(history, task.horizon, task.season)
-        out["ETS"] = score(history, actual, mean, quantiles, task.season)
+        out["ETS (statsmodels)"] = score(history, actual, mean, quantiles, task.season)
         mean, quantiles = ets(history, task.horizon, task.season, "statsforecast")
         out["AutoETS (statsforecast)"] = score(history, actual, mean, quantiles, task.season)
     return out
