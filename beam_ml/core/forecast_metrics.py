@@ -11,7 +11,10 @@ The definitions are the references' own, so figures compare with published ones:
   time point; ``mean_wQuantileLoss`` is the mean over quantiles.
 - ND ``sum |y - f| / sum |y|`` and RMSE ``sqrt(mean (y - f)^2)`` over every point.
 
-Missing actual values (NaN) are left out of every sum. Series are given as a
+Missing actual values (NaN) are left out of every sum; a point where the actual value
+and the forecast are both 0 counts as a perfect forecast in sMAPE (M4's data has none).
+MASE leaves out series whose seasonal naive scale is 0 or undefined (``mase_series``
+counts the others). Series are given as a
 :class:`SeriesBlock`, a list of 1-D arrays (lengths may differ) or a 2-D array (one row
 per series); forecasts have the same layout as the actuals. Everything is computed from
 additive sums (:func:`metric_sums`, :func:`metrics_from_sums`), so evaluating pieces of

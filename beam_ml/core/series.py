@@ -9,7 +9,9 @@ stored one after another in one array with CSR-like ``offsets``, so ``concat`` a
 a block never loops over its series.
 
 Missing target values are NaN (DeepAR's "NaN" or null); infinities are not values.
-Dynamic features must be finite, categorical ids non-negative integers.
+Dynamic features must be finite, categorical ids non-negative integers. Series may carry
+ids (``item_id``, strings: the M4 ids, or the keys of series that grow on a stream), in
+every series of a block or in none.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class SeriesBlock(BlockKind):
         Time-varying features aligned with ``values`` (DeepAR's ``dynamic_feat``).
     origin : (str, int), optional
         Where the first series came from (file, byte offset of its record).
+    item_id : ndarray of shape (n_series,), str, optional
+        Each series' id.
     """
 
     values: np.ndarray
@@ -71,6 +75,7 @@ class SeriesBlock(BlockKind):
     cat: np.ndarray | None = None
     dynamic_feat: np.ndarray | None = None
     origin: tuple[str, int] | None = None
+    item_id: np.ndarray | None = None
 
     # --- construction ----------------------------------------------------------------
     @classmethod
@@ -82,11 +87,13 @@ class SeriesBlock(BlockKind):
         cat: Sequence[Sequence[int]] | None = None,
         dynamic_feat: Sequence[Any] | None = None,
         origin: tuple[str, int] | None = None,
+        item_id: Sequence[Any] | None = None,
     ) -> SeriesBlock:
         """A block from one target per series (and the same-length lists of starts,
-        ``cat`` rows and ``(n_dynamic, length)`` dynamic features), checked."""
+        ``cat`` rows, ``(n_dynamic, length)`` dynamic features and ids), checked."""
         n = len(targets)
-        for field, given in (("start", start), ("cat", cat), ("dynamic_feat", dynamic_feat)):
+        given_fields = (("start", start), ("cat", cat), ("dynamic_feat", dynamic_feat))
+        for field, given in (*given_fields, ("item_id", item_id)):
             if given is not None and len(given) != n:
                 raise BadInputError(
                     f"SeriesBlock: {n} targets but {len(given)} values of '{field}'; one "
@@ -107,7 +114,8 @@ class SeriesBlock(BlockKind):
         starts = _parse_starts(start)
         cats = None if cat is None else _parse_cat(cat)
         dynamic = None if dynamic_feat is None else _parse_dynamic(dynamic_feat, lengths)
-        block = cls(values, offsets, starts, freq, cats, dynamic, origin)
+        ids = None if item_id is None else _parse_item_id(item_id)
+        block = cls(values, offsets, starts, freq, cats, dynamic, origin, ids)
         return cls.validate(block, owner="SeriesBlock")
 
     @classmethod
@@ -115,8 +123,8 @@ class SeriesBlock(BlockKind):
         cls, records: Sequence[Mapping[str, Any]], freq: str, origin: tuple[str, int] | None = None
     ) -> SeriesBlock:
         """A block from DeepAR JSON Lines records (dicts with ``start`` and ``target``,
-        and ``cat`` and ``dynamic_feat`` in every record or in none)."""
-        for field in ("cat", "dynamic_feat"):
+        and ``cat``, ``dynamic_feat`` and ``item_id`` in every record or in none)."""
+        for field in ("cat", "dynamic_feat", "item_id"):
             present = [field in r for r in records]
             if any(present) and not all(present):
                 raise BadInputError(
@@ -136,6 +144,7 @@ class SeriesBlock(BlockKind):
             cat=[r["cat"] for r in records] if "cat" in has else None,
             dynamic_feat=[r["dynamic_feat"] for r in records] if "dynamic_feat" in has else None,
             origin=origin,
+            item_id=[r["item_id"] for r in records] if "item_id" in has else None,
         )
 
     # --- the block protocol ------------------------------------------------------------
@@ -173,8 +182,9 @@ class SeriesBlock(BlockKind):
 
     @classmethod
     def concat(cls, blocks: Sequence[SeriesBlock]) -> SeriesBlock:
-        """The series of ``blocks`` in order; one frequency, and ``cat`` and
-        ``dynamic_feat`` of the same widths in all blocks or in none."""
+        """The series of ``blocks`` in order; one frequency, ``cat`` and
+        ``dynamic_feat`` of the same widths in all blocks or in none, and ``item_id`` in
+        all blocks or in none."""
         if not blocks:
             raise ValueError("SeriesBlock.concat needs at least one block.")
         if len(blocks) == 1:
@@ -189,6 +199,7 @@ class SeriesBlock(BlockKind):
                     _width(first.dynamic_feat, 0),
                     _width(block.dynamic_feat, 0),
                 ),  # fmt: skip
+                ("'item_id' presence", first.item_id is not None, block.item_id is not None),
             ):
                 if mine != theirs:
                     raise BadInputError(
@@ -206,6 +217,7 @@ class SeriesBlock(BlockKind):
             if first.dynamic_feat is None
             else np.concatenate([b.dynamic_feat for b in blocks], axis=1),
             first.origin,
+            None if first.item_id is None else np.concatenate([b.item_id for b in blocks]),
         )
 
     def slice(self, start: int, stop: int) -> SeriesBlock:
@@ -222,6 +234,7 @@ class SeriesBlock(BlockKind):
             None if self.cat is None else self.cat[start:stop],
             None if self.dynamic_feat is None else self.dynamic_feat[:, lo:hi],
             self._sliced_origin(start),
+            None if self.item_id is None else self.item_id[start:stop],
         )
 
     @classmethod
@@ -279,6 +292,16 @@ def _parse_cat(cat: Sequence[Sequence[int]]) -> np.ndarray:
     return np.asarray(cat).reshape(len(cat), widths.pop() if widths else 0)
 
 
+def _parse_item_id(item_id: Sequence[Any]) -> np.ndarray:
+    ids = np.asarray(item_id)
+    if ids.ndim != 1 or ids.dtype.kind not in "UiuO":
+        raise BadInputError(
+            f"SeriesBlock: 'item_id' must be one id (a string or an integer) per series; got "
+            f"{ids.dtype} {ids.shape}."
+        )
+    return ids.astype(str)
+
+
 def _parse_dynamic(dynamic_feat: Sequence[Any], lengths: np.ndarray) -> np.ndarray:
     parts = []
     for i, features in enumerate(dynamic_feat):
@@ -318,6 +341,7 @@ class _Checker:
         self.frequency()
         self.categories()
         self.dynamic()
+        self.ids()
         if spec is not None:
             self.fits(spec)
 
@@ -393,6 +417,14 @@ class _Checker:
                 f"expects finite 'dynamic_feat'; feature {feature} of {self.locate(position)} "
                 f"is {dyn[feature, position]}."
             )
+
+    def ids(self) -> None:
+        b = self.block
+        if b.item_id is None:
+            return
+        ids = np.asarray(b.item_id)
+        if ids.shape != (b.n_rows,) or ids.dtype.kind != "U":
+            self.fail(f"expects 'item_id' as one string per series ({b.n_rows}); got {ids.dtype} {ids.shape}.")  # fmt: skip
 
     def fits(self, spec: InputSpec) -> None:
         if not isinstance(spec, SeriesSpec):

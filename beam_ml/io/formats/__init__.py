@@ -50,6 +50,12 @@ _MODULES = {
     "docword": "beam_ml.io.formats.docword",
     "text": "beam_ml.io.formats.text",
     "text_jsonl": "beam_ml.io.formats.text_jsonl",
+    # series formats (SeriesBlock chunks; read with series_common.SeriesReadOptions)
+    "deepar_jsonl": "beam_ml.io.formats.deepar_jsonl",
+    "deepar_parquet": "beam_ml.io.formats.deepar_parquet",
+    "series_csv": "beam_ml.io.formats.series_csv",
+    "points_csv": "beam_ml.io.formats.points_csv",
+    "points_jsonl": "beam_ml.io.formats.points_jsonl",
 }
 _LOADED: dict[str, Format] = {}
 
