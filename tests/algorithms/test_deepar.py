@@ -4,7 +4,6 @@ answers, bad input, checkpoints, resumed training and series growing on a stream
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -215,17 +214,10 @@ def test_resume_continues_training_on_new_observations():
         resumed.continued().update(_block(targets)).merge(fresh)
 
 
-@dataclass(frozen=True, eq=False)
-class _Tagged(SeriesBlock):
+def _tagged(targets, starts, ids) -> SeriesBlock:
     """Series with an id each (as the streaming point-record reader gives them)."""
-
-    item_id: np.ndarray | None = None
-
-
-def _tagged(targets, starts, ids) -> _Tagged:
     plain = SeriesBlock.from_series(targets, starts, "H")
-    fields = {f.name: getattr(plain, f.name) for f in dataclasses.fields(SeriesBlock)}
-    return _Tagged(**fields, item_id=np.asarray(ids))
+    return dataclasses.replace(plain, item_id=np.asarray(ids))
 
 
 def test_series_growing_on_a_stream_give_the_windows_of_whole_series():
