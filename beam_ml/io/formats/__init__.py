@@ -45,6 +45,7 @@ _MODULES = {
     "jsonl": "beam_ml.io.formats.jsonl",
     "npy": "beam_ml.io.formats.npy",
     "parquet": "beam_ml.io.formats.parquet",
+    "recordio": "beam_ml.io.formats.recordio",  # SageMaker's application/x-recordio-protobuf
 }
 _LOADED: dict[str, Format] = {}
 
