@@ -40,6 +40,9 @@ _EXTENSIONS = {
     ".json": "jsonl",
     ".npy": "npy",
     ".parquet": "parquet",
+    ".pbr": "recordio",  # SageMaker's recordIO-protobuf (the SDK's record_set writes .pbr)
+    ".rec": "recordio",
+    ".recordio": "recordio",
 }
 
 
@@ -920,15 +923,23 @@ def _cmd_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.query is not None:
         dead = None  # a query's rows have no input lines: set-aside ones get none either
     # By path: workers read the model; it never travels inside the pipeline graph.
+    header: str | None = ",".join(_output_columns(model))
+    row_format = None
+    if args.output_format == "sagemaker":  # JSON lines in SageMaker's response shapes
+        from beam_ml.io.sagemaker import row_formatter
+
+        row_format = row_formatter(model.FAMILY, _output_columns(model))
+        header = None
     (
         blocks
         | Predict(args.model_dir, keep_origin=True)
         | WriteRowsInOrder(
             args.output,
-            header=",".join(_output_columns(model)),
+            header=header,
             set_aside=dead,
             text_format=text_format,
             sources=sources,
+            row_format=row_format,
         )
     )
     result = _run(p)
@@ -1056,6 +1067,14 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         "empty line",
     )
     _add_reader_args(predict)
+    predict.add_argument(
+        "--output_format",
+        choices=("csv", "sagemaker"),
+        default="csv",
+        help="csv (default), or sagemaker: one JSON object per record in SageMaker's "
+        "response shape ({score, predicted_label}, projection, closest_cluster ...), "
+        "JSON lines",
+    )
     predict.set_defaults(handler=_cmd_predict)
 
     evaluate = commands.add_parser(

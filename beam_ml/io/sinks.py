@@ -52,6 +52,9 @@ class WriteRowsInOrder(beam.PTransform):
     sources : dict, optional
         ``{dead letters' file: the file the blocks' origins name}`` where the two
         differ (``ReadPipe``: ``'<stdin>'`` and its spill file).
+    row_format : callable, optional
+        ``outputs -> bytes`` of one line per row (default: CSV, :func:`format_rows`;
+        :func:`beam_ml.io.sagemaker.row_formatter` gives SageMaker's JSON lines).
     """
 
     def __init__(
@@ -61,8 +64,10 @@ class WriteRowsInOrder(beam.PTransform):
         set_aside: Any = None,
         text_format: str | None = None,
         sources: dict[str, str] | None = None,
+        row_format: Any = None,
     ):
         super().__init__()
+        self.row_format = row_format or format_rows
         self.path, self.header, self.set_aside = path, header, set_aside
         self.text_format, self.sources = text_format, dict(sources or {})
 
@@ -79,7 +84,7 @@ class WriteRowsInOrder(beam.PTransform):
             )
         return (
             pairs
-            | "BeamML_WritePart" >> beam.Map(_write_part, parts_dir)
+            | "BeamML_WritePart" >> beam.Map(_write_part, parts_dir, self.row_format)
             | "BeamML_PartNames" >> beam.combiners.ToList()
             | "BeamML_Concatenate"
             >> beam.Map(
@@ -93,12 +98,14 @@ class WriteRowsInOrder(beam.PTransform):
         )
 
 
-def _write_part(pair: tuple[Any, np.ndarray], parts_dir: str) -> tuple[Any, str, int]:
+def _write_part(
+    pair: tuple[Any, np.ndarray], parts_dir: str, row_format: Any = format_rows
+) -> tuple[Any, str, int]:
     origin, outputs = pair
     name = hashlib.sha1(repr(origin).encode()).hexdigest()[:20] + ".csv"
     part = FileSystems.join(parts_dir, name)
     with FileSystems.create(part, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        handle.write(format_rows(outputs))
+        handle.write(row_format(outputs))
     return origin, part, len(outputs)
 
 

@@ -45,6 +45,7 @@ _MODULES = {
     "jsonl": "beam_ml.io.formats.jsonl",
     "npy": "beam_ml.io.formats.npy",
     "parquet": "beam_ml.io.formats.parquet",
+    "recordio": "beam_ml.io.formats.recordio",  # SageMaker's application/x-recordio-protobuf
     "bow": "beam_ml.io.formats.bow",
     "bow1": "beam_ml.io.formats.bow1",
     "docword": "beam_ml.io.formats.docword",

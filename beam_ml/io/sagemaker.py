@@ -1,0 +1,83 @@
+"""Predictions in SageMaker's response shapes (``predict --output_format sagemaker``).
+
+One JSON object per input record, one per line (SageMaker batch transform's
+``application/jsonlines``), in input order; a record set aside is an empty line, as in
+the CSV output. The objects are those SageMaker's built-in algorithms answer with:
+
+- linear learner, factorization machines: ``{"score": s, "predicted_label": l}``
+  (binary: ``score`` is the probability, or the margin under the hinge loss), ``{"score":
+  s}`` (regressor), ``{"score": [p0, p1, ...], "predicted_label": l}`` (multiclass);
+- PCA: ``{"projection": [...]}``;
+- K-Means: ``{"closest_cluster": c, "distance_to_cluster": d}``;
+- NTM: ``{"topic_weights": [...]}`` once NTM is a family here (see :data:`_BY_FAMILY`).
+
+Lines are formatted by ``numpy.savetxt`` with one row template per model, the same
+machinery as the CSV output.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["row_formatter", "sagemaker_shape"]
+
+_NUMBER = "%.9g"
+
+
+def _vector(name: str, n: int) -> str:
+    return f'"{name}": [' + ", ".join([_NUMBER] * n) + "]"
+
+
+def _ntm_shape(columns: Sequence[str]) -> tuple[list[int], str]:
+    """NTM's response: its topic weights (the hook for when NTM joins the families:
+    its predict columns are then ``topic_weight_<k>``)."""
+    return list(range(len(columns))), "{" + _vector("topic_weights", len(columns)) + "}"
+
+
+#: Families whose response is not told by their output columns alone.
+_BY_FAMILY: dict[str, Callable[[Sequence[str]], tuple[list[int], str]]] = {"ntm": _ntm_shape}
+
+
+def sagemaker_shape(family: str, columns: Sequence[str]) -> tuple[list[int], str]:
+    """(order of the output columns, ``savetxt`` row template) of a model whose
+    ``evaluate`` gives ``columns`` (the names ``predict`` writes in its CSV header)."""
+    if family in _BY_FAMILY:
+        return _BY_FAMILY[family](columns)
+    columns = list(columns)
+    if all(re.fullmatch(r"projection_\d+", c) for c in columns):
+        return list(range(len(columns))), "{" + _vector("projection", len(columns)) + "}"
+    if columns == ["cluster", "distance"]:
+        return [0, 1], '{"closest_cluster": %d, "distance_to_cluster": ' + _NUMBER + "}"
+    if columns == ["score"]:
+        return [0], '{"score": ' + _NUMBER + "}"
+    if len(columns) == 2 and columns[1] == "predicted_label":  # binary: score or probability
+        return [0, 1], '{"score": ' + _NUMBER + ', "predicted_label": %d}'
+    if columns[0] == "predicted_label" and all(c.startswith("probability_") for c in columns[1:]):
+        n = len(columns) - 1
+        return [*range(1, n + 1), 0], "{" + _vector("score", n) + ', "predicted_label": %d}'
+    raise ValueError(f"no SageMaker response shape is known for a {family} model's {columns}")
+
+
+def row_formatter(family: str, columns: Sequence[str]) -> Callable[[np.ndarray], bytes]:
+    """``outputs (rows, columns) -> JSON lines`` in SageMaker's shape for this model."""
+    order, template = sagemaker_shape(family, columns)
+    return _Rows(order, template)
+
+
+class _Rows:
+    """Picklable row formatter (it travels to the workers with the sink)."""
+
+    def __init__(self, order: list[int], template: str):
+        self.order, self.template = order, template
+
+    def __call__(self, outputs: np.ndarray) -> bytes:
+        outputs = np.asarray(outputs)
+        if outputs.ndim == 1:
+            outputs = outputs[:, None]
+        buffer = io.BytesIO()
+        np.savetxt(buffer, outputs[:, self.order], fmt=self.template)
+        return buffer.getvalue()
