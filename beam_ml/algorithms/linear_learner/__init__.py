@@ -111,11 +111,12 @@ Validation rows, best epochs and early stopping (issue 24)
 Modules
     ``config`` (what must match to merge), ``losses`` (labels and per-row losses),
     ``exact`` (the squared-loss solve from the moments of ``[x, y]``), ``packed`` (the
-    packed models' step), ``validation`` (the validation rows), ``epochs`` (best epochs,
-    early stopping, ``continued``), ``selection`` (``derive``), ``state`` (the state: rows
-    in, merging, the payload) and ``model`` (the derived model). The state's moments are
-    :class:`beam_ml.core.moments.Moments`; its training skeleton is
-    :class:`beam_ml.nn.skeleton.GradientState`.
+    packed models as a network, :class:`~beam_ml.algorithms.linear_learner.packed.PackedNetwork`:
+    parameters, step, predictor), ``validation`` (the validation rows), ``epochs`` (best
+    epochs, early stopping, ``continued``), ``selection`` (``derive``), ``state`` (the
+    state: rows in, mini-batches to the network, merging, the payload) and ``model`` (the
+    derived model). The state's moments are :class:`beam_ml.core.moments.Moments`; its
+    training skeleton is :class:`beam_ml.nn.skeleton.GradientState`.
 
 References
 ----------

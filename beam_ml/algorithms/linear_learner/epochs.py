@@ -36,8 +36,7 @@ class Epochs:
 
     def _current(self) -> tuple[np.ndarray, np.ndarray]:
         """Every candidate's parameters: (d, 2 m k) weights [coef | avg_coef], biases."""
-        weights = np.concatenate([self.coef, self.avg_coef], axis=1)
-        return weights, np.concatenate([self.intercept, self.avg_intercept])
+        return self.network.candidates()
 
     def _validation_scores(
         self, weights: np.ndarray, bias: np.ndarray, hist: bool = True

@@ -1,12 +1,13 @@
-"""The packed SGD models' training: the step of every model, its matrix products, BLAS
-threads, optimizers and score histograms."""
+"""The packed SGD models: a network (:class:`PackedNetwork`: parameters, the step of every
+model, its optimizers, the predictor), its matrix products, BLAS threads and score
+histograms."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -148,71 +149,88 @@ def finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-class PackedTraining:
-    """The packed models' training, a part of :class:`LinearLearnerState`: the scaling of
-    the step space, one mini-batch step of every model (progressive validation first),
-    the optimizers, and freezing models that diverge. Reads the state's config, scaler,
-    class counts and epoch; writes the parameters, optimizer moments, ``progress``,
-    ``hist``, ``diverged``, ``steps`` and ``stepped``."""
+class StepResult(NamedTuple):
+    """What a step of the packed models returns: progressive validation's view of the
+    mini-batch before the step, per candidate (2 m: the last iterates, then the averages)."""
 
-    def _scaling(self) -> tuple[np.ndarray, np.ndarray, float, float]:
-        """(feature mean, feature scale, label mean, label scale) of the step space."""
-        if self._scaling_cache is None or self._scaling_cache[0] != self.moments_n:
-            self._scaling_cache = (self.moments_n, self._compute_scaling())
-        return self._scaling_cache[1]
+    loss: np.ndarray  # (2 m,) float64: the weighted sum of the rows' losses
+    correct: np.ndarray  # (2 m,): right answers (classifiers; zeros for a regressor)
+    weight: float  # the rows' total example weight
+    scores: np.ndarray  # (b, 2 m k): the candidates' scores, in training units
 
-    def _compute_scaling(self) -> tuple[np.ndarray, np.ndarray, float, float]:
-        d, cfg = self.d, self.config
-        n = max(self.moments_n, 1.0)
-        std = np.sqrt(np.maximum(self.moments_m2, 0) / n)
-        # A column that has (almost) not varied yet is centred but not scaled: dividing by
-        # a rounding-level std would turn its first real change into a huge step.
-        constant = std <= 1e-7 * np.abs(self.moments_mean) + 1e-12
-        std = np.where(constant, 1.0, std)
-        if cfg.normalize_data:
-            mean = self.moments_mean[:d] if cfg.use_bias else np.zeros(d)
-            scale = std[:d]
-        else:
-            mean, scale = np.zeros(d), np.ones(d)
-        if cfg.scales_label:
-            y_mean = float(self.moments_mean[d]) if cfg.use_bias else 0.0
-            y_scale = float(std[d])
-        else:
-            y_mean, y_scale = 0.0, 1.0
-        return mean, scale, y_mean, y_scale
 
-    def _example_weights(self, y: np.ndarray) -> np.ndarray | None:
-        if not self._binary:
-            return None
-        mult = self.config.positive_example_weight_mult
-        if mult == "balanced":
-            neg, pos = self.class_counts
-            mult = neg / pos if pos > 0 and neg > 0 else 1.0
-        elif mult == "auto":
-            mult = 1.0
-        return None if mult == 1.0 else np.where(y > 0, float(mult), 1.0)
+class PackedNetwork:
+    """The packed models as a network (:class:`beam_ml.nn.skeleton.Network`): ``m``
+    linear models of ``k`` outputs side by side, each with its own learning rate, weight
+    decay and L1, trained by SGD, Adam or RMSProp, each with a polynomial-decay average.
 
-    def _step(self, x: Any, y: np.ndarray) -> None:
-        """One mini-batch: every candidate predicts it, then every model learns from it.
+    Parameters (in the original feature and label units, so replicas whose scaler
+    samples differ still average): ``coef`` (d, m k), ``intercept`` (m k,), their
+    averages ``avg_coef`` and ``avg_intercept``, the optimizer's moments ``opt_m`` and
+    ``opt_v`` (d + 1, m k) or None, and ``diverged`` (m,): models frozen at zero.
+
+    :meth:`step` trains every model on one mini-batch and returns its progressive losses
+    (:class:`StepResult`); :meth:`scores` is the predictor of every candidate. The state
+    (:class:`~beam_ml.algorithms.linear_learner.state.LinearLearnerState`) owns the rest:
+    the scaler, class counts, step counts, progressive sums and histograms.
+    """
+
+    #: The parameter arrays, by the names of the state's payload.
+    PARAMETERS = ("coef", "intercept", "avg_coef", "avg_intercept", "opt_m", "opt_v")
+
+    def __init__(self, config: Any, d: int, grid: tuple[np.ndarray, np.ndarray, np.ndarray]):
+        self.config = config
+        self.lr = grid[0]
+        self.m, self.k = len(self.lr), config.n_outputs
+        # Per weight column (m models x k outputs), for the step.
+        self._lr_cols, self._wd_cols, self._l1_cols = (np.repeat(v, self.k) for v in grid)
+        self.loss = config.resolved_loss
+        self.optimizer = config.resolved_optimizer
+        self.binary = config.predictor_type == "binary_classifier"
+        self.multiclass = config.predictor_type == "multiclass_classifier"
+        cols = self.m * self.k
+        self.coef, self.intercept = np.zeros((d, cols)), np.zeros(cols)
+        self.avg_coef, self.avg_intercept = np.zeros((d, cols)), np.zeros(cols)
+        adaptive = self.optimizer in ("adam", "rmsprop")
+        self.opt_m = np.zeros((d + 1, cols)) if self.optimizer == "adam" else None
+        self.opt_v = np.zeros((d + 1, cols)) if adaptive else None
+        self.diverged = np.zeros(self.m, dtype=bool)
+
+    def candidates(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every candidate's parameters: (d, 2 m k) weights [coef | avg_coef], biases."""
+        weights = np.concatenate([self.coef, self.avg_coef], axis=1)
+        return weights, np.concatenate([self.intercept, self.avg_intercept])
+
+    def scores(self, x: Any) -> np.ndarray:
+        """Every candidate's scores (b, 2 m k) of a dense or CSR block, in the block's
+        float precision (float32 blocks stay float32: the step's forward pass)."""
+        dtype = np.float32 if x.dtype == np.float32 else np.float64
+        weights = np.concatenate([self.coef, self.avg_coef], axis=1).astype(dtype)
+        scores = times(x, weights)
+        scores += np.concatenate([self.intercept, self.avg_intercept]).astype(dtype)
+        return scores
+
+    def step(
+        self,
+        x: Any,
+        y: np.ndarray,
+        t: int,
+        scaling: tuple[np.ndarray, np.ndarray, float, float],
+        example_weights: np.ndarray | None,
+    ) -> StepResult:
+        """Step ``t`` on one mini-batch: every candidate predicts it, then every model
+        learns from it, in the step space ``scaling`` = (feature mean, feature scale,
+        label mean, label scale); ``example_weights`` (b,) or None weigh the rows.
 
         Shapes: x (b, d); weights (d, 2 m k) = [last iterates | averages]; scores
         (b, 2 m k). All models' forward pass is one product, the backward pass another;
         the rest is elementwise work on the scores in the input's precision.
         """
-        cfg, d, m, k = self.config, self.d, self.m, self.k
-        b, cols = x.shape[0], self.m * self.k
-        if self.epoch == 1 and cfg.num_point_for_scaler == 0:  # a running scaler
-            self._absorb_moments(x, y)
-        if self.class_counts.size and self.epoch == 1:
-            self.class_counts += np.bincount(y.astype(np.int64), minlength=self.class_counts.size)
-        mean, scale, y_mean, y_scale = self._scaling()
-        self.steps += 1
-        self.stepped += b
-        t = self.steps
+        cfg, d, m, k = self.config, self.coef.shape[0], self.m, self.k
+        b, cols = x.shape[0], m * k
+        mean, scale, y_mean, y_scale = scaling
         dtype = np.float32 if x.dtype == np.float32 else np.float64
-        weights = np.concatenate([self.coef, self.avg_coef], axis=1).astype(dtype)
-        scores = times(x, weights)
-        scores += np.concatenate([self.intercept, self.avg_intercept]).astype(dtype)
+        scores = self.scores(x)
         if cfg.scales_label:
             scores -= y_mean
             scores /= y_scale
@@ -221,7 +239,7 @@ class PackedTraining:
             target = y
         last, avg = scores[:, :cols], scores[:, cols:]
         # Progressive validation: the candidates' losses on rows they have not learnt yet.
-        if self._multiclass:
+        if self.multiclass:
             cls = y.astype(np.int64)
             last_loss, grad, last_ok = softmax_loss(last.reshape(b, m, k), cls, True)
             avg_loss, _, avg_ok = softmax_loss(avg.reshape(b, m, k), cls, False)
@@ -229,35 +247,22 @@ class PackedTraining:
             correct = np.concatenate([last_ok.sum(axis=0), avg_ok.sum(axis=0)])
         else:
             t_col = target.astype(dtype)[:, None]
-            last_loss, grad = pointwise_loss(self._loss, last, t_col, cfg, True)
-            avg_loss, _ = pointwise_loss(self._loss, avg, t_col, cfg, False)
-            if self._binary:
+            last_loss, grad = pointwise_loss(self.loss, last, t_col, cfg, True)
+            avg_loss, _ = pointwise_loss(self.loss, avg, t_col, cfg, False)
+            if self.binary:
                 # Right answers at score 0: sum(1 - y) + (2y - 1) . [s > 0], one product.
                 positive = (scores > 0).astype(dtype)
                 correct = (b - y.sum()) + weighted_colsum(2 * t_col[:, 0] - 1, positive)
-                # A long pass's histograms sample its mini-batches: all in the first
-                # 2^17 rows, then every 2nd, 4th ... (the stride doubles as the pass
-                # does), each counted stride times: well over 10^5 rows for any
-                # threshold, at a fraction of the cost of binning every score.
-                stride = 1 << ((self.stepped - b) // HIST_ALL_ROWS).bit_length()
-                if t % stride == 0:
-                    self._histogram(scores, y, t * stride)
             else:
                 correct = np.zeros(2 * m)
-        sample_w = self._example_weights(y)
-        if sample_w is None:
+        if example_weights is None:
             per_row, w_sum = np.ones(b, dtype=dtype), float(b)
         else:
-            per_row, w_sum = sample_w.astype(dtype), float(sample_w.sum())
+            per_row, w_sum = example_weights.astype(dtype), float(example_weights.sum())
             grad = grad * per_row[:, None]
         # Column sums as products with a vector, not reductions with a cast.
         sums = [weighted_colsum(per_row, last_loss), weighted_colsum(per_row, avg_loss)]
         loss_sum = np.concatenate(sums).astype(np.float64)
-        self.progressive[0] += loss_sum
-        self.progressive[1] += t * loss_sum
-        self.progressive[2] += correct
-        self.progressive[3] += w_sum
-        self.progressive[4] += t * w_sum
         # Gradient in the standardized space z = (x - mean) / scale, computed without
         # centring x: z^T r = (x^T r - mean * sum(r)) / scale.
         grad /= b
@@ -289,25 +294,30 @@ class PackedTraining:
         blown = ~(np.abs(moved) < DIVERGED).all(axis=0) | ~(np.abs(step[d]) < DIVERGED)
         if blown.any():
             self._diverge(blown)
+        return StepResult(loss_sum, correct, w_sum, scores)
 
     def _direction(self, g: np.ndarray, t: int) -> np.ndarray:
         cfg = self.config
-        if self._optimizer == "sgd":
+        if self.optimizer == "sgd":
             return g
         b2 = cfg.beta_2
         self.opt_v *= b2
         self.opt_v += (1 - b2) * g * g
         denom = np.sqrt(self.opt_v / (1 - b2**t)) + ADAM_EPS
-        if self._optimizer == "rmsprop":
+        if self.optimizer == "rmsprop":
             return g / denom
         b1 = cfg.beta_1
         self.opt_m *= b1
         self.opt_m += (1 - b1) * g
         return self.opt_m / (1 - b1**t) / denom
 
-    def _histogram(self, scores: np.ndarray, y: np.ndarray, weight: float) -> None:
-        """Add every candidate's scores (b, 2 m) to its negatives/positives histograms."""
-        self.progressive_hist += weight * bin_counts(scores, y)
+    def average_in(self, other: PackedNetwork, share: float) -> None:
+        """Move every parameter ``share`` of the way to ``other``'s (the merge of two
+        replicas, weighted by the rows each has learnt from)."""
+        for name in self.PARAMETERS:
+            mine = getattr(self, name)
+            if mine is not None:
+                setattr(self, name, mine + (getattr(other, name) - mine) * share)
 
     def _diverge(self, columns: np.ndarray) -> None:
         models = columns.reshape(self.m, self.k).any(axis=1) & ~self.diverged
@@ -316,11 +326,12 @@ class PackedTraining:
                 "linear_learner: packed model(s) %s diverged (learning rate %s too large); "
                 "they are frozen at zero and never selected.",
                 np.flatnonzero(models).tolist(),
-                self._lr[models].tolist(),
+                self.lr[models].tolist(),
             )
-        self._freeze(self.diverged | models)
+        self.freeze(self.diverged | models)
 
-    def _freeze(self, diverged: np.ndarray) -> None:
+    def freeze(self, diverged: np.ndarray) -> None:
+        """Freeze the ``diverged`` (m,) models at zero, parameters and optimizer state."""
         self.diverged = diverged
         cols = np.repeat(diverged, self.k)
         for array in (self.coef, self.avg_coef, self.opt_m, self.opt_v):

@@ -14,9 +14,11 @@ from beam_ml.algorithms.linear_learner.exact import MAX_EXACT_FEATURES
 from beam_ml.algorithms.linear_learner.losses import labels_for
 from beam_ml.algorithms.linear_learner.model import LinearLearnerModel
 from beam_ml.algorithms.linear_learner.packed import (
+    HIST_ALL_ROWS,
     HIST_BINS,
-    PackedTraining,
+    PackedNetwork,
     _blas_threads,
+    bin_counts,
     row_range,
     rows_where,
 )
@@ -37,8 +39,18 @@ _LOG = logging.getLogger("beam_ml.linear_learner")
 _WARNED_HIGH_D: set[int] = set()
 
 
+def _of_network(name: str) -> property:
+    """The network's parameter ``name``, read and written through the state (the
+    payload's array names)."""
+    return property(
+        lambda self: getattr(self.network, name),
+        lambda self, value: setattr(self.network, name, value),
+        doc=f"The packed network's ``{name}``.",
+    )
+
+
 @register
-class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
+class LinearLearnerState(Epochs, Selection, GradientState):
     """One-pass linear learner state: moments, exact statistics, packed models.
 
     Attributes
@@ -58,10 +70,15 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
     exact : Moments or None
         Squared loss only: mean and centred scatter of ``[x, y]`` over all rows of the
         epoch, ``exact_mean`` and ``exact_scatter`` of shape (d + 1,) and (d + 1, d + 1).
+    network : PackedNetwork
+        The packed models (allocated with d), which the state feeds mini-batches; their
+        parameters read and write through the state under the payload's names:
     coef, intercept : ndarray of shape (d, m * k) and (m * k,)
         The packed models' last iterates in the original feature and label units.
     avg_coef, avg_intercept : same shapes
         Their polynomial-decay averages.
+    opt_m, opt_v : ndarray of shape (d + 1, m * k) or None
+        The optimizer's moments (Adam: both; RMSProp: ``opt_v``).
     progressive : ndarray of shape (5, 2 m)
         Per candidate (m last iterates, then m averages): progressive loss sum,
         step-weighted loss sum, right answers, weight sum, step-weighted weight sum.
@@ -109,6 +126,9 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
 
     # The progressive sums' earlier names, which are the payload's array names.
     progress, hist = alias("progressive"), alias("progressive_hist")
+    coef, intercept = _of_network("coef"), _of_network("intercept")
+    avg_coef, avg_intercept = _of_network("avg_coef"), _of_network("avg_intercept")
+    opt_m, opt_v, diverged = _of_network("opt_m"), _of_network("opt_v"), _of_network("diverged")
 
     def __init__(self, config: LinearLearnerConfig):
         super().__init__(config)
@@ -118,11 +138,10 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
         self.stepped = 0  # rows trained on in this epoch
         self.d: int | None = None
         self.exact: Moments | None = None  # allocated with d (squared loss)
+        self.network: PackedNetwork | None = None  # allocated with d
         lr, wd, l1 = config.grid()
         self._lr, self._wd, self._l1 = lr, wd, l1
         self.m, self.k = len(lr), config.n_outputs
-        # Per weight column (m models x k outputs), for the step.
-        self._lr_cols, self._wd_cols, self._l1_cols = (np.repeat(v, self.k) for v in (lr, wd, l1))
         self._scaling_cache: tuple | None = None
         self._loss = config.resolved_loss
         self._optimizer = config.resolved_optimizer
@@ -232,14 +251,9 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
                     MAX_EXACT_FEATURES,
                     (d + 1) ** 2 * 8 / 2**30,
                 )
-        self.coef, self.intercept = np.zeros((d, cols)), np.zeros(cols)
-        self.avg_coef, self.avg_intercept = np.zeros((d, cols)), np.zeros(cols)
-        adaptive = self._optimizer in ("adam", "rmsprop")
-        self.opt_m = np.zeros((d + 1, cols)) if self._optimizer == "adam" else None
-        self.opt_v = np.zeros((d + 1, cols)) if adaptive else None
+        self.network = PackedNetwork(self.config, d, (self._lr, self._wd, self._l1))
         self.progressive = np.zeros((5, 2 * m))
         self.progressive_hist = np.zeros((2 * m, 2, HIST_BINS)) if self._binary else None
-        self.diverged = np.zeros(m, dtype=bool)
         fraction = self.config.resolved_validation_fraction
         if fraction > 0:
             self.validation = ValidationRows(validation_rows_kept(d), d, fraction)
@@ -311,6 +325,70 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
         for rows, labels in self.pending.flush():
             self._step(rows, labels)
 
+    def _step(self, x: Any, y: np.ndarray) -> None:
+        """One mini-batch: the scaler and class counts take it in (epoch 1), the network
+        steps on it, and its progressive losses and score histograms are kept."""
+        cfg, b = self.config, x.shape[0]
+        if self.epoch == 1 and cfg.num_point_for_scaler == 0:  # a running scaler
+            self._absorb_moments(x, y)
+        if self.class_counts.size and self.epoch == 1:
+            self.class_counts += np.bincount(y.astype(np.int64), minlength=self.class_counts.size)
+        scaling = self._scaling()
+        self.steps += 1
+        self.stepped += b
+        t = self.steps
+        out = self.network.step(x, y, t, scaling, self._example_weights(y))
+        self.progressive[0] += out.loss
+        self.progressive[1] += t * out.loss
+        self.progressive[2] += out.correct
+        self.progressive[3] += out.weight
+        self.progressive[4] += t * out.weight
+        if self._binary:
+            # A long pass's histograms sample its mini-batches: all in the first 2^17
+            # rows, then every 2nd, 4th ... (the stride doubles as the pass does), each
+            # counted stride times: well over 10^5 rows for any threshold, at a fraction
+            # of the cost of binning every score.
+            stride = 1 << ((self.stepped - b) // HIST_ALL_ROWS).bit_length()
+            if t % stride == 0:
+                self.progressive_hist += t * stride * bin_counts(out.scores, y)
+
+    def _scaling(self) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """(feature mean, feature scale, label mean, label scale) of the step space."""
+        if self._scaling_cache is None or self._scaling_cache[0] != self.moments_n:
+            self._scaling_cache = (self.moments_n, self._compute_scaling())
+        return self._scaling_cache[1]
+
+    def _compute_scaling(self) -> tuple[np.ndarray, np.ndarray, float, float]:
+        d, cfg = self.d, self.config
+        n = max(self.moments_n, 1.0)
+        std = np.sqrt(np.maximum(self.moments_m2, 0) / n)
+        # A column that has (almost) not varied yet is centred but not scaled: dividing by
+        # a rounding-level std would turn its first real change into a huge step.
+        constant = std <= 1e-7 * np.abs(self.moments_mean) + 1e-12
+        std = np.where(constant, 1.0, std)
+        if cfg.normalize_data:
+            mean = self.moments_mean[:d] if cfg.use_bias else np.zeros(d)
+            scale = std[:d]
+        else:
+            mean, scale = np.zeros(d), np.ones(d)
+        if cfg.scales_label:
+            y_mean = float(self.moments_mean[d]) if cfg.use_bias else 0.0
+            y_scale = float(std[d])
+        else:
+            y_mean, y_scale = 0.0, 1.0
+        return mean, scale, y_mean, y_scale
+
+    def _example_weights(self, y: np.ndarray) -> np.ndarray | None:
+        if not self._binary:
+            return None
+        mult = self.config.positive_example_weight_mult
+        if mult == "balanced":
+            neg, pos = self.class_counts
+            mult = neg / pos if pos > 0 and neg > 0 else 1.0
+        elif mult == "auto":
+            mult = 1.0
+        return None if mult == 1.0 else np.where(y > 0, float(mult), 1.0)
+
     def _fix_scaler(self, x: Any, y: np.ndarray) -> None:
         columns = Moments.of_columns(x)
         y_mean = float(y.mean())
@@ -377,11 +455,7 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
         if self.epoch == 1:
             self.class_counts = self.class_counts + other.class_counts
         if w_b > 0:
-            share = w_b / (w_a + w_b)
-            for name in ("coef", "intercept", "avg_coef", "avg_intercept", "opt_m", "opt_v"):
-                mine = getattr(self, name)
-                if mine is not None:
-                    setattr(self, name, mine + (getattr(other, name) - mine) * share)
+            self.network.average_in(other.network, w_b / (w_a + w_b))
         self.steps = max(self.steps, other.steps)
         self.stepped += other.stepped
         if self.validation is not None:  # exact: see ValidationRows
@@ -394,7 +468,7 @@ class LinearLearnerState(PackedTraining, Epochs, Selection, GradientState):
         self.n += other.n
         diverged = self.diverged | other.diverged
         if (diverged != self.diverged).any() or (diverged != other.diverged).any():
-            self._freeze(diverged)
+            self.network.freeze(diverged)
         if other.n_pending:
             self._feed(other.pending_x, other.pending_y, copy=True)
 
