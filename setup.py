@@ -50,10 +50,22 @@ setup(
         # The linear learner keeps BLAS on one thread for small SGD steps (waking
         # OpenBLAS's threads costs more than the product); scikit-learn uses it too.
         "threadpoolctl>=3",
+        # s3:// inputs and checkpoints through Beam's S3 filesystem (apache-beam's aws extra)
+        "boto3>=1.26,<2",
+        # gs:// through Beam's GCS filesystem: of apache-beam's gcp extra, only this is needed
+        "google-cloud-storage>=2.18.2,<4",
     ],
     extras_require={
         # confluent-kafka: its bundled librdkafka runs the mock Kafka cluster of tests/streaming
-        "test": ["pytest>=7", "scikit-learn>=1.3,<1.8", "pandas>=2.0", "confluent-kafka>=2.3"]
+        "test": [
+            "pytest>=7",
+            "scikit-learn>=1.3,<1.8",
+            "pandas>=2.0",
+            "confluent-kafka>=2.3",
+            # local S3 and GCS servers of tests/io/test_object_stores.py
+            "moto[server]>=5,<6",
+            "gcp-storage-emulator",
+        ]
         + DATAFLOW,
         "dataflow": DATAFLOW,
     },

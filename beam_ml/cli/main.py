@@ -604,7 +604,14 @@ def _read_blocks(p: Any, args: argparse.Namespace, output: str, reader: Any) -> 
         dead
         | "DeadLetterJson" >> beam.Map(lambda r: json.dumps(r, default=str))
         | "WriteDeadLetters"
-        >> beam.io.WriteToText(args._dead_path, num_shards=1, shard_name_template="")
+        >> beam.io.WriteToText(
+            # skip_if_empty: S3 refuses an empty multipart upload, Beam's way to write
+            # an empty object (an empty local file was removed after the run anyway)
+            args._dead_path,
+            num_shards=1,
+            shard_name_template="",
+            skip_if_empty=True,
+        )
     )
     return blocks, dead
 
@@ -1147,6 +1154,19 @@ def _terminate(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _object_store_options(beam_args: list[str]) -> None:
+    """Give Beam's filesystems the pipeline options (``--s3_endpoint_url``, credentials,
+    ``--project`` ...) before any pipeline exists: inputs are matched, and checkpoints
+    read and written (derive, inspect), outside one. Without options, Beam's S3
+    filesystem refuses to start; with empty ones, boto3 takes its usual environment
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` ...)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from beam_ml.core.runner import pipeline_options
+
+    FileSystems.set_options(pipeline_options(beam_args))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -1162,6 +1182,8 @@ def main(argv: list[str] | None = None) -> int:
         args, unknown = parser.parse_known_args(argv)
         _skip_unused_clients(args, unknown)
         beam_args = _beam_options(unknown)
+        if any(re.match(r"^(s3|gs)://", str(a)) for a in argv):
+            _object_store_options(beam_args)
         return args.handler(args, beam_args)
     except _OutputClosed:
         # The reader of the output left (`beam-ml inspect | head`): stop without a

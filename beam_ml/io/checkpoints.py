@@ -10,7 +10,9 @@ Layout, readable by a person and by any tool that reads JSON::
 
 Writes are atomic: the payload goes to a new name first, then the manifest is written
 to a temporary name and renamed over ``manifest.json`` (an atomic replace on local
-disks; a single-object write on object stores). A crash at any point leaves the
+disks); on object stores (``s3://``, ``gs://``), which have no rename, the manifest is
+written in place once the payload is there: an object is visible only when its upload
+completed, so the manifest is the commit marker. A crash at any point leaves the
 previous checkpoint readable. Only then are files deleted, and only beam_ml's own:
 payloads an earlier manifest named that the new one no longer keeps, and leftovers of
 crashed writes (payloads and temporary manifests of beam_ml's naming that no manifest
@@ -319,9 +321,17 @@ def _write_locked(
     current = {k: manifest[k] for k in _HISTORY_FIELDS}
     manifest["history"] = ([current] + previous)[:keep]
     _write_bytes(_join(path, name), payload)
-    temporary = _join(path, f".{MANIFEST}.{stamp}-{uuid.uuid4().hex[:8]}.tmp")
-    _write_bytes(temporary, json.dumps(manifest, indent=2, sort_keys=True).encode())
-    FileSystems.rename([temporary], [_join(path, MANIFEST)])
+    text = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    if _is_local(path):
+        temporary = _join(path, f".{MANIFEST}.{stamp}-{uuid.uuid4().hex[:8]}.tmp")
+        _write_bytes(temporary, text)
+        FileSystems.rename([temporary], [_join(path, MANIFEST)])
+    else:
+        # An object store has no rename (Beam's is a copy and a delete), but an object
+        # appears only once its upload completes, whole: the manifest, written after
+        # the payload landed, is the commit marker. A writer killed before it leaves
+        # the previous manifest, which names only payloads that are there.
+        _write_bytes(_join(path, MANIFEST), text)
     kept = {entry["payload"] for entry in manifest["history"]}
     dropped = [e["payload"] for e in previous if e["payload"] not in kept]
     _delete(path, dropped + _leftovers(path, files, kept | set(dropped)))
