@@ -101,7 +101,11 @@ class KafkaBroker:
         self._log = self._dir / "kafka.log"
         command = [java, *_JAVA_OPTIONS, f"-Dlog4j2.configurationFile={self._dir / 'log4j2.properties'}",
                    "-cp", f"{LIBS}/*"]  # fmt: skip
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # An id that starts with "-" reads as an option to StorageTool (1 in 64): Kafka's own
+        # Uuid.randomUuid draws again in that case, and so do we.
+        cluster_id = "-"
+        while cluster_id.startswith("-"):
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         try:
             subprocess.run(
                 [*command, "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id,
