@@ -58,6 +58,7 @@ _EXPORTS = {
     "beam_ml.io.pubsub": ["ReadPubSub", "PubSubFeed"],
     "beam_ml.io.records": ["DecodeRecords", "record_spec"],
     "beam_ml.transforms.continuous": ["ContinuousTrainer", "TrainContinuously"],
+    "beam_ml.transforms.serving": ["BeamMLModelHandler", "announcement_metadata"],
     "beam_ml.transforms": [
         "Train",
         "TrainPerKey",
