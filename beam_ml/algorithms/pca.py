@@ -5,8 +5,9 @@ Two modes, chosen like SageMaker's ``algorithm_mode``:
 ``'regular'`` (exact)
     The state keeps ``n``, the mean and the *centred* scatter matrix
     ``C = sum (x - mean)(x - mean)^T`` in float64, merged with the pairwise formula
-    (:mod:`beam_ml.core.numerics`). Memory O(d^2); the merge is exact, so any split of
-    the data gives the same model up to rounding.
+    (:mod:`beam_ml.core.moments`; in both modes ``n``, the mean and the trace of ``C``
+    are one :class:`~beam_ml.core.moments.Moments`). Memory O(d^2); the merge is exact,
+    so any split of the data gives the same model up to rounding.
 
 ``'randomized'`` / ``'sketch'`` (high d)
     The state keeps ``n``, the mean, the exact trace of ``C`` and a Frequent Directions
@@ -70,7 +71,7 @@ from beam_ml.core.block import Block, MatrixSpec
 from beam_ml.core.constraints import Constraints, Interval, Options, validate_parameters
 from beam_ml.core.errors import BadInputError, IncompatibleStateError, NotEnoughDataError
 from beam_ml.core.moments import Moments
-from beam_ml.core.numerics import dense_chunks, pairwise_mean
+from beam_ml.core.numerics import dense_chunks
 from beam_ml.core.state import Model, TrainingState, register
 from beam_ml.core.validation import check_bool, check_int
 
@@ -215,17 +216,21 @@ def _pad(rows: np.ndarray, ell: int) -> np.ndarray:
     return out
 
 
-def _folded(name: str) -> property:
+def _folded(name: str, moment: str | None = None) -> property:
     """An attribute read only after the waiting rows are folded in (so ``n``, ``mean``,
-    ``trace``, ``sketch`` and ``shrinkage`` always describe every row seen)."""
+    ``trace``, ``sketch`` and ``shrinkage`` always describe every row seen); ``moment``:
+    the field of the state's ``_moments`` that holds it."""
     private = "_" + name
 
     def get(self: PCAState) -> Any:
         self._flush()
-        return getattr(self, private)
+        return getattr(self._moments, moment) if moment else getattr(self, private)
 
     def set(self: PCAState, value: Any) -> None:
-        setattr(self, private, value)
+        if moment:
+            setattr(self._moments, moment, value)
+        else:
+            setattr(self, private, value)
 
     return property(get, set)
 
@@ -275,10 +280,10 @@ class PCAState(TrainingState):
     CONFIG = PCAConfig
     BLOCK_KIND = Block
 
-    n = _folded("n")
-    mean = _folded("mean")
+    n = _folded("n", moment="n")
+    mean = _folded("mean", moment="mean")
     sketch = _folded("sketch")
-    trace = _folded("trace")
+    trace = _folded("trace", moment="m2")
     shrinkage = _folded("shrinkage")
 
     def __init__(self, config: PCAConfig):
@@ -287,26 +292,26 @@ class PCAState(TrainingState):
         # reading an attribute above, compact, merge, derive and to_bytes fold them in).
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
-        self.n = 0
-        self.mean = None
+        self._moments = Moments(0, None, 0.0)  # n, mean and the trace of the scatter
         self.scatter: np.ndarray | None = None
         self.sketch = None
-        self.trace = 0.0
         self.shrinkage = 0.0
         if config.feature_dim is not None:
             self._allocate(config.feature_dim)
 
     @property
     def n_seen(self) -> int:
-        return self._n + self._pending_rows
+        return self._moments.n + self._pending_rows
 
     @property
     def n_features(self) -> int | None:
-        return None if self._mean is None else self._mean.shape[0]
+        mean = self._moments.mean
+        return None if mean is None else mean.shape[0]
 
     @property
     def input_spec(self) -> MatrixSpec | None:
-        return None if self._mean is None else MatrixSpec(self._mean.shape[0])
+        d = self.n_features
+        return None if d is None else MatrixSpec(d)
 
     def _rows(self, d: int) -> int:
         """Sketch rows kept: ``l``, or ``d`` when that is fewer (then it is exact)."""
@@ -330,7 +335,7 @@ class PCAState(TrainingState):
         features = self._check(block).features
         if features.shape[0] == 0:
             return self
-        if self._mean is None:
+        if self._moments.mean is None:
             self._allocate(features.shape[1])
         for chunk in dense_chunks(features, dtype=None):
             if self.config.exact:
@@ -357,14 +362,14 @@ class PCAState(TrainingState):
         n_b = chunk.shape[0]
         if self.config.exact:
             rows = Moments.of_rows(chunk)
-            self._absorb(n_b, rows.mean, rows.m2, float(np.trace(rows.m2)), 0.0)
+            self._absorb(Moments(n_b, rows.mean, float(np.trace(rows.m2))), rows.m2, 0.0)
         else:
             mean_b = chunk.mean(axis=0, dtype=np.float64)
             centred = chunk - mean_b  # float64 whatever the block's dtype: one pass, one copy
             # The rows go into the state's sketch directly: one Frequent Directions
             # pass, with no intermediate sketch of the block (and its shrinkage).
             trace_b = float(np.einsum("ij,ij->", centred, centred))
-            self._absorb(n_b, mean_b, centred, trace_b, 0.0)
+            self._absorb(Moments(n_b, mean_b, trace_b), centred, 0.0)
 
     def compact(self) -> PCAState:
         """Fold the rows still waiting for a full buffer into the sketch (before a
@@ -372,28 +377,25 @@ class PCAState(TrainingState):
         self._flush()
         return self
 
-    def _absorb(
-        self, n_b: int, mean_b: np.ndarray, second_b: np.ndarray, trace_b: float, shrink_b: float
-    ) -> None:
-        """Fold in a part given as (n, mean, scatter or centred rows, trace, shrinkage).
+    def _absorb(self, moments_b: Moments, second_b: np.ndarray, shrink_b: float) -> None:
+        """Fold in a part given as its moments (n, mean, trace), its scatter or centred
+        rows, and its shrinkage.
 
         In sketch mode ``second_b`` is any matrix whose Gram matrix stands for the part's
         centred scatter: its centred rows, or its sketch (a merge). Both sides' sketches,
         the mean-correction row and ``second_b`` go through one Frequent Directions pass,
         and the shrinkages add up: the bound of the result is the sum of all three.
         """
-        if n_b == 0:
+        if moments_b.n == 0:
             return
         if self.n == 0:
-            self.n, self.mean, self.trace, self.shrinkage = n_b, mean_b.copy(), trace_b, shrink_b
+            self._moments, self.shrinkage = moments_b.copy(), shrink_b
             if self.config.exact:
                 self.scatter = second_b.copy()
             else:
                 self._fold(second_b[:0], second_b)
             return
-        n_a = self.n
-        self.n, self.mean, delta, weight = pairwise_mean(n_a, self.mean, n_b, mean_b)
-        self.trace += trace_b + weight * float(delta @ delta)
+        self._moments, delta, weight = self._moments.pooled(moments_b)
         if self.config.exact:
             self.scatter = Moments.pooled_m2(self.scatter, second_b, delta, weight)
         else:
@@ -411,15 +413,15 @@ class PCAState(TrainingState):
         merged = self._copy().compact()
         other = other._copy().compact() if other._pending_rows else other
         second = other.scatter if self.config.exact else other.sketch
-        merged._absorb(other.n, other.mean, second, other.trace, other.shrinkage)
+        merged._absorb(other._moments, second, other.shrinkage)
         return merged
 
     def _copy(self) -> PCAState:
         """A deep copy, waiting rows included (copying folds nothing in)."""
         copy = PCAState(self.config)
-        copy._n, copy._trace, copy._shrinkage = self._n, self._trace, self._shrinkage
+        copy._moments, copy._shrinkage = self._moments.copy(), self._shrinkage
         copy._pending, copy._pending_rows = list(self._pending), self._pending_rows
-        for name in ("_mean", "scatter", "_sketch"):
+        for name in ("scatter", "_sketch"):
             value = getattr(self, name)
             setattr(copy, name, None if value is None else value.copy())
         return copy

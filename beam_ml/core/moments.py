@@ -1,9 +1,11 @@
 """Centred moments: count, mean and centred second moments, merged pairwise.
 
-One object for every state that keeps them (PCA's exact path, the linear learner's exact
-statistics and its scaler): ``n``, the ``mean`` and ``m2``, either the centred scatter
-matrix ``sum (x - mean)(x - mean)^T`` (``scatter=True``) or its diagonal, the per-column
-centred sums of squares. All in float64; parts merge with the pairwise formula
+One object for every state that keeps them (PCA, the linear learner's exact statistics
+and its scaler): ``n``, the ``mean`` and ``m2``, either the centred scatter matrix
+``sum (x - mean)(x - mean)^T`` (``scatter=True``), its diagonal, the per-column centred
+sums of squares, or its trace, the sum of squared distances to the mean (a float: PCA's
+total variance, beside a scatter or sketch that it pools with :meth:`Moments.pooled`'s
+terms). All in float64; parts merge with the pairwise formula
 (:func:`beam_ml.core.numerics.pairwise_mean`), never through raw sums of squares.
 """
 
@@ -27,8 +29,9 @@ class Moments:
     n : float
         Rows (or weight) summarized; 0 for none.
     mean : ndarray of shape (d,), float64
-    m2 : ndarray of shape (d, d) or (d,), float64
-        The centred scatter matrix, or the per-column centred sums of squares.
+    m2 : ndarray of shape (d, d) or (d,), float64, or float
+        The centred scatter matrix, the per-column centred sums of squares, or their
+        total (the scatter's trace).
     """
 
     __slots__ = ("n", "mean", "m2")
@@ -84,21 +87,31 @@ class Moments:
             return other.copy()
         if other.n == 0:
             return self.copy()
+        return self.pooled(other)[0]
+
+    def pooled(self, other: Moments) -> tuple[Moments, np.ndarray, float]:
+        """Both parts' moments (neither empty), with the pairwise terms ``delta`` (the
+        other part's mean minus this one's) and ``weight`` (``n_a n_b / n``), for a state
+        that pools a second-moment summary of its own with them (PCA's scatter or sketch)."""
         n, mean, delta, weight = pairwise_mean(self.n, self.mean, other.n, other.mean)
-        return Moments(n, mean, self.pooled_m2(self.m2, other.m2, delta, weight))
+        return Moments(n, mean, self.pooled_m2(self.m2, other.m2, delta, weight)), delta, weight
 
     @staticmethod
     def pooled_m2(
-        m2_a: np.ndarray, m2_b: np.ndarray, delta: np.ndarray, weight: float
-    ) -> np.ndarray:
-        """Two parts' centred second moments (matrices or per column) pooled, given the
-        pairwise terms ``delta`` and ``weight`` of :func:`pairwise_mean`."""
+        m2_a: np.ndarray | float, m2_b: np.ndarray | float, delta: np.ndarray, weight: float
+    ) -> np.ndarray | float:
+        """Two parts' centred second moments (matrices, per column or totals) pooled,
+        given the pairwise terms ``delta`` and ``weight`` of :func:`pairwise_mean`."""
+        if np.ndim(m2_a) == 0:  # totals: the order of the sums PCA's states were made with
+            return m2_a + (m2_b + weight * float(delta @ delta))
         if m2_a.ndim == 2:
             return m2_a + m2_b + weight * np.outer(delta, delta)
         return m2_a + m2_b + weight * delta * delta
 
     def copy(self) -> Moments:
-        return Moments(self.n, self.mean.copy(), self.m2.copy())
+        m2 = self.m2.copy() if isinstance(self.m2, np.ndarray) else self.m2
+        return Moments(self.n, None if self.mean is None else self.mean.copy(), m2)
 
     def __repr__(self) -> str:
-        return f"Moments(n={self.n}, d={self.mean.shape[0]}, m2={self.m2.shape})"
+        d = None if self.mean is None else self.mean.shape[0]
+        return f"Moments(n={self.n}, d={d}, m2={np.shape(self.m2)})"
