@@ -66,7 +66,7 @@ from beam_ml.nn.deepar import (
     parameter_shapes,
 )
 from beam_ml.nn.engine import check_device, runtime_option
-from beam_ml.nn.skeleton import GradientState
+from beam_ml.nn.skeleton import AveragingState
 
 __all__ = ["DeepARConfig", "DeepARState", "DeepARModel"]
 
@@ -356,7 +356,7 @@ _WINDOW_SETS = ("pending", "reservoir")
 
 
 @register
-class DeepARState(GradientState):
+class DeepARState(AveragingState):
     """DeepAR's state: network parameters, Adam's moments, pending and replayed windows,
     tails of tracked series (see the module notes).
 
@@ -388,6 +388,11 @@ class DeepARState(GradientState):
     SERIAL_VERSION = 1
     CONFIG = DeepARConfig
     BLOCK_KIND = SeriesBlock
+    START_POINTS_DIFFER = (
+        "Cannot average deepar replicas that continue from different start points (epoch "
+        "{mine.epoch} after {mine.n_before} series vs epoch {theirs.epoch} after "
+        "{theirs.n_before} series); replicas must share theirs."
+    )
 
     def __init__(self, config: DeepARConfig):
         super().__init__(config)
@@ -410,14 +415,6 @@ class DeepARState(GradientState):
         self._network: Any = None
 
     # --- properties ---------------------------------------------------------------------
-    @property
-    def n_seen(self) -> int:
-        return self.n_before + self.n_rows
-
-    @property
-    def epochs_done(self) -> int:
-        return self.epoch
-
     @property
     def input_spec(self) -> SeriesSpec | None:
         """None until the first block says how many dynamic features ('auto')."""
@@ -623,47 +620,26 @@ class DeepARState(GradientState):
                 scores[:, 1].sum(),
             ]
 
-    @property
-    def _first_sight(self) -> bool:
-        return self.epoch % self.config.epochs == 0
-
     # --- merging and epochs ------------------------------------------------------------------
     def _pristine(self) -> bool:
         return self.params is None and self.n_seen == 0
 
-    def merge(self, other: DeepARState) -> DeepARState:
+    def _average(self, merged: DeepARState, other: DeepARState) -> None:
         """Window-weighted average of two replicas of one start point (approximate)."""
-        self.check_mergeable(other)
-        if other._pristine():
-            return self._copy()
-        if self._pristine():
-            return other._copy(self.config)
-        if (self.n_before, self.epoch) != (other.n_before, other.epoch):
-            raise IncompatibleStateError(
-                "Cannot average deepar replicas that continue from different start points "
-                f"(epoch {self.epoch} after {self.n_before} series vs epoch {other.epoch} "
-                f"after {other.n_before} series); replicas must share theirs."
-            )
-        merged = self._copy()
         a, b = self.n_windows, other.n_windows
         share = 0.5 if a + b == 0 else b / (a + b)
         for table, theirs in ((merged.params, other.params), (merged.moments, other.moments)):
             for name in table:
                 table[name] = ((1 - share) * table[name] + share * theirs[name]).astype(np.float32)
-        merged.steps = max(self.steps, other.steps)
         merged.early[:2] += other.early[:2]
-        merged.n_rows += other.n_rows
         merged.n_windows += other.n_windows
         merged.shuffles = max(self.shuffles, other.shuffles)
         merged.reservoir = _bottom_k(
             self.reservoir, other.reservoir, self.config.window_reservoir_size
         )
         merged.tracked = _merged_tracked(self.tracked, other.tracked)
-        if self._first_sight:
-            merged.progressive = self.progressive + other.progressive
         if len(other.pending):
             merged._feed(other.pending)
-        return merged
 
     def _copy(self, config: DeepARConfig | None = None) -> DeepARState:
         out = DeepARState(config or self.config)
@@ -707,22 +683,14 @@ class DeepARState(GradientState):
         out.early = np.array([0.0, 0.0, best, stale, stopped])
         if out._first_sight:  # new data, not another epoch: training goes on
             out.early[3:] = 0.0
-        out.n_before, out.n_rows, out.n_windows, out.epoch = self.n_seen, 0, 0, self.epoch + 1
-        if out._first_sight:  # new data (not another epoch): its own progressive sums
-            out.progressive = np.zeros(3)
+        out.n_windows = 0
+        out._next_pass()
         return out
 
     @property
     def stopped(self) -> bool:
         """Whether early stopping ended training (further epochs train nothing)."""
         return bool(self.early[4])
-
-    def followed_by(self, later: DeepARState) -> DeepARState:
-        """This state extended by ``later``, trained on new series from :meth:`continued`."""
-        out = later._copy()
-        out.epoch = self.epoch
-        out.progressive = self.progressive + later.progressive
-        return out
 
     # --- models --------------------------------------------------------------------------
     def derive(self, num_eval_samples: int | None = None) -> DeepARModel:

@@ -113,7 +113,7 @@ from beam_ml.nn.engine import (
     runtime_option,
 )
 from beam_ml.nn.fm import fm_scores
-from beam_ml.nn.skeleton import GradientState, PendingRows, alias
+from beam_ml.nn.skeleton import AveragingState, PendingRows, alias
 
 __all__ = [
     "FactorizationMachinesConfig",
@@ -396,7 +396,7 @@ def _csr(features: Any, owner: str) -> sp.csr_matrix:
 
 
 @register
-class FactorizationMachinesState(GradientState):
+class FactorizationMachinesState(AveragingState):
     """Factorization Machines state: parameters, optimizer state, steps and pending rows.
 
     Attributes
@@ -446,6 +446,13 @@ class FactorizationMachinesState(GradientState):
     # New data trains the factors on; a round's merged step is scaled (finish_round).
     PLAN = ResumePlan(resume="continue", finishes_rounds=True, epochs="epochs")
 
+    PROGRESSIVE = ("progressive", "progressive_hist")
+    START_POINTS_DIFFER = (
+        "Cannot average factorization_machines replicas that continue from different start "
+        "points (epoch {mine.epoch} after {mine.n_before} rows vs epoch {theirs.epoch} after "
+        "{theirs.n_before} rows); SGD replicas must share theirs."
+    )
+
     # The progressive sums' earlier names, which are the payload's array names.
     pv, pv_hist = alias("progressive"), alias("progressive_hist")
 
@@ -453,27 +460,14 @@ class FactorizationMachinesState(GradientState):
         super().__init__(config)
         self.table: ParameterTable | None = None
         self.bias: ParameterTable | None = None
-        self.steps = 0
-        self.n_before = 0
-        self.epoch = 0
-        self.n_rows = 0
         self.pending = PendingRows(
             config.mini_batch_size, config.feature_dim, config.shuffle_rows, config.seed
         )
         self.sample = MergeSample(
             config.merge_sample_size, config.feature_dim, config.merge_holdout
         )
-        self.progressive = np.zeros(3)
         self.progressive_hist = np.zeros((2, _PV_BINS)) if config.classifier else None
         self._trainer: Any = None
-
-    @property
-    def n_seen(self) -> int:
-        return self.n_before + self.n_rows
-
-    @property
-    def epochs_done(self) -> int:
-        return self.epoch  # FM's epoch index counts from 0
 
     @property
     def n_features(self) -> int:
@@ -482,10 +476,6 @@ class FactorizationMachinesState(GradientState):
     @property
     def input_spec(self) -> MatrixSpec:
         return MatrixSpec(self.config.feature_dim)
-
-    @property
-    def owner(self) -> str:
-        return type(self).__name__
 
     # --- training --------------------------------------------------------------------------
     def _trainer_for_device(self) -> Any:
@@ -533,13 +523,6 @@ class FactorizationMachinesState(GradientState):
         self.n_rows += rows
         return self
 
-    @property
-    def _first_sight(self) -> bool:
-        """Whether this pass's rows are new to the parameters: the first of ``epochs``
-        passes over the same data, or the first pass over new data (training continued).
-        Only then is a row's score before its step an honest out-of-sample score."""
-        return self.epoch % self.config.epochs == 0
-
     def _train(self, trainer: Any, batches: list[tuple[Any, np.ndarray]]) -> None:
         first_sight = self._first_sight
         for features, labels in batches:
@@ -564,22 +547,12 @@ class FactorizationMachinesState(GradientState):
     def _pristine(self) -> bool:
         return self.table is None and self.n_seen == 0 and self.pending.n_rows == 0
 
-    def merge(self, other: FactorizationMachinesState) -> FactorizationMachinesState:
+    def _average(
+        self, merged: FactorizationMachinesState, other: FactorizationMachinesState
+    ) -> None:
         """Example-weighted average of two replicas, ``other``'s factors aligned to this
         one's first (approximate; see the module notes). ``a.merge(b)`` and
         ``b.merge(a)`` differ by a rotation of the factors: the same predictions."""
-        self.check_mergeable(other)
-        if other._pristine():
-            return self._copy()
-        if self._pristine():
-            return other._copy(self.config)
-        if (self.n_before, self.epoch) != (other.n_before, other.epoch):
-            raise IncompatibleStateError(
-                "Cannot average factorization_machines replicas that continue from different "
-                f"start points (epoch {self.epoch} after {self.n_before} rows vs epoch "
-                f"{other.epoch} after {other.n_before} rows); SGD replicas must share theirs."
-            )
-        merged = self._copy()
         if self.table is not None and other.table is not None:
             # Factors (columns 1:) in the same orientation before averaging (engine.py).
             merged.table = self.table.merged(other.table.aligned_to(self.table, start=1))
@@ -587,18 +560,11 @@ class FactorizationMachinesState(GradientState):
             merged.table = other.table.copy()
         if other.bias is not None:
             merged.bias = other.bias.copy() if self.bias is None else self.bias.merged(other.bias)
-        merged.steps = max(self.steps, other.steps)
         merged.sample = self.sample.merged(other.sample)
-        merged.n_rows += other.n_rows
-        if self._first_sight:  # later passes' replicas carry their start's, the same
-            merged.progressive += other.progressive
-            if merged.progressive_hist is not None:
-                merged.progressive_hist += other.progressive_hist
         if other.pending.n_rows:
             batches = merged.pending.feed(other.pending.features, other.pending.labels)
             if batches:
                 merged._train(merged._trainer_for_device(), batches)
-        return merged
 
     def _copy(
         self, config: FactorizationMachinesConfig | None = None
@@ -628,14 +594,10 @@ class FactorizationMachinesState(GradientState):
         batches = out.pending.flush()
         if batches:
             out._train(out._trainer_for_device(), batches)
-        out.n_before, out.n_rows, out.epoch = self.n_seen, 0, self.epoch + 1
+        out._next_pass()
         if out.table is not None:
             out.table, out.bias = out.table.restarted(), out.bias.restarted()
         out.sample = out.sample.restarted()
-        if out._first_sight:  # new data: its own progressive validation (followed_by adds)
-            out.progressive = np.zeros(3)
-            if out.progressive_hist is not None:
-                out.progressive_hist = np.zeros_like(out.progressive_hist)
         return out
 
     def finish_round(self, start: FactorizationMachinesState | None) -> FactorizationMachinesState:
@@ -718,17 +680,6 @@ class FactorizationMachinesState(GradientState):
         out = self._copy()
         for table, before in ((out.table, start.table), (out.bias, start.bias)):
             table.extend_steps(before, slice(table.width, 2 * table.width), 1.0)
-        return out
-
-    def followed_by(self, later: FactorizationMachinesState) -> FactorizationMachinesState:
-        """This state extended by ``later``, trained on new rows from :meth:`continued`:
-        ``later``'s parameters (they went on from this state's) and row count (which
-        already counts this state's rows), both progressive validations added up."""
-        out = later._copy()
-        out.epoch = self.epoch
-        out.progressive = self.progressive + later.progressive
-        if out.progressive_hist is not None:
-            out.progressive_hist = self.progressive_hist + later.progressive_hist
         return out
 
     # --- models ------------------------------------------------------------------------------

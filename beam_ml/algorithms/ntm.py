@@ -76,7 +76,7 @@ from beam_ml.nn.ntm import (
     slot_count,
     softmax,
 )
-from beam_ml.nn.skeleton import GradientState, PendingRows
+from beam_ml.nn.skeleton import AveragingState, PendingRows
 
 __all__ = [
     "NTMConfig",
@@ -407,7 +407,7 @@ def _row_noise(features: sp.csr_matrix, draws: int, k: int) -> np.ndarray:
 
 
 @register
-class NTMState(GradientState):
+class NTMState(AveragingState):
     """Neural Topic Model state: parameters, optimizer state, steps, pending documents,
     progressive validation and the coherence sample (see the module notes).
 
@@ -438,12 +438,17 @@ class NTMState(GradientState):
     CONFIG = NTMConfig
     # New data trains on; a round's merged step is scaled on the sample (finish_round).
     PLAN = ResumePlan(resume="continue", finishes_rounds=True, epochs="epochs")
+    START_POINTS_DIFFER = (
+        "Cannot average ntm replicas that continue from different start points (epoch "
+        "{mine.epoch} after {mine.n_before} documents vs epoch {theirs.epoch} after "
+        "{theirs.n_before}); SGD replicas must share theirs."
+    )
 
     def __init__(self, config: NTMConfig):
         super().__init__(config)
         self.params: dict[str, np.ndarray] | None = None
         self.slots: dict[str, list[np.ndarray]] = {}
-        self.steps = self.n_before = self.epoch = self.n_rows = self.trained_rows = 0
+        self.trained_rows = 0
         self.replicas = 0  # replicas that trained and were merged since the start point
         self.pending = PendingRows(
             config.mini_batch_size, config.feature_dim, config.shuffle_rows, config.seed,
@@ -452,27 +457,14 @@ class NTMState(GradientState):
         self.sample = MergeSample(
             config.validation_sample_size, config.feature_dim, config.validation_holdout
         )
-        self.progressive = np.zeros(3)
         self.epoch_loss = np.zeros(3)
         self.best_loss, self.bad_epochs, self.stopped = float("inf"), 0, False
         self.words: list[str] | None = None  # the vocabulary, read on first update
         self._trainer: Any = None
 
     @property
-    def n_seen(self) -> int:
-        return self.n_before + self.n_rows
-
-    @property
-    def epochs_done(self) -> int:
-        return self.epoch
-
-    @property
     def input_spec(self) -> MatrixSpec:
         return MatrixSpec(self.config.feature_dim)
-
-    @property
-    def owner(self) -> str:
-        return type(self).__name__
 
     # --- training --------------------------------------------------------------------------
     def _trainer_for_device(self) -> Any:
@@ -534,10 +526,6 @@ class NTMState(GradientState):
         keys = engine.row_keys(features, np.full(features.shape[0], self.epoch + 1.0))
         return features[keys < np.uint64(min(fraction * 2.0**64, 2.0**64 - 1))]
 
-    @property
-    def _first_sight(self) -> bool:
-        return self.epoch % self.config.epochs == 0
-
     def _train(self, trainer: Any, batches: list[tuple[Any, Any]]) -> None:
         if not batches or self.stopped:
             return
@@ -554,21 +542,9 @@ class NTMState(GradientState):
     def _pristine(self) -> bool:
         return self.params is None and self.n_seen == 0 and self.pending.n_rows == 0
 
-    def merge(self, other: NTMState) -> NTMState:
+    def _average(self, merged: NTMState, other: NTMState) -> None:
         """Document-weighted average of two replicas, ``other``'s topics matched to this
         one's first (approximate; see the module notes)."""
-        self.check_mergeable(other)
-        if other._pristine():
-            return self._copy()
-        if self._pristine():
-            return other._copy(self.config)
-        if (self.n_before, self.epoch) != (other.n_before, other.epoch):
-            raise IncompatibleStateError(
-                "Cannot average ntm replicas that continue from different start points "
-                f"(epoch {self.epoch} after {self.n_before} documents vs epoch {other.epoch} "
-                f"after {other.n_before}); SGD replicas must share theirs."
-            )
-        merged = self._copy()
         if other.params is not None:
             if self.params is None or self.trained_rows == 0:
                 merged.params, merged.slots = _copy_arrays(other.params, other.slots)
@@ -579,17 +555,12 @@ class NTMState(GradientState):
                     other.trained_rows,
                 )
         merged.words = self.words or other.words
-        merged.steps = max(self.steps, other.steps)
         merged.replicas += other.replicas
         merged.trained_rows += other.trained_rows
         merged.sample = self.sample.merged(other.sample)
-        merged.n_rows += other.n_rows
         merged.epoch_loss += other.epoch_loss
-        if self._first_sight:
-            merged.progressive += other.progressive
         if other.pending.n_rows:
             merged._train(merged._trainer_for_device(), merged.pending.feed(other.pending.features))
-        return merged
 
     def _copy(self, config: NTMConfig | None = None) -> NTMState:
         out = NTMState(config or self.config)
@@ -610,10 +581,9 @@ class NTMState(GradientState):
         batches = out.pending.flush()
         if batches and out.params is not None:
             out._train(out._trainer_for_device(), batches)
-        out.n_before, out.n_rows, out.trained_rows, out.replicas = self.n_seen, 0, 0, 0
-        out.epoch = self.epoch + 1
+        out._next_pass()
+        out.trained_rows, out.replicas = 0, 0
         if out._first_sight:  # new data: training goes on whatever the last run's patience
-            out.progressive = np.zeros(3)
             out.best_loss, out.bad_epochs, out.stopped = float("inf"), 0, False
         elif out.params is not None and not out.stopped:
             out._early_stopping()
@@ -666,13 +636,6 @@ class NTMState(GradientState):
         else:
             self.bad_epochs += 1
             self.stopped = self.bad_epochs >= self.config.num_patience_epochs
-
-    def followed_by(self, later: NTMState) -> NTMState:
-        """This state extended by ``later``, trained on new rows from :meth:`continued`."""
-        out = later._copy()
-        out.epoch = self.epoch
-        out.progressive = self.progressive + later.progressive
-        return out
 
     # --- models ------------------------------------------------------------------------------
     def _model(self, learned: NTMState) -> NTMModel:

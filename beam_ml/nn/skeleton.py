@@ -22,6 +22,11 @@ Rounds, resume and epochs
     ``config.epochs`` times, and a state that scales a round's merged step says so
     (``finish_round``). :attr:`GradientState.epochs_done` counts the passes closed
     before the current one, the same way for every family.
+Averaged replicas
+    :class:`AveragingState` is the bookkeeping of the states whose merge averages replicas
+    of one start point (FM, NTM, DeepAR): the start point (``n_before``, ``epoch``), rows
+    since it, steps, the progressive sums, the merge's checks and ``continued`` /
+    ``followed_by``; each family says how its parameters average (``_average``).
 Networks
     :class:`Network` is what a state asks of its network: a training step on one
     mini-batch, in place on the parameters, returning what progressive validation needs
@@ -31,7 +36,7 @@ Networks
 from __future__ import annotations
 
 import abc
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,7 +47,7 @@ from beam_ml.core.plan import ResumePlan
 from beam_ml.core.state import TrainingState
 from beam_ml.nn.engine import CsrRows, rows_from_arrays, rows_to_arrays
 
-__all__ = ["GradientState", "Network", "PendingRows", "alias", "csr_rows"]
+__all__ = ["AveragingState", "GradientState", "Network", "PendingRows", "alias", "csr_rows"]
 
 #: A mini-batch: its rows (CSR views) and their labels (None for unsupervised networks).
 Batch = tuple[Any, "np.ndarray | None"]
@@ -84,6 +89,115 @@ class GradientState(TrainingState):
     def epochs_done(self) -> int:
         """Passes over the data closed before the current one (0 in the first): the one
         convention across families, whose own ``epoch`` fields predate it."""
+
+
+class AveragingState(GradientState):
+    """A gradient state whose merge averages replicas that began at one start point.
+
+    Attributes
+    ----------
+    steps : int
+        Optimizer steps taken (the most of the replicas' after a merge).
+    n_before, epoch : int
+        The start point this state continues from: rows seen before it and the pass
+        index (from 0). Replicas merge only with replicas of the same start point.
+    n_rows : int
+        Rows folded in since the start point.
+    progressive : ndarray of shape (3,), float64
+        Progressive validation sums, on the rows' first sight only (the first of
+        ``epochs`` passes); the family says what they sum.
+
+    Subclasses implement ``_pristine`` (nothing trained or waiting), ``_copy`` (a deep
+    copy, optionally under another config) and ``_average`` (the rest of a merge).
+    """
+
+    #: The arrays of progressive sums that replicas and resumed states add up (an array
+    #: that is None for some configs is skipped).
+    PROGRESSIVE: ClassVar[tuple[str, ...]] = ("progressive",)
+    #: The error when replicas of different start points meet, formatted with ``mine``
+    #: and ``theirs`` (each family's own words).
+    START_POINTS_DIFFER: ClassVar[str]
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        self.steps = self.n_before = self.epoch = self.n_rows = 0
+        self.progressive = np.zeros(3)
+
+    @property
+    def n_seen(self) -> int:
+        return self.n_before + self.n_rows
+
+    @property
+    def epochs_done(self) -> int:
+        return self.epoch  # the epoch index counts from 0
+
+    @property
+    def owner(self) -> str:
+        return type(self).__name__
+
+    @property
+    def _first_sight(self) -> bool:
+        """Whether this pass's rows are new to the parameters: the first of ``epochs``
+        passes over the same data, or the first pass over new data (training continued).
+        Only then is a row's score before its step an honest out-of-sample score."""
+        return self.epoch % self.config.epochs == 0
+
+    @abc.abstractmethod
+    def _pristine(self) -> bool:
+        """Whether nothing was trained or waits here (an empty accumulator)."""
+
+    @abc.abstractmethod
+    def _copy(self, config: Any = None) -> AveragingState:
+        """A deep copy (under ``config`` when given)."""
+
+    @abc.abstractmethod
+    def _average(self, merged: AveragingState, other: AveragingState) -> None:
+        """The family's part of ``self.merge(other)``, on ``merged`` (a copy of this state
+        with the shared counts merged): average the parameters, merge its own counts and
+        samples, then train ``other``'s pending rows."""
+
+    def merge(self, other: AveragingState) -> AveragingState:
+        """Both replicas averaged (``_average``), their rows and first-sight progressive
+        sums added up; an empty side gives a copy of the other."""
+        self.check_mergeable(other)
+        if other._pristine():
+            return self._copy()
+        if self._pristine():
+            return other._copy(self.config)
+        if (self.n_before, self.epoch) != (other.n_before, other.epoch):
+            raise IncompatibleStateError(self.START_POINTS_DIFFER.format(mine=self, theirs=other))
+        merged = self._copy()
+        merged.steps = max(self.steps, other.steps)
+        merged.n_rows += other.n_rows
+        if self._first_sight:  # later passes' replicas carry their start's, the same
+            for name, mine, theirs in self._progressive(merged, other):
+                setattr(merged, name, mine + theirs)
+        self._average(merged, other)
+        return merged
+
+    def _progressive(self, a: AveragingState, b: AveragingState) -> list[tuple[str, Any, Any]]:
+        """(name, a's array, b's array) of each progressive sum the config keeps."""
+        names = [name for name in self.PROGRESSIVE if getattr(a, name) is not None]
+        return [(name, getattr(a, name), getattr(b, name)) for name in names]
+
+    def _next_pass(self) -> None:
+        """Close this pass (on a copy that ``continued`` returns): its rows count as seen
+        before the next start point; new data (not another epoch) keeps its own
+        progressive sums (``followed_by`` adds them up)."""
+        self.n_before, self.n_rows, self.epoch = self.n_seen, 0, self.epoch + 1
+        if self._first_sight:
+            for name, sums, _ in self._progressive(self, self):
+                setattr(self, name, np.zeros_like(sums))
+
+    def followed_by(self, later: AveragingState) -> AveragingState:
+        """This state extended by ``later``, trained on new rows from ``continued``:
+        ``later``'s parameters (they went on from this state's) and row count (which
+        already counts this state's rows), both progressive validations added up."""
+        out = later._copy()
+        out.epoch = self.epoch
+        for name, mine, theirs in self._progressive(self, later):
+            setattr(out, name, mine + theirs)
+        return out
 
 
 class PendingRows:
