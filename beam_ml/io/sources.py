@@ -464,45 +464,21 @@ def read_blocks_local(
     path_or_pattern: str | Sequence[str],
     format: str,
     *,
-    label_column: int | str | None = None,
-    header: bool | str = "auto",
-    delimiter: str = ",",
-    feature_dim: int | None = None,
-    zero_based: bool = False,
-    block_size: int = 10_000,
-    split_bytes: int = 64 * 2**20,
-    strict: bool = False,
-    features_key: str = "features",
     dead_letters: list[dict[str, Any]] | None = None,
-    max_bad_fraction: float = MAX_BAD_FRACTION,
     counts: ReadCounts | None = None,
-    categorical_columns: Sequence[int | str] | str | None = None,
-    missing: str = "error",
+    **options: Any,
 ) -> Iterator[Block]:
     """Read files into blocks in this process, without Beam.
 
-    Same options, checks (raised here, before the first block) and parsing as
-    :class:`ReadBlocks`; blocks come in file order, then range order, so rows keep
-    their order. Bad records are appended to ``dead_letters`` when a list is given,
-    else logged and dropped; ``strict=True`` raises at the first. ``counts``, if given,
-    is updated as records are read.
+    Same options (``options``: the keyword arguments of :class:`ReadBlocks`), checks
+    (raised here, before the first block) and parsing as :class:`ReadBlocks`; blocks
+    come in file order, then range order, so rows keep their order. Bad records are
+    appended to ``dead_letters`` when a list is given, else logged and dropped;
+    ``strict=True`` raises at the first. ``counts``, if given, is updated as records
+    are read.
     """
-    files, spec = _build(
-        path_or_pattern,
-        format,
-        label_column=label_column,
-        header=header,
-        delimiter=delimiter,
-        feature_dim=feature_dim,
-        zero_based=zero_based,
-        block_size=block_size,
-        split_bytes=split_bytes,
-        strict=strict,
-        features_key=features_key,
-        max_bad_fraction=max_bad_fraction,
-        categorical_columns=categorical_columns,
-        missing=missing,
-    )
+    reader = ReadBlocks(path_or_pattern, format, **options)  # checks, matches and plans
+    files, spec = reader._files, reader._spec
     return _iter_local(spec, files, dead_letters, counts)
 
 

@@ -32,13 +32,18 @@ from beam_ml.core.errors import BadInputError
 from beam_ml.io.formats import reading
 from beam_ml.io.formats.base import START, Format, Plan, TextFormat, Where
 from beam_ml.io.formats.common import (
+    COLON,
     FLOAT32_MAX,
     NEWLINE,
     ParseResult,
     bad_record,
+    csr_of_lists,
     line_bounds,
     line_of,
     make_block,
+    pair_indices,
+    repeated_pairs,
+    token_bounds,
 )
 from beam_ml.io.formats.libsvm import (
     _INDEX_0_REASON,
@@ -50,9 +55,6 @@ from beam_ml.io.formats.libsvm import (
 
 __all__ = ["FORMAT", "BowFormat", "parse_bow"]
 
-_WHITESPACE = np.zeros(256, dtype=bool)
-_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
-_COLON = ord(":")
 _SEPARATORS = b" \t\n\v\f\r:"
 
 
@@ -61,14 +63,10 @@ def _bow_tokens(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     first pair, pairs per line, ids as written, counts), or None if some token is not
     one number, a colon, one number (those lines are then checked one by one)."""
     buf = np.frombuffer(data, dtype=np.uint8)
-    ws = _WHITESPACE[buf]
-    prev_ws = np.concatenate(([True], ws[:-1]))
-    next_ws = np.concatenate((ws[1:], [True]))
-    tok_start = np.flatnonzero(~ws & prev_ws)
-    tok_end = np.flatnonzero(~ws & next_ws)  # inclusive
+    tok_start, tok_end = token_bounds(buf)
     if len(tok_start) == 0:
         return None
-    colon = np.flatnonzero(buf == _COLON)
+    colon = np.flatnonzero(buf == COLON)
     # as many colons as tokens, the i-th strictly inside the i-th token: one each
     if len(colon) != len(tok_start) or not ((tok_start < colon) & (colon < tok_end)).all():
         return None
@@ -156,22 +154,13 @@ def parse_bow(
         return _parse_bow_lines(data, feature_dim, zero_based, file, offset, line)
     row_start, counts, raw_index, values = tokens
     n_rows = len(row_start)
-    index = raw_index - (0 if zero_based else 1)
-    pair_bad = (
-        (index < 0)
-        | (index >= feature_dim)
-        | (raw_index != np.floor(raw_index))  # not an integer, NaN or inf
-        | ~((values >= 0) & (values <= FLOAT32_MAX))  # negative, too large, NaN or inf
-    )
+    index, pair_bad = pair_indices(raw_index, zero_based, feature_dim)
+    pair_bad |= ~((values >= 0) & (values <= FLOAT32_MAX))  # negative, too large, NaN or inf
     index[pair_bad] = 0
     index_dtype = np.int32 if feature_dim < 2**31 else np.int64
     index = index.astype(index_dtype)
     row_of_pair = np.repeat(np.arange(n_rows), counts)
-    # a duplicate id: equal (row, id) keys, next to each other once sorted
-    key = row_of_pair * (np.int64(feature_dim) + 1) + index
-    order = np.argsort(key, kind="stable")
-    dup = np.zeros(len(key), dtype=bool)
-    dup[order[1:]] = key[order[1:]] == key[order[:-1]]
+    dup = repeated_pairs(row_of_pair, index, feature_dim)  # a duplicate id
     row_bad = np.zeros(n_rows, dtype=bool)
     row_bad[row_of_pair[pair_bad | dup]] = True
     bad: list[dict[str, Any]] = []
@@ -221,14 +210,7 @@ def _parse_bow_lines(
         indptr.append(len(indices))
     if len(indptr) == 1:
         return None, bad
-    features = sp.csr_matrix(
-        (
-            np.asarray(values, dtype=np.float32),
-            np.asarray(indices, dtype=np.int64),
-            np.asarray(indptr, dtype=np.int64),
-        ),
-        shape=(len(indptr) - 1, feature_dim),
-    )
+    features = csr_of_lists(values, indices, indptr, feature_dim)
     features.sort_indices()
     return make_block(features, None, file, offset), bad
 

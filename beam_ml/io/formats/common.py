@@ -1,5 +1,5 @@
-"""What the formats share: bad records, lines of a chunk, numbers, and the helpers of
-planning (label and categorical columns, a text file's usual width).
+"""What the formats share: bad records, lines of a chunk, numbers, ``index:value`` pairs,
+and the helpers of planning (label and categorical columns, a text file's usual width).
 
 A *bad record* is a plain dict (it goes to a dead-letter PCollection as is)::
 
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import scipy.sparse as sp
 
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
@@ -143,6 +144,61 @@ def content_lines(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def line_of(first_line: int | None, n_before: int) -> int | None:
     return None if first_line is None else first_line + n_before
+
+
+# ------------------------------------------------ index:value pairs (LIBSVM, bag of words)
+
+#: The bytes that separate tokens: ASCII white space.
+WHITESPACE = np.zeros(256, dtype=bool)
+WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
+COLON = ord(":")
+
+
+def token_bounds(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last (inclusive) byte of each run of non-white bytes of ``buf`` (a
+    chunk's bytes as uint8), found in bulk from a whitespace mask."""
+    ws = WHITESPACE[buf]
+    prev_ws = np.concatenate(([True], ws[:-1]))
+    next_ws = np.concatenate((ws[1:], [True]))
+    return np.flatnonzero(~ws & prev_ws), np.flatnonzero(~ws & next_ws)
+
+
+def pair_indices(
+    raw_index: np.ndarray, zero_based: bool, feature_dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs' 0-based indices (float64, as read) and which of them are bad: negative,
+    ``>= feature_dim``, not an integer, NaN or inf."""
+    index = raw_index - (0 if zero_based else 1)
+    bad = (
+        (index < 0)  # also false for NaN, caught by the floor test
+        | (index >= feature_dim)
+        | (raw_index != np.floor(raw_index))  # not an integer, NaN or inf
+    )
+    return index, bad
+
+
+def repeated_pairs(row_of_pair: np.ndarray, index: np.ndarray, feature_dim: int) -> np.ndarray:
+    """Which pairs repeat an index an earlier pair of their row has: equal (row, index)
+    keys, next to each other once sorted."""
+    key = row_of_pair * (np.int64(feature_dim) + 1) + index
+    order = np.argsort(key, kind="stable")
+    repeated = np.zeros(len(key), dtype=bool)
+    repeated[order[1:]] = key[order[1:]] == key[order[:-1]]
+    return repeated
+
+
+def csr_of_lists(
+    values: list[float], indices: list[int], indptr: list[int], feature_dim: int
+) -> sp.csr_matrix:
+    """The float32 CSR rows a line-by-line parse collected (``indptr`` starts at 0)."""
+    return sp.csr_matrix(
+        (
+            np.asarray(values, dtype=np.float32),
+            np.asarray(indices, dtype=np.int64),
+            np.asarray(indptr, dtype=np.int64),
+        ),
+        shape=(len(indptr) - 1, feature_dim),
+    )
 
 
 def is_number(text: str) -> bool:

@@ -23,14 +23,20 @@ from beam_ml.core.errors import BadInputError
 from beam_ml.io.formats import reading
 from beam_ml.io.formats.base import START, Format, Plan, TextFormat, Where
 from beam_ml.io.formats.common import (
+    COLON,
     FLOAT32_MAX,
     NEWLINE,
+    WHITESPACE,
     ParseResult,
     bad_record,
     count_line_records,
+    csr_of_lists,
     line_of,
     make_block,
+    pair_indices,
+    repeated_pairs,
     short_repr,
+    token_bounds,
 )
 
 __all__ = ["FORMAT", "MAX_INFERRED_FEATURE_DIM", "libsvm_check_indices", "parse_libsvm"]
@@ -127,14 +133,11 @@ def _floats_exact_blob(blob: bytes, expected: int) -> np.ndarray | None:
     return values[:-1]
 
 
-_WHITESPACE = np.zeros(256, dtype=bool)
-_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
-_COLON = ord(":")
 # Byte classes of the numpy tokenizer: 0 whitespace, 1 colon, 2 a character of a plain
 # decimal number (digits, sign, point, exponent), 3 anything else.
 _LIBSVM_CLASS = np.full(256, 3, dtype=np.uint8)
-_LIBSVM_CLASS[_WHITESPACE] = 0
-_LIBSVM_CLASS[_COLON] = 1
+_LIBSVM_CLASS[WHITESPACE] = 0
+_LIBSVM_CLASS[COLON] = 1
 _LIBSVM_CLASS[list(b"0123456789+-.eE")] = 2
 _LIBSVM_CLASS_TABLE = _LIBSVM_CLASS.tobytes()  # for bytes.translate: 2x numpy's lookup
 _LIBSVM_SEPARATORS = bytes(np.flatnonzero(_LIBSVM_CLASS < 2).tolist())
@@ -208,8 +211,8 @@ def _libsvm_bulk(data: bytes) -> _LibsvmTokens | None:
         np.subtract(start[1:], end[:-1], out=gap[1:])
         long_gap = np.flatnonzero(gap > 1)
     n_fields = len(start)
-    is_index = after == _COLON
-    is_value = before == _COLON
+    is_index = after == COLON
+    is_value = before == COLON
     n_colons = int(np.count_nonzero(cls == 1))
     n_pairs = int(np.count_nonzero(is_index))
     if (
@@ -283,17 +286,13 @@ def _libsvm_bulk_text(data: bytes) -> _LibsvmTokens | None:
     which must yield exactly one number per label and two per pair.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
-    ws = _WHITESPACE[buf]
-    prev_ws = np.concatenate(([True], ws[:-1]))
-    next_ws = np.concatenate((ws[1:], [True]))
-    tok_start = np.flatnonzero(~ws & prev_ws)
-    tok_end = np.flatnonzero(~ws & next_ws)  # inclusive
+    tok_start, tok_end = token_bounds(buf)
     if len(tok_start) == 0:
         return None
     nl = np.flatnonzero(buf == NEWLINE)
     tok_line = np.searchsorted(nl, tok_start)
     first = np.concatenate(([True], tok_line[1:] != tok_line[:-1]))
-    colon = np.flatnonzero(buf == _COLON)
+    colon = np.flatnonzero(buf == COLON)
     owner = np.searchsorted(tok_start, colon, side="right") - 1
     n_colons = np.bincount(owner, minlength=len(tok_start))
     if (n_colons[first] != 0).any() or (n_colons[~first] != 1).any():
@@ -423,13 +422,8 @@ def _libsvm_rows(
     labels, counts = tokens.labels, tokens.counts
     raw_index, values = tokens.raw_index, tokens.values
     n_rows = len(labels)
-    index = raw_index - (0 if zero_based else 1)
-    pair_bad = (
-        (index < 0)  # also false for NaN, caught by the floor test
-        | (index >= feature_dim)
-        | (raw_index != np.floor(raw_index))  # not an integer, NaN or inf
-        | ~(np.abs(values) <= FLOAT32_MAX)  # too large for float32, NaN or inf
-    )
+    index, pair_bad = pair_indices(raw_index, zero_based, feature_dim)
+    pair_bad |= ~(np.abs(values) <= FLOAT32_MAX)  # too large for float32, NaN or inf
     any_pair_bad = bool(pair_bad.any())
     if any_pair_bad:
         index[pair_bad] = 0
@@ -442,10 +436,7 @@ def _libsvm_rows(
     row_bad = ~np.isfinite(labels)
     if step_down.any():
         row_of_pair = np.repeat(np.arange(n_rows), counts)
-        key = row_of_pair * (np.int64(feature_dim) + 1) + index
-        order = np.argsort(key, kind="stable")
-        dup = np.zeros(len(key), dtype=bool)
-        dup[order[1:]] = key[order[1:]] == key[order[:-1]]
+        dup = repeated_pairs(row_of_pair, index, feature_dim)
         row_bad[row_of_pair[pair_bad | dup]] = True
     elif any_pair_bad:
         row_bad[np.repeat(np.arange(n_rows), counts)[pair_bad]] = True
@@ -506,14 +497,7 @@ def _parse_libsvm_lines(
         indptr.append(len(indices))
     if not labels:
         return None, bad
-    features = sp.csr_matrix(
-        (
-            np.asarray(values, dtype=np.float32),
-            np.asarray(indices, dtype=np.int64),
-            np.asarray(indptr, dtype=np.int64),
-        ),
-        shape=(len(labels), feature_dim),
-    )
+    features = csr_of_lists(values, indices, indptr, feature_dim)
     return make_block(features, np.asarray(labels, dtype=np.float64), file, offset), bad
 
 

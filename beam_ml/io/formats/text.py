@@ -13,7 +13,7 @@ the vocabulary sets it, so ``feature_dim`` and ``label_column`` do not apply.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -26,10 +26,11 @@ from beam_ml.io.formats.base import START, Chunk, Format, Plan, Range, TextForma
 from beam_ml.io.formats.common import ParseResult, bad_record, content_lines, line_of
 from beam_ml.io.formats.documents import DocumentBlock
 
-__all__ = ["FORMAT", "DocumentsFormat", "parse_text"]
+__all__ = ["FORMAT", "DocumentsFormat", "document_block", "documents_by_line", "parse_text"]
 
 
-def _documents(texts: pa.Array, file: str, offset: int) -> DocumentBlock:
+def document_block(texts: pa.Array, file: str, offset: int) -> DocumentBlock:
+    """The documents of a chunk, their first at byte ``offset`` of ``file``."""
     return DocumentBlock(texts, (file, int(offset)) if file else None)
 
 
@@ -54,11 +55,19 @@ def parse_text(
     try:
         texts.validate(full=True)
     except pa.ArrowInvalid:
-        return _parse_text_lines(data, index, starts, ends, file, offset, line)
-    return _documents(pc.utf8_rtrim_whitespace(texts), file, offset + int(starts[0])), []
+        # some invalid UTF-8: line by line, to name the bad records
+        return documents_by_line(data, index, starts, ends, file, offset, line, _utf8_line)
+    return document_block(pc.utf8_rtrim_whitespace(texts), file, offset + int(starts[0])), []
 
 
-def _parse_text_lines(
+def _utf8_line(raw: bytes) -> tuple[str | None, str | None]:
+    try:
+        return raw.decode("utf-8").rstrip(), None
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text: byte {exc.start} of the line is {raw[exc.start]:#04x}"
+
+
+def documents_by_line(
     data: bytes,
     index: np.ndarray,
     starts: np.ndarray,
@@ -66,23 +75,25 @@ def _parse_text_lines(
     file: str,
     offset: int,
     line: int | None,
+    document: Callable[[bytes], tuple[str | None, str | None]],
 ) -> ParseResult:
-    """The documents of a chunk with some invalid UTF-8, line by line."""
+    """The documents of a chunk's lines (``index``, ``starts``, ``ends`` of
+    :func:`~beam_ml.io.formats.common.content_lines`), one at a time: ``document(raw)``
+    gives a line's text, or None and why the line is a bad record."""
     texts: list[str] = []
     bad = []
     first = None
     for i, start, end in zip(index, starts, ends, strict=True):
         raw = data[start:end]
-        try:
-            texts.append(raw.decode("utf-8").rstrip())
-            first = start if first is None else first
-        except UnicodeDecodeError as exc:
-            reason = f"not UTF-8 text: byte {exc.start} of the line is {raw[exc.start]:#04x}"
+        text, reason = document(raw)
+        if text is None:
             bad.append(bad_record(file, offset + int(start), line_of(line, int(i)), raw, reason))
+        else:
+            texts.append(text)
+            first = start if first is None else first
     if not texts:
         return None, bad
-    block = _documents(pa.array(texts, type=pa.string()), file, offset + int(first))
-    return block, bad
+    return document_block(pa.array(texts, type=pa.string()), file, offset + int(first)), bad
 
 
 class DocumentsFormat(TextFormat):

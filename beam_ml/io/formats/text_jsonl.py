@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import io
 import json
+from functools import partial
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 
 from beam_ml.io.formats.base import START, Format, Plan, Where
-from beam_ml.io.formats.common import ParseResult, bad_record, content_lines, line_of
-from beam_ml.io.formats.documents import DocumentBlock
-from beam_ml.io.formats.text import DocumentsFormat
+from beam_ml.io.formats.common import ParseResult, content_lines
+from beam_ml.io.formats.text import DocumentsFormat, document_block, documents_by_line
 
 __all__ = ["FORMAT", "parse_text_jsonl"]
 
@@ -34,55 +33,33 @@ def parse_text_jsonl(
     index, starts, ends = content_lines(data)
     if not len(index):
         return None, []
-    origin = (file, offset + int(starts[0])) if file else None
     schema = pa.schema([(key, pa.string())])
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     try:
         texts = pj.read_json(io.BytesIO(data), parse_options=options).column(key)
         texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
         if len(texts) == len(index) and not texts.null_count:
-            return DocumentBlock(texts, origin), []
+            return document_block(texts, file, offset + int(starts[0])), []
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
-    return _parse_lines(data, key, index, starts, ends, file, offset, line)
+    document = partial(_text_field, key=key)
+    return documents_by_line(data, index, starts, ends, file, offset, line, document)
 
 
-def _parse_lines(
-    data: bytes,
-    key: str,
-    index: np.ndarray,
-    starts: np.ndarray,
-    ends: np.ndarray,
-    file: str,
-    offset: int,
-    line: int | None,
-) -> ParseResult:
-    texts: list[str] = []
-    bad = []
-    first = None
-    for i, start, end in zip(index, starts, ends, strict=True):
-        raw = data[start:end]
-        try:
-            record = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            reason = f"not a JSON object ({exc})"
-        else:
-            value = record.get(key) if isinstance(record, dict) else None
-            if isinstance(value, str):
-                texts.append(value)
-                first = start if first is None else first
-                continue
-            if not isinstance(record, dict):
-                reason = f"a JSON {type(record).__name__}, not an object with a {key!r} field"
-            elif value is None:
-                reason = f"no {key!r} field" + (" (null)" if key in record else "")
-            else:
-                reason = f"field {key!r} is a {type(value).__name__}, not a string"
-        bad.append(bad_record(file, offset + int(start), line_of(line, int(i)), raw, reason))
-    if not texts:
-        return None, bad
-    origin = (file, offset + int(first)) if file else None
-    return DocumentBlock(pa.array(texts, type=pa.string()), origin), bad
+def _text_field(raw: bytes, key: str) -> tuple[str | None, str | None]:
+    """A line's document (its ``key`` field), or None and why the line has none."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"not a JSON object ({exc})"
+    value = record.get(key) if isinstance(record, dict) else None
+    if isinstance(value, str):
+        return value, None
+    if not isinstance(record, dict):
+        return None, f"a JSON {type(record).__name__}, not an object with a {key!r} field"
+    if value is None:
+        return None, f"no {key!r} field" + (" (null)" if key in record else "")
+    return None, f"field {key!r} is a {type(value).__name__}, not a string"
 
 
 class TextJsonlFormat(DocumentsFormat):
