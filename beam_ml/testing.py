@@ -122,7 +122,7 @@ def sgd_matrix_factorization(
     p = rng.normal(0, 0.1, (ratings.n_users, k))
     q = rng.normal(0, 0.1, (ratings.n_items, k))
     for _ in range(epochs):
-        for a, b, r in zip(u.tolist(), i.tolist(), y.tolist()):
+        for a, b, r in zip(u.tolist(), i.tolist(), y.tolist(), strict=True):
             pa, qb = p[a], q[b]
             error = r - (mean + b_user[a] + b_item[b] + pa @ qb)
             b_user[a] += lr * (error - reg * b_user[a])

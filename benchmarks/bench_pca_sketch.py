@@ -100,7 +100,7 @@ def run_sketch(data, k, extra, block, parts=1, textbook=False):
         start = time.perf_counter()
         states = []
         bounds = np.linspace(0, data.shape[0], parts + 1).astype(int)
-        for share in (data[a:b] for a, b in zip(bounds[:-1], bounds[1:])):
+        for share in (data[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)):
             state = PCAState(config)
             for first in range(0, share.shape[0], block):
                 state.update(share[first : first + block])
@@ -173,8 +173,8 @@ def main() -> None:
         )  # fmt: skip
 
     print(
-        f"| data | method | largest angle (deg) | max eigenvalue rel. error | whitened std |"
-        f" us/row | state KiB | peak MiB |\n|---|---|---:|---:|---|---:|---:|---:|"
+        "| data | method | largest angle (deg) | max eigenvalue rel. error | whitened std |"
+        " us/row | state KiB | peak MiB |\n|---|---|---:|---:|---|---:|---:|---:|"
     )
     for r in rows:
         spread = (

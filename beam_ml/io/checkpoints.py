@@ -49,13 +49,16 @@ import stat
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beam_ml.core import serial
 from beam_ml.core.errors import BeamMLError, CorruptStateError, IncompatibleStateError
 from beam_ml.core.state import Model, TrainingState, load_model, load_state
 from beam_ml.io.files import CompressionTypes, FileSystems, is_local
 from beam_ml.version import __version__
+
+if TYPE_CHECKING:  # imported on first use (module __getattr__): no Apache Beam import here
+    from beam_ml.io.checkpoint_transforms import ReadCheckpoint, WriteCheckpoint
 
 __all__ = [
     "CheckpointNotFoundError",

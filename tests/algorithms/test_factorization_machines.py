@@ -211,12 +211,13 @@ def test_numpy_steps_equal_mxnet_autograd_steps(rng, optimizer, classifier):
     fast, reference = _trainers(optimizer, classifier)
     params = rng.normal(0, 0.3, (300, 7)).astype(np.float32)
     slots = fast.spec.slots
+    previous = None  # the feature table after the last step: parameters and optimizer state
     for step in range(1, 12):
         x = sp.random(40, 300, density=0.03, format="csr", random_state=step, dtype=np.float32)
         x.data[:] = rng.normal(0, 1, x.nnz)
         y = (rng.random(40) < 0.5) if classifier else rng.normal(2, 1, 40)
         a, b = _tables(params, 0.2, slots), _tables(params, 0.2, slots)
-        if step > 1:  # start both from the same optimizer state
+        if previous is not None:  # start both from the same optimizer state
             a[0].values[:], b[0].values[:] = previous, previous
         out_fast = fast.step(*a, x, y.astype(np.float32), step)
         out_ref = reference.step(*b, x, y.astype(np.float32), step)
