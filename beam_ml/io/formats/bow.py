@@ -20,7 +20,6 @@ reference check (:func:`~beam_ml.io.formats.libsvm._libsvm_line`) for their reas
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +50,7 @@ from beam_ml.io.formats.libsvm import (
     MAX_INFERRED_FEATURE_DIM,
     _floats_exact_blob,
     _libsvm_line,
+    plan_sparse_lines,
 )
 
 __all__ = ["FORMAT", "BowFormat", "parse_bow"]
@@ -275,11 +275,7 @@ class BowFormat(TextFormat):
                 f"Got {plan.label_column!r} instead."
             )
         self._check_base(plan.zero_based)
-        feature_dim = plan.options.feature_dim
-        hint = reading.peek_lines(first)[1] if first else 128
-        if feature_dim is None and first is not None:
-            feature_dim = _largest_id(plan, files, self.zero_based) + 1
-        return replace(plan, n_features=feature_dim, row_bytes_hint=hint)
+        return plan_sparse_lines(plan, first, lambda: _largest_id(plan, files, self.zero_based))
 
     def parse(self, plan: Plan, data: bytes, at: Where = START) -> ParseResult:
         return parse_bow(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -557,6 +558,17 @@ def libsvm_check_indices(
 # ---------------------------------------------------------------------------- format
 
 
+def plan_sparse_lines(plan: Plan, first: str | None, largest: Callable[[], int]) -> Plan:
+    """The plan of a format of ``index:value`` lines (LIBSVM, bag of words): the feature
+    count as given, else ``largest()`` + 1 (a scan of the input for its largest 0-based
+    index), and a line's usual width."""
+    feature_dim = plan.options.feature_dim
+    hint = reading.peek_lines(first)[1] if first else 128
+    if feature_dim is None and first is not None:
+        feature_dim = largest() + 1
+    return replace(plan, n_features=feature_dim, row_bytes_hint=hint)
+
+
 class LibsvmFormat(TextFormat):
     name = "libsvm"
     dense = False  # the feature count is the largest index + 1 (or feature_dim)
@@ -569,11 +581,7 @@ class LibsvmFormat(TextFormat):
                 "LIBSVM labels are the first token of each line; label_column must be None. "
                 f"Got {plan.label_column!r} instead."
             )
-        feature_dim = plan.options.feature_dim
-        hint = reading.peek_lines(first)[1] if first else 128
-        if feature_dim is None and first is not None:
-            feature_dim = _largest_index(plan, files, first) + 1
-        return replace(plan, n_features=feature_dim, row_bytes_hint=hint)
+        return plan_sparse_lines(plan, first, lambda: _largest_index(plan, files, first))
 
     def parse(self, plan: Plan, data: bytes, at: Where = START) -> ParseResult:
         return parse_libsvm(
