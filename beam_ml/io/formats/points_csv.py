@@ -133,6 +133,8 @@ def parse_points_csv(data: bytes, plan: Plan, at: Where = START) -> ParseResult:
 
 class PointsCsvFormat(SkipsCsvHeader, TextFormat):
     name = "points_csv"
+    series = True
+    records_are_rows = False
     has_header = True
     decodes_records = False
 

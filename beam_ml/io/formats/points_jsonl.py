@@ -72,6 +72,8 @@ def parse_points_jsonl(data: bytes, plan: Plan, at: Where = START) -> ParseResul
 
 class PointsJsonlFormat(TextFormat):
     name = "points_jsonl"
+    series = True
+    records_are_rows = False
     decodes_records = False
 
     def plan(self, plan: Plan, files: list[tuple[str, int]], first: str | None) -> Plan:
