@@ -509,7 +509,7 @@ def _stream_reader(
             **_series_reading(args, args.format, freq),
         )
     if freq is not None:
-        raise UsageError("series stream in through a pipe (--input -), not Kafka yet")
+        raise UsageError("series come through a pipe (--input -) or files, not Kafka yet")
     from beam_ml.io.kafka import ReadKafka
 
     options: dict[str, Any] = {}
@@ -1012,8 +1012,8 @@ def _forecast_request(args: argparse.Namespace, model: Any) -> dict[str, Any] | 
     from beam_ml.io.sagemaker import OUTPUT_TYPES
 
     types = asked["output_types"] or ("mean", "quantiles")
-    unknown = [t for t in types if t not in OUTPUT_TYPES]
-    if unknown or not types:
+    unknown = [t for t in types if t not in OUTPUT_TYPES] or ([] if types else [""])
+    if unknown:
         raise UsageError(f"--output_types takes {', '.join(OUTPUT_TYPES)}; got {unknown[0]!r}")
     quantiles = asked["quantiles"] or model.config.test_quantiles
     if any(not 0 < q < 1 for q in quantiles):
@@ -1148,8 +1148,8 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     # not import every algorithm (loading a model imports what it needs).
     command = next((a for a in argv if not a.startswith("-")), None)
     algos = families() if command in ("train", "derive") else {}
-    # Its readers emit matrix blocks: series families join with the series formats.
-    # The text formats emit documents (the vocabulary stage).
+    # Its readers emit matrix blocks, documents (the text formats: the vocabulary stage)
+    # and series (the series formats).
     from beam_ml.core.series import SeriesBlock
     from beam_ml.io.formats.documents import DocumentBlock
 
