@@ -769,7 +769,8 @@ def _seconds(text: str) -> float:
 
 def _feed(args: argparse.Namespace, feature_dim: int | None, freq: str | None = None) -> Any:
     """The source of continuous training: Kafka, Pub/Sub or a pipe (``freq``: of the
-    series of a series algorithm, which come through a pipe)."""
+    series of a series algorithm: point records on Kafka or Pub/Sub, any series format
+    through a pipe)."""
     from beam_ml.io.kafka import KafkaFeed
     from beam_ml.io.pipes import PipeFeed
     from beam_ml.io.pubsub import PubSubFeed
@@ -798,7 +799,7 @@ def _feed(args: argparse.Namespace, feature_dim: int | None, freq: str | None = 
         "block_size": args.mini_batch_size or 10_000,
     }
     if freq is not None and source != "-":
-        raise UsageError("--streaming series come through a pipe (--input -), not Kafka nor Pub/Sub yet")  # fmt: skip
+        options["freq"] = freq  # point records (others are refused by the feed)
     if source.startswith("kafka://"):
         return KafkaFeed(source, fmt, **options)
     if source.startswith("pubsub://"):

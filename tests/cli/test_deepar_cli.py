@@ -122,9 +122,12 @@ def test_series_mistakes_are_one_line(tmp_path, capsys):
     assert "a series model reads --format deepar_jsonl or" in capsys.readouterr().err
     assert main(["train", "pca", "--input", str(matrix), "--format", "points_csv", "--output", str(tmp_path / "p"), "--num_components", "1"]) == 2  # fmt: skip
     assert "--format points_csv reads time series" in capsys.readouterr().err
-    kafka = ["--input", "kafka://127.0.0.1:1/points", "--format", "points_csv", "--streaming"]
+    kafka = ["--input", "kafka://127.0.0.1:1/points", "--format", "points_csv"]
     assert main(["train", "deepar", *kafka, "--output", str(tmp_path / "k"), *SMALL]) == 2
-    assert "series come through a pipe (--input -), not Kafka" in capsys.readouterr().err
+    assert "series come through a pipe (--input -) or files, not Kafka" in capsys.readouterr().err
+    stream = ["--input", "kafka://127.0.0.1:1/s", "--format", "deepar_jsonl", "--streaming"]
+    assert main(["train", "deepar", *stream, "--output", str(tmp_path / "k"), *SMALL]) == 1
+    assert "The 'format' parameter of KafkaFeed must be one of" in capsys.readouterr().err
 
 
 def test_free_parameters_parse():

@@ -160,3 +160,27 @@ def test_a_state_refuses_cat_it_cannot_size(rng):
         BadInputError, match="the block has 2: with cardinality='auto' got series with 'cat'"
     ):
         DeepARState(DeepARConfig("H", 6, num_cells=4, num_layers=1)).update(block)
+
+
+def test_point_records_of_a_stream_decode_to_series():
+    """Kafka / Pub/Sub values of point records: one series per id of the batch, bad
+    records named by their record id."""
+    from beam_ml.io.records import decode_records, record_spec
+
+    values = [b"a,2020-01-01 00:00:00,1", b"b,2020-01-01 01:00:00,5", b"a,2020-01-01 02:00:00,3",
+              b"a,yesterday,9", b"b,2020-01-01 02:00:00,"]  # fmt: skip
+    spec = record_spec("points_csv", values[0], freq="H")
+    block, bad = decode_records(spec, "kafka://points/0", [10, 11, 12, 13, 14], values)
+    assert isinstance(block, SeriesBlock) and block.item_id.tolist() == ["a", "b"]
+    np.testing.assert_array_equal(block.target(0), [1.0, np.nan, 3.0])
+    np.testing.assert_array_equal(block.target(1), [5.0, np.nan])
+    assert block.start.astype(str).tolist() == ["2020-01-01T00:00:00", "2020-01-01T01:00:00"]
+    assert block.origin == ("kafka://points/0", 10)
+    assert [b["offset"] for b in bad] == [13] and "timestamp" in bad[0]["reason"]
+    jsonl = record_spec("points_jsonl", None, freq="D")
+    block, bad = decode_records(jsonl, "pubsub://s", ["m1"], [b'{"series_id": 7, "timestamp": "2020-01-02", "value": 2}'])  # fmt: skip
+    assert block.item_id.tolist() == ["7"] and bad == []
+    with pytest.raises(BadInputError, match="give their frequency"):
+        record_spec("points_csv", values[0])
+    with pytest.raises(BadInputError, match="apply to the series formats, not 'csv'"):
+        record_spec("csv", b"1,2", freq="H")

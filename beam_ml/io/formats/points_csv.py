@@ -136,7 +136,6 @@ class PointsCsvFormat(SkipsCsvHeader, TextFormat):
     series = True
     records_are_rows = False
     has_header = True
-    decodes_records = False
 
     def is_header(self, fields: list[str]) -> bool:
         return len(fields) == 3 and point_problem(*[f.strip() for f in fields]) is not None

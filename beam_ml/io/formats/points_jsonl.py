@@ -74,7 +74,6 @@ class PointsJsonlFormat(TextFormat):
     name = "points_jsonl"
     series = True
     records_are_rows = False
-    decodes_records = False
 
     def plan(self, plan: Plan, files: list[tuple[str, int]], first: str | None) -> Plan:
         splan = series_plan(plan, optional=("item_id",))
