@@ -490,7 +490,9 @@ class DeepARState(GradientState):
         values, offsets, start = block.values, block.offsets, block.start
         known, base = None, np.zeros(block.n_rows, np.int64)
         dynamic = block.dynamic_feat if layout.n_dynamic else None
-        if getattr(block, "item_id", None) is not None:
+        # Series with ids extend their tracked tails on a pass over new data only: a
+        # further epoch reads the same values again, which the tails would drop as old.
+        if getattr(block, "item_id", None) is not None and self._first_sight:
             values, offsets, start, known, base = self._extend_tracked(block, keys)
         lengths = np.diff(offsets)
         P, before = c.prediction_length, c.window - c.prediction_length

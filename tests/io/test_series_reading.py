@@ -184,3 +184,22 @@ def test_point_records_of_a_stream_decode_to_series():
         record_spec("points_csv", values[0])
     with pytest.raises(BadInputError, match="apply to the series formats, not 'csv'"):
         record_spec("csv", b"1,2", freq="H")
+
+
+def test_series_with_ids_train_on_every_epoch(rng):
+    """Series read with ids (series_csv, point records) are tracked on a pass over new
+    data; a further epoch over the same values trains as many windows as without ids."""
+    targets = [np.sin(np.arange(200) / 4) + rng.normal(0, 0.1, 200) for _ in range(6)]
+    config = DeepARConfig("H", 12, num_cells=4, num_layers=1, mini_batch_size=8, epochs=2)
+    windows = {}
+    for ids in (None, [f"s{i}" for i in range(6)]):
+        block = SeriesBlock.from_series(targets, ["2020-01-01"] * 6, "H", item_id=ids)
+        state = DeepARState(config).update(block)
+        first = state.n_windows + len(state.pending)
+        state = state.continued().update(block)
+        windows[ids is None] = (first, state.n_windows + len(state.pending))
+    # the expected count: each forecast start of 6 series of 200 with probability 1 / 12
+    expected = 6 * (200 - 12) / 12
+    for first, second in windows.values():
+        assert abs(first - expected) < 4 * np.sqrt(expected)
+        assert abs(second - expected) < 4 * np.sqrt(expected)
