@@ -42,12 +42,14 @@ mean weighted quantile loss, ND, RMSE).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
 
 from beam_ml.core import forecast_metrics
+from beam_ml.core.block import origin_note
 from beam_ml.core.constraints import (
     Constraints,
     Described,
@@ -68,7 +70,7 @@ from beam_ml.nn.deepar import (
 from beam_ml.nn.engine import check_device, runtime_option
 from beam_ml.nn.skeleton import AveragingState
 
-__all__ = ["DeepARConfig", "DeepARState", "DeepARModel"]
+__all__ = ["DeepARConfig", "DeepARState", "DeepARModel", "resolve_auto"]
 
 _AUTO = ("auto", "ignore")
 _QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -101,10 +103,13 @@ class DeepARConfig:
     embedding_dimension : int
         Size of each categorical feature's embedding.
     cardinality : 'auto', 'ignore' or tuple of int
-        Ids per categorical feature (``cat``). 'ignore' drops ``cat``; 'auto' expects none
-        (a stream cannot infer embedding sizes before it has seen every id: give them).
+        Ids per categorical feature (``cat``): the sizes ('5,3'), 'ignore' (drops ``cat``)
+        or 'auto' (the largest id + 1 of the data, found before training by
+        :func:`resolve_auto`, which beam-ml train calls). A stream cannot infer them (it
+        has not seen every id): give them.
     num_dynamic_feat : 'auto', 'ignore' or int
-        Dynamic features per series; 'auto': as many as the first block has.
+        Dynamic features per series; 'auto': as many as the first block has; 'ignore'
+        drops ``dynamic_feat``.
     learning_rate : float
         Adam's step size.
     mini_batch_size : int
@@ -422,6 +427,8 @@ class DeepARState(AveragingState):
 
     def _check(self, block: Any) -> SeriesBlock:
         spec = self.input_spec or self.config.spec(None)
+        if self.config.cardinality == "auto" and getattr(block, "n_cat", 0):
+            raise BadInputError(_AUTO_CARDINALITY.format(block.n_cat) + origin_note(block))
         return SeriesBlock.validate(block, owner=type(self).__name__, spec=spec)
 
     @property
@@ -480,7 +487,9 @@ class DeepARState(AveragingState):
         values, offsets, start = block.values, block.offsets, block.start
         known, base = None, np.zeros(block.n_rows, np.int64)
         dynamic = block.dynamic_feat if layout.n_dynamic else None
-        if getattr(block, "item_id", None) is not None:
+        # Series with ids extend their tracked tails on a pass over new data only: a
+        # further epoch reads the same values again, which the tails would drop as old.
+        if getattr(block, "item_id", None) is not None and self._first_sight:
             values, offsets, start, known, base = self._extend_tracked(block, keys)
         lengths = np.diff(offsets)
         P, before = c.prediction_length, c.window - c.prediction_length
@@ -1051,3 +1060,47 @@ class DeepARModel(Model):
 
 
 DeepARState.MODEL = DeepARModel
+
+
+# --- 'auto' from the data --------------------------------------------------------------------
+_AUTO_CARDINALITY = (
+    "DeepARState expects 0 'cat' values per series; the block has {}: with "
+    "cardinality='auto' got series with 'cat', the embeddings' sizes come from all the "
+    "data before training (deepar.resolve_auto(config, blocks); beam-ml train does it), "
+    "or give cardinality (a stream must)."
+)
+
+
+def resolve_auto(config: DeepARConfig, blocks: Iterable[SeriesBlock]) -> DeepARConfig:
+    """``config`` with 'auto' made what the data say, as SageMaker does: ``cardinality``
+    the largest id + 1 of each categorical feature over all ``blocks`` (left 'auto' when
+    they have no ``cat``), ``num_dynamic_feat`` their number of dynamic features. Reads
+    the blocks only as far as it must (all of them for ``cat`` ids); blocks that disagree
+    on how many ``cat`` or ``dynamic_feat`` they have are a BadInputError naming where."""
+    cardinality, dynamic = config.cardinality == "auto", config.num_dynamic_feat == "auto"
+    found: tuple[int, int] | None = None
+    highest = None
+    for block in blocks if cardinality or dynamic else ():
+        block = SeriesBlock.validate(block, owner="resolve_auto")
+        if found is None:
+            found = (block.n_cat, block.n_dynamic)
+        elif (block.n_cat, block.n_dynamic) != found:
+            raise BadInputError(
+                "DeepAR's 'auto' cardinality and num_dynamic_feat: the series disagree, "
+                f"{found[0]} 'cat' and {found[1]} 'dynamic_feat' in the first, "
+                f"{block.n_cat} and {block.n_dynamic} in others" + origin_note(block)
+            )
+        if not (cardinality and block.n_cat):
+            break  # the first block tells all the rest
+        if block.n_rows:
+            top = block.cat.max(axis=0)
+            highest = top if highest is None else np.maximum(highest, top)
+    changes: dict[str, Any] = {}
+    if dynamic and found is not None:
+        changes["num_dynamic_feat"] = found[1]
+    if highest is not None:
+        changes["cardinality"] = tuple(int(h) + 1 for h in highest)
+    return replace(config, **changes) if changes else config
+
+
+DeepARState.resolve_auto = staticmethod(resolve_auto)  # type: ignore[attr-defined]

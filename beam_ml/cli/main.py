@@ -70,10 +70,44 @@ def _parse_bool(text: str) -> bool:
 _TYPES = {"int": int, "float": float, "str": str, "bool": _parse_bool}
 
 
+def _listed(kind: Any) -> Any:
+    """A comma-separated list of ``kind`` values, as a tuple ('0.1,0.5,0.9')."""
+
+    def convert(text: str) -> tuple:
+        try:
+            return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {kind.__name__}s, got {text!r}"
+            ) from None
+
+    convert.__name__ = f"{kind.__name__}s"
+    return convert
+
+
+def _word_or_ints(text: str) -> Any:
+    """A free parameter (``Any``: DeepAR's cardinality, num_dynamic_feat): a word such
+    as 'auto', an int, or comma-separated ints (a tuple)."""
+    if re.fullmatch(r"\s*\d+\s*", text):
+        return int(text)
+    if re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)+,?\s*", text):
+        return _listed(int)(text)
+    return text
+
+
+_word_or_ints.__name__ = "auto|ignore|ints"
+
+
 def _converter(annotation: Any) -> Any:
     """The argparse type for a (string) annotation: 'int | None' -> int; a union such as
-    'float | str' tries each type in turn (e.g. a weight or the word 'balanced')."""
+    'float | str' tries each type in turn (e.g. a weight or the word 'balanced');
+    'tuple[float, ...]' a comma-separated list; 'Any' a word, an int or ints."""
     name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "str")
+    tupled = re.fullmatch(r"tuple\[(\w+), \.\.\.\]", name)
+    if tupled:
+        return _listed(_TYPES.get(tupled.group(1), str))
+    if name == "Any":
+        return _word_or_ints
     kinds = [_TYPES.get(p.strip(), str) for p in name.split("|") if p.strip() != "None"] or [str]
     if len(kinds) == 1:
         return kinds[0]
@@ -360,6 +394,12 @@ def _add_reader_args(
         "(error, the default) or the field reads as 0 (zero); an empty label is set aside",
     )
     group.add_argument(
+        "--series_start",
+        metavar="TIMESTAMP",
+        help="series_csv (the M4 layout): the start of every series (default: 1750-01-01 "
+        "00:00:00); the series formats' frequency is the model's time_freq",
+    )
+    group.add_argument(
         "--dead_letters",
         metavar="PATH",
         help=f"where malformed records go as JSON lines (default: {dead_letters})",
@@ -422,7 +462,9 @@ def _add_streaming_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _stream_reader(args: argparse.Namespace, feature_dim: int | None, label: Any) -> Any:
+def _stream_reader(
+    args: argparse.Namespace, feature_dim: int | None, label: Any, freq: str | None = None
+) -> Any:
     """The reader for standard input, a Kafka URL or a SQL query; None for files."""
     source = args.input
     if (args.categorical_columns or args.missing != "error") and (
@@ -464,7 +506,10 @@ def _stream_reader(args: argparse.Namespace, feature_dim: int | None, label: Any
             max_bad_fraction=args.max_bad_fraction,
             categorical_columns=args.categorical_columns,
             missing=args.missing,
+            **_series_reading(args, args.format, freq),
         )
+    if freq is not None:
+        raise UsageError("series come through a pipe (--input -) or files, not Kafka yet")
     from beam_ml.io.kafka import ReadKafka
 
     options: dict[str, Any] = {}
@@ -490,14 +535,22 @@ def _stream_reader(args: argparse.Namespace, feature_dim: int | None, label: Any
     )
 
 
-def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
+# A series algorithm's files, by extension (the matrix formats' names are taken).
+_SERIES_EXTENSIONS = {"jsonl": "deepar_jsonl", "parquet": "deepar_parquet"}
+
+
+def _reader(
+    args: argparse.Namespace, feature_dim: int | None = None, freq: str | None = None
+) -> Any:
+    """The reader of ``--input``; ``freq`` (a series model's time_freq) reads series:
+    .json(l) and .parquet files as DeepAR's, the series formats with their frequency."""
     from beam_ml.io.sources import ReadBlocks
 
     label = args.label_column
     if label is not None and re.fullmatch(r"-?\d+", label):
         label = int(label)
     args._format = args.format
-    stream = _stream_reader(args, feature_dim, label)
+    stream = _stream_reader(args, feature_dim, label, freq)
     if stream is not None:
         return stream
     patterns = [p for p in args.input.split(",") if p]
@@ -505,6 +558,8 @@ def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
     if fmt is None:
         stem = patterns[0][:-3] if patterns[0].endswith(".gz") else patterns[0]
         fmt = _EXTENSIONS.get(os.path.splitext(stem)[1].lower())
+        if freq is not None:
+            fmt = _SERIES_EXTENSIONS.get(fmt or "")
         if fmt is None:
             raise UsageError(
                 f"cannot tell the format of {patterns[0]!r}; give --format ({', '.join(_FORMATS)})"
@@ -523,7 +578,21 @@ def _reader(args: argparse.Namespace, feature_dim: int | None = None) -> Any:
         max_bad_fraction=args.max_bad_fraction,
         categorical_columns=args.categorical_columns,
         missing=args.missing,
+        **_series_reading(args, fmt, freq),
     )
+
+
+def _series_reading(args: argparse.Namespace, fmt: str, freq: str | None) -> dict[str, Any]:
+    """ReadBlocks' series options: the frequency for a series format (and a wide CSV's
+    start); a series model given a matrix format is told so here, in one line."""
+    if formats.get(fmt).series:
+        if freq is None:
+            raise UsageError(f"--format {fmt} reads time series: a series algorithm takes it")
+        return {"freq": freq, "series_start": args.series_start}
+    if freq is not None:
+        series = [name for name in _FORMATS if formats.get(name).series]
+        raise UsageError(f"a series model reads --format {' or '.join(series)}, not {fmt}")
+    return {}
 
 
 # --- output --------------------------------------------------------------------------------
@@ -673,6 +742,13 @@ def _train_config(
     return cls.CONFIG(**given), derive_defaults
 
 
+def _series_freq(cls: type, config: Any) -> str | None:
+    """A series algorithm's frequency (its readers need it); None for the others."""
+    from beam_ml.core.series import SeriesBlock
+
+    return config.time_freq if cls.BLOCK_KIND is SeriesBlock else None
+
+
 def _needs_feature_dim(cls: type) -> bool:
     return any(
         f.name == "feature_dim" and f.default is dataclasses.MISSING
@@ -691,8 +767,10 @@ def _seconds(text: str) -> float:
     return float(match.group(1)) * scale
 
 
-def _feed(args: argparse.Namespace, feature_dim: int | None) -> Any:
-    """The source of continuous training: Kafka, Pub/Sub or a pipe."""
+def _feed(args: argparse.Namespace, feature_dim: int | None, freq: str | None = None) -> Any:
+    """The source of continuous training: Kafka, Pub/Sub or a pipe (``freq``: of the
+    series of a series algorithm: point records on Kafka or Pub/Sub, any series format
+    through a pipe)."""
     from beam_ml.io.kafka import KafkaFeed
     from beam_ml.io.pipes import PipeFeed
     from beam_ml.io.pubsub import PubSubFeed
@@ -720,6 +798,8 @@ def _feed(args: argparse.Namespace, feature_dim: int | None) -> Any:
         "zero_based": args.zero_based,
         "block_size": args.mini_batch_size or 10_000,
     }
+    if freq is not None and source != "-":
+        options["freq"] = freq  # point records (others are refused by the feed)
     if source.startswith("kafka://"):
         return KafkaFeed(source, fmt, **options)
     if source.startswith("pubsub://"):
@@ -731,7 +811,7 @@ def _feed(args: argparse.Namespace, feature_dim: int | None) -> Any:
         subscription = parse_pubsub_url(source, expect="subscription")
         return PubSubFeed(subscription, fmt, lease_seconds=lease, **options)
     header = {"auto": "auto", "true": True, "false": False}[args.header]
-    return PipeFeed(fmt, header=header, **options)
+    return PipeFeed(fmt, header=header, **options, **_series_reading(args, fmt, freq))
 
 
 def _train_continuously(
@@ -760,7 +840,7 @@ def _train_continuously(
             f"--streaming {fmt.name.upper()} input needs --feature_dim (the number of features): a "
             "stream cannot be scanned for its largest index before training starts"
         )
-    feed = _feed(args, getattr(config, "feature_dim", None))
+    feed = _feed(args, getattr(config, "feature_dim", None), _series_freq(cls, config))
     model_output = args.model_output or args.output.rstrip("/") + ".model"
     trainer = ContinuousTrainer(
         config,
@@ -825,9 +905,12 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
             given["feature_dim"] = reader.n_features
     config, derive_defaults = _train_config(cls, given, derive_defaults, args.resume, "--resume")
     if reader is None:
-        reader = _reader(args, getattr(config, "feature_dim", None))
+        reader = _reader(args, getattr(config, "feature_dim", None), _series_freq(cls, config))
     if getattr(config, "feature_dim", 0) is None and reader.n_features:
         config = dataclasses.replace(config, feature_dim=reader.n_features)
+    resolve = getattr(cls, "resolve_auto", None)  # DeepAR: 'auto' cardinality ... from files
+    if resolve is not None and hasattr(reader, "blocks_local") and not args.resume:
+        config = resolve(config, reader.blocks_local())
     extra = {"derive_defaults": derive_defaults, "trained_on": args.input}
     if hasattr(reader, "end_offsets"):  # Kafka: where a next run starts (start=P:OFFSET,...)
         extra["source_positions"] = {f"{t}:{p}": o for (t, p), o in reader.end_offsets.items()}
@@ -910,14 +993,63 @@ def _output_columns(model: Any) -> list[str]:
     raise UsageError(f"predict does not know the output columns of a {family} model")
 
 
+def _model_freq(model: Any) -> str | None:
+    """A series model's frequency (its input's); None for a model of matrix rows."""
+    from beam_ml.core.series import SeriesSpec
+
+    spec = model.input_spec
+    return spec.freq if isinstance(spec, SeriesSpec) else None
+
+
+def _forecast_request(args: argparse.Namespace, model: Any) -> dict[str, Any] | None:
+    """A forecaster's inference configuration (SageMaker's ``num_samples``,
+    ``output_types``, ``quantiles``), defaults from the model; None for other models."""
+    asked = {k: getattr(args, k) for k in ("num_samples", "output_types", "quantiles")}
+    if not hasattr(model, "sample_paths"):
+        given = [f"--{k}" for k, v in asked.items() if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to forecasts (deepar), not {model.FAMILY}")
+        return None
+    from beam_ml.io.sagemaker import OUTPUT_TYPES
+
+    types = asked["output_types"] or ("mean", "quantiles")
+    unknown = [t for t in types if t not in OUTPUT_TYPES] or ([] if types else [""])
+    if unknown:
+        raise UsageError(f"--output_types takes {', '.join(OUTPUT_TYPES)}; got {unknown[0]!r}")
+    quantiles = asked["quantiles"] or model.config.test_quantiles
+    if any(not 0 < q < 1 for q in quantiles):
+        raise UsageError(f"--quantiles are quantiles in (0, 1); got {','.join(map(str, quantiles))}")  # fmt: skip
+    samples = asked["num_samples"] or model.num_eval_samples
+    if samples < 1:
+        raise UsageError(f"--num_samples must be at least 1; got {samples}")
+    return {"output_types": tuple(types), "quantiles": tuple(quantiles), "num_samples": samples}
+
+
+def _forecast_columns(model: Any, request: dict[str, Any]) -> list[str]:
+    from beam_ml.io.sagemaker import forecast_columns
+
+    return forecast_columns(model.prediction_length, **request)
+
+
+def _forecast(block: Any, path: str, request: dict[str, Any]) -> tuple[Any, Any]:
+    """(origin, forecast rows) of a block of series, by the model at ``path``."""
+    from beam_ml.io.sagemaker import forecast_outputs
+
+    return block.origin, forecast_outputs(_load_model(path), block, **request)
+
+
 def _cmd_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import apache_beam as beam
+
     from beam_ml.io.pipes import ReadPipe
     from beam_ml.io.sinks import WriteRowsInOrder
     from beam_ml.io.sources import ReadBlocks
     from beam_ml.transforms import Predict
 
     model = _load_model(args.model_dir)
-    reader = _reader(args, model.n_features)
+    freq = _model_freq(model)
+    request = _forecast_request(args, model)
+    reader = _reader(args, None if freq else model.n_features, freq)
     # Files and standard input give byte offsets, whose records are counted in the file
     # when some were set aside; Kafka, SQL and binary formats give record positions.
     text_format = None
@@ -927,19 +1059,23 @@ def _cmd_predict(args: argparse.Namespace, beam_args: list[str]) -> int:
     started = time.time()
     p, _ = _pipeline(beam_args)
     blocks, dead = _read_blocks(p, args, args.output, reader)
-    if args.query is not None:
-        dead = None  # a query's rows have no input lines: set-aside ones get none either
+    if args.query is not None or not formats.get(args._format).records_are_rows:
+        dead = None  # a query's rows have no input lines (point records: series have none)
     # By path: workers read the model; it never travels inside the pipeline graph.
-    header: str | None = ",".join(_output_columns(model))
+    columns = _output_columns(model) if request is None else _forecast_columns(model, request)
+    header: str | None = ",".join(columns)
     row_format = None
     if args.output_format == "sagemaker":  # JSON lines in SageMaker's response shapes
         from beam_ml.io.sagemaker import row_formatter
 
-        row_format = row_formatter(model.FAMILY, _output_columns(model))
+        row_format = row_formatter(model.FAMILY, columns)
         header = None
+    if request is None:
+        outputs = blocks | Predict(args.model_dir, keep_origin=True)
+    else:  # a forecaster: one line per series
+        outputs = blocks | "Forecast" >> beam.Map(_forecast, args.model_dir, request)
     (
-        blocks
-        | Predict(args.model_dir, keep_origin=True)
+        outputs
         | WriteRowsInOrder(
             args.output,
             header=header,
@@ -969,7 +1105,8 @@ def _cmd_evaluate(args: argparse.Namespace, beam_args: list[str]) -> int:
     from beam_ml.transforms import Evaluate
 
     model = _load_model(args.model_dir)
-    reader = _reader(args, model.n_features)
+    freq = _model_freq(model)
+    reader = _reader(args, None if freq else model.n_features, freq)
     started = time.time()
     # Without --output the metrics go through this command's temporary folder, removed on
     # every exit; the dead letters never do (default: ./evaluate.dead_letters.jsonl).
@@ -1012,11 +1149,13 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     # not import every algorithm (loading a model imports what it needs).
     command = next((a for a in argv if not a.startswith("-")), None)
     algos = families() if command in ("train", "derive") else {}
-    # Its readers emit matrix blocks: series families join with the series formats.
-    # The text formats emit documents (the vocabulary stage).
+    # Its readers emit matrix blocks, documents (the text formats: the vocabulary stage)
+    # and series (the series formats).
+    from beam_ml.core.series import SeriesBlock
     from beam_ml.io.formats.documents import DocumentBlock
 
-    algos = {name: cls for name, cls in algos.items() if cls.BLOCK_KIND in (Block, DocumentBlock)}
+    kinds = (Block, DocumentBlock, SeriesBlock)
+    algos = {name: cls for name, cls in algos.items() if cls.BLOCK_KIND in kinds}
     parser = _Parser(
         prog="beam-ml",
         description="Train, derive, predict and evaluate streaming ML models on Apache Beam. "
@@ -1081,6 +1220,26 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         help="csv (default), or sagemaker: one JSON object per record in SageMaker's "
         "response shape ({score, predicted_label}, projection, closest_cluster ...), "
         "JSON lines",
+    )
+    forecasts = predict.add_argument_group("forecasts (deepar: one line per series)")
+    forecasts.add_argument(
+        "--num_samples",
+        type=int,
+        metavar="N",
+        help="sample paths per series (default: the model's num_eval_samples)",
+    )
+    forecasts.add_argument(
+        "--output_types",
+        type=_listed(str),
+        metavar="TYPES",
+        help="comma-separated: mean, quantiles, samples (default: mean,quantiles); CSV "
+        "columns mean_<t>, quantile_<q>_<t>, sample_<s>_<t>",
+    )
+    forecasts.add_argument(
+        "--quantiles",
+        type=_listed(float),
+        metavar="QS",
+        help="comma-separated quantiles (default: the model's test_quantiles)",
     )
     predict.set_defaults(handler=_cmd_predict)
 

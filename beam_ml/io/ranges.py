@@ -84,16 +84,23 @@ def read_ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
         thread.join()
 
 
-def accounted(chunks: Iterable[Any], fmt: str, path: str, max_bad_fraction: float) -> Iterator[Any]:
+def accounted(
+    chunks: Iterable[Any],
+    fmt: str,
+    path: str,
+    max_bad_fraction: float,
+    records_are_rows: bool = True,
+) -> Iterator[Any]:
     """``chunks`` (:data:`Chunk`), checked: in each, rows used + bad records == records
-    read (a parser that loses records is a bug, stopped here rather than silent), and
+    read (a parser that loses records is a bug, stopped here rather than silent; not
+    checked where records add up to fewer rows: point records to series), and
     at the end no more than ``max_bad_fraction`` of the records bad (see
     :func:`~beam_ml.io.dead_letters.check_bad_fraction`)."""
     records = bad_records = 0
     first_bad = None
     for block, bad, nbytes, n in chunks:
         rows = block.n_rows if block is not None else 0
-        if rows + len(bad) != n:
+        if records_are_rows and rows + len(bad) != n:
             where = f" at {block.origin}" if block is not None and block.origin else ""
             raise RuntimeError(
                 f"beam_ml lost records of {path}{where}: {n} records read, but {rows} "

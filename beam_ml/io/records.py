@@ -109,6 +109,7 @@ def record_spec(
     strict: bool = False,
     categorical_columns: Sequence[int | str] | str | None = None,
     missing: str = "error",
+    freq: str | None = None,
 ) -> RecordSpec:
     """Settle how records are decoded, counting columns and features in ``first_value``.
 
@@ -134,6 +135,10 @@ def record_spec(
         header), JSON element indices, keys or features-array indices. Needs a first
         record (it tells the record's width).
     missing : {'error', 'zero'}, default 'error'
+    freq : str, optional
+        Point records (``points_csv``, ``points_jsonl``: ``series_id,timestamp,value``):
+        the series' frequency (DeepAR's ``time_freq``); each batch of records becomes a
+        :class:`~beam_ml.core.series.SeriesBlock` of one series per id. Required for them.
 
     Returns
     -------
@@ -148,6 +153,8 @@ def record_spec(
     """
     check_record_options(format, label_column, delimiter, feature_dim, block_size)
     categorical = check_encoding_options(format, categorical_columns, missing, "record_spec")
+    if formats.get(format).series or freq is not None:
+        return _series_record_spec(format, freq, delimiter, block_size, strict)
     options = ReadOptions(
         label_column=label_column,
         delimiter=delimiter,
@@ -179,6 +186,19 @@ def record_spec(
                 f"{n_features} features: {first_value[:200]!r}"
             )
     return spec
+
+
+def _series_record_spec(
+    format: str, freq: str | None, delimiter: str, block_size: int, strict: bool
+) -> RecordSpec:
+    """The plan of point records: one series per id of each batch (no header line)."""
+    from beam_ml.io.formats.series_common import SeriesReadOptions, series_plan
+    from beam_ml.io.sources import _series_options
+
+    fmt = formats.get(format)
+    options = _series_options(fmt, freq, None)
+    read = SeriesReadOptions(delimiter=delimiter, block_size=block_size, strict=bool(strict), header=False, **options)  # fmt: skip
+    return series_plan(Plan.start(format, read), optional=("item_id",), n_features=0)
 
 
 def _bad(source: str, record_id: Any, value: Any, reason: str) -> dict[str, Any]:
@@ -262,7 +282,8 @@ def decode_records(
         i = kept[bisect.bisect_right(starts, record["offset"]) - 1]
         bad.append((i, _bad(source, ids[i], record["record"], record["reason"])))
     bad.sort(key=lambda pair: pair[0])
-    if (0 if block is None else block.n_rows) + len(bad) != len(values):
+    rows = 0 if block is None else block.n_rows
+    if fmt.records_are_rows and rows + len(bad) != len(values):
         raise RuntimeError(
             f"beam_ml lost records of {source}: {len(values)} records, but "
             f"{0 if block is None else block.n_rows} rows used and {len(bad)} set aside. "
@@ -270,7 +291,11 @@ def decode_records(
         )
     if block is not None:
         good = sorted(set(kept) - {i for i, _ in bad})
-        block = Block(block.features, block.labels, origin=(source, ids[good[0]]))
+        block = (
+            replace(block, origin=(source, ids[good[0]]))
+            if fmt.series  # point records: a SeriesBlock
+            else Block(block.features, block.labels, origin=(source, ids[good[0]]))
+        )
     return block, [record for _, record in bad]
 
 

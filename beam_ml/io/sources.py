@@ -58,6 +58,7 @@ from beam_ml.io.formats.base import (
 )
 from beam_ml.io.formats.common import check_missing
 from beam_ml.io.formats.reading import first_nonempty
+from beam_ml.io.formats.series_common import SeriesReadOptions
 from beam_ml.io.ranges import (
     Progress,
     RangeSource,
@@ -233,7 +234,9 @@ def _build(
     categorical = check_encoding_options(
         format, options.pop("categorical_columns"), options["missing"]
     )
-    read_options = ReadOptions(
+    fmt = formats.get(format)
+    series = _series_options(fmt, options.pop("freq", None), options.pop("series_start", None))
+    read_options = (SeriesReadOptions if fmt.series else ReadOptions)(
         **{
             **options,
             "zero_based": bool(options["zero_based"]),
@@ -241,10 +244,12 @@ def _build(
             "max_bad_fraction": float(options["max_bad_fraction"]),
         },
         categorical=categorical,
+        **series,
     )
     files = _match_files(file_pattern)
-    fmt = formats.get(format)
     plan = fmt.plan(Plan.start(format, read_options), files, next(first_nonempty(files), None))
+    if fmt.series:  # no features to count: their dynamic features may be none
+        return files, plan
     plan = with_hashing(plan)
     if plan.n_features == 0:
         raise BadInputError(
@@ -262,6 +267,22 @@ def _build(
     return files, plan
 
 
+def _series_options(fmt: Any, freq: Any, series_start: Any) -> dict[str, Any]:
+    """The series formats' own options (their frequency, a wide CSV's start), checked."""
+    if not fmt.series:
+        if freq is not None or series_start is not None:
+            raise BadInputError(
+                f"freq and series_start apply to the series formats, not {fmt.name!r}."
+            )
+        return {}
+    if freq is None:
+        raise BadInputError(
+            f"the {fmt.name} format reads time series: give their frequency (freq, DeepAR's "
+            "time_freq: 'H', 'D', '5min' ...)."
+        )
+    return {"freq": freq} if series_start is None else {"freq": freq, "start": series_start}
+
+
 # ---------------------------------------------------------------- reading the ranges
 
 
@@ -274,8 +295,9 @@ def _split_file(file: tuple[str, int], spec: Plan) -> list[Range]:
 
 def _read_range(spec: Plan, rng: Range) -> Iterator[Chunk]:
     """The chunks of one range, every record accounted for (and not mostly bad)."""
-    chunks = formats.get(spec.format).read_range(spec, rng)
-    return accounted(chunks, spec.format, rng.path, spec.max_bad_fraction)
+    fmt = formats.get(spec.format)
+    chunks = fmt.read_range(spec, rng)
+    return accounted(chunks, spec.format, rng.path, spec.max_bad_fraction, fmt.records_are_rows)
 
 
 class _FileRanges(RangeSource):
@@ -368,6 +390,14 @@ class ReadBlocks(Reader):
         record a bad record; ``'zero'`` reads it as 0 (in hashed rows it is absent,
         which is the same). An empty label is always a bad record. (No mean: a
         one-pass reader cannot know it before the rows it would fill.)
+    freq : str, optional
+        The series formats (``deepar_jsonl``, ``deepar_parquet``, ``series_csv``,
+        ``points_csv``, ``points_jsonl``; blocks are then
+        :class:`~beam_ml.core.series.SeriesBlock` s, one series per record, or per id
+        of a chunk's point records): the series' frequency, DeepAR's ``time_freq``
+        ('H', 'D', '5min' ...); required for them, refused for the others.
+    series_start : str, optional
+        ``series_csv``: the start of every series (default '1750-01-01 00:00:00').
 
     Attributes
     ----------
@@ -419,6 +449,8 @@ class ReadBlocks(Reader):
         max_bad_fraction: float = MAX_BAD_FRACTION,
         categorical_columns: Sequence[int | str] | str | None = None,
         missing: str = "error",
+        freq: str | None = None,
+        series_start: str | None = None,
     ):
         super().__init__()
         self._files, self._spec = _build(
@@ -436,6 +468,8 @@ class ReadBlocks(Reader):
             max_bad_fraction=max_bad_fraction,
             categorical_columns=categorical_columns,
             missing=missing,
+            freq=freq,
+            series_start=series_start,
         )
 
     @property
@@ -453,6 +487,11 @@ class ReadBlocks(Reader):
     @property
     def strict(self) -> bool:
         return self._spec.strict
+
+    def blocks_local(self) -> Iterator[Block]:
+        """The same blocks, read in this process (bad records dropped quietly: the
+        pipeline's read reports them); for a look at the data before the pipeline."""
+        return _iter_local(self._spec, self._files, [])
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
         reading = ReadRangesFn(_FileRanges(self._spec), self._with_dead_letters)

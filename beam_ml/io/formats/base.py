@@ -214,6 +214,11 @@ class Format:
     has_comments = False
     #: A stream record may span lines (their breaks are white space, as in JSON).
     multiline_records = False
+    #: Chunks become :class:`~beam_ml.core.series.SeriesBlock` s; read with
+    #: :class:`~beam_ml.io.formats.series_common.SeriesReadOptions` (the frequency).
+    series = False
+    #: Each record is one row of its block (point records add up to fewer series).
+    records_are_rows = True
 
     # ----------------------------------------------------------------- files
     def plan(self, plan: Plan, files: list[tuple[str, int]], first: str | None) -> Plan:

@@ -50,7 +50,9 @@ def parse_deepar_jsonl(data: bytes, plan: Plan, at: Where = START) -> ParseResul
     items: list[Any] = []
     for text in texts:
         try:
-            items.append(json.loads(text))
+            item = json.loads(text)
+            # a str item is a reason for records_to_block: a JSON string is no series
+            items.append("expected a JSON object with 'start' and 'target', found str" if isinstance(item, str) else item)  # fmt: skip
         except (ValueError, RecursionError) as exc:
             items.append(f"invalid JSON: {exc}")
     where = where_of_lines(at.offset, at.line, starts, keep)
@@ -59,6 +61,7 @@ def parse_deepar_jsonl(data: bytes, plan: Plan, at: Where = START) -> ParseResul
 
 class DeeparJsonlFormat(TextFormat):
     name = "deepar_jsonl"
+    series = True
     # Stream records (Kafka, Pub/Sub) decode to matrix blocks for now: not offered there.
     decodes_records = False
 

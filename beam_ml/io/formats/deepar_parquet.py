@@ -117,6 +117,7 @@ def arrow_to_series(
 
 class DeeparParquetFormat(ParquetFormat):
     name = "deepar_parquet"
+    series = True
 
     def plan(self, plan: Plan, files: list[tuple[str, int]], first: str | None) -> Plan:
         if first is None:

@@ -133,8 +133,9 @@ def parse_points_csv(data: bytes, plan: Plan, at: Where = START) -> ParseResult:
 
 class PointsCsvFormat(SkipsCsvHeader, TextFormat):
     name = "points_csv"
+    series = True
+    records_are_rows = False
     has_header = True
-    decodes_records = False
 
     def is_header(self, fields: list[str]) -> bool:
         return len(fields) == 3 and point_problem(*[f.strip() for f in fields]) is not None

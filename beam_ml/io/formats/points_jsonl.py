@@ -72,7 +72,8 @@ def parse_points_jsonl(data: bytes, plan: Plan, at: Where = START) -> ParseResul
 
 class PointsJsonlFormat(TextFormat):
     name = "points_jsonl"
-    decodes_records = False
+    series = True
+    records_are_rows = False
 
     def plan(self, plan: Plan, files: list[tuple[str, int]], first: str | None) -> Plan:
         splan = series_plan(plan, optional=("item_id",))

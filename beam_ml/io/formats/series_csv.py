@@ -129,6 +129,7 @@ def parse_series_csv(data: bytes, plan: Plan, at: Where = START) -> ParseResult:
 
 class SeriesCsvFormat(SkipsCsvHeader, TextFormat):
     name = "series_csv"
+    series = True
     has_header = True
     decodes_records = False
 
