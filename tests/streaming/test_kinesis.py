@@ -20,7 +20,7 @@ from beam_ml.core.errors import BadInputError
 from beam_ml.io.checkpoints import read_manifest
 from beam_ml.io.kinesis import DRAINED, ReadKinesis, latest_positions, parse_kinesis_url
 from tests.conftest import REPO
-from tests.streaming.helpers import beam_ml, run_source, stack
+from tests.streaming.helpers import run_source, stack
 from tests.streaming.kinesis_server import Kinesalite
 
 pytestmark = pytest.mark.streaming
@@ -63,12 +63,15 @@ def _put(client, stream: str, shard: dict, values: list[bytes]) -> list[str]:
     """Put ``values`` into ``shard`` (by its first hash key), in order; their sequence numbers."""
     key = shard["HashKeyRange"]["StartingHashKey"]
     out = []
-    for value in values:
-        answer = client.put_record(
-            StreamName=stream, Data=value, PartitionKey="k", ExplicitHashKey=key
-        )
-        assert answer["ShardId"] == shard["ShardId"]
-        out.append(answer["SequenceNumber"])
+    for i in range(0, len(values), 500):
+        entries = [
+            {"Data": value, "PartitionKey": "k", "ExplicitHashKey": key}
+            for value in values[i : i + 500]
+        ]
+        answer = client.put_records(StreamName=stream, Records=entries)
+        assert not answer.get("FailedRecordCount")
+        assert {r["ShardId"] for r in answer["Records"]} == {shard["ShardId"]}
+        out += [r["SequenceNumber"] for r in answer["Records"]]
     return out
 
 
@@ -268,7 +271,16 @@ def test_start_latest_and_at_timestamp(kinesis, rng):
     np.testing.assert_array_equal(stack(blocks)[0], new)
 
 
-def test_cli_trains_and_resumes_after_the_stored_sequence_numbers(kinesis, tmp_path, rng):
+def _cli(capsys, *args) -> dict:
+    """The beam-ml command, in this process; its summary line."""
+    from beam_ml.cli.main import main
+
+    capsys.readouterr()
+    assert main([str(a) for a in args]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_cli_trains_and_resumes_after_the_stored_sequence_numbers(kinesis, tmp_path, rng, capsys):
     """beam-ml train stores the sequence numbers its read reached; --resume reads what
     came since (a split meanwhile), each record once."""
     client = kinesis.client()
@@ -279,7 +291,7 @@ def test_cli_trains_and_resumes_after_the_stored_sequence_numbers(kinesis, tmp_p
         _put(client, stream, shard, _csv(part))
     url = f"kinesis://{stream}?endpoint={kinesis.endpoint}"
     base = ["train", "pca", "--input", url, "--format", "csv", "--num_components", 2]
-    beam_ml(*base, "--output", tmp_path / "a")
+    _cli(capsys, *base, "--output", tmp_path / "a")
     state, manifest = read_checkpoint(str(tmp_path / "a"))
     reference = PCAState(PCAConfig(num_components=2)).update(np.vstack(first))
     assert state.n_seen == 270
@@ -292,8 +304,10 @@ def test_cli_trains_and_resumes_after_the_stored_sequence_numbers(kinesis, tmp_p
     _put(client, stream, shards[1], _csv(later[0]))
     for child, part in zip(children, later[1:], strict=True):
         _put(client, stream, _shards(client, stream)[child], _csv(part))
-    out = beam_ml(*base, "--output", tmp_path / "b", "--resume", tmp_path / "a")
-    assert json.loads(out.stdout.decode().strip().splitlines()[-1])["rows_read"] == 90
+    assert (
+        _cli(capsys, *base, "--output", tmp_path / "b", "--resume", tmp_path / "a")["rows_read"]
+        == 90
+    )
     state, manifest = read_checkpoint(str(tmp_path / "b"))
     reference.update(np.vstack(later))
     assert state.n_seen == 360
@@ -321,9 +335,7 @@ def _snapshot(path) -> int:
         return 0
 
 
-def test_continuous_training_kill_9_and_restart_loses_and_repeats_nothing(
-    kinesis, tmp_path, rng
-):
+def test_continuous_training_kill_9_and_restart_loses_and_repeats_nothing(kinesis, tmp_path, rng):
     """--streaming from Kinesis while records arrive and a shard splits: killed with
     SIGKILL mid-stream, restarted from the checkpointed sequence numbers, it ends with
     the state of one pass over every record, and a model snapshot."""
@@ -332,24 +344,28 @@ def test_continuous_training_kill_9_and_restart_loses_and_repeats_nothing(
     shards = list(_shards(client, stream).values())
     rows = _rows(rng, 3_000) @ np.diag([3.0, 1.0, 0.2])
     rows = rows.astype(np.float32).astype(np.float64)
-    waves = np.array_split(rows, 30)
+    waves = np.array_split(rows, 20)
     error: list[BaseException] = []
+    state_dir = tmp_path / "state"
 
     def produce() -> None:
         try:
             targets = shards
             for i, wave in enumerate(waves):
-                if i == 15:  # split the first shard mid-stream
+                if i == 4:  # the rest once the trainer is at work (it takes seconds to start)
+                    deadline = time.monotonic() + 60
+                    while _snapshot(state_dir) < 1 and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                if i == 10:  # split the first shard mid-stream
                     children = _split(client, stream, shards[0])
                     now = _shards(client, stream)
                     targets = [now[children[0]], now[children[1]], shards[1]]
                 for j, part in enumerate(np.array_split(wave, len(targets))):
                     _put(client, stream, targets[j], _csv(part))
-                time.sleep(0.2)
+                time.sleep(0.25)
         except BaseException as exc:  # reported by the test
             error.append(exc)
 
-    state_dir = tmp_path / "state"
     url = f"kinesis://{stream}"  # the endpoint from AWS_ENDPOINT_URL_KINESIS
     command = ["pca", "--num_components", 2, "--input", url, "--format", "csv",
                "--output", state_dir, "--streaming"]  # fmt: skip
@@ -366,7 +382,7 @@ def test_continuous_training_kill_9_and_restart_loses_and_repeats_nothing(
     killed_at = read_manifest(str(state_dir))["n_seen"]
     assert 0 < killed_at < len(rows), "kill earlier: the test needs a partial state"
 
-    second = _trainer(*command, "--snapshot_every", "500ms", "--stop_when_idle", "3s")
+    second = _trainer(*command, "--snapshot_every", "500ms", "--stop_when_idle", "2s")
     producer.join(60)
     assert not error and not producer.is_alive()
     out, err = second.communicate(timeout=120)
