@@ -81,7 +81,8 @@ __all__ = [
 #: The position of a closed shard read to its end.
 DRAINED = "drained"
 _STARTS = ("trim_horizon", "latest")
-_POLL_SECONDS = 0.2  # between GetRecords calls on a shard that had nothing new
+# between GetRecords rounds that had nothing new (Kinesis allows 5 a second per shard)
+_POLL_SECONDS = 0.25
 _PEEK_CALLS = 20
 _log = logging.getLogger("beam_ml.io")
 
@@ -536,7 +537,8 @@ class _ReadFamilyFn(beam.DoFn):
                         yield from flush(shard)
                     return
             else:
-                if deadline is not None and time.time() >= deadline:
+                if not walker.ready() or (deadline is not None and time.time() >= deadline):
+                    # nothing left (every shard drained, children read elsewhere), or the end
                     for shard in list(held):
                         yield from flush(shard)
                     return

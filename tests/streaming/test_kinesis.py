@@ -346,11 +346,13 @@ def test_continuous_training_kill_9_and_restart_loses_and_repeats_nothing(kinesi
     rows = rows.astype(np.float32).astype(np.float64)
     waves = np.array_split(rows, 20)
     error: list[BaseException] = []
+    bad: list[str] = []  # the sequence number of a bad record
     state_dir = tmp_path / "state"
 
     def produce() -> None:
         try:
             targets = shards
+            bad.extend(_put(client, stream, shards[1], [b"1,2,x"]))
             for i, wave in enumerate(waves):
                 if i == 4:  # the rest once the trainer is at work (it takes seconds to start)
                     deadline = time.monotonic() + 60
@@ -396,6 +398,9 @@ def test_continuous_training_kill_9_and_restart_loses_and_repeats_nothing(kinesi
     np.testing.assert_allclose(state.scatter, reference.scatter, rtol=1e-10, atol=1e-9)
     positions = manifest["extra"]["source_positions"]
     assert positions[shards[0]["ShardId"]] == DRAINED and len(positions) == 4
+    [dead] = [json.loads(line) for line in (tmp_path / "state.dead_letters.jsonl").open()]
+    assert dead["file"] == f"kinesis://{stream}/{shards[1]['ShardId']}"
+    assert (dead["offset"], dead["record"]) == (bad[0], "1,2,x")
     model = read_manifest(str(state_dir) + ".model")
     assert model["extra"]["snapshot"] == manifest["extra"]["snapshot"]
     assert model["extra"]["n_seen"] == len(rows)
