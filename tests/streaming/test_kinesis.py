@@ -1,8 +1,11 @@
 """Kinesis streams as training input: ReadKinesis and KinesisFeed through boto3 against
-kinesalite on 127.0.0.1 (kinesis_server.py says why kinesalite rather than moto)."""
+kinesalite on 127.0.0.1, which models resharding as Kinesis does; the bounded read
+without resharding also against moto's server mode, which does not (kinesis_server.py
+says how)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,26 +24,52 @@ from beam_ml.core.errors import BadInputError
 from beam_ml.io.checkpoints import read_manifest
 from beam_ml.io.kinesis import DRAINED, ReadKinesis, latest_positions, parse_kinesis_url
 from tests.conftest import REPO
+from tests.streaming.cloud_servers import AWS_ENV, MotoServer
 from tests.streaming.helpers import run_source, stack
 from tests.streaming.kinesis_server import Kinesalite
 
 pytestmark = pytest.mark.streaming
 
 
+@contextlib.contextmanager
+def _environment(env: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @pytest.fixture(scope="module")
 def kinesis():
     """Kinesalite, and the environment that points boto3 at it (restored afterwards)."""
-    with Kinesalite() as server:
-        saved = {k: os.environ.get(k) for k in server.env()}
-        os.environ.update(server.env())
-        try:
-            yield server
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with Kinesalite() as server, _environment(server.env()):
+        yield server
+
+
+class _Moto(MotoServer):
+    """moto's server mode as a Kinesis server (no resharding: see kinesis_server.py)."""
+
+    def env(self) -> dict[str, str]:
+        return {**AWS_ENV, "AWS_ENDPOINT_URL_KINESIS": self.endpoint}
+
+    def client(self) -> Any:
+        return super().client("kinesis")
+
+
+@pytest.fixture(scope="module", params=["kinesalite", "moto"])
+def any_kinesis(request, kinesis):
+    """Kinesalite, then moto's server mode: the reading that needs no resharding."""
+    if request.param == "kinesalite":
+        yield kinesis
+        return
+    with _Moto() as server, _environment(server.env()):
+        yield server
 
 
 def _wait_active(client, stream: str) -> None:
@@ -102,8 +132,8 @@ def _rows(rng, n: int, width: int = 3) -> np.ndarray:
     return rng.normal(size=(n, width)).astype(np.float32).astype(np.float64)
 
 
-def test_bounded_read_blocks_dead_letters_and_positions(kinesis, rng):
-    client = kinesis.client()
+def test_bounded_read_blocks_dead_letters_and_positions(any_kinesis, rng):
+    client = any_kinesis.client()
     stream = _stream(client, 2)
     shards = list(_shards(client, stream).values())
     rows = [_rows(rng, 100, 4) for _ in shards]
