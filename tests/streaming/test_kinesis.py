@@ -62,9 +62,10 @@ class _Moto(MotoServer):
         return super().client("kinesis")
 
 
-@pytest.fixture(scope="module", params=["kinesalite", "moto"])
+@pytest.fixture(params=["kinesalite", "moto"])
 def any_kinesis(request, kinesis):
-    """Kinesalite, then moto's server mode: the reading that needs no resharding."""
+    """Kinesalite, then moto's server mode (for one test: the environment then points
+    at kinesalite again): the reading that needs no resharding."""
     if request.param == "kinesalite":
         yield kinesis
         return
