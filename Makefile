@@ -25,13 +25,20 @@ KAFKA_JARS := tests/streaming/.kafka4/libs
 
 PRISM := tests/streaming/.prism/prism
 
-test: $(BIN)/beam-ml $(KAFKA_JARS) $(PRISM) flink-install
+KINESALITE := tests/streaming/.kinesalite/node_modules/kinesalite/package.json
+
+test: $(BIN)/beam-ml $(KAFKA_JARS) $(PRISM) $(KINESALITE) flink-install
 	$(BIN)/python -m pytest -q tests
 
 # A real Kafka 4 broker (KRaft) for tests/streaming: its jars from Maven Central (Java 17 runs them).
 $(KAFKA_JARS): tests/streaming/kafka-broker.pom.xml
 	$(PYTHON) -m tests.streaming.kafka_broker \
 	  || echo "fetching the Kafka jars failed: the tests against a real Kafka broker will fail"
+
+# Kinesalite, a Kinesis server for tests/streaming/test_kinesis.py: npm (Node.js needed).
+$(KINESALITE):
+	$(PYTHON) -m tests.streaming.kinesis_server \
+	  || echo "installing kinesalite failed: the Kinesis tests will fail"
 
 # Beam's Prism runner for tests/streaming/test_prism.py: built by Go from the Go module proxy
 # at the apache-beam version of setup.py (~3 min on a cold Go cache).

@@ -56,6 +56,7 @@ _EXPORTS = {
     "beam_ml.io.sql": ["ReadSql"],
     "beam_ml.io.kafka": ["ReadKafka", "KafkaFeed"],
     "beam_ml.io.pubsub": ["ReadPubSub", "PubSubFeed"],
+    "beam_ml.io.kinesis": ["ReadKinesis", "KinesisFeed"],
     "beam_ml.io.records": ["DecodeRecords", "record_spec"],
     "beam_ml.transforms.continuous": ["ContinuousTrainer", "TrainContinuously"],
     "beam_ml.transforms.serving": ["BeamMLModelHandler", "announcement_metadata"],

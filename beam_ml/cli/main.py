@@ -321,7 +321,9 @@ def _add_reader_args(
         "--input",
         required=True,
         help="file glob (local, gs://, s3://), several with commas; '-' for standard "
-        "input; kafka://host:port/topic[?start=earliest]; or a database (an SQLAlchemy "
+        "input; kafka://host:port/topic[?start=earliest]; "
+        "kinesis://stream[?start=trim_horizon|latest|at_timestamp:MS&endpoint=URL&region=R]; "
+        "or a database (an SQLAlchemy "
         "URL or a SQLite file) with --query",
     )
     group.add_argument(
@@ -468,7 +470,7 @@ def _stream_reader(
     """The reader for standard input, a Kafka URL or a SQL query; None for files."""
     source = args.input
     if (args.categorical_columns or args.missing != "error") and (
-        args.query is not None or source.startswith("kafka://")
+        args.query is not None or source.startswith(("kafka://", "kinesis://"))
     ):
         raise UsageError("--categorical_columns and --missing apply to files and --input -")
     if args.query is not None or args.split_column is not None:
@@ -485,7 +487,7 @@ def _stream_reader(
             strict=args.strict,
             max_bad_fraction=args.max_bad_fraction,
         )
-    if source != "-" and not source.startswith("kafka://"):
+    if source != "-" and not source.startswith(("kafka://", "kinesis://")):
         if re.match(r"^(sqlite|postgres\w*|mysql|mariadb|mssql|oracle)[+:]", source):
             raise UsageError(f"--input {source!r} is a database: give --query 'SELECT ...'")
         return None
@@ -509,7 +511,9 @@ def _stream_reader(
             **_series_reading(args, args.format, freq),
         )
     if freq is not None:
-        raise UsageError("series come through a pipe (--input -) or files, not Kafka yet")
+        raise UsageError("series come through a pipe (--input -) or files, not Kafka or Kinesis yet")
+    if source.startswith("kinesis://"):
+        return _kinesis_reader(args, feature_dim, label)
     from beam_ml.io.kafka import ReadKafka
 
     options: dict[str, Any] = {}
@@ -524,6 +528,29 @@ def _stream_reader(
         }
     return ReadKafka.from_url(
         source,
+        args.format,
+        **options,
+        label_column=label,
+        delimiter=args.delimiter,
+        feature_dim=feature_dim,
+        zero_based=args.zero_based,
+        block_size=args.mini_batch_size or 10_000,
+        strict=args.strict,
+    )
+
+
+def _kinesis_reader(args: argparse.Namespace, feature_dim: int | None, label: Any) -> Any:
+    from beam_ml.io.kinesis import ReadKinesis
+
+    options: dict[str, Any] = {}
+    if getattr(args, "resume", None) and "start=" not in args.input:
+        # Continue after the resumed checkpoint's sequence numbers: nothing lost, nothing twice.
+        from beam_ml.io.checkpoints import read_manifest
+
+        stored = read_manifest(args.resume).get("extra", {}).get("source_positions")
+        options["positions"] = stored or None
+    return ReadKinesis.from_url(
+        args.input,
         args.format,
         **options,
         label_column=label,
@@ -776,9 +803,10 @@ def _feed(args: argparse.Namespace, feature_dim: int | None, freq: str | None = 
     from beam_ml.io.pubsub import PubSubFeed
 
     source, fmt = args.input, args.format
-    if not (source == "-" or source.startswith(("kafka://", "pubsub://"))):
+    if not (source == "-" or source.startswith(("kafka://", "pubsub://", "kinesis://"))):
         raise UsageError(
-            f"--streaming reads kafka://..., pubsub://... or - (standard input), not {source!r}"
+            f"--streaming reads kafka://..., pubsub://..., kinesis://... or - (standard input), "
+            f"not {source!r}"
         )
     if args.query is not None or args.strict:
         raise UsageError(
@@ -802,6 +830,10 @@ def _feed(args: argparse.Namespace, feature_dim: int | None, freq: str | None = 
         options["freq"] = freq  # point records (others are refused by the feed)
     if source.startswith("kafka://"):
         return KafkaFeed(source, fmt, **options)
+    if source.startswith("kinesis://"):
+        from beam_ml.io.kinesis import KinesisFeed
+
+        return KinesisFeed(source, fmt, **options)
     if source.startswith("pubsub://"):
         from beam_ml.io.pubsub import parse_pubsub_url
 
@@ -918,7 +950,12 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
     started = time.time()
     p, _ = _pipeline(beam_args)
     blocks, _ = _read_blocks(p, args, args.output, reader)
-    train_cycle(blocks, config, args.output, extra, resume_from=args.resume)
+    positions = None
+    if hasattr(reader, "positions_read"):  # Kinesis: the sequence numbers the read reached
+        from beam_ml.io.kinesis import LatestPositions
+
+        positions = reader.positions_read | LatestPositions(reader.start_positions)
+    train_cycle(blocks, config, args.output, extra, resume_from=args.resume, positions=positions)
     result = _run(p)
     seconds = time.time() - started
     rows = _report_reading(result, args, seconds)

@@ -24,14 +24,30 @@ class WriteCheckpoint(beam.PTransform):
     Meant for a PCollection holding one state (``Train``'s output) or a stream of
     snapshots (``TrainStreaming``'s): each write replaces the last, atomically, and
     ``keep`` > 1 keeps that many previous payloads listed in the manifest.
+    ``positions``: a one-element PCollection whose dict is stored in the manifest's
+    extra as ``source_positions`` (where a source's read ended, known once it ran).
     """
 
-    def __init__(self, path: str, extra: dict[str, Any] | None = None, keep: int = 1):
+    def __init__(
+        self,
+        path: str,
+        extra: dict[str, Any] | None = None,
+        keep: int = 1,
+        positions: beam.PCollection | None = None,
+    ):
         super().__init__()
         self.path, self.extra, self.keep = path, extra, keep
+        self.positions = positions
 
     def expand(self, states):
         path, extra, keep = self.path, self.extra, self.keep
+        if self.positions is not None:
+            return states | "BeamML_WriteCheckpoint" >> beam.Map(
+                lambda s, positions: write_checkpoint(
+                    path, s, {**(extra or {}), "source_positions": positions}, keep
+                ),
+                positions=beam.pvalue.AsSingleton(self.positions),
+            )
         return states | "BeamML_WriteCheckpoint" >> beam.Map(
             lambda s: write_checkpoint(path, s, extra, keep)
         )

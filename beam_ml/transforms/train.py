@@ -99,12 +99,15 @@ def train_cycle(
     *,
     resume_from: str | None = None,
     keep: int = 1,
+    positions: beam.PCollection | None = None,
 ) -> beam.PCollection:
     """One training run after its read, the one ``beam-ml train`` and every cycle of
     :class:`~beam_ml.transforms.continuous.ContinuousTrainer` build: ``blocks`` train on
     from the state checkpointed at ``resume_from`` (if any; merged or continued, see
     :class:`Train`), and the state is checkpointed to ``output`` with ``extra`` in its
-    manifest (the last ``keep`` kept), unless it saw no rows. Returns the manifests."""
+    manifest (the last ``keep`` kept), unless it saw no rows. Returns the manifests.
+    ``positions``, a one-element PCollection of the source positions the read reached
+    (Kinesis), goes into the manifest as ``source_positions``."""
     from beam_ml.io.checkpoints import ReadCheckpoint, WriteCheckpoint
 
     resumed = blocks.pipeline | "Resume" >> ReadCheckpoint(resume_from) if resume_from else None
@@ -112,7 +115,7 @@ def train_cycle(
         blocks
         | Train(config, resume_from=resumed)
         | "SkipEmpty" >> beam.Filter(_has_rows)
-        | WriteCheckpoint(output, extra, keep=keep)
+        | WriteCheckpoint(output, extra, keep=keep, positions=positions)
     )
 
 
