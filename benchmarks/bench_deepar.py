@@ -245,6 +245,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", choices=list(fb.TASKS), default=list(fb.TASKS))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--context", type=int, default=None)
     parser.add_argument("--likelihood", default=None, help="default: SETTINGS")
@@ -263,7 +264,7 @@ def main() -> None:
         return
     for name in args.datasets:
         runs, peers = [], []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             runs.append(run_deepar(name, seed, args))
             print(name, "seed", seed, json.dumps({k: round(v, 4) for k, v in runs[-1].items()}), flush=True)  # fmt: skip
             if args.gluonts:
