@@ -132,6 +132,10 @@ class DeepARConfig:
         beam_ml's: the part of every mini-batch drawn again from the reservoir.
     clip_gradient, weight_decay : float
         Adam's gradient clipping and L2 decay (GluonTS's 10 and 1e-8).
+    scaling : {'mean', 'standard'}
+        beam_ml's: GluonTS's mean scaling, or values centred on the context's mean and
+        scaled by its mean absolute deviation (student-T, gaussian, deterministic-L1;
+        :func:`beam_ml.nn.deepar.window_loc_scale`).
     seed : int
         Seed of the initialization, the windows and the forecasts' draws.
     device : str
@@ -160,6 +164,7 @@ class DeepARConfig:
     replay_fraction: float = 0.25
     clip_gradient: float = 10.0
     weight_decay: float = 1e-8
+    scaling: str = "mean"
     seed: int = 0
     device: str = runtime_option("cpu")
 
@@ -184,6 +189,7 @@ class DeepARConfig:
         "clip_gradient": _FLOAT,
         "weight_decay": [Described("a finite float >= 0", Interval(float, 0.0, None))],
         "seed": [Interval(int, 0, None)],
+        "scaling": [Options(("mean", "standard"))],
         "cardinality": [Options(_AUTO), Hidden(tuple), Hidden(list)],
     }
 
@@ -237,6 +243,7 @@ class DeepARConfig:
             clip_gradient=self.clip_gradient,
             weight_decay=self.weight_decay,
             seed=self.seed,
+            scaling=self.scaling,
         )
 
     def spec(self, num_dynamic_feat: int | None) -> SeriesSpec:
