@@ -508,7 +508,8 @@ class DeepARState(AveragingState):
         series = np.repeat(np.arange(block.n_rows), count)
         s = low[series] + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
         absolute = (s + base[series]).astype(np.uint64)
-        mix = keys[series] ^ _mix(absolute + np.uint64(self.epoch) * np.uint64(2**40))
+        with np.errstate(over="ignore"):  # a hash: wrapping is intended
+            mix = keys[series] ^ _mix(absolute + np.uint64(self.epoch) * np.uint64(2**40))
         keep = _uniform(mix) < min(1.0, c.windows_per_horizon / P)
         series, s, mix = series[keep], s[keep], mix[keep]
         position = s - before  # series index of each window's position 0
@@ -697,10 +698,10 @@ class DeepARState(AveragingState):
             best, stale = (loss, 0.0) if loss < best else (best, stale + 1)
             stopped = float(stale >= patience)
         out.early = np.array([0.0, 0.0, best, stale, stopped])
-        if out._first_sight:  # new data, not another epoch: training goes on
-            out.early[3:] = 0.0
         out.n_windows = 0
         out._next_pass()
+        if out._first_sight:  # the next pass reads new data, not another epoch: it trains
+            out.early[3:] = 0.0
         return out
 
     @property

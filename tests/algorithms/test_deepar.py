@@ -271,6 +271,22 @@ def test_early_stopping_ends_training_after_patience_passes_without_gain():
     assert state.update(_block(targets)).continued().steps == steps
 
 
+def test_new_data_after_an_early_stop_trains_on_its_first_pass():
+    rng = np.random.default_rng(18)
+    targets, _ = _sines(rng, 6, 200)
+    state = DeepARState(_small(epochs=3, early_stopping_patience=1)).update(_block(targets))
+    state = state.continued().update(_block(targets))
+    state.early[:2] = [1e9, 1.0]  # pass 2 scored worse than pass 1: stop
+    state = state.continued()
+    assert state.stopped
+    # the run's 3 epochs done: the next pass reads new data
+    state = state.update(_block(targets)).continued()
+    assert not state.stopped
+    steps = state.steps
+    fresh, _ = _sines(rng, 6, 200)
+    assert state.update(_block(fresh)).continued().steps > steps
+
+
 def test_standard_scaling_centres_on_the_context_mean_and_deviation():
     settings = _small(scaling="standard").settings(0)
     L, C = settings.max_lag, settings.context_length
