@@ -316,3 +316,39 @@ def test_epochs_in_a_beam_pipeline():
             return s.n_seen, s.epochs_done, bool(perplexity <= 1.1 * in_memory)
 
         assert_that(state | beam.Map(summary), equal_to([(4000, 3, True)]))
+
+
+def test_cli_predicts_topic_weights_in_sagemaker_shape(tmp_path):
+    """train, derive and predict ntm from the command line: ``--output_format sagemaker``
+    answers SageMaker's ``{"topic_weights": [...]}`` per document, in input order, equal
+    to the model's own topic_weights; csv gives the same numbers under a header."""
+    import json
+
+    from beam_ml.cli.main import main
+    from beam_ml.io.checkpoints import read_checkpoint
+
+    docs = TRAIN[:300]
+    lines = [
+        "1 " + " ".join(f"{j + 1}:{int(c)}" for j, c in zip(row.indices, row.data, strict=True))
+        for row in docs
+    ]
+    (tmp_path / "docs.libsvm").write_text("\n".join(lines) + "\n")
+
+    def cli(*args):
+        assert main(["--quiet", *map(str, args)]) == 0
+
+    source = ("--input", tmp_path / "docs.libsvm", "--format", "libsvm")
+    cli("train", "ntm", *source, "--feature_dim", V, "--output", tmp_path / "state",
+        "--num_topics", K, "--epochs", 1, "--mini_batch_size", 64)  # fmt: skip
+    cli("derive", tmp_path / "state", "--output", tmp_path / "model")
+    for output_format in ("sagemaker", "csv"):
+        cli("predict", tmp_path / "model", *source, "--output", tmp_path / output_format,
+            "--output_format", output_format)  # fmt: skip
+    model, _ = read_checkpoint(str(tmp_path / "model"))
+    expected = model.topic_weights(Block(docs))
+    answers = [json.loads(line) for line in (tmp_path / "sagemaker").read_text().splitlines()]
+    assert [set(a) for a in answers] == [{"topic_weights"}] * len(lines)
+    np.testing.assert_allclose([a["topic_weights"] for a in answers], expected, rtol=1e-6)
+    csv = (tmp_path / "csv").read_text().splitlines()
+    assert csv[0] == ",".join(f"topic_weight_{k}" for k in range(K))
+    np.testing.assert_allclose(np.loadtxt(csv[1:], delimiter=","), expected, rtol=1e-6)
