@@ -201,6 +201,31 @@ def run_gensim(train, test, topics, seed, passes, python):
     return result
 
 
+# --- memory as the corpus grows ------------------------------------------------------------------
+def memory_run(name: str, topics: int, scale: int, options: dict) -> dict:
+    """One streaming pass (epochs=1) over the training corpus repeated ``scale`` times,
+    block by block (the corpus itself is held once, whatever the scale): the state's
+    checkpoint bytes and the process's peak RSS at the end."""
+    import resource
+
+    from beam_ml.algorithms.ntm import NTMConfig, NTMState
+
+    train, _ = corpus(name)
+    config = NTMConfig(feature_dim=train.shape[1], num_topics=topics, epochs=1, **options)
+    state = NTMState(config)
+    start = time.perf_counter()
+    for _ in range(scale):
+        for begin in range(0, train.shape[0], 2000):
+            state.update(train[begin : begin + 2000])
+    return {
+        "scale": scale,
+        "documents": state.n_seen,
+        "state_bytes": len(state.to_bytes()),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gensim-worker")
@@ -211,12 +236,28 @@ def main() -> None:
     parser.add_argument("--lda-passes", type=int, default=10)
     parser.add_argument("--models", nargs="+", default=["ntm", "sklearn", "gensim"])
     parser.add_argument("--gensim-python", default=GENSIM)
+    parser.add_argument("--memory", type=int, nargs="+", metavar="SCALE",
+                        help="measure memory instead: one streaming pass over the corpus "
+                        "repeated SCALE times, each scale in a fresh process")  # fmt: skip
+    parser.add_argument("--memory-run", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ntm-options", default='{"optimizer": "adam", "learning_rate": 0.002,'
                         ' "adam_beta1": 0.99, "batch_norm": true, "dropout": 0.2,'
                         ' "encoder_layers_activation": "relu", "mini_batch_size": 200}')  # fmt: skip
     args = parser.parse_args()
     if args.gensim_worker:
         gensim_worker(args.gensim_worker)
+        return
+    if args.memory_run:
+        options = json.loads(args.ntm_options)
+        result = memory_run(args.corpus, args.topics, args.memory_run, options)
+        print(json.dumps({"corpus": args.corpus, **result}), flush=True)
+        return
+    if args.memory:
+        for scale in args.memory:
+            command = [sys.executable, __file__, "--corpus", args.corpus, "--topics",
+                       str(args.topics), "--ntm-options", args.ntm_options,
+                       "--memory-run", str(scale)]  # fmt: skip
+            subprocess.run(command, check=True)
         return
     train, test = corpus(args.corpus)
     print(f"# {args.corpus}: train {train.shape}, test {test.shape}, {args.topics} topics")
