@@ -18,8 +18,11 @@ Usage (20 Newsgroups 1,995 words, 50 topics, and UCI KOS, 80/20 split by documen
         --seeds 0 1 --ntm-epochs 30 --lda-passes 5
 
 The NTM's settings (``--ntm-options``, JSON of NTMConfig fields) default to ProdLDA's
-choices: Adam at 0.002 with beta1 0.99, batch norm, dropout 0.2, ReLU, 200 documents a
-step; early stopping (SageMaker's tolerance 0.001, patience 3) on the held-out sample.
+choices (NTMConfig's defaults since session 28, but 200 documents a step): Adam at 0.002
+with beta1 0.99, batch norm, dropout 0.2, ReLU; early stopping (SageMaker's tolerance
+0.001, patience 3) on the held-out sample. SageMaker's own defaults are
+``'{"optimizer": "adadelta", "learning_rate": 0.01, "adam_beta1": 0.9, "batch_norm": false,
+"dropout": 0.0, "encoder_layers_activation": "sigmoid", "mini_batch_size": 256}'``.
 
 gensim runs in its own venv (numpy >= 1.24 there; MXNet needs < 1.24)::
 

@@ -50,6 +50,9 @@ _CONFIG = NTMConfig(
     epochs=1,
     validation_holdout=0.05,
     validation_sample_size=200,
+    batch_norm=False,  # the network these tests write out (the decoder's bias, no dropout)
+    dropout=0.0,
+    adam_beta1=0.9,
 )
 TRAIN, TEST = _corpus(2000, 0), _corpus(500, 1)
 
