@@ -6,10 +6,14 @@ Every model is scored the same way on the held-out split:
   the topics as fixed parameters (NTM: ``E_q[log p(x|z)] - KL``, 8 draws; LDA: the
   variational bound of the document given ``gamma``, i.e. scikit-learn's
   ``_approx_bound`` / gensim's ``bound`` *without* their topic-word term, which those
-  libraries add unscaled to the held-out documents' bound);
+  libraries add unscaled to the held-out documents' bound); LDA's
+  ``perplexity_point_topics`` uses the topics as point estimates ``lam / lam.sum(1)``
+  instead of ``E[log beta]``, exactly as the NTM's topics are (the strict comparison);
 * NPMI of each topic's top-10 words on the held-out documents, by one function
   (``beam_ml.algorithms.ntm.npmi_coherence``) for every model;
 * TU of the top-10 words (``topic_uniqueness``); documents/s of training, end to end.
+* ``--memory 1 4``: the state's bytes and the peak RSS of one streaming pass over the
+  corpus repeated 1 and 4 times (each in a fresh process).
 
 Usage (20 Newsgroups 1,995 words, 50 topics, and UCI KOS, 80/20 split by document)::
 
@@ -18,8 +22,11 @@ Usage (20 Newsgroups 1,995 words, 50 topics, and UCI KOS, 80/20 split by documen
         --seeds 0 1 --ntm-epochs 30 --lda-passes 5
 
 The NTM's settings (``--ntm-options``, JSON of NTMConfig fields) default to ProdLDA's
-choices: Adam at 0.002 with beta1 0.99, batch norm, dropout 0.2, ReLU, 200 documents a
-step; early stopping (SageMaker's tolerance 0.001, patience 3) on the held-out sample.
+choices (NTMConfig's defaults since session 28, but 200 documents a step): Adam at 0.002
+with beta1 0.99, batch norm, dropout 0.2, ReLU; early stopping (SageMaker's tolerance
+0.001, patience 3) on the held-out sample. SageMaker's own defaults are
+``'{"optimizer": "adadelta", "learning_rate": 0.01, "adam_beta1": 0.9, "batch_norm": false,
+"dropout": 0.0, "encoder_layers_activation": "sigmoid", "mini_batch_size": 256}'``.
 
 gensim runs in its own venv (numpy >= 1.24 there; MXNet needs < 1.24)::
 
@@ -79,12 +86,19 @@ def corpus(name: str) -> tuple[sp.csr_matrix, sp.csr_matrix]:
 
 
 # --- one scoring for every model -----------------------------------------------------------------
-def lda_bound(x: sp.csr_matrix, gamma: np.ndarray, lam: np.ndarray, alpha: np.ndarray) -> float:
+def lda_bound(
+    x: sp.csr_matrix, gamma: np.ndarray, lam: np.ndarray, alpha: np.ndarray, point: bool = False
+) -> float:
     """Sum over documents of the LDA variational bound given ``gamma`` (docs, K), with
     ``E[log beta]`` from ``lam`` (K, V): scikit-learn's ``_approx_bound`` without the
-    topic-word term."""
+    topic-word term. ``point``: the topics as the point estimate ``lam / lam.sum(1)``
+    instead (``log E[beta]``), as the NTM's topics are: the same bound with the topics
+    fixed, a little tighter (``E[log beta] < log E[beta]``, most for rare words)."""
     e_log_theta = digamma(gamma) - digamma(gamma.sum(1, keepdims=True))
-    e_log_beta = digamma(lam) - digamma(lam.sum(1, keepdims=True))
+    if point:
+        e_log_beta = np.log(lam / lam.sum(1, keepdims=True))
+    else:
+        e_log_beta = digamma(lam) - digamma(lam.sum(1, keepdims=True))
     x = x.tocsr()
     score = 0.0
     for start in range(0, x.shape[0], 500):
@@ -100,12 +114,16 @@ def lda_bound(x: sp.csr_matrix, gamma: np.ndarray, lam: np.ndarray, alpha: np.nd
     return score
 
 
+def _perplexity(bound: float, test: sp.csr_matrix) -> float:
+    return float(np.exp(-bound / test.sum()))
+
+
 def scores(name: str, top: np.ndarray, bound: float, test: sp.csr_matrix, seconds: float, n: int):
     from beam_ml.algorithms.ntm import npmi_coherence, topic_uniqueness
 
     return {
         "model": name,
-        "perplexity": float(np.exp(-bound / test.sum())),
+        "perplexity": _perplexity(bound, test),
         "npmi": float(npmi_coherence(top, test).mean()),
         "tu": topic_uniqueness(top),
         "train_seconds": round(seconds, 1),
@@ -153,6 +171,9 @@ def run_sklearn(train, test, topics, seed, passes):
     bound = lda_bound(test, gamma, lda.components_, alpha)
     top = np.argsort(-lda.components_, axis=1)[:, :10]
     out = scores("sklearn online LDA", top, bound, test, seconds, train.shape[0] * passes)
+    out["perplexity_point_topics"] = _perplexity(
+        lda_bound(test, gamma, lda.components_, alpha, point=True), test
+    )
     out["passes"] = passes
     return out
 
@@ -194,11 +215,38 @@ def run_gensim(train, test, topics, seed, passes, python):
         subprocess.run([python, __file__, "--gensim-worker", path], check=True)
         out = np.load(path)
         bound = lda_bound(test, out["gamma"], out["lam"], out["alpha"])
+        point = lda_bound(test, out["gamma"], out["lam"], out["alpha"], point=True)
         top = np.argsort(-out["lam"], axis=1)[:, :10]
         seconds = float(out["seconds"])
     result = scores("gensim LdaModel", top, bound, test, seconds, train.shape[0] * passes)
+    result["perplexity_point_topics"] = _perplexity(point, test)
     result["passes"] = passes
     return result
+
+
+# --- memory as the corpus grows ------------------------------------------------------------------
+def memory_run(name: str, topics: int, scale: int, options: dict) -> dict:
+    """One streaming pass (epochs=1) over the training corpus repeated ``scale`` times,
+    block by block (the corpus itself is held once, whatever the scale): the state's
+    checkpoint bytes and the process's peak RSS at the end."""
+    import resource
+
+    from beam_ml.algorithms.ntm import NTMConfig, NTMState
+
+    train, _ = corpus(name)
+    config = NTMConfig(feature_dim=train.shape[1], num_topics=topics, epochs=1, **options)
+    state = NTMState(config)
+    start = time.perf_counter()
+    for _ in range(scale):
+        for begin in range(0, train.shape[0], 2000):
+            state.update(train[begin : begin + 2000])
+    return {
+        "scale": scale,
+        "documents": state.n_seen,
+        "state_bytes": len(state.to_bytes()),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def main() -> None:
@@ -211,12 +259,28 @@ def main() -> None:
     parser.add_argument("--lda-passes", type=int, default=10)
     parser.add_argument("--models", nargs="+", default=["ntm", "sklearn", "gensim"])
     parser.add_argument("--gensim-python", default=GENSIM)
+    parser.add_argument("--memory", type=int, nargs="+", metavar="SCALE",
+                        help="measure memory instead: one streaming pass over the corpus "
+                        "repeated SCALE times, each scale in a fresh process")  # fmt: skip
+    parser.add_argument("--memory-run", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ntm-options", default='{"optimizer": "adam", "learning_rate": 0.002,'
                         ' "adam_beta1": 0.99, "batch_norm": true, "dropout": 0.2,'
                         ' "encoder_layers_activation": "relu", "mini_batch_size": 200}')  # fmt: skip
     args = parser.parse_args()
     if args.gensim_worker:
         gensim_worker(args.gensim_worker)
+        return
+    if args.memory_run:
+        options = json.loads(args.ntm_options)
+        result = memory_run(args.corpus, args.topics, args.memory_run, options)
+        print(json.dumps({"corpus": args.corpus, **result}), flush=True)
+        return
+    if args.memory:
+        for scale in args.memory:
+            command = [sys.executable, __file__, "--corpus", args.corpus, "--topics",
+                       str(args.topics), "--ntm-options", args.ntm_options,
+                       "--memory-run", str(scale)]  # fmt: skip
+            subprocess.run(command, check=True)
         return
     train, test = corpus(args.corpus)
     print(f"# {args.corpus}: train {train.shape}, test {test.shape}, {args.topics} topics")

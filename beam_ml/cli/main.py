@@ -1019,6 +1019,8 @@ def _output_columns(model: Any) -> list[str]:
         return [f"projection_{i}" for i in range(model.components.shape[0])]
     if family == "kmeans":
         return ["cluster", "distance"]
+    if family == "ntm":
+        return [f"topic_weight_{k}" for k in range(model.num_topics)]
     predictor = getattr(model, "predictor_type", None)
     if predictor == "multiclass_classifier":
         return ["predicted_label", *(f"probability_{c}" for c in range(model.num_classes))]

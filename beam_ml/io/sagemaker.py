@@ -9,7 +9,7 @@ the CSV output. The objects are those SageMaker's built-in algorithms answer wit
   s}`` (regressor), ``{"score": [p0, p1, ...], "predicted_label": l}`` (multiclass);
 - PCA: ``{"projection": [...]}``;
 - K-Means: ``{"closest_cluster": c, "distance_to_cluster": d}``;
-- NTM: ``{"topic_weights": [...]}`` once NTM is a family here (see :data:`_BY_FAMILY`);
+- NTM: ``{"topic_weights": [...]}`` (its predict columns are ``topic_weight_<k>``);
 - DeepAR: ``{"mean": [...], "quantiles": {"0.1": [...], ...}, "samples": [[...], ...]}``
   per series (the output types asked), from the columns of :func:`forecast_columns`.
 
@@ -36,8 +36,8 @@ def _vector(name: str, n: int) -> str:
 
 
 def _ntm_shape(columns: Sequence[str]) -> tuple[list[int], str]:
-    """NTM's response: its topic weights (the hook for when NTM joins the families:
-    its predict columns are then ``topic_weight_<k>``)."""
+    """NTM's response: each document's topic weights (predict's columns
+    ``topic_weight_<k>``, in topic order)."""
     return list(range(len(columns))), "{" + _vector("topic_weights", len(columns)) + "}"
 
 

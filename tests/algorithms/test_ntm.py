@@ -50,6 +50,9 @@ _CONFIG = NTMConfig(
     epochs=1,
     validation_holdout=0.05,
     validation_sample_size=200,
+    batch_norm=False,  # the network these tests write out (the decoder's bias, no dropout)
+    dropout=0.0,
+    adam_beta1=0.9,
 )
 TRAIN, TEST = _corpus(2000, 0), _corpus(500, 1)
 
@@ -316,3 +319,92 @@ def test_epochs_in_a_beam_pipeline():
             return s.n_seen, s.epochs_done, bool(perplexity <= 1.1 * in_memory)
 
         assert_that(state | beam.Map(summary), equal_to([(4000, 3, True)]))
+
+
+def test_cli_predicts_topic_weights_in_sagemaker_shape(tmp_path):
+    """train, derive and predict ntm from the command line: ``--output_format sagemaker``
+    answers SageMaker's ``{"topic_weights": [...]}`` per document, in input order, equal
+    to the model's own topic_weights; csv gives the same numbers under a header."""
+    import json
+
+    from beam_ml.cli.main import main
+    from beam_ml.io.checkpoints import read_checkpoint
+
+    docs = TRAIN[:300]
+    lines = [
+        "1 " + " ".join(f"{j + 1}:{int(c)}" for j, c in zip(row.indices, row.data, strict=True))
+        for row in docs
+    ]
+    (tmp_path / "docs.libsvm").write_text("\n".join(lines) + "\n")
+
+    def cli(*args):
+        assert main(["--quiet", *map(str, args)]) == 0
+
+    source = ("--input", tmp_path / "docs.libsvm", "--format", "libsvm")
+    cli("train", "ntm", *source, "--feature_dim", V, "--output", tmp_path / "state",
+        "--num_topics", K, "--epochs", 1, "--mini_batch_size", 64)  # fmt: skip
+    cli("derive", tmp_path / "state", "--output", tmp_path / "model")
+    for output_format in ("sagemaker", "csv"):
+        cli("predict", tmp_path / "model", *source, "--output", tmp_path / output_format,
+            "--output_format", output_format)  # fmt: skip
+    model, _ = read_checkpoint(str(tmp_path / "model"))
+    expected = model.topic_weights(Block(docs))
+    answers = [json.loads(line) for line in (tmp_path / "sagemaker").read_text().splitlines()]
+    assert [set(a) for a in answers] == [{"topic_weights"}] * len(lines)
+    np.testing.assert_allclose([a["topic_weights"] for a in answers], expected, rtol=1e-6)
+    csv = (tmp_path / "csv").read_text().splitlines()
+    assert csv[0] == ",".join(f"topic_weight_{k}" for k in range(K))
+    np.testing.assert_allclose(np.loadtxt(csv[1:], delimiter=","), expected, rtol=1e-6)
+
+
+@pytest.mark.beam
+@pytest.mark.streaming
+def test_a_topic_appearing_mid_stream_shows_in_a_later_snapshot(tmp_path):
+    """Continuous training (TrainStreaming, snapshots every 1,000 documents) on a drifting
+    corpus: 4,000 documents of the 5 planted topics, then 4,000 of those and a sixth on
+    20 words never seen before. The snapshot at the drift has no topic on the new words;
+    the last one has a topic whose top-10 words are (nearly) all new ones."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+
+    from beam_ml.transforms.stream import TrainStreaming
+    from tests.conftest import direct_options
+
+    rng = np.random.default_rng(7)
+    wide = V + PER  # the new topic's words are the last PER columns
+    planted = np.kron(np.eye(K + 1), np.full((1, PER), 1.0 / PER))
+
+    def documents(n: int, topics: int) -> sp.csr_matrix:
+        theta = rng.dirichlet(np.full(topics, 0.1), n)
+        lengths = rng.integers(30, 60, n)
+        mixtures = theta @ planted[:topics]
+        rows = [rng.multinomial(m, p) for m, p in zip(lengths, mixtures, strict=True)]
+        return sp.csr_matrix(np.stack(rows).astype(np.float32))
+
+    docs = sp.vstack([documents(4000, K), documents(4000, K + 1)]).tocsr()
+    stream = TestStream()
+    for start in range(0, docs.shape[0], 500):
+        stream = stream.add_elements([Block(docs[start : start + 500])])
+    config = NTMConfig(**{**_CONFIG.__dict__, "feature_dim": wide, "num_topics": K + 1,
+                          "batch_norm": True, "validation_holdout": 0.0})  # fmt: skip
+    options = direct_options()
+    options.view_as(StandardOptions).streaming = True
+    found = tmp_path / "snapshots"
+
+    def record(state):  # (documents seen, best share of new words in a topic's top 10)
+        share = (state.derive().top_words(10) >= V).mean(axis=1).max()
+        with open(found, "a") as handle:
+            handle.write(f"{state.n_seen} {share}\n")
+
+    with beam.Pipeline(options=options) as p:
+        snapshots = (
+            p
+            | stream.advance_watermark_to_infinity()
+            | TrainStreaming(config, snapshot_every_seconds=None, snapshot_every_rows=1000)
+        )
+        _ = snapshots | beam.Map(record)
+    shares = dict(np.loadtxt(found, ndmin=2))
+    print("NTM-REPORT drift: new-word share of the best topic by documents seen", shares)
+    assert sorted(shares) == list(range(1000, 8001, 1000))
+    assert shares[4000] == 0.0 and shares[8000] >= 0.9, shares

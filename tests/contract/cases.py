@@ -301,6 +301,9 @@ _NTM_COMMON = dict(
     mini_batch_size=20,
     epochs=1,
     validation_holdout=0.0,
+    batch_norm=False,  # measured without; batch statistics of 20-row batches are noisy
+    dropout=0.0,
+    adam_beta1=0.9,
 )
 
 
