@@ -26,7 +26,7 @@ KAFKA_JARS := tests/streaming/.kafka4/libs
 PRISM := tests/streaming/.prism/prism
 
 test: $(BIN)/beam-ml $(KAFKA_JARS) $(PRISM) flink-install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests pipelines/test_example_pipeline.py
 
 # A real Kafka 4 broker (KRaft) for tests/streaming: its jars from Maven Central (Java 17 runs them).
 $(KAFKA_JARS): tests/streaming/kafka-broker.pom.xml
