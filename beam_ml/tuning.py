@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from beam_ml.core.errors import NotEnoughDataError
 from beam_ml.core.state import TrainingState, config_to_dict
 
 __all__ = [
@@ -261,15 +262,29 @@ def _score(
     best = None
     for point in model_points:
         params = {**derive_defaults, **point}
-        model = state.derive(**params)
+        try:
+            model = state.derive(**params)
+        except NotEnoughDataError as exc:  # e.g. a k larger than a first slice's summary
+            _LOG.warning("tune: no model for %s after %d rows: %s", point, state.n_seen, exc)
+            candidate.models.append({"derive_params": point, "error": str(exc)})
+            continue
         metric = metric or default_metric(model)
         value = float(model.score(metric, validation))
-        candidate.models.append({"derive_params": point, metric: value})
+        candidate.models.append({"derive_params": point, metric: _finite(value)})
         if best is None or _better(value, best[0], metric):
             best = (value, point)
-    assert best is not None
+    if best is None:
+        raise NotEnoughDataError(
+            f"tune: no model could be derived from candidate {candidate.params} after "
+            f"{state.n_seen} rows; give a larger --budget or a smaller grid"
+        )
     candidate.score, candidate.derive_params = best
     return metric
+
+
+def _finite(value: float | None) -> float | None:
+    """None for NaN or infinity (a diverged model): JSON has neither."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _better(a: float, b: float, metric: str) -> bool:
@@ -381,7 +396,7 @@ def tune(
         schedule=schedule,
     )
     with open(os.path.join(output, "leaderboard.json"), "w") as handle:
-        json.dump(result.to_json(), handle, indent=2, default=float)
+        json.dump(result.to_json(), handle, indent=2, default=float, allow_nan=False)
     return result
 
 
@@ -393,7 +408,7 @@ def _entry(rank: int, c: Candidate, metric: str) -> dict[str, Any]:
         "derive_params": c.derive_params,
         "rows": c.rows,
         "rung": c.rung,
-        metric: c.score,
+        metric: _finite(c.score),
         "models": c.models,
         "checkpoint": c.checkpoint,
         "config": config_to_dict(c.config),

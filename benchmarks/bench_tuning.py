@@ -3,7 +3,7 @@
     cd <repo> && PYTHONPATH=. BEAM_ML_DATA=../shared/data OMP_NUM_THREADS=1 \\
         MXNET_CPU_WORKER_NTHREADS=1 nice -n 10 python benchmarks/bench_tuning.py [--quick]
 
-1. Successive halving (``eta=3``) against ``eta=1`` (every configuration trained on all
+1. Successive halving (``eta`` 3 and 2) against ``eta=1`` (every configuration trained on all
    rows): factorization machines, binary classifier, on a9a (LIBSVM: 32,561 training
    rows, 123 sparse binary features); the grid crosses the linear and the factors'
    learning rates and ``num_factors``. Validation: the first half of a9a.t (8,141 rows),
@@ -86,7 +86,11 @@ def halving(quick: bool) -> list[dict]:
     cls = FactorizationMachinesState
     return [
         _run(name, cls, base, grid, train, valid, test, metrics, eta=eta)
-        for eta, name in ((3, "successive halving, eta=3"), (1, "train all (eta=1)"))
+        for eta, name in (
+            (3, "successive halving, eta=3"),
+            (2, "successive halving, eta=2"),
+            (1, "train all (eta=1)"),
+        )
     ]
 
 
