@@ -29,7 +29,6 @@ import itertools
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -212,7 +211,7 @@ def _slices(data: Any, start: int, stop: int, block_rows: int) -> list[Any]:
 def _train_rung(
     candidates: Sequence[Candidate],
     blocks: list[Any],
-    rung_dir: Callable[[Candidate], str],
+    outputs: dict[int, str],
     pipeline_args: list[str],
 ) -> None:
     """One pipeline: the rung's rows (read once) train every candidate on from its
@@ -237,7 +236,6 @@ def _train_rung(
                 resume_from=self.candidate.checkpoint,
             )
 
-    outputs = {c.index: rung_dir(c) for c in candidates}
     with beam.Pipeline(options=pipeline_options(pipeline_args)) as p:
         rows = p | "Rows" >> beam.Create(blocks, reshuffle=False)
         for c in candidates:
@@ -328,10 +326,13 @@ def tune(
     ``base`` holds the fixed config fields; ``budget`` the rows the chosen configuration
     learns (default: all of ``data``). ``retrain``: grid parameters that the config
     takes too (``wd``, ``k``...) are trained, one configuration each, instead of derived
-    from one state: the baseline a derive grid is measured against. Writes each candidate's checkpoints under
-    ``<output>/candidates/``, the chosen model to ``<output>/model`` and the leaderboard
-    to ``<output>/leaderboard.json``.
+    from one state: the baseline a derive grid is measured against. Writes each
+    candidate's checkpoints under ``<output>/candidates/``, the chosen model to
+    ``<output>/model`` and the leaderboard to ``<output>/leaderboard.json`` (``output``:
+    a local folder or a gs:// or s3:// prefix).
     """
+    from apache_beam.io.filesystems import FileSystems
+
     from beam_ml.io.checkpoints import read_checkpoint, write_checkpoint
 
     derive_defaults = dict(derive_defaults or {})
@@ -353,11 +354,6 @@ def tune(
         strategy = "train_all" if len(schedule) == 1 else "successive_halving"
     epochs = {c.index: state_class.PLAN.epochs_of(c.config) for c in candidates}
 
-    def rung_dir(c: Candidate) -> str:
-        return os.path.join(
-            output, "candidates", f"c{c.index:03d}", f"rows-{schedule[rung][1]:010d}"
-        )
-
     alive, seen, rows_processed = candidates, 0, 0
     for rung, (keep, rows) in enumerate(schedule):
         alive = alive[:keep]
@@ -365,7 +361,11 @@ def tune(
             "tune %s: rung %d of %d: %d configuration(s), rows %d to %d",
             *(state_class.FAMILY, rung + 1, len(schedule), len(alive), seen, rows),
         )
-        _train_rung(alive, _slices(data, seen, rows, block_rows), rung_dir, pipeline_args or [])
+        outputs = {
+            c.index: _join(output, "candidates", f"c{c.index:03d}", f"rows-{rows:010d}")
+            for c in alive
+        }
+        _train_rung(alive, _slices(data, seen, rows, block_rows), outputs, pipeline_args or [])
         rows_processed += sum(epochs[c.index] for c in alive) * (rows - seen)
         for c in alive:
             c.rung, c.rows = rung, rows
@@ -377,7 +377,7 @@ def tune(
     state, _ = read_checkpoint(winner.checkpoint, "state")
     chosen = {**derive_defaults, **winner.derive_params}
     model = state.derive(**chosen)
-    model_path = os.path.join(output, "model")
+    model_path = _join(output, "model")
     board = [_entry(rank, c, metric) for rank, c in enumerate(ranked, 1)]
     write_checkpoint(
         model_path,
@@ -395,9 +395,17 @@ def tune(
         model_path=model_path,
         schedule=schedule,
     )
-    with open(os.path.join(output, "leaderboard.json"), "w") as handle:
-        json.dump(result.to_json(), handle, indent=2, default=float, allow_nan=False)
+    text = json.dumps(result.to_json(), indent=2, default=float, allow_nan=False)
+    with FileSystems.create(_join(output, "leaderboard.json")) as handle:
+        handle.write(text.encode())
     return result
+
+
+def _join(*parts: str) -> str:
+    """A path under ``output``, local or on an object store (gs://, s3://)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.join(parts[0].rstrip("/"), *parts[1:])
 
 
 def _entry(rank: int, c: Candidate, metric: str) -> dict[str, Any]:

@@ -1235,7 +1235,6 @@ def _cmd_tune(args: argparse.Namespace, beam_args: list[str]) -> int:
         raise UsageError(f"tune {cls.FAMILY} needs " + ", ".join(f"--{m}" for m in missing))
     if args.eta < 1:
         raise UsageError(f"--eta must be >= 1; got {args.eta}")
-    os.makedirs(args.output, exist_ok=True)
     started = time.time()
     result = tuning.tune(
         cls,
