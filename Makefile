@@ -28,7 +28,7 @@ PRISM := tests/streaming/.prism/prism
 KINESALITE := tests/streaming/.kinesalite/node_modules/kinesalite/package.json
 
 test: $(BIN)/beam-ml $(KAFKA_JARS) $(PRISM) $(KINESALITE) flink-install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests pipelines/test_example_pipeline.py
 
 # A real Kafka 4 broker (KRaft) for tests/streaming: its jars from Maven Central (Java 17 runs them).
 $(KAFKA_JARS): tests/streaming/kafka-broker.pom.xml

@@ -1,4 +1,4 @@
-"""The ``beam-ml`` command: train | derive | predict | evaluate | inspect.
+"""The ``beam-ml`` command: train | derive | predict | evaluate | inspect | tune.
 
 Hyperparameters are the algorithm config's fields and ``derive``'s parameters, under
 their SageMaker names, read from the code itself, so every registered algorithm gets
@@ -911,12 +911,8 @@ def _train_continuously(
     return 0
 
 
-def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from beam_ml.core.state import config_to_dict
-    from beam_ml.io.checkpoints import read_manifest
-    from beam_ml.transforms.train import train_cycle
-
-    cls = args.state_class
+def _given_params(args: argparse.Namespace, cls: type) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The hyperparameters and the model defaults (derive's) the command line gives."""
     given = {
         name: getattr(args, name)
         for name, *_ in _config_params(cls.CONFIG)
@@ -927,6 +923,16 @@ def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
         for name, *_ in _derive_params(cls, skip_config=True)
         if getattr(args, name, None) is not None
     }
+    return given, derive_defaults
+
+
+def _cmd_train(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from beam_ml.core.state import config_to_dict
+    from beam_ml.io.checkpoints import read_manifest
+    from beam_ml.transforms.train import train_cycle
+
+    cls = args.state_class
+    given, derive_defaults = _given_params(args, cls)
     if args.streaming:
         return _train_continuously(args, beam_args, given, derive_defaults)
     reader = None
@@ -1187,7 +1193,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     # Only train and derive have options per algorithm: the other commands' start does
     # not import every algorithm (loading a model imports what it needs).
     command = next((a for a in argv if not a.startswith("-")), None)
-    algos = families() if command in ("train", "derive") else {}
+    algos = families() if command in ("train", "derive", "tune") else {}
     # Its readers emit matrix blocks, documents (the text formats: the vocabulary stage)
     # and series (the series formats).
     from beam_ml.core.series import SeriesBlock
@@ -1292,10 +1298,165 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=_cmd_evaluate)
 
+    # tune reads its slices in memory as rows: series families are not offered yet
+    _add_tune_parser(commands, {n: c for n, c in algos.items() if c.BLOCK_KIND is not SeriesBlock})
+
     show = commands.add_parser("inspect", help="print a checkpoint's manifest", allow_abbrev=False)
     show.add_argument("path")
     show.set_defaults(handler=_cmd_inspect)
     return parser
+
+
+# --- tune (beam_ml.tuning) -------------------------------------------------------------------
+def _add_tune_parser(commands: Any, algos: dict[str, type]) -> None:
+    tune = commands.add_parser(
+        "tune",
+        help="choose hyperparameters: successive halving, or a derive grid (no retraining)",
+        allow_abbrev=False,
+        description="Train every configuration of --grid on a first slice of --input, "
+        "keep the best by --metric on --validation, resume the survivors on more rows "
+        "(as train --resume), and write the chosen model; model parameters (derive's: "
+        "k, num_components, wd/l1 of the exact path, threshold criteria) are derived "
+        "from one trained state without retraining.",
+    )
+    tune_algos = tune.add_subparsers(dest="algorithm", required=True, metavar="ALGORITHM")
+    for family, cls in sorted(algos.items()):
+        sub = tune_algos.add_parser(
+            family, help=(inspect.getdoc(cls) or "").splitlines()[0], allow_abbrev=False
+        )
+        sub.add_argument(
+            "--output",
+            required=True,
+            help="directory for the chosen model (<output>/model), the leaderboard "
+            "(<output>/leaderboard.json) and the candidates' checkpoints",
+        )
+        group = sub.add_argument_group("tuning")
+        group.add_argument(
+            "--grid",
+            required=True,
+            help="NAME=V1,V2;NAME=V1,V2: hyperparameters or model parameters and their values",
+        )
+        group.add_argument(
+            "--validation",
+            required=True,
+            help="file glob of the validation rows (read with the --input options)",
+        )
+        group.add_argument(
+            "--metric", help="the validation metric ranked by (default: the family's loss)"
+        )
+        group.add_argument(
+            "--budget",
+            type=int,
+            metavar="ROWS",
+            help="rows the chosen configuration learns (default: all of --input)",
+        )
+        group.add_argument(
+            "--eta",
+            type=int,
+            default=3,
+            help="keep the best 1/eta at each rung, each rung eta times the rows of the "
+            "last (default: 3; 1: train every configuration on the whole budget)",
+        )
+        _add_reader_args(sub)
+        _add_params(sub.add_argument_group("hyperparameters"), _config_params(cls.CONFIG))
+        _add_params(
+            sub.add_argument_group("model defaults (used by derive unless in the grid)"),
+            _derive_params(cls, skip_config=True),
+        )
+        sub.set_defaults(state_class=cls, handler=_cmd_tune)
+
+
+def _read_in_memory(args: argparse.Namespace, path: str, feature_dim: int | None) -> Any:
+    """Every row of the files at ``path`` as one block (read in this process), with the
+    reading options of ``--input``; malformed records go to the dead letters."""
+    from beam_ml.core.block import Block
+    from beam_ml.io.sources import ReadBlocks, read_blocks_local
+
+    service = "://" in path.split("?")[0] and not path.startswith(("gs://", "s3://"))
+    if args.query is not None or path == "-" or service:
+        raise UsageError(f"tune reads files (a glob, local, gs:// or s3://), not {path!r}")
+    scoped = argparse.Namespace(**{**vars(args), "input": path})
+    reader = _reader(scoped, feature_dim)  # resolves the format, checks the options
+    assert isinstance(reader, ReadBlocks)
+    dead: list[dict[str, Any]] = []
+    label = args.label_column
+    if label is not None and re.fullmatch(r"-?\d+", label):
+        label = int(label)
+    blocks = list(
+        read_blocks_local(
+            reader.files,
+            scoped._format,
+            label_column=label,
+            header=args.header,
+            delimiter=args.delimiter,
+            feature_dim=reader.n_features,
+            zero_based=args.zero_based,
+            block_size=args.mini_batch_size or 10_000,
+            strict=args.strict,
+            dead_letters=None if args.strict else dead,
+            max_bad_fraction=args.max_bad_fraction,
+            categorical_columns=args.categorical_columns,
+            missing=args.missing,
+        )
+    )
+    if dead:
+        _LOG.warning("%s: %s malformed records set aside", path, f"{len(dead):,}")
+    if not blocks:
+        raise UsageError(f"no rows were read from {path!r}")
+    return Block.concat(blocks), reader.n_features
+
+
+def _cmd_tune(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from beam_ml import tuning
+
+    cls = args.state_class
+    converters = {name: kind for name, kind, *_ in _config_params(cls.CONFIG)}
+    converters.update({name: kind for name, kind, *_ in _derive_params(cls)})
+    try:
+        grid = tuning.parse_grid(args.grid, converters)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    base, derive_defaults = _given_params(args, cls)
+    fixed = sorted(set(grid) & (set(base) | set(derive_defaults)))
+    if fixed:
+        raise UsageError(f"--grid and --{fixed[0]} both set {fixed[0]}: give it in one place")
+    data, n_features = _read_in_memory(args, args.input, base.get("feature_dim"))
+    validation, _ = _read_in_memory(args, args.validation, n_features)
+    fields = {f.name for f in dataclasses.fields(cls.CONFIG)}
+    if "feature_dim" in fields and "feature_dim" not in base and n_features:
+        base["feature_dim"] = n_features
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls.CONFIG)
+        if f.default is dataclasses.MISSING and f.name not in base and f.name not in grid
+    ]
+    if missing:
+        raise UsageError(f"tune {cls.FAMILY} needs " + ", ".join(f"--{m}" for m in missing))
+    if args.eta < 1:
+        raise UsageError(f"--eta must be >= 1; got {args.eta}")
+    started = time.time()
+    result = tuning.tune(
+        cls,
+        base,
+        grid,
+        data,
+        validation,
+        args.output,
+        metric=args.metric,
+        budget=args.budget,
+        eta=args.eta,
+        derive_defaults=derive_defaults,
+        block_rows=args.mini_batch_size or 10_000,
+        pipeline_args=beam_args,
+    )
+    if _LOG.isEnabledFor(logging.INFO):
+        print(tuning.leaderboard_table(result), file=sys.stderr)
+    summary = {k: v for k, v in result.to_json().items() if k != "leaderboard"}
+    summary["leaderboard"] = [
+        {k: v for k, v in e.items() if k not in ("models", "config")} for e in result.leaderboard
+    ]
+    _emit(_json({**summary, "seconds": round(time.time() - started, 2)}))
+    return 0
 
 
 def _configure_logging(quiet: bool, debug: bool) -> None:
