@@ -512,45 +512,28 @@ def _stream_reader(
         )
     if freq is not None:
         raise UsageError("series come through a pipe (--input -) or files, not Kafka or Kinesis yet")
-    if source.startswith("kinesis://"):
-        return _kinesis_reader(args, feature_dim, label)
-    from beam_ml.io.kafka import ReadKafka
-
-    options: dict[str, Any] = {}
+    # --resume continues where the checkpoint's read ended: nothing lost, nothing twice
+    stored = None
     if getattr(args, "resume", None) and "start=" not in source:
-        # Continue where the resumed checkpoint's read ended: nothing lost, nothing twice.
         from beam_ml.io.checkpoints import read_manifest
 
         stored = read_manifest(args.resume).get("extra", {}).get("source_positions") or {}
-        options["start"] = {
-            (key.rsplit(":", 1)[0], int(key.rsplit(":", 1)[1])): int(offset)
-            for key, offset in stored.items()
-        }
-    return ReadKafka.from_url(
-        source,
-        args.format,
-        **options,
-        label_column=label,
-        delimiter=args.delimiter,
-        feature_dim=feature_dim,
-        zero_based=args.zero_based,
-        block_size=args.mini_batch_size or 10_000,
-        strict=args.strict,
-    )
-
-
-def _kinesis_reader(args: argparse.Namespace, feature_dim: int | None, label: Any) -> Any:
-    from beam_ml.io.kinesis import ReadKinesis
-
     options: dict[str, Any] = {}
-    if getattr(args, "resume", None) and "start=" not in args.input:
-        # Continue after the resumed checkpoint's sequence numbers: nothing lost, nothing twice.
-        from beam_ml.io.checkpoints import read_manifest
+    if source.startswith("kinesis://"):
+        from beam_ml.io.kinesis import ReadKinesis as read
 
-        stored = read_manifest(args.resume).get("extra", {}).get("source_positions")
-        options["positions"] = stored or None
-    return ReadKinesis.from_url(
-        args.input,
+        if stored is not None:
+            options["positions"] = stored or None  # {shard: sequence number}
+    else:
+        from beam_ml.io.kafka import ReadKafka as read
+
+        if stored is not None:  # {"topic:partition": offset}
+            options["start"] = {
+                (key.rsplit(":", 1)[0], int(key.rsplit(":", 1)[1])): int(offset)
+                for key, offset in stored.items()
+            }
+    return read.from_url(
+        source,
         args.format,
         **options,
         label_column=label,

@@ -14,13 +14,14 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 
-__all__ = ["Feed", "FromRecords", "RecordsFeed", "Take", "spilled_records"]
+__all__ = ["Feed", "FetchingFeed", "FromRecords", "RecordsFeed", "Take", "spilled_records"]
 
 
 @dataclass
@@ -114,6 +115,93 @@ class RecordsFeed(Feed):
         if not kept:
             return None
         return dataclasses.replace(take, read=FromRecords(kept, self._spec, self._spill_dir))
+
+
+class FetchingFeed(RecordsFeed):
+    """Kafka and Kinesis: a background thread fetches records as they arrive into a
+    buffer of at most ``max_records`` (then it waits: back-pressure, bounded memory);
+    each take spills what was fetched since the last, with the positions after it.
+
+    A subclass names its ``KIND`` and writes ``_start`` (resolve where each part
+    starts, then :meth:`_spawn` its fetching loop), ``_after`` (the positions after
+    what the buffer holds, read under the buffer's lock) and ``take`` (the buffer as
+    ``(source, ids, values)`` groups, through :meth:`_drain` and :meth:`_take`).
+    """
+
+    KIND = "records"
+
+    def __init__(self, url: str, format: str, *, max_records: int = 200_000, **decode_options):
+        from beam_ml.io.pipes import temp_dir
+        from beam_ml.io.records import check_record_options
+
+        self.name, self.format = url, format
+        self._options = decode_options
+        check_record_options(
+            format,
+            decode_options.get("label_column"),
+            decode_options.get("delimiter", ","),
+            decode_options.get("feature_dim"),
+            decode_options.get("block_size", 10_000),
+            type(self).__name__,
+        )
+        self._max = max_records
+        self._lock = threading.Lock()
+        self._buffer: dict[Any, list[tuple[Any, bytes | None]]] = {}
+        self._count = 0
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._spec: Any = None
+        self._spill_dir = temp_dir(self.KIND)
+
+    @abc.abstractmethod
+    def _start(self, positions: dict[str, Any]) -> None:
+        """Resolve where each part starts; :meth:`_spawn` the fetching loop."""
+
+    @abc.abstractmethod
+    def _after(self, positions: dict[str, Any]) -> dict[str, Any]:
+        """The positions after the buffered records (called under the buffer's lock)."""
+
+    def _spawn(self, fetch: Any, source: Any) -> None:
+        self._thread = threading.Thread(
+            target=fetch, args=(source,), name=f"beam_ml-{self.KIND}-feed", daemon=True
+        )
+        self._thread.start()
+
+    def _drain(self, positions: dict[str, Any]) -> tuple[dict[Any, list], dict[str, Any]]:
+        """What was fetched since the last take (started on the first call), and the
+        positions after it, taken together; the fetching thread's error raised here."""
+        if self._thread is None:
+            self._start(positions)
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            buffer, self._buffer, self._count = self._buffer, {}, 0
+            return buffer, self._after(positions)
+
+    def _take(self, groups: list[tuple[str, list, list[bytes]]], after: dict) -> Take | None:
+        from beam_ml.io.records import record_spec
+
+        if not groups:
+            return None
+        if self._spec is None:
+            first = next((v for g in groups for v in g[2] if v.strip()), None)
+            self._spec = record_spec(self.format, first, **self._options)
+        return Take(FromRecords(groups, self._spec, self._spill_dir), after, self._spec.n_features)
+
+    def commit(self, take: Take) -> None:
+        take.read.remove()
+
+    def waiting(self, positions: dict[str, Any]) -> int:
+        return self._count
+
+    def close(self) -> None:
+        import shutil
+
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        shutil.rmtree(self._spill_dir, ignore_errors=True)
 
 
 class FromRecords(beam.PTransform):

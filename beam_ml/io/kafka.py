@@ -59,8 +59,7 @@ from beam_ml.io.dead_letters import (
     Reader,
     route_bad_records,
 )
-from beam_ml.io.feeds import FromRecords, RecordsFeed, Take
-from beam_ml.io.pipes import temp_dir
+from beam_ml.io.feeds import FetchingFeed, Take
 from beam_ml.io.records import (
     RECORD_FORMATS,
     RecordSpec,
@@ -787,7 +786,7 @@ class ReadKafka(Reader):
 # consumer and partition resolution it shares.
 
 
-class KafkaFeed(RecordsFeed):
+class KafkaFeed(FetchingFeed):
     """Kafka topics read in cycles; positions are ``{'topic:partition': offset}``.
 
     A background consumer fetches new records as they arrive (kafka-python decodes
@@ -809,30 +808,12 @@ class KafkaFeed(RecordsFeed):
         (see :func:`~beam_ml.io.records.record_spec`).
     """
 
-    def __init__(self, url: str, format: str, *, max_records: int = 200_000, **decode_options):
-        from beam_ml.io.records import check_record_options
+    KIND = "kafka"
 
-        self.name, self.format = url, format
+    def __init__(self, url: str, format: str, *, max_records: int = 200_000, **decode_options):
         self._url = parse_kafka_url(url)
-        self._options = decode_options
-        check_record_options(
-            format,
-            decode_options.get("label_column"),
-            decode_options.get("delimiter", ","),
-            decode_options.get("feature_dim"),
-            decode_options.get("block_size", 10_000),
-            "KafkaFeed",
-        )
-        self._max = max_records
-        self._lock = threading.Lock()
-        self._buffer: dict[tuple[str, int], list[tuple[int, bytes | None]]] = {}
-        self._count = 0
+        super().__init__(url, format, max_records=max_records, **decode_options)
         self._starts: dict[str, int] = {}
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._stop = threading.Event()
-        self._spec: Any = None
-        self._spill_dir = temp_dir("kafka")
 
     def _consumer(self) -> Any:
         api_version = self._url.get("api_version")
@@ -870,10 +851,7 @@ class KafkaFeed(RecordsFeed):
         consumer.assign(tps)
         for part, tp in zip(parts, tps, strict=True):
             consumer.seek(tp, part.start)
-        self._thread = threading.Thread(
-            target=self._fetch, args=(consumer,), name="beam_ml-kafka-feed", daemon=True
-        )
-        self._thread.start()
+        self._spawn(self._fetch, consumer)
 
     def _fetch(self, consumer: Any) -> None:
         try:
@@ -894,18 +872,11 @@ class KafkaFeed(RecordsFeed):
         finally:
             consumer.close()
 
-    def take(self, positions: dict[str, Any]) -> Take | None:
-        from beam_ml.io.records import record_spec
+    def _after(self, positions: dict[str, Any]) -> dict[str, Any]:
+        return {**self._starts, **positions}
 
-        if self._thread is None:
-            self._start(positions)
-        if self._error is not None:
-            raise self._error
-        with self._lock:
-            buffer, self._buffer, self._count = self._buffer, {}, 0
-        after = {**self._starts, **positions}
-        if not buffer:
-            return None
+    def take(self, positions: dict[str, Any]) -> Take | None:
+        buffer, after = self._drain(positions)
         groups = []
         for (topic, partition), records in sorted(buffer.items()):
             after[f"{topic}:{partition}"] = records[-1][0] + 1
@@ -916,21 +887,4 @@ class KafkaFeed(RecordsFeed):
                     [v or b"" for _, v in records],
                 )
             )
-        if self._spec is None:
-            first = next((v for g in groups for v in g[2] if v.strip()), None)
-            self._spec = record_spec(self.format, first, **self._options)
-        return Take(FromRecords(groups, self._spec, self._spill_dir), after, self._spec.n_features)
-
-    def commit(self, take: Take) -> None:
-        take.read.remove()
-
-    def waiting(self, positions: dict[str, Any]) -> int:
-        return self._count
-
-    def close(self) -> None:
-        import shutil
-
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        shutil.rmtree(self._spill_dir, ignore_errors=True)
+        return self._take(groups, after)

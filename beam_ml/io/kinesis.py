@@ -41,7 +41,6 @@ Connection: ``endpoint_url`` and ``region_name`` (or the URL's ``endpoint`` and
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -64,9 +63,8 @@ from beam_ml.io.dead_letters import (
     Reader,
     route_bad_records,
 )
-from beam_ml.io.feeds import FromRecords, RecordsFeed, Take
+from beam_ml.io.feeds import FetchingFeed, Take
 from beam_ml.io.kafka import POSITIONS, _EventTimeWatermark
-from beam_ml.io.pipes import temp_dir
 from beam_ml.io.records import RecordSpec, check_record_options, decode_records, record_spec
 
 __all__ = [
@@ -738,7 +736,7 @@ def _start_position(start: str, start_timestamp_ms: int | None) -> str:
 # ------------------------------------------------------------------------- KinesisFeed
 
 
-class KinesisFeed(RecordsFeed):
+class KinesisFeed(FetchingFeed):
     """A Kinesis stream read in cycles; positions are ``{shard id: position}``.
 
     A background reader (one :class:`_ShardWalker` over every shard, following
@@ -758,28 +756,12 @@ class KinesisFeed(RecordsFeed):
         label_column, delimiter, feature_dim, zero_based, features_key, block_size.
     """
 
+    KIND = "kinesis"
+
     def __init__(self, url: str, format: str, *, max_records: int = 200_000, **decode_options):
-        self.name, self.format = url, format
         self._url = parse_kinesis_url(url)
-        self._options = decode_options
-        check_record_options(
-            format,
-            decode_options.get("label_column"),
-            decode_options.get("delimiter", ","),
-            decode_options.get("feature_dim"),
-            decode_options.get("block_size", 10_000),
-            "KinesisFeed",
-        )
-        self._max = max_records
-        self._lock = threading.Lock()
-        self._buffer: dict[str, list[tuple[str, bytes]]] = {}
+        super().__init__(url, format, max_records=max_records, **decode_options)
         self._positions: dict[str, str] = {}
-        self._count = 0
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._stop = threading.Event()
-        self._spec: Any = None
-        self._spill_dir = temp_dir("kinesis")
 
     def _start(self, positions: dict[str, Any]) -> None:
         url = self._url
@@ -788,10 +770,7 @@ class KinesisFeed(RecordsFeed):
         plan = _plan(_list_shards(client, url["stream"]), start, positions)
         self._positions = {shard: pos for shard, (_, pos) in plan.items()}
         walker = _ShardWalker(client, url["stream"], plan, adopt=True)
-        self._thread = threading.Thread(
-            target=self._fetch, args=(walker,), name="beam_ml-kinesis-feed", daemon=True
-        )
-        self._thread.start()
+        self._spawn(self._fetch, walker)
 
     def _fetch(self, walker: _ShardWalker) -> None:
         try:
@@ -813,36 +792,14 @@ class KinesisFeed(RecordsFeed):
         except BaseException as exc:  # reported by the next take()
             self._error = exc
 
+    def _after(self, positions: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._positions)  # the reader's positions, kept with its records
+
     def take(self, positions: dict[str, Any]) -> Take | None:
-        if self._thread is None:
-            self._start(positions)
-        if self._error is not None:
-            raise self._error
-        with self._lock:
-            buffer, self._buffer, self._count = self._buffer, {}, 0
-            after = dict(self._positions)
+        buffer, after = self._drain(positions)
         groups = [
             (_source(self._url["stream"], shard), [s for s, _ in held], [v for _, v in held])
             for shard, held in sorted(buffer.items())
             if held
         ]
-        if not groups:
-            return None
-        if self._spec is None:
-            first = next((v for g in groups for v in g[2] if v.strip()), None)
-            self._spec = record_spec(self.format, first, **self._options)
-        return Take(FromRecords(groups, self._spec, self._spill_dir), after, self._spec.n_features)
-
-    def commit(self, take: Take) -> None:
-        take.read.remove()
-
-    def waiting(self, positions: dict[str, Any]) -> int:
-        return self._count
-
-    def close(self) -> None:
-        import shutil
-
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        shutil.rmtree(self._spill_dir, ignore_errors=True)
+        return self._take(groups, after)
