@@ -10,7 +10,10 @@ Every model is scored the same way on the held-out split:
   ``perplexity_point_topics`` uses the topics as point estimates ``lam / lam.sum(1)``
   instead of ``E[log beta]``, exactly as the NTM's topics are (the strict comparison);
 * NPMI of each topic's top-10 words on the held-out documents, by one function
-  (``beam_ml.algorithms.ntm.npmi_coherence``) for every model;
+  (``beam_ml.algorithms.ntm.npmi_coherence``) for every model; a pair of top words that
+  never co-occurs there scores -1 (the limit). For comparison with the literature only,
+  ``npmi_unseen_0`` scores such a pair 0 (Scholar's and TMNT's code) and
+  ``npmi_train_docs`` uses the training documents as the reference corpus;
 * TU of the top-10 words (``topic_uniqueness``); documents/s of training, end to end.
 * ``--memory 1 4``: the state's bytes and the peak RSS of one streaming pass over the
   corpus repeated 1 and 4 times (each in a fresh process).
@@ -118,13 +121,19 @@ def _perplexity(bound: float, test: sp.csr_matrix) -> float:
     return float(np.exp(-bound / test.sum()))
 
 
-def scores(name: str, top: np.ndarray, bound: float, test: sp.csr_matrix, seconds: float, n: int):
+def scores(name: str, top: np.ndarray, bound: float, test: sp.csr_matrix, seconds: float, n: int,
+           train: sp.csr_matrix):  # fmt: skip
     from beam_ml.algorithms.ntm import npmi_coherence, topic_uniqueness
 
     return {
         "model": name,
         "perplexity": _perplexity(bound, test),
         "npmi": float(npmi_coherence(top, test).mean()),
+        # the conventions of most neural topic model papers, for comparison only: a
+        # never co-occurring pair scores 0 (Scholar's code), or the training documents
+        # as the reference corpus
+        "npmi_unseen_0": float(npmi_coherence(top, test, unseen=0.0).mean()),
+        "npmi_train_docs": float(npmi_coherence(top, train).mean()),
         "tu": topic_uniqueness(top),
         "train_seconds": round(seconds, 1),
         "docs_per_second": round(n / seconds, 1),
@@ -132,7 +141,9 @@ def scores(name: str, top: np.ndarray, bound: float, test: sp.csr_matrix, second
 
 
 # --- the models ----------------------------------------------------------------------------------
-def run_ntm(train, test, topics, seed, epochs, options):
+def run_ntm(train, test, topics, seed, epochs, options, report_epochs=()):
+    """The NTM's scores after ``epochs`` (or an early stop); also printed after each
+    of ``report_epochs`` (the seconds then include the scoring before)."""
     from beam_ml.algorithms.ntm import NTMConfig, NTMState
 
     config = NTMConfig(
@@ -147,11 +158,17 @@ def run_ntm(train, test, topics, seed, epochs, options):
             state.update(train[begin : begin + 2000])
         if state.stopped:
             break
+        if epoch + 1 in report_epochs and epoch + 1 < epochs:
+            print(json.dumps({"seed": seed, **_ntm_scores(state, train, test, start, epoch)}))
+    return _ntm_scores(state, train, test, start, epoch)
+
+
+def _ntm_scores(state, train, test, start, epoch):
     model = state.derive()
     seconds = time.perf_counter() - start
     sums = model.metric_sums(test, coherence=False)
     out = scores("beam_ml NTM", model.top_words(10), -sums["negative_elbo"], test, seconds,
-                 train.shape[0] * (epoch + 1))  # fmt: skip
+                 train.shape[0] * (epoch + 1), train)  # fmt: skip
     out["epochs"] = epoch + 1
     return out
 
@@ -170,7 +187,7 @@ def run_sklearn(train, test, topics, seed, passes):
     alpha = np.full(topics, lda.doc_topic_prior_)
     bound = lda_bound(test, gamma, lda.components_, alpha)
     top = np.argsort(-lda.components_, axis=1)[:, :10]
-    out = scores("sklearn online LDA", top, bound, test, seconds, train.shape[0] * passes)
+    out = scores("sklearn online LDA", top, bound, test, seconds, train.shape[0] * passes, train)
     out["perplexity_point_topics"] = _perplexity(
         lda_bound(test, gamma, lda.components_, alpha, point=True), test
     )
@@ -218,7 +235,7 @@ def run_gensim(train, test, topics, seed, passes, python):
         point = lda_bound(test, out["gamma"], out["lam"], out["alpha"], point=True)
         top = np.argsort(-out["lam"], axis=1)[:, :10]
         seconds = float(out["seconds"])
-    result = scores("gensim LdaModel", top, bound, test, seconds, train.shape[0] * passes)
+    result = scores("gensim LdaModel", top, bound, test, seconds, train.shape[0] * passes, train)
     result["perplexity_point_topics"] = _perplexity(point, test)
     result["passes"] = passes
     return result
@@ -256,6 +273,8 @@ def main() -> None:
     parser.add_argument("--topics", type=int, default=50)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--ntm-epochs", type=int, default=30)
+    parser.add_argument("--ntm-report-epochs", type=int, nargs="*", default=[],
+                        help="also score the NTM after these epochs")  # fmt: skip
     parser.add_argument("--lda-passes", type=int, default=10)
     parser.add_argument("--models", nargs="+", default=["ntm", "sklearn", "gensim"])
     parser.add_argument("--gensim-python", default=GENSIM)
@@ -287,8 +306,9 @@ def main() -> None:
     for seed in args.seeds:
         if "ntm" in args.models:
             options = json.loads(args.ntm_options)
-            print(json.dumps({"seed": seed, **run_ntm(train, test, args.topics, seed,
-                                                       args.ntm_epochs, options)}), flush=True)  # fmt: skip
+            result = run_ntm(train, test, args.topics, seed, args.ntm_epochs, options,
+                             args.ntm_report_epochs)  # fmt: skip
+            print(json.dumps({"seed": seed, **result}), flush=True)
         if "sklearn" in args.models:
             result = run_sklearn(train, test, args.topics, seed, args.lda_passes)
             print(json.dumps({"seed": seed, **result}), flush=True)

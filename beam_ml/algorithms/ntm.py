@@ -176,6 +176,13 @@ class NTMConfig:
     dropout : float
         Dropout of the last encoder layer and of the topic mixture while training
         (beam_ml's addition, ProdLDA's 0.2 lifts coherence).
+    batch_norm_anneal : bool
+        With ``batch_norm``: anneal the decoder's batch norm away over the epochs
+        (Scholar's, Card et al. 2018): the decoder's word distribution is the batch-
+        normalized one for the first quarter of ``epochs``, then a mixture moving
+        linearly to plain logits plus a background bias by three quarters. The batch
+        norm finds topics early; without it the topics of rare words it favours fit
+        the corpus, not the per-word scale (beam_ml's addition; BENCHMARKS.md, NTM).
     adam_beta1 : float
         Adam's first-moment decay (beam_ml's addition; ProdLDA's 0.99 lifts coherence).
     shuffle_buffer : int, optional
@@ -216,6 +223,7 @@ class NTMConfig:
     sub_sample: float = 1.0
     dropout: float = 0.2
     adam_beta1: float = 0.99
+    batch_norm_anneal: bool = False
     shuffle_buffer: int | None = None
     validation_holdout: float = 0.05
     validation_sample_size: int = 1000
@@ -239,6 +247,7 @@ class NTMConfig:
         "clip_gradient": [Described("a float > 0 or None", *_POSITIVE, None)],
         "weight_decay": _NON_NEGATIVE,
         "batch_norm": [bool],
+        "batch_norm_anneal": [bool],
         "sub_sample": [Interval(float, 0.0, 1.0, closed="right")],
         "dropout": [Interval(float, 0.0, 1.0, closed="left")],
         "adam_beta1": [Interval(float, 0.0, 1.0, closed="left")],
@@ -262,8 +271,14 @@ class NTMConfig:
     @property
     def shapes(self) -> dict[str, tuple[tuple[int, ...], bool]]:
         return parameter_shapes(
-            self.feature_dim, self.hidden_layers, self.num_topics, self.batch_norm
-        )
+            self.feature_dim, self.hidden_layers, self.num_topics, self.batch_norm,
+            self.batch_norm and self.batch_norm_anneal,
+        )  # fmt: skip
+
+    def decoder_bn_share(self, epoch: int) -> float:
+        """The batch-normalized decoder's share in pass ``epoch`` (0-based) when
+        annealed: 1 in the first quarter of ``epochs``, 0 from three quarters on."""
+        return float(np.clip((0.75 - epoch / self.epochs) / 0.5, 0.0, 1.0))
 
     @property
     def shuffle_rows(self) -> int:
@@ -307,11 +322,12 @@ def coherence_counts(top_words: np.ndarray, docs: Any) -> tuple[int, dict[int, i
 
 
 def npmi_from_counts(
-    top_words: np.ndarray, n_docs: float, df: dict[int, float], co: dict
+    top_words: np.ndarray, n_docs: float, df: dict[int, float], co: dict, unseen: float = -1.0
 ) -> np.ndarray:
     """NPMI of each topic (Bouma 2009; Lau et al. 2014): the mean over its top words'
     pairs of ``log(p(i,j) / p(i) p(j)) / -log p(i,j)``, with document probabilities;
-    a pair that never co-occurs scores -1. float64 (K,)."""
+    a pair that never co-occurs scores ``unseen``: -1, the limit (Bouma's), or 0 as
+    Scholar's and TMNT's code (most neural topic model papers). float64 (K,)."""
     pairs = _pairs(top_words)  # (K, P, 2)
     low, high = np.minimum(pairs[..., 0], pairs[..., 1]), np.maximum(pairs[..., 0], pairs[..., 1])
     joint = np.vectorize(lambda a, b: co.get((int(a), int(b)), 0), otypes=[float])(low, high)
@@ -320,16 +336,16 @@ def npmi_from_counts(
     p_ij = joint / n_docs
     with np.errstate(divide="ignore", invalid="ignore"):
         npmi = np.log(p_ij / (p_i * p_j)) / -np.log(p_ij)
-    npmi = np.where(joint > 0, npmi, -1.0)
+    npmi = np.where(joint > 0, npmi, unseen)
     npmi = np.where(p_ij >= 1.0, 1.0, npmi)  # in every document: perfectly associated
     return npmi.mean(axis=1)
 
 
-def npmi_coherence(top_words: np.ndarray, docs: Any) -> np.ndarray:
+def npmi_coherence(top_words: np.ndarray, docs: Any, unseen: float = -1.0) -> np.ndarray:
     """NPMI of each topic's top words on the documents ``docs`` (held-out documents),
     float64 (K,); the benchmarks score every model with this one function."""
     n, df, co = coherence_counts(top_words, docs)
-    return npmi_from_counts(top_words, n, df, co)
+    return npmi_from_counts(top_words, n, df, co, unseen)
 
 
 def topic_uniqueness(top_words: np.ndarray) -> float:
@@ -538,6 +554,8 @@ class NTMState(AveragingState):
     def _train(self, trainer: Any, batches: list[tuple[Any, Any]]) -> None:
         if not batches or self.stopped:
             return
+        if "dec.mix" in self.params:
+            self.params["dec.mix"][0] = self.config.decoder_bn_share(self.epoch)
         sums = trainer.train(self.params, self.slots, self.steps, [rows for rows, _ in batches])
         self.steps += len(batches)
         self.replicas = max(self.replicas, 1)
@@ -995,7 +1013,7 @@ class NTMModel(Model):
         params = {k[len("param.") :]: v for k, v in arrays.items() if k.startswith("param.")}
         layers = tuple(int(h) for h in meta["hidden_layers"])
         k, v = params["topics"].shape
-        expected = parameter_shapes(v, layers, k, "mu_bn.mean" in params)
+        expected = parameter_shapes(v, layers, k, "mu_bn.mean" in params, "dec.mix" in params)
         if {n: s for n, (s, _) in expected.items()} != {n: a.shape for n, a in params.items()}:
             raise IncompatibleStateError("NTM model arrays do not fit its layers and topics.")
         return cls(

@@ -66,10 +66,16 @@ def prior_variance(num_topics: int) -> float:
 
 
 def parameter_shapes(
-    vocabulary: int, layers: tuple[int, ...], num_topics: int, batch_norm: bool
+    vocabulary: int,
+    layers: tuple[int, ...],
+    num_topics: int,
+    batch_norm: bool,
+    anneal: bool = False,
 ) -> dict[str, tuple[tuple[int, ...], bool]]:
     """Every array of the network by name: (shape, trained by gradient). Moving batch
-    statistics are arrays too (not trained: updated by the forward pass)."""
+    statistics are arrays too (not trained: updated by the forward pass). ``anneal``:
+    the decoder has both its batch-normalized and its plain (biased) logits, mixed by
+    ``dec.mix`` (the batch norm's share, set by the schedule, not trained)."""
     shapes: dict[str, tuple[tuple[int, ...], bool]] = {}
     width = vocabulary
     for i, units in enumerate(layers):
@@ -85,8 +91,10 @@ def parameter_shapes(
             shapes[f"{name}.beta"] = ((size,), True)
             shapes[f"{name}.mean"] = ((size,), False)
             shapes[f"{name}.var"] = ((size,), False)
-    else:
+    if not batch_norm or anneal:
         shapes["dec.bias"] = ((vocabulary,), True)
+    if batch_norm and anneal:
+        shapes["dec.mix"] = ((1,), False)
     return shapes
 
 
@@ -103,7 +111,7 @@ def initial_parameters(
                 shape, "uniform", sigma=None, scale=scale, value=None, seed=seed, stream=stream
             )
         else:
-            value = 1.0 if name.endswith(".var") else 0.0
+            value = 1.0 if name.endswith((".var", ".mix")) else 0.0
             out[name] = np.full(shape, value, dtype=np.float32)
     return out
 
@@ -141,11 +149,19 @@ def encode(
 def decode(params: dict[str, np.ndarray], theta: np.ndarray) -> np.ndarray:
     """Log word probabilities (rows, V) of topic mixtures ``theta`` (rows, K)."""
     logits = theta @ params["topics"].astype(np.float64)
-    if "dec_bn.mean" in params:
-        logits = _bn(params, "dec_bn", logits)
-    else:
-        logits = logits + params["dec.bias"]
-    logits -= logits.max(axis=1, keepdims=True)
+    mix = float(params["dec.mix"][0]) if "dec.mix" in params else 1.0
+    if "dec_bn.mean" in params and mix >= 1.0:
+        return _log_softmax(_bn(params, "dec_bn", logits))
+    plain = _log_softmax(logits + params["dec.bias"])
+    if "dec_bn.mean" not in params or mix <= 0.0:
+        return plain
+    # the annealed decoder: a mixture of the two word distributions (Scholar's)
+    return np.logaddexp(np.log(mix) + _log_softmax(_bn(params, "dec_bn", logits)),
+                        np.log1p(-mix) + plain)  # fmt: skip
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits - logits.max(axis=1, keepdims=True)
     return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
 
@@ -229,6 +245,7 @@ class NTMTrainer:
         self.trained = [name for name, (_, trained) in shapes.items() if trained]
         self.batch_norm = "mu_bn.mean" in shapes
         self.decoder_bn = "dec_bn.mean" in shapes
+        self.annealed = "dec.mix" in shapes
 
     def _optimizer(self, steps: int) -> Any:
         p = dict(self.optimizer_params)
@@ -310,11 +327,7 @@ class NTMTrainer:
             if masks[1] is not None:
                 theta = theta * masks[1]
             logits = nd.dot(theta, arrays["topics"])  # (rows, V)
-            if self.decoder_bn:
-                logits = self._bn(arrays, "dec_bn", logits)
-            else:
-                logits = nd.broadcast_add(logits, arrays["dec.bias"].reshape((1, -1)))
-            recon = -nd.sum(counts * nd.log_softmax(logits), axis=1)  # (rows,)
+            recon = -nd.sum(counts * self._log_p(arrays, logits), axis=1)  # (rows,)
             kl = 0.5 * nd.sum(
                 nd.exp(logv) / prior + mu * mu / prior - 1.0 - logv + np.log(prior), axis=1
             )
@@ -322,6 +335,22 @@ class NTMTrainer:
             mean = nd.mean(loss)
         mean.backward()
         return float(nd.sum(loss).asscalar())
+
+    def _log_p(self, arrays: dict[str, Any], logits: Any) -> Any:
+        """The decoder's log word probabilities: batch-normalized logits, plain logits
+        plus a bias, or (annealed) the mixture of the two distributions with the batch
+        norm's share ``dec.mix``, as numpy's :func:`decode`."""
+        nd = self.nd
+        mix = float(arrays["dec.mix"].asscalar()) if self.annealed else 1.0
+        if self.decoder_bn and mix >= 1.0:
+            return nd.log_softmax(self._bn(arrays, "dec_bn", logits))
+        plain = nd.log_softmax(nd.broadcast_add(logits, arrays["dec.bias"].reshape((1, -1))))
+        if not self.decoder_bn or mix <= 0.0:
+            return plain
+        normed = nd.log_softmax(self._bn(arrays, "dec_bn", logits)) + float(np.log(mix))
+        plain = plain + float(np.log1p(-mix))
+        top = nd.maximum(normed, plain)
+        return top + nd.log(nd.exp(normed - top) + nd.exp(plain - top))
 
     def _bn(self, arrays: dict[str, Any], name: str, h: Any) -> Any:
         nd = self.nd

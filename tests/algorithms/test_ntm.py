@@ -116,7 +116,7 @@ def test_perplexity_matches_a_direct_computation(trained):
     assert 15 < model.score("perplexity", TEST) < 60
 
 
-def _direct_npmi(top_words: np.ndarray, docs: sp.csr_matrix) -> np.ndarray:
+def _direct_npmi(top_words: np.ndarray, docs: sp.csr_matrix, unseen: float = -1.0) -> np.ndarray:
     present = docs.toarray() > 0
     n = present.shape[0]
     scores = []
@@ -125,7 +125,7 @@ def _direct_npmi(top_words: np.ndarray, docs: sp.csr_matrix) -> np.ndarray:
         for a, b in combinations(words, 2):
             joint = np.sum(present[:, a] & present[:, b]) / n
             if joint == 0:
-                values.append(-1.0)
+                values.append(unseen)
                 continue
             pa, pb = present[:, a].mean(), present[:, b].mean()
             values.append(np.log(joint / (pa * pb)) / -np.log(joint))
@@ -148,6 +148,11 @@ def test_npmi_tu_and_wetc_match_direct_computations(trained, rng):
     assert npmi > 0.4  # planted topics: their words co-occur
     random_topics = rng.permuted(np.tile(np.arange(V), (K, 1)), axis=1)[:, :10]
     assert npmi_coherence(random_topics, TEST).mean() < npmi - 0.3
+    few = TEST[:15]  # some pairs of a random topic's words never co-occur in 15 documents
+    minus_one, zero = npmi_coherence(random_topics, few), npmi_coherence(random_topics, few, 0.0)
+    assert minus_one.mean() < zero.mean()
+    np.testing.assert_allclose(npmi_coherence(random_topics, few, unseen=0.0),
+                               _direct_npmi(random_topics, few, unseen=0.0), rtol=1e-12)  # fmt: skip
     shared = np.array([[0, 1, 2], [0, 1, 3], [4, 5, 6]])
     assert topic_uniqueness(shared) == pytest.approx(np.mean([1 / 2, 1 / 2, 1, 1 / 2, 1 / 2, 1, 1, 1, 1]))  # fmt: skip
     vectors = rng.normal(size=(V, 8))
@@ -408,3 +413,35 @@ def test_a_topic_appearing_mid_stream_shows_in_a_later_snapshot(tmp_path):
     print("NTM-REPORT drift: new-word share of the best topic by documents seen", shares)
     assert sorted(shares) == list(range(1000, 8001, 1000))
     assert shares[4000] == 0.0 and shares[8000] >= 0.9, shares
+
+
+def test_annealed_decoder_batch_norm():
+    """``batch_norm_anneal``: the decoder's batch-normalized share falls from 1 (first
+    quarter of the epochs) to 0 (from three quarters); in between the word distribution
+    is the mixture of the batch-normalized and the plain one; the planted topics are
+    found and the state round-trips."""
+    from beam_ml.nn.ntm import _bn, decode
+
+    config = NTMConfig(
+        feature_dim=V, num_topics=K, optimizer="adam", learning_rate=0.01, batch_norm=True,
+        batch_norm_anneal=True, epochs=8, mini_batch_size=64, validation_holdout=0.0,
+    )  # fmt: skip
+    assert [config.decoder_bn_share(e) for e in range(8)] == [1, 1, 1, 0.75, 0.5, 0.25, 0, 0]
+    state = _fit(config, TRAIN, 8)
+    assert state.params["dec.mix"][0] == 0.0
+    model = state.derive()
+    top = model.top_words(10) // PER
+    assert sum(np.any((top == k).mean(axis=1) >= 0.9) for k in range(K)) >= 4, model.top_words(10)
+    assert load_state(state.to_bytes()).to_bytes() == state.to_bytes()
+    assert load_model(model.to_bytes()).score("perplexity", TEST) == model.score("perplexity", TEST)
+
+    params = {k: v.astype(np.float64) for k, v in model.params.items()}
+    params["dec.mix"] = np.array([0.3])
+    theta = np.random.default_rng(0).dirichlet(np.ones(K), 7)
+
+    def dist(logits):
+        return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+    logits = theta @ params["topics"]
+    expected = 0.3 * dist(_bn(params, "dec_bn", logits)) + 0.7 * dist(logits + params["dec.bias"])
+    np.testing.assert_allclose(np.exp(decode(params, theta)), expected, rtol=1e-9)
