@@ -132,18 +132,11 @@ class FetchingFeed(RecordsFeed):
 
     def __init__(self, url: str, format: str, *, max_records: int = 200_000, **decode_options):
         from beam_ml.io.pipes import temp_dir
-        from beam_ml.io.records import check_record_options
+        from beam_ml.io.records import check_decoding
 
         self.name, self.format = url, format
         self._options = decode_options
-        check_record_options(
-            format,
-            decode_options.get("label_column"),
-            decode_options.get("delimiter", ","),
-            decode_options.get("feature_dim"),
-            decode_options.get("block_size", 10_000),
-            type(self).__name__,
-        )
+        check_decoding(format, decode_options, type(self).__name__)
         self._max = max_records
         self._lock = threading.Lock()
         self._buffer: dict[Any, list[tuple[Any, bytes | None]]] = {}

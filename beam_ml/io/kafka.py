@@ -43,37 +43,19 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
-from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
-from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
-from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
-from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+from apache_beam.transforms.core import RestrictionProvider
 
 from beam_ml.core.errors import BadInputError
 from beam_ml.io import formats
-from beam_ml.io.dead_letters import (
-    DEAD_LETTERS,
-    METRICS_NAMESPACE,
-    DroppedLog,
-    Reader,
-    route_bad_records,
-)
 from beam_ml.io.feeds import FetchingFeed, Take
-from beam_ml.io.records import (
-    RECORD_FORMATS,
-    RecordSpec,
-    check_record_options,
-    decode_records,
-    record_spec,
-)
+from beam_ml.io.readers import POSITIONS, EventTimeWatermark, PartitionedReader, PartReadFn
+from beam_ml.io.records import RECORD_FORMATS, RecordSpec
 
 __all__ = ["KAFKA_FORMATS", "KafkaFeed", "POSITIONS", "ReadKafka", "parse_kafka_url"]
 
 #: Record value formats.
 KAFKA_FORMATS = RECORD_FORMATS
-#: Tag of the positions output.
-POSITIONS = "positions"
 
 _PEEK_SECONDS = 20.0
 _POLL_MS = 200
@@ -182,17 +164,6 @@ def _source(topic: str, partition: int) -> str:
 
 
 # --------------------------------------------------------------------- planning
-
-
-def _check_options(
-    format: Any, label_column: Any, block_size: Any, max_block_seconds: Any, feature_dim: Any
-) -> None:
-    check_record_options(format, label_column, ",", feature_dim, block_size, "ReadKafka")
-    if not isinstance(max_block_seconds, (int, float)) or not max_block_seconds > 0:
-        raise BadInputError(
-            "The 'max_block_seconds' parameter of ReadKafka must be a number > 0. "
-            f"Got {max_block_seconds!r} instead."
-        )
 
 
 def _resolve_partitions(
@@ -367,19 +338,12 @@ class _OffsetsProvider(RestrictionProvider):
         return restriction.split(_CHUNK_OFFSETS, _CHUNK_OFFSETS // 4)
 
 
-class _ReadPartitionFn(beam.DoFn):
+class _ReadPartitionFn(PartReadFn):
     """Reads one offset range of one partition into blocks, bad records and positions."""
 
-    def __init__(self, spec: _Spec, dead_letters: bool):
-        self._spec = spec
-        self._dead_letters = dead_letters
-        self._records = Metrics.counter(METRICS_NAMESPACE, "records_read")
-        self._rows = Metrics.counter(METRICS_NAMESPACE, "rows_read")
-        self._bad = Metrics.counter(METRICS_NAMESPACE, "bad_records")
-
     def setup(self) -> None:
+        super().setup()
         self._consumer = _consumer(self._spec)
-        self._dropped = None if self._dead_letters else DroppedLog("kafka")
 
     def teardown(self) -> None:
         self._consumer.close()
@@ -387,21 +351,10 @@ class _ReadPartitionFn(beam.DoFn):
     def _flush(
         self, part: _Partition, offsets: list[int], values: list[Any], stamps: list[int]
     ) -> Iterator[Any]:
-        block, bad = decode_records(
-            self._spec.records, _source(part.topic, part.partition), offsets, values
-        )
-        self._records.inc(len(values))
-        if bad:
-            yield from route_bad_records(
-                bad, "kafka", self._spec.records.strict, self._bad, self._dropped
-            )
-        if block is not None:
-            self._rows.inc(block.n_rows)
-            if part.end >= _UNBOUNDED:  # event time: the block's first record's timestamp
-                stamp = stamps[0] / 1000 if stamps[0] >= 0 else time.time()
-                yield TimestampedValue(block, stamp)
-            else:
-                yield block
+        event_time = None
+        if part.end >= _UNBOUNDED:  # event time: the block's first record's timestamp
+            event_time = stamps[0] / 1000 if stamps[0] >= 0 else time.time()
+        yield from self._decoded(_source(part.topic, part.partition), offsets, values, event_time)
         yield TaggedOutput(
             POSITIONS,
             {"topic": part.topic, "partition": part.partition, "offset": offsets[-1] + 1},
@@ -490,17 +443,6 @@ class _ReadPartitionFn(beam.DoFn):
                 )
 
 
-class _EventTimeWatermark(WatermarkEstimatorProvider):
-    """The watermark follows the output timestamps (Beam 2.77's own
-    ``MonotonicWatermarkEstimator.default_provider()`` starts from None and fails)."""
-
-    def initial_estimator_state(self, element: Any, restriction: Any) -> Timestamp:
-        return MIN_TIMESTAMP
-
-    def create_watermark_estimator(self, state: Timestamp) -> MonotonicWatermarkEstimator:
-        return MonotonicWatermarkEstimator(state)
-
-
 class _ReadPartitionUnboundedFn(_ReadPartitionFn):
     """The same on restrictions ``[start, end of time)``; blocks carry their first
     record's timestamp, and the watermark follows them."""
@@ -530,7 +472,7 @@ class _ReadPartitionUnboundedFn(_ReadPartitionFn):
         # places this one by position
         finalizer: Any = beam.DoFn.BundleFinalizerParam,
         tracker: Any = beam.DoFn.RestrictionParam(_OffsetsProvider()),
-        watermark: Any = beam.DoFn.WatermarkEstimatorParam(_EventTimeWatermark()),
+        watermark: Any = beam.DoFn.WatermarkEstimatorParam(EventTimeWatermark()),
     ) -> Iterator[Any]:
         claimed: dict[str, int] = {}
         yield from self._read(part, tracker, self._deadline, claimed)
@@ -550,7 +492,7 @@ class _ReadPartitionUnboundedFn(_ReadPartitionFn):
 # ------------------------------------------------------------------------ public API
 
 
-class ReadKafka(Reader):
+class ReadKafka(PartitionedReader):
     """Read Kafka topics, from a start position up to their end at construction, into
     a PCollection of blocks.
 
@@ -619,12 +561,18 @@ class ReadKafka(Reader):
     start_offsets, end_offsets : dict of (topic, partition) -> int
         The offsets read are ``[start, end)`` of each partition.
 
+    Positions (``with_positions()``): after each block, ``{'topic', 'partition',
+    'offset'}`` with the next offset to read.
+
     Raises
     ------
     BadInputError
         At construction: an unknown topic or partition, a start offset outside the log,
         a first record that does not parse, a missing ``feature_dim`` for LIBSVM.
     """
+
+    PARTS = "Partitions"
+    parse_url = staticmethod(parse_kafka_url)
 
     def __init__(
         self,
@@ -635,24 +583,15 @@ class ReadKafka(Reader):
         partitions: Sequence[int] | None = None,
         start: str | Mapping[Any, int] = "earliest",
         start_timestamp_ms: int | None = None,
-        label_column: int | str | None = None,
-        delimiter: str = ",",
-        feature_dim: int | None = None,
-        zero_based: bool = False,
-        features_key: str = "features",
-        block_size: int = 10_000,
-        max_block_seconds: float = 1.0,
         api_version: tuple[int, ...] | None = None,
         consumer_config: Mapping[str, Any] | None = None,
         idle_timeout: float = 60.0,
-        unbounded: bool = False,
-        stop_after_seconds: float | None = None,
         connect_timeout: float = 60.0,
-        strict: bool = False,
         commit_offsets: bool = False,
+        **options: Any,
     ):
-        super().__init__()
-        _check_options(format, label_column, block_size, max_block_seconds, feature_dim)
+        # decoding, max_block_seconds, unbounded, stop_after_seconds: PartitionedReader's
+        super().__init__(format, **options)
         if isinstance(bootstrap_servers, str):
             bootstrap_servers = bootstrap_servers.split(",")  # 'host:port,host:port'
         servers = [server.strip() for server in bootstrap_servers if server.strip()]
@@ -662,7 +601,7 @@ class ReadKafka(Reader):
             api_version=None if api_version is None else tuple(api_version),
             consumer_config=tuple(sorted((consumer_config or {}).items())),
             records=None,
-            max_block_seconds=float(max_block_seconds),
+            max_block_seconds=self._max_block_seconds,
             idle_timeout=float(idle_timeout),
         )
         # A first record tells the width of a dense format's records; LIBSVM's indices do.
@@ -685,9 +624,7 @@ class ReadKafka(Reader):
 
         self._parts, first = _within(plan, connect_timeout, f"the Kafka brokers {servers}")
         self._ends_at_start = {(p.topic, p.partition): p.end for p in self._parts}
-        if stop_after_seconds is not None and not unbounded:
-            raise BadInputError("stop_after_seconds applies to unbounded=True reads only.")
-        if commit_offsets and not unbounded:
+        if commit_offsets and not self._unbounded:
             raise BadInputError(
                 "commit_offsets applies to unbounded=True reads only (a bounded read "
                 "commits with ReadKafka.commit() once its pipeline has run)."
@@ -697,26 +634,9 @@ class ReadKafka(Reader):
                 "commit_offsets needs a consumer group: consumer_config={'group_id': NAME}."
             )
         self._commit_offsets = commit_offsets
-        if unbounded:
+        if self._unbounded:
             self._parts = [replace(p, end=_UNBOUNDED) for p in self._parts]
-        self._stop_after_seconds = stop_after_seconds
-        records = record_spec(
-            format,
-            first,
-            label_column=label_column,
-            delimiter=delimiter,
-            feature_dim=feature_dim,
-            zero_based=zero_based,
-            features_key=features_key,
-            block_size=block_size,
-            strict=strict,
-        )
-        self._spec = replace(spec, records=records)
-        self._with_positions = False
-
-    @property
-    def n_features(self) -> int | None:
-        return self._spec.records.n_features
+        self._spec = replace(spec, records=self._settle(first))
 
     @property
     def start_offsets(self) -> dict[tuple[str, int], int]:
@@ -725,12 +645,6 @@ class ReadKafka(Reader):
     @property
     def end_offsets(self) -> dict[tuple[str, int], int]:
         return dict(self._ends_at_start)
-
-    @classmethod
-    def from_url(cls, url: str, format: str, **options: Any) -> ReadKafka:
-        """``ReadKafka`` for ``kafka://host:port/topic?...`` (see :func:`parse_kafka_url`);
-        URL options win over ``options``."""
-        return cls(**{**options, **parse_kafka_url(url)}, format=format)
 
     def commit(self, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
         """Store ``offsets`` (default ``end_offsets``: all read, once a bounded read's
@@ -745,40 +659,12 @@ class ReadKafka(Reader):
         finally:
             consumer.close()
 
-    @property
-    def strict(self) -> bool:
-        return self._spec.records.strict
-
-    def with_positions(self) -> ReadKafka:
-        """Also return the positions: after each block, ``{'topic', 'partition',
-        'offset'}`` with the next offset to read. The transform then returns
-        ``(blocks, positions)`` or ``(blocks, dead_letters, positions)``."""
-        self._with_positions = True
-        return self
-
     def _reading_fn(self) -> _ReadPartitionFn:
-        if self._parts and self._parts[0].end >= _UNBOUNDED:
-            seconds = self._stop_after_seconds
-            # The clock starts when the pipeline is built, just before it runs.
-            deadline = None if seconds is None else time.time() + seconds
+        if self._unbounded:
             return _ReadPartitionUnboundedFn(
-                self._spec, self._with_dead_letters, deadline, self._commit_offsets
+                self._spec, self._with_dead_letters, self._deadline(), self._commit_offsets
             )
         return _ReadPartitionFn(self._spec, self._with_dead_letters)
-
-    def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
-        outputs = (
-            pbegin
-            | "ListPartitions" >> beam.Create(self._parts)
-            | "ReadPartitions"
-            >> beam.ParDo(self._reading_fn()).with_outputs(DEAD_LETTERS, POSITIONS, main="blocks")
-        )
-        result = [outputs.blocks]
-        if self._with_dead_letters:
-            result.append(outputs[DEAD_LETTERS])
-        if self._with_positions:
-            result.append(outputs[POSITIONS])
-        return result[0] if len(result) == 1 else tuple(result)
 
 
 # --------------------------------------------------------------------------- KafkaFeed

@@ -49,23 +49,14 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
-from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.core import RestrictionProvider
-from apache_beam.transforms.window import TimestampedValue
 
 from beam_ml.core.errors import BadInputError
 from beam_ml.io import formats
-from beam_ml.io.dead_letters import (
-    DEAD_LETTERS,
-    METRICS_NAMESPACE,
-    DroppedLog,
-    Reader,
-    route_bad_records,
-)
 from beam_ml.io.feeds import FetchingFeed, Take
-from beam_ml.io.kafka import POSITIONS, _EventTimeWatermark
-from beam_ml.io.records import RecordSpec, check_record_options, decode_records, record_spec
+from beam_ml.io.readers import POSITIONS, EventTimeWatermark, PartitionedReader, PartReadFn
+from beam_ml.io.records import RecordSpec
 
 __all__ = [
     "DRAINED",
@@ -440,20 +431,16 @@ class _FamiliesProvider(RestrictionProvider):
         yield restriction  # a family is read in order by one reader
 
 
-class _ReadFamilyFn(beam.DoFn):
+class _ReadFamilyFn(PartReadFn):
     """Reads one family of shards into blocks, bad records and positions."""
 
     def __init__(self, spec: _Spec, dead_letters: bool, bounded: bool = True):
-        self._spec = spec
-        self._dead_letters = dead_letters
+        super().__init__(spec, dead_letters)
         self._bounded = bounded
-        self._records = Metrics.counter(METRICS_NAMESPACE, "records_read")
-        self._rows = Metrics.counter(METRICS_NAMESPACE, "rows_read")
-        self._bad = Metrics.counter(METRICS_NAMESPACE, "bad_records")
 
     def setup(self) -> None:
+        super().setup()
         self._client = _client(self._spec.endpoint_url, self._spec.region_name)
-        self._dropped = None if self._dead_letters else DroppedLog("kafka")
 
     def process(
         self, family: _Family, tracker: Any = beam.DoFn.RestrictionParam(_FamiliesProvider(True))
@@ -461,22 +448,10 @@ class _ReadFamilyFn(beam.DoFn):
         yield from self._read(tracker, None)
 
     def _flush(self, shard: str, records: list[dict[str, Any]]) -> Iterator[Any]:
-        spec = self._spec
-        ids = [r["SequenceNumber"] for r in records]
-        block, bad = decode_records(
-            spec.records, _source(spec.stream, shard), ids, [r["Data"] for r in records]
-        )
-        self._records.inc(len(records))
-        if bad:
-            yield from route_bad_records(
-                bad, "kafka", spec.records.strict, self._bad, self._dropped
-            )
-        if block is not None:
-            self._rows.inc(block.n_rows)
-            if self._bounded:
-                yield block
-            else:  # event time: the block's first record's arrival
-                yield TimestampedValue(block, records[0]["ApproximateArrivalTimestamp"].timestamp())
+        # event time (unbounded): the block's first record's arrival
+        arrived = None if self._bounded else records[0]["ApproximateArrivalTimestamp"].timestamp()
+        ids, values = [r["SequenceNumber"] for r in records], [r["Data"] for r in records]
+        yield from self._decoded(_source(self._spec.stream, shard), ids, values, arrived)
 
     def _read(self, tracker: Any, deadline: float | None) -> Iterator[Any]:
         """Bounded: read each shard, parents first, to its end or until caught up.
@@ -562,7 +537,7 @@ class _ReadFamilyUnboundedFn(_ReadFamilyFn):
         self,
         family: _Family,
         tracker: Any = beam.DoFn.RestrictionParam(_FamiliesProvider(False)),
-        watermark: Any = beam.DoFn.WatermarkEstimatorParam(_EventTimeWatermark()),
+        watermark: Any = beam.DoFn.WatermarkEstimatorParam(EventTimeWatermark()),
     ) -> Iterator[Any]:
         yield from self._read(tracker, self._deadline)
 
@@ -570,7 +545,7 @@ class _ReadFamilyUnboundedFn(_ReadFamilyFn):
 # ------------------------------------------------------------------------ public API
 
 
-class ReadKinesis(Reader):
+class ReadKinesis(PartitionedReader):
     """Read a Kinesis data stream into a PCollection of blocks.
 
     Parameters
@@ -607,12 +582,18 @@ class ReadKinesis(Reader):
     start_positions : dict of shard id -> position
         Where every shard this read knows starts.
 
+    Positions (``with_positions()``): after each block (and each shard drained),
+    ``{'shard', 'position'}``; :class:`LatestPositions` reduces them.
+
     Raises
     ------
     BadInputError
         At construction: an unknown stream, a first record that does not parse, a
         missing ``feature_dim`` for LIBSVM, bad options.
     """
+
+    PARTS = "Shards"
+    parse_url = staticmethod(parse_kinesis_url)
 
     def __init__(
         self,
@@ -624,98 +605,35 @@ class ReadKinesis(Reader):
         positions: Mapping[str, str] | None = None,
         endpoint_url: str | None = None,
         region_name: str | None = None,
-        label_column: int | str | None = None,
-        delimiter: str = ",",
-        feature_dim: int | None = None,
-        zero_based: bool = False,
-        features_key: str = "features",
-        block_size: int = 10_000,
-        max_block_seconds: float = 1.0,
-        unbounded: bool = False,
-        stop_after_seconds: float | None = None,
-        strict: bool = False,
+        **options: Any,
     ):
-        super().__init__()
-        check_record_options(format, label_column, delimiter, feature_dim, block_size,
-                             "ReadKinesis")  # fmt: skip
-        if not isinstance(max_block_seconds, (int, float)) or not max_block_seconds > 0:
-            raise BadInputError(
-                "The 'max_block_seconds' parameter of ReadKinesis must be a number > 0. "
-                f"Got {max_block_seconds!r} instead."
-            )
-        if stop_after_seconds is not None and not unbounded:
-            raise BadInputError("stop_after_seconds applies to unbounded=True reads only.")
+        # decoding, max_block_seconds, unbounded, stop_after_seconds: PartitionedReader's
+        super().__init__(format, **options)
         client = _client(endpoint_url, region_name)
         first_start = _start_position(start, start_timestamp_ms)
         shards = _list_shards(client, stream)
         plan = _plan(shards, first_start, positions)
         self._start_positions = {shard: pos for shard, (_, pos) in plan.items()}
-        self._families = _families(plan, _closed(shards))
+        self._parts = _families(plan, _closed(shards))
         walker = _ShardWalker(client, stream, plan, adopt=False, closed=_closed(shards))
         peek = walker.peek(formats.get(format).dense)
-        records = record_spec(
-            format,
-            peek,
-            label_column=label_column,
-            delimiter=delimiter,
-            feature_dim=feature_dim,
-            zero_based=zero_based,
-            features_key=features_key,
-            block_size=block_size,
-            strict=strict,
-        )
-        self._spec = _Spec(stream, endpoint_url, region_name, records, float(max_block_seconds))
-        self._unbounded = unbounded
-        self._stop_after_seconds = stop_after_seconds
-        self._with_positions = False
-
-    @classmethod
-    def from_url(cls, url: str, format: str, **options: Any) -> ReadKinesis:
-        """``ReadKinesis`` for ``kinesis://stream?...`` (see :func:`parse_kinesis_url`);
-        URL options win over ``options``."""
-        return cls(**{**options, **parse_kinesis_url(url)}, format=format)
-
-    @property
-    def n_features(self) -> int | None:
-        return self._spec.records.n_features
-
-    @property
-    def strict(self) -> bool:
-        return self._spec.records.strict
+        records = self._settle(peek)
+        self._spec = _Spec(stream, endpoint_url, region_name, records, self._max_block_seconds)
 
     @property
     def start_positions(self) -> dict[str, str]:
         return dict(self._start_positions)
 
-    def with_positions(self) -> ReadKinesis:
-        """Also return the positions: after each block (and each shard drained),
-        ``{'shard', 'position'}``. The transform then returns ``(blocks, positions)``
-        or ``(blocks, dead_letters, positions)``; :class:`LatestPositions` reduces them."""
-        self._with_positions = True
-        return self
-
-    def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
+    def _reading_fn(self) -> _ReadFamilyFn:
         if self._unbounded:
-            seconds = self._stop_after_seconds
-            deadline = None if seconds is None else time.time() + seconds
-            fn: _ReadFamilyFn = _ReadFamilyUnboundedFn(
-                self._spec, self._with_dead_letters, deadline
-            )
-        else:
-            fn = _ReadFamilyFn(self._spec, self._with_dead_letters)
-        outputs = (
-            pbegin
-            | "ListShards" >> beam.Create(self._families)
-            | "ReadShards" >> beam.ParDo(fn).with_outputs(DEAD_LETTERS, POSITIONS, main="blocks")
-        )
+            return _ReadFamilyUnboundedFn(self._spec, self._with_dead_letters, self._deadline())
+        return _ReadFamilyFn(self._spec, self._with_dead_letters)
+
+    def _read_parts(self, pbegin: beam.pvalue.PBegin) -> Any:
+        outputs = super()._read_parts(pbegin)
         # The positions, also when not returned: what a checkpoint of this read stores.
         self.positions_read = outputs[POSITIONS]
-        result = [outputs.blocks]
-        if self._with_dead_letters:
-            result.append(outputs[DEAD_LETTERS])
-        if self._with_positions:
-            result.append(outputs[POSITIONS])
-        return result[0] if len(result) == 1 else tuple(result)
+        return outputs
 
 
 def _start_position(start: str, start_timestamp_ms: int | None) -> str:

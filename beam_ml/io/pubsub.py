@@ -32,10 +32,10 @@ from typing import Any
 import apache_beam as beam
 
 from beam_ml.core.errors import BadInputError
-from beam_ml.io.dead_letters import Reader
 from beam_ml.io.feeds import FromRecords, RecordsFeed, Take
 from beam_ml.io.pipes import temp_dir
-from beam_ml.io.records import DecodeRecords, RecordSpec, check_record_options, record_spec
+from beam_ml.io.readers import RecordReader
+from beam_ml.io.records import DecodeRecords, RecordSpec
 
 __all__ = [
     "PubSubFeed",
@@ -298,7 +298,7 @@ def _record(message: Any) -> tuple[str, bytes]:
     return message.message_id, message.data
 
 
-class ReadPubSub(Reader):
+class ReadPubSub(RecordReader):
     """Read a Pub/Sub subscription into an unbounded PCollection of blocks.
 
     Beam's ``ReadFromPubSub`` (the runner pulls and acknowledges) followed by
@@ -351,45 +351,20 @@ class ReadPubSub(Reader):
         subscription: str,
         format: str,
         *,
-        label_column: int | str | None = None,
-        delimiter: str = ",",
-        feature_dim: int | None = None,
-        zero_based: bool = False,
-        features_key: str = "features",
-        block_size: int = 10_000,
-        strict: bool = False,
         first_value: bytes | None = None,
         peek_timeout: float = 60.0,
+        **decoding: Any,
     ):
-        super().__init__()
-        self.subscription = _path(subscription, "subscription")
-        # before any network
-        check_record_options(format, label_column, delimiter, feature_dim, block_size, "ReadPubSub")
-        if first_value is None and feature_dim is None:
+        path = _path(subscription, "subscription")
+        super().__init__(format, **decoding)  # the decoding options, checked before any network
+        self.subscription = path
+        if first_value is None and self._decoding.get("feature_dim") is None:
             first_value = _peek(self.subscription, peek_timeout)
-        self._spec: RecordSpec = record_spec(
-            format,
-            first_value,
-            label_column=label_column,
-            delimiter=delimiter,
-            feature_dim=feature_dim,
-            zero_based=zero_based,
-            features_key=features_key,
-            block_size=block_size,
-            strict=strict,
-        )
-
-    @property
-    def n_features(self) -> int:
-        return self._spec.n_features  # type: ignore[return-value]
+        self._spec: RecordSpec = self._settle(first_value)
 
     @property
     def spec(self) -> RecordSpec:
         return self._spec
-
-    @property
-    def strict(self) -> bool:
-        return self._spec.strict
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> Any:
         decode = DecodeRecords(self._spec, "pubsub://" + self.subscription)

@@ -1,4 +1,4 @@
-"""Record values (one row each) into blocks: shared by Kafka and Pub/Sub readers.
+"""Record values (one row each) into blocks: shared by the Kafka, Kinesis and Pub/Sub readers.
 
 A *record* is one message of a row-at-a-time source: a Kafka record's value or a Pub/Sub
 message's data. Each holds one row, as one CSV line without header, one JSON array or
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -57,7 +57,15 @@ from beam_ml.io.sources import (
     check_positive_ints,
 )
 
-__all__ = ["RECORD_FORMATS", "DecodeRecords", "RecordSpec", "decode_records", "record_spec"]
+__all__ = [
+    "RECORD_FORMATS",
+    "DecodeRecords",
+    "RecordDecoder",
+    "RecordSpec",
+    "check_decoding",
+    "decode_records",
+    "record_spec",
+]
 
 #: Formats of a record value (the registry's formats whose records are lines).
 RECORD_FORMATS = formats.record_names()
@@ -95,6 +103,14 @@ def check_record_options(
         )
     check_feature_dim(feature_dim, owner)
     check_positive_ints(owner, block_size=block_size)
+
+
+def check_decoding(format: Any, decoding: Mapping[str, Any], owner: str) -> None:
+    """:func:`check_record_options` of :func:`record_spec`'s keyword options given as a
+    mapping (its defaults where absent): the feeds' and record readers' ``**decoding``."""
+    option = decoding.get
+    check_record_options(format, option("label_column"), option("delimiter", ","),
+                         option("feature_dim"), option("block_size", 10_000), owner)  # fmt: skip
 
 
 def record_spec(
@@ -302,6 +318,44 @@ def decode_records(
 # ----------------------------------------------------------------------- the transform
 
 
+class RecordDecoder:
+    """:func:`decode_records` inside a DoFn, counted, its bad records routed: what
+    :class:`DecodeRecords` and the Kafka and Kinesis readers do with a batch of records.
+
+    Counts the ``beam_ml/records_read``, ``beam_ml/rows_read`` (used) and
+    ``beam_ml/bad_records`` (set aside) metrics; bad records go to the dead-letter output
+    (``dead_letters``), or are logged and dropped, or stop the pipeline (``spec.strict``).
+    The DoFn calls :meth:`setup` from its own ``setup``.
+    """
+
+    def __init__(self, spec: RecordSpec, dead_letters: bool):
+        self.spec = spec
+        self._dead_letters = dead_letters
+        self._records = Metrics.counter(METRICS_NAMESPACE, "records_read")
+        self._rows = Metrics.counter(METRICS_NAMESPACE, "rows_read")
+        self._bad = Metrics.counter(METRICS_NAMESPACE, "bad_records")
+        self._dropped: DroppedLog | None = None
+
+    def setup(self) -> None:
+        self._dropped = None if self._dead_letters else DroppedLog(_DESCRIBE_AS)
+
+    def decode(
+        self, source: str, ids: Sequence[Any], values: Sequence[bytes | None]
+    ) -> tuple[Block | None, list[TaggedOutput]]:
+        """The block of the good rows (None if none) and the dead-letter outputs (empty
+        unless kept); raises at the first bad record with ``spec.strict``."""
+        block, bad = decode_records(self.spec, source, ids, values)
+        self._records.inc(len(values))
+        dead_letters = []
+        if bad:
+            dead_letters = list(
+                route_bad_records(bad, _DESCRIBE_AS, self.spec.strict, self._bad, self._dropped)
+            )
+        if block is not None:
+            self._rows.inc(block.n_rows)
+        return block, dead_letters
+
+
 class _DecodeFn(beam.DoFn):
     """Batches the ``(id, value)`` records of a bundle, per window, into blocks.
 
@@ -313,13 +367,10 @@ class _DecodeFn(beam.DoFn):
     def __init__(self, spec: RecordSpec, source: str, dead_letters: bool):
         self._spec = spec
         self._source = source
-        self._dead_letters = dead_letters
-        self._records = Metrics.counter(METRICS_NAMESPACE, "records_read")
-        self._rows = Metrics.counter(METRICS_NAMESPACE, "rows_read")
-        self._bad = Metrics.counter(METRICS_NAMESPACE, "bad_records")
+        self._decoder = RecordDecoder(spec, dead_letters)
 
     def setup(self) -> None:
-        self._dropped = None if self._dead_letters else DroppedLog(_DESCRIBE_AS)
+        self._decoder.setup()
 
     def start_bundle(self) -> None:
         self._batches: dict[Any, list[Any]] = defaultdict(lambda: [[], [], MAX_TIMESTAMP])
@@ -345,15 +396,10 @@ class _DecodeFn(beam.DoFn):
             yield from self._flush(window, *batch)
 
     def _flush(self, window: Any, ids: list[Any], values: list[Any], stamp: Any) -> Iterator[Any]:
-        block, bad = decode_records(self._spec, self._source, ids, values)
-        self._records.inc(len(values))
-        if bad:
-            for out in route_bad_records(
-                bad, _DESCRIBE_AS, self._spec.strict, self._bad, self._dropped
-            ):
-                yield TaggedOutput(out.tag, WindowedValue(out.value, stamp, (window,)))
+        block, dead_letters = self._decoder.decode(self._source, ids, values)
+        for out in dead_letters:
+            yield TaggedOutput(out.tag, WindowedValue(out.value, stamp, (window,)))
         if block is not None:
-            self._rows.inc(block.n_rows)
             yield WindowedValue(block, stamp, (window,))
 
 
