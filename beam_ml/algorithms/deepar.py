@@ -68,7 +68,7 @@ from beam_ml.nn.deepar import (
     parameter_shapes,
 )
 from beam_ml.nn.engine import check_device, runtime_option
-from beam_ml.nn.skeleton import AveragingState
+from beam_ml.nn.skeleton import AveragingState, lazy_network
 
 __all__ = ["DeepARConfig", "DeepARState", "DeepARModel", "resolve_auto"]
 
@@ -448,12 +448,11 @@ class DeepARState(AveragingState):
     def settings(self) -> DeepARSettings:
         return self.config.settings(max(self.num_dynamic, 0))
 
+    @lazy_network("_network")
     def _net(self) -> Any:
-        if self._network is None:
-            from beam_ml.nn.deepar import DeepARNetwork
+        from beam_ml.nn.deepar import DeepARNetwork
 
-            self._network = DeepARNetwork(self.settings, self.config.device)
-        return self._network
+        return DeepARNetwork(self.settings, self.config.device)
 
     def _allocate(self) -> None:
         net = self._net()
@@ -916,14 +915,11 @@ class DeepARModel(Model):
     def prediction_length(self) -> int:
         return self.config.prediction_length
 
+    @lazy_network("_network")
     def _net(self) -> Any:
-        if self._network is None:
-            from beam_ml.nn.deepar import DeepARNetwork
+        from beam_ml.nn.deepar import DeepARNetwork
 
-            self._network = DeepARNetwork(
-                self.config.settings(self.num_dynamic), self.config.device
-            )
-        return self._network
+        return DeepARNetwork(self.config.settings(self.num_dynamic), self.config.device)
 
     def sample_paths(self, block: Any, num_samples: int | None = None, horizon_given: bool = False) -> np.ndarray:  # fmt: skip
         """(n_series, num_samples, prediction_length) sample paths after each series'

@@ -113,7 +113,7 @@ from beam_ml.nn.engine import (
     runtime_option,
 )
 from beam_ml.nn.fm import fm_scores
-from beam_ml.nn.skeleton import AveragingState, PendingRows, alias
+from beam_ml.nn.skeleton import AveragingState, PendingRows, alias, lazy_network
 
 __all__ = [
     "FactorizationMachinesConfig",
@@ -478,25 +478,24 @@ class FactorizationMachinesState(AveragingState):
         return MatrixSpec(self.config.feature_dim)
 
     # --- training --------------------------------------------------------------------------
+    @lazy_network("_trainer")
     def _trainer_for_device(self) -> Any:
-        if self._trainer is None:
-            from beam_ml.nn.fm import fm_trainer  # a GPU loads MXNet here, on first training
+        from beam_ml.nn.fm import fm_trainer  # a GPU loads MXNet here, on first training
 
-            c = self.config
-            self._trainer = fm_trainer(
-                c.device,
-                c.feature_dim,
-                c.num_factors,
-                c.classifier,
-                c.optimizer_spec,
-                c.bias_lr,
-                c.bias_wd,
-                c.linear_lr,
-                c.linear_wd,
-                c.factors_lr,
-                c.factors_wd,
-            )
-        return self._trainer
+        c = self.config
+        return fm_trainer(
+            c.device,
+            c.feature_dim,
+            c.num_factors,
+            c.classifier,
+            c.optimizer_spec,
+            c.bias_lr,
+            c.bias_wd,
+            c.linear_lr,
+            c.linear_wd,
+            c.factors_lr,
+            c.factors_wd,
+        )
 
     def _allocate(self) -> None:
         c = self.config

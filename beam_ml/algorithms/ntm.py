@@ -76,7 +76,7 @@ from beam_ml.nn.ntm import (
     slot_count,
     softmax,
 )
-from beam_ml.nn.skeleton import AveragingState, PendingRows
+from beam_ml.nn.skeleton import AveragingState, PendingRows, lazy_network
 
 __all__ = [
     "NTMConfig",
@@ -492,28 +492,27 @@ class NTMState(AveragingState):
         return MatrixSpec(self.config.feature_dim)
 
     # --- training --------------------------------------------------------------------------
+    @lazy_network("_trainer")
     def _trainer_for_device(self) -> Any:
-        if self._trainer is None:
-            from beam_ml.nn.ntm import NTMTrainer  # MXNet loads here, on first training
+        from beam_ml.nn.ntm import NTMTrainer  # MXNet loads here, on first training
 
-            c = self.config
-            self._trainer = NTMTrainer(
-                c.device,
-                c.shapes,
-                len(c.hidden_layers),
-                c.encoder_layers_activation,
-                c.optimizer,
-                dict(
-                    learning_rate=c.learning_rate,
-                    wd=c.weight_decay,
-                    rescale_grad=c.rescale_gradient,
-                    clip_gradient=c.clip_gradient,
-                    **({"beta1": c.adam_beta1} if c.optimizer == "adam" else {}),
-                ),
-                c.dropout,
-                c.seed,
-            )
-        return self._trainer
+        c = self.config
+        return NTMTrainer(
+            c.device,
+            c.shapes,
+            len(c.hidden_layers),
+            c.encoder_layers_activation,
+            c.optimizer,
+            dict(
+                learning_rate=c.learning_rate,
+                wd=c.weight_decay,
+                rescale_grad=c.rescale_gradient,
+                clip_gradient=c.clip_gradient,
+                **({"beta1": c.adam_beta1} if c.optimizer == "adam" else {}),
+            ),
+            c.dropout,
+            c.seed,
+        )
 
     def _allocate(self) -> None:
         c = self.config

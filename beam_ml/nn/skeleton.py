@@ -30,12 +30,15 @@ Averaged replicas
 Networks
     :class:`Network` is what a state asks of its network: a training step on one
     mini-batch, in place on the parameters, returning what progressive validation needs
-    (the pre-step scores), with numpy or MXNet behind it (MXNet imported lazily).
+    (the pre-step scores), with numpy or MXNet behind it (MXNet imported lazily): a
+    state builds it on first use (:func:`lazy_network`) and never pickles it.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -47,7 +50,15 @@ from beam_ml.core.plan import ResumePlan
 from beam_ml.core.state import TrainingState
 from beam_ml.nn.engine import CsrRows, rows_from_arrays, rows_to_arrays
 
-__all__ = ["AveragingState", "GradientState", "Network", "PendingRows", "alias", "csr_rows"]
+__all__ = [
+    "AveragingState",
+    "GradientState",
+    "Network",
+    "PendingRows",
+    "alias",
+    "csr_rows",
+    "lazy_network",
+]
 
 #: A mini-batch: its rows (CSR views) and their labels (None for unsupervised networks).
 Batch = tuple[Any, "np.ndarray | None"]
@@ -63,6 +74,37 @@ class Network(Protocol):
         """``step(*parameters, features, labels, step)``: one optimizer step on a
         mini-batch, in place on the parameters; returns the mini-batch's scores before
         the step (and what else the state keeps)."""
+
+
+def lazy_network(attribute: str) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
+    """Decorates a method that builds a network: the first call builds it and keeps it
+    in ``attribute`` (None until then), later calls return that one. The build imports
+    MXNet and claims the device, so it happens on first training or prediction, not when
+    a state is made or read; the owner drops ``attribute`` when pickled (MXNet handles
+    stay in their process).
+
+    >>> class Owner:
+    ...     _net = None
+    ...     @lazy_network("_net")
+    ...     def net(self):
+    ...         return object()
+    >>> owner = Owner()
+    >>> owner.net() is owner.net() is owner._net
+    True
+    """
+
+    def decorate(build: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        @functools.wraps(build)
+        def built(self: Any) -> Any:
+            network = getattr(self, attribute)
+            if network is None:
+                network = build(self)
+                setattr(self, attribute, network)
+            return network
+
+        return built
+
+    return decorate
 
 
 def alias(name: str) -> property:
