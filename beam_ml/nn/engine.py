@@ -524,7 +524,11 @@ class MergeSample:
     whatever order or split the rows arrived in, and merging two samples is exact (the
     smallest keys of the union; a row two replicas both saw counts once). The rows in
     the sample never train a replica, in any epoch (a derived model learns them at the
-    end). Memory: ``size`` rows, whatever the number of rows seen.
+    end); a row pushed out of it by a row of smaller key trains then, in that row's
+    place. Rows arrive in the sample one at a time, in order, whatever the blocks they
+    came in, so the rows trained, and their order, depend only on the sequence of rows
+    (a block update equals row-by-row updates). Memory: ``size`` rows, whatever the
+    number of rows seen.
     """
 
     def __init__(self, size: int, n_features: int, holdout: float):
@@ -540,28 +544,65 @@ class MergeSample:
     def set_aside(
         self, features: sp.csr_matrix, labels: np.ndarray
     ) -> tuple[sp.csr_matrix, np.ndarray]:
-        """The rows to train on; the set-aside rows the sample takes stay out of them.
+        """The rows to train on, in order: the rows the sample does not take, and in the
+        place of a row it takes, the row that one pushes out (if any).
 
-        A set-aside row the sample does not take at once (its key is above the largest
-        kept while the sample is full) can never be in it later (the largest kept key
-        only falls, and in a merge too): it trains like any other. Rows that are
-        taken and later pushed out are the only loss, about
-        ``size * (1 + ln(set-aside rows / size))`` rows in all.
+        A set-aside row enters while the sample holds fewer than ``size`` rows, or when
+        its key is below the largest kept (which only falls, and in a merge too);
+        otherwise it trains like any other. Only the rows in the sample at the end, and
+        those a merge of samples drops, never train.
         """
         if self.size == 0 or self.holdout == 0 or features.shape[0] == 0:
             return features, labels
         keys = row_keys(features, labels)
-        held = np.flatnonzero(keys < np.uint64(self.holdout * 2.0**64))  # holdout <= 0.5
-        if self.n_rows == self.size:  # full: only keys below the largest kept can enter
-            held = held[keys[held] < self.keys[-1]]
-        if held.shape[0] > self.size:
-            held = held[np.argpartition(keys[held], self.size - 1)[: self.size]]
-        if held.shape[0] == 0:
+        aside = np.flatnonzero(keys < np.uint64(self.holdout * 2.0**64))  # holdout <= 0.5
+        if aside.shape[0] == 0:
             return features, labels
-        self._keep_smallest(features[held], labels[held], keys[held])
-        train = np.ones(features.shape[0], dtype=bool)
-        train[held] = False
-        return features[train], labels[train]
+        # The pool: the rows kept so far, then this block's set-aside rows, as stored.
+        before = self.n_rows
+        pool_features = sp.vstack([self.features, features[aside]], format="csr")
+        pool_labels = np.concatenate([self.labels, labels[aside].astype(np.float32)])
+        pool_keys = np.concatenate([self.keys, keys[aside]])
+        kept, emitted = self._arrivals(pool_keys, before)
+        self.features, self.labels = pool_features[kept], pool_labels[kept]
+        self.keys = pool_keys[kept]
+        # Each block row trains in its place, or the pool row its arrival emitted, or none.
+        source = np.arange(features.shape[0])
+        source[aside] = np.where(emitted == before + np.arange(aside.shape[0]), aside, -1)
+        pushed = (emitted >= 0) & (source[aside] < 0)
+        source[aside[pushed]] = features.shape[0] + emitted[pushed]
+        source = source[source >= 0]
+        if not pushed.any():
+            return features[source], labels[source]
+        rows = sp.vstack([features, pool_features], format="csr")[source]
+        return rows, np.concatenate([labels, pool_labels.astype(labels.dtype)])[source]
+
+    def _arrivals(self, keys: np.ndarray, before: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of ``keys`` (the ``before`` kept, sorted and distinct, then the
+        arrivals in order) kept after the arrivals, sorted by key, and for each
+        arrival the row it lets train: itself (not taken), the largest kept that it
+        pushes out, or -1 (taken while the sample fills, or already kept). A loop per
+        arrival taken once the sample is full: rare (``size * ln(arrivals / size)``)."""
+        n = keys.shape[0] - before
+        emitted = before + np.arange(n)  # itself, unless taken
+        kept, start = np.arange(before), 0
+        while start < n:
+            if kept.shape[0] < self.size:  # filling: the next ones are all taken
+                step = np.arange(start, min(start + self.size - kept.shape[0], n))
+                emitted[step] = -1
+            else:
+                below = np.flatnonzero(keys[before + start :] < keys[kept[-1]])
+                if below.shape[0] == 0:
+                    break
+                step = below[:1] + start
+                if keys[before + step[0]] not in keys[kept]:  # pushes the largest out
+                    emitted[step[0]] = kept[-1]
+                else:
+                    emitted[step[0]] = -1  # the same row is kept already
+            rows = np.concatenate([kept, before + step])
+            _, first = np.unique(keys[rows], return_index=True)  # by key, duplicates once
+            kept, start = rows[first][: self.size], int(step[-1]) + 1
+        return kept, emitted
 
     def merged(self, other: MergeSample) -> MergeSample:
         out = self.copy()

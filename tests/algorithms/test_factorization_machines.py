@@ -941,7 +941,7 @@ def test_merge_sample_sets_aside_the_same_rows_whatever_the_order_and_split(rng)
         rows, _ = parts[i % 3].set_aside(features[chunk], labels[chunk])
         trained.append(rows)
     merged = parts[0].merged(parts[1]).merged(parts[2]).merged(parts[1])  # a repeat adds nothing
-    # Set-aside rows the sample could not take trained; taken then pushed out ones did not.
+    # Rows that never trained: those the replicas' samples hold (a row pushed out trains).
     lost = n - sum(rows.shape[0] for rows in trained)
     assert 200 < lost < 200 * (1 + np.log(len(aside) / 200)) * 1.5
     assert whole.n_rows == merged.n_rows == 200
@@ -962,6 +962,50 @@ def test_merge_sample_sets_aside_the_same_rows_whatever_the_order_and_split(rng)
     np.testing.assert_array_equal(back.keys, whole.keys)
     with pytest.raises(IncompatibleStateError, match="at most 100"):
         MergeSample.from_arrays(whole.to_arrays("s"), "s", 100, d, 0.02)
+
+
+def test_merge_sample_trains_the_same_rows_in_any_blocks(rng):
+    """The rows a MergeSample lets train, and their order, depend on the sequence of rows
+    only: one block, random blocks and row by row all give what a one-row-at-a-time
+    reference gives (a row taken and later pushed out trains in its pusher's place), so
+    a block update equals row-by-row updates (the contract case at seeds 1, 3, 4)."""
+    d, n, size, holdout = 8, 1500, 40, 0.1
+    features = sp.random(n, d, density=0.5, format="csr", random_state=2, dtype=np.float32)
+    labels = rng.integers(0, 2, n).astype(np.float32)
+    features = sp.vstack([features, features[:60]], format="csr")  # repeated rows too
+    labels = np.concatenate([labels, labels[:60]])
+    keys = row_keys(features, labels).tolist()
+    bound = int(np.uint64(holdout * 2.0**64))
+    kept: dict[int, int] = {}  # the reference sample: key -> row
+    expected, pushed = [], 0
+    for row, key in enumerate(keys):
+        if key >= bound:
+            expected.append(row)
+        elif key in kept:
+            continue  # the same row is kept already
+        elif len(kept) < size:
+            kept[key] = row
+        elif key < max(kept):
+            expected.append(kept.pop(max(kept)))
+            kept[key] = row
+            pushed += 1
+        else:
+            expected.append(row)
+    assert pushed > size  # the sample filled and was pushed through
+
+    cuts = np.sort(rng.choice(np.arange(1, n + 60), size=30, replace=False))
+    for splits in ([0, n + 60], np.r_[0, cuts, n + 60], np.arange(n + 61)):
+        sample = MergeSample(size, d, holdout)
+        trained = [
+            sample.set_aside(features[a:b], labels[a:b])
+            for a, b in zip(splits[:-1], splits[1:], strict=True)
+        ]
+        rows = sp.vstack([x for x, _ in trained], format="csr")
+        assert rows.shape[0] == len(expected), (len(splits) - 1, rows.shape[0], len(expected))
+        assert (rows != features[expected]).nnz == 0
+        np.testing.assert_array_equal(np.concatenate([y for _, y in trained]), labels[expected])
+        np.testing.assert_array_equal(sample.keys, sorted(kept))
+        assert (sample.features != features[[kept[k] for k in sorted(kept)]]).nnz == 0
 
 
 # --- Beam and the command line -----------------------------------------------------------------
