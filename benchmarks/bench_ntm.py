@@ -10,10 +10,11 @@ Every model is scored the same way on the held-out split:
   ``perplexity_point_topics`` uses the topics as point estimates ``lam / lam.sum(1)``
   instead of ``E[log beta]``, exactly as the NTM's topics are (the strict comparison);
 * NPMI of each topic's top-10 words on the held-out documents, by one function
-  (``beam_ml.algorithms.ntm.npmi_coherence``) for every model; a pair of top words that
-  never co-occurs there scores -1 (the limit). For comparison with the literature only,
-  ``npmi_unseen_0`` scores such a pair 0 (Scholar's and TMNT's code) and
-  ``npmi_train_docs`` uses the training documents as the reference corpus;
+  (``beam_ml.algorithms.ntm.npmi_coherence``) for every model: ``npmi`` is the
+  literature's reference (Scholar's ``compute_npmi.py``, Card et al. 2018: document
+  co-occurrence, a pair of top words that never co-occurs scores 0);
+  ``npmi_unseen_minus_1`` scores such a pair -1 (the limit; near gensim's ``c_npmi``);
+  ``npmi_train_docs`` is ``npmi`` with the training documents as the reference corpus;
 * TU of the top-10 words (``topic_uniqueness``); documents/s of training, end to end.
 * ``--memory 1 4``: the state's bytes and the peak RSS of one streaming pass over the
   corpus repeated 1 and 4 times (each in a fresh process).
@@ -128,12 +129,9 @@ def scores(name: str, top: np.ndarray, bound: float, test: sp.csr_matrix, second
     return {
         "model": name,
         "perplexity": _perplexity(bound, test),
-        "npmi": float(npmi_coherence(top, test).mean()),
-        # the conventions of most neural topic model papers, for comparison only: a
-        # never co-occurring pair scores 0 (Scholar's code), or the training documents
-        # as the reference corpus
-        "npmi_unseen_0": float(npmi_coherence(top, test, unseen=0.0).mean()),
-        "npmi_train_docs": float(npmi_coherence(top, train).mean()),
+        "npmi": float(npmi_coherence(top, test, unseen=0.0).mean()),
+        "npmi_unseen_minus_1": float(npmi_coherence(top, test, unseen=-1.0).mean()),
+        "npmi_train_docs": float(npmi_coherence(top, train, unseen=0.0).mean()),
         "tu": topic_uniqueness(top),
         "train_seconds": round(seconds, 1),
         "docs_per_second": round(n / seconds, 1),

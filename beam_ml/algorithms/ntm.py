@@ -322,12 +322,19 @@ def coherence_counts(top_words: np.ndarray, docs: Any) -> tuple[int, dict[int, i
 
 
 def npmi_from_counts(
-    top_words: np.ndarray, n_docs: float, df: dict[int, float], co: dict, unseen: float = -1.0
+    top_words: np.ndarray, n_docs: float, df: dict[int, float], co: dict, unseen: float = 0.0
 ) -> np.ndarray:
     """NPMI of each topic (Bouma 2009; Lau et al. 2014): the mean over its top words'
-    pairs of ``log(p(i,j) / p(i) p(j)) / -log p(i,j)``, with document probabilities;
-    a pair that never co-occurs scores ``unseen``: -1, the limit (Bouma's), or 0 as
-    Scholar's and TMNT's code (most neural topic model papers). float64 (K,)."""
+    pairs of ``log(p(i,j) / p(i) p(j)) / -log p(i,j)``, with document probabilities
+    (a word's share of the documents it occurs in). float64 (K,).
+
+    The default is the literature's reference implementation, Scholar's
+    ``compute_npmi.py`` (Card et al. 2018; MITRE's TMNT computes the same): documents
+    as the window, and a pair that never co-occurs scores ``unseen`` = 0. ``unseen=-1``
+    scores it -1 instead (the limit of NPMI as ``p(i,j) -> 0``, and what gensim's
+    ``c_npmi`` with its epsilon comes near): on a small reference many pairs of rarer
+    top words never co-occur, and -1 then dominates the figure. A pair in every
+    document scores 1 (Scholar's formula divides 0 by 0 there)."""
     pairs = _pairs(top_words)  # (K, P, 2)
     low, high = np.minimum(pairs[..., 0], pairs[..., 1]), np.maximum(pairs[..., 0], pairs[..., 1])
     joint = np.vectorize(lambda a, b: co.get((int(a), int(b)), 0), otypes=[float])(low, high)
@@ -341,9 +348,10 @@ def npmi_from_counts(
     return npmi.mean(axis=1)
 
 
-def npmi_coherence(top_words: np.ndarray, docs: Any, unseen: float = -1.0) -> np.ndarray:
+def npmi_coherence(top_words: np.ndarray, docs: Any, unseen: float = 0.0) -> np.ndarray:
     """NPMI of each topic's top words on the documents ``docs`` (held-out documents),
-    float64 (K,); the benchmarks score every model with this one function."""
+    float64 (K,); ``unseen`` as :func:`npmi_from_counts` (0: Scholar's convention, the
+    default; -1: the limit). The benchmarks score every model with this one function."""
     n, df, co = coherence_counts(top_words, docs)
     return npmi_from_counts(top_words, n, df, co, unseen)
 
@@ -864,12 +872,12 @@ class NTMModel(Model):
         (first sight only): an ELBO-based perplexity on unseen documents.
     heldout : dict
         Metrics on the state's coherence sample (documents held out from training):
-        perplexity, npmi, n_rows; empty without a sample.
+        perplexity, npmi, npmi_unseen_minus_1, n_rows; empty without a sample.
     """
 
     FAMILY = "ntm"
     SERIAL_VERSION = 1
-    METRICS = ("perplexity", "npmi", "negative_elbo_per_word", "n_rows")
+    METRICS = ("perplexity", "npmi", "npmi_unseen_minus_1", "negative_elbo_per_word", "n_rows")
 
     def __init__(
         self,
@@ -955,7 +963,9 @@ class NTMModel(Model):
 
     def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
         """``perplexity``: exp of the negative ELBO per word (a bound: the true per-word
-        perplexity is at most this); ``npmi``: mean NPMI of the topics' top words."""
+        perplexity is at most this); ``npmi``: mean NPMI of the topics' top words on
+        these documents, a pair that never co-occurs scoring 0 (Scholar's convention, the
+        literature's); ``npmi_unseen_minus_1``: the same with such a pair at -1."""
         n, words = sums.get("n_rows", 0.0), sums.get("words", 0.0)
         nan = float("nan")
         out = {
@@ -971,9 +981,11 @@ class NTMModel(Model):
                 for k, v in sums.items()
                 if k.startswith("co:")
             }
-            out["npmi"] = float(npmi_from_counts(top, n, df, co).mean())
+            out["npmi"] = float(npmi_from_counts(top, n, df, co, unseen=0.0).mean())
+            minus_1 = npmi_from_counts(top, n, df, co, unseen=-1.0)
+            out["npmi_unseen_minus_1"] = float(minus_1.mean())
         else:
-            out["npmi"] = nan
+            out["npmi"] = out["npmi_unseen_minus_1"] = nan
         return out
 
     def topic_uniqueness(self, n: int | None = None) -> float:
