@@ -25,12 +25,14 @@ Usage (20 Newsgroups 1,995 words, 50 topics, and UCI KOS, 80/20 split by documen
         /work/main/.venv/bin/python benchmarks/bench_ntm.py --corpus 20newsgroups \\
         --seeds 0 1 --ntm-epochs 30 --lda-passes 5
 
-The NTM's settings (``--ntm-options``, JSON of NTMConfig fields) default to ProdLDA's
-choices (NTMConfig's defaults since session 28, but 200 documents a step): Adam at 0.002
-with beta1 0.99, batch norm, dropout 0.2, ReLU; early stopping (SageMaker's tolerance
-0.001, patience 3) on the held-out sample. SageMaker's own defaults are
-``'{"optimizer": "adadelta", "learning_rate": 0.01, "adam_beta1": 0.9, "batch_norm": false,
-"dropout": 0.0, "encoder_layers_activation": "sigmoid", "mini_batch_size": 256}'``.
+The NTM's settings (``--ntm-options``, JSON of NTMConfig fields) default to NTMConfig's
+defaults: ProdLDA's choices (Adam with beta1 0.99, batch norm, dropout 0.2, ReLU) at 0.004
+and 100 documents a step, early stopping (tolerance 0.001, patience 10) on the held-out
+sample carved from the training documents. Session 28's settings were
+``'{"learning_rate": 0.002, "mini_batch_size": 200, "num_patience_epochs": 3}'``;
+SageMaker's own defaults are ``'{"optimizer": "adadelta", "learning_rate": 0.01,
+"adam_beta1": 0.9, "batch_norm": false, "dropout": 0.0, "encoder_layers_activation":
+"sigmoid", "mini_batch_size": 256, "num_patience_epochs": 3}'``.
 
 gensim runs in its own venv (numpy >= 1.24 there; MXNet needs < 1.24)::
 
@@ -280,9 +282,8 @@ def main() -> None:
                         help="measure memory instead: one streaming pass over the corpus "
                         "repeated SCALE times, each scale in a fresh process")  # fmt: skip
     parser.add_argument("--memory-run", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--ntm-options", default='{"optimizer": "adam", "learning_rate": 0.002,'
-                        ' "adam_beta1": 0.99, "batch_norm": true, "dropout": 0.2,'
-                        ' "encoder_layers_activation": "relu", "mini_batch_size": 200}')  # fmt: skip
+    parser.add_argument("--ntm-options", default="{}",
+                        help="JSON of NTMConfig fields (default: NTMConfig's defaults)")  # fmt: skip
     args = parser.parse_args()
     if args.gensim_worker:
         gensim_worker(args.gensim_worker)
