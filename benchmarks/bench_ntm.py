@@ -156,8 +156,8 @@ def run_ntm(train, test, topics, seed, epochs, options, report_epochs=()):
             state = state.continued()
         for begin in range(0, train.shape[0], 2000):
             state.update(train[begin : begin + 2000])
-        if state.stopped:
-            break
+        if state.stopped:  # stopped at this epoch's start: it trained `epoch` epochs
+            return _ntm_scores(state, train, test, start, epoch - 1)
         if epoch + 1 in report_epochs and epoch + 1 < epochs:
             print(json.dumps({"seed": seed, **_ntm_scores(state, train, test, start, epoch)}))
     return _ntm_scores(state, train, test, start, epoch)
