@@ -69,6 +69,7 @@ _HIGHER = {
     "macro_f_beta",
     "explained_variance_ratio",
     "npmi",
+    "npmi_unseen_minus_1",
     "coverage",
 }
 _DEFAULT_METRIC = {"pca": "reconstruction_mse", "kmeans": "msd"}

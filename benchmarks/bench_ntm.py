@@ -10,10 +10,11 @@ Every model is scored the same way on the held-out split:
   ``perplexity_point_topics`` uses the topics as point estimates ``lam / lam.sum(1)``
   instead of ``E[log beta]``, exactly as the NTM's topics are (the strict comparison);
 * NPMI of each topic's top-10 words on the held-out documents, by one function
-  (``beam_ml.algorithms.ntm.npmi_coherence``) for every model; a pair of top words that
-  never co-occurs there scores -1 (the limit). For comparison with the literature only,
-  ``npmi_unseen_0`` scores such a pair 0 (Scholar's and TMNT's code) and
-  ``npmi_train_docs`` uses the training documents as the reference corpus;
+  (``beam_ml.algorithms.ntm.npmi_coherence``) for every model: ``npmi`` is the
+  literature's reference (Scholar's ``compute_npmi.py``, Card et al. 2018: document
+  co-occurrence, a pair of top words that never co-occurs scores 0);
+  ``npmi_unseen_minus_1`` scores such a pair -1 (the limit; near gensim's ``c_npmi``);
+  ``npmi_train_docs`` is ``npmi`` with the training documents as the reference corpus;
 * TU of the top-10 words (``topic_uniqueness``); documents/s of training, end to end.
 * ``--memory 1 4``: the state's bytes and the peak RSS of one streaming pass over the
   corpus repeated 1 and 4 times (each in a fresh process).
@@ -24,12 +25,14 @@ Usage (20 Newsgroups 1,995 words, 50 topics, and UCI KOS, 80/20 split by documen
         /work/main/.venv/bin/python benchmarks/bench_ntm.py --corpus 20newsgroups \\
         --seeds 0 1 --ntm-epochs 30 --lda-passes 5
 
-The NTM's settings (``--ntm-options``, JSON of NTMConfig fields) default to ProdLDA's
-choices (NTMConfig's defaults since session 28, but 200 documents a step): Adam at 0.002
-with beta1 0.99, batch norm, dropout 0.2, ReLU; early stopping (SageMaker's tolerance
-0.001, patience 3) on the held-out sample. SageMaker's own defaults are
-``'{"optimizer": "adadelta", "learning_rate": 0.01, "adam_beta1": 0.9, "batch_norm": false,
-"dropout": 0.0, "encoder_layers_activation": "sigmoid", "mini_batch_size": 256}'``.
+The NTM's settings (``--ntm-options``, JSON of NTMConfig fields) default to NTMConfig's
+defaults: ProdLDA's choices (Adam with beta1 0.99, batch norm, dropout 0.2, ReLU) at 0.004
+and 100 documents a step, early stopping (tolerance 0.001, patience 10) on the held-out
+sample carved from the training documents. Session 28's settings were
+``'{"learning_rate": 0.002, "mini_batch_size": 200, "num_patience_epochs": 3}'``;
+SageMaker's own defaults are ``'{"optimizer": "adadelta", "learning_rate": 0.01,
+"adam_beta1": 0.9, "batch_norm": false, "dropout": 0.0, "encoder_layers_activation":
+"sigmoid", "mini_batch_size": 256, "num_patience_epochs": 3}'``.
 
 gensim runs in its own venv (numpy >= 1.24 there; MXNet needs < 1.24)::
 
@@ -128,12 +131,9 @@ def scores(name: str, top: np.ndarray, bound: float, test: sp.csr_matrix, second
     return {
         "model": name,
         "perplexity": _perplexity(bound, test),
-        "npmi": float(npmi_coherence(top, test).mean()),
-        # the conventions of most neural topic model papers, for comparison only: a
-        # never co-occurring pair scores 0 (Scholar's code), or the training documents
-        # as the reference corpus
-        "npmi_unseen_0": float(npmi_coherence(top, test, unseen=0.0).mean()),
-        "npmi_train_docs": float(npmi_coherence(top, train).mean()),
+        "npmi": float(npmi_coherence(top, test, unseen=0.0).mean()),
+        "npmi_unseen_minus_1": float(npmi_coherence(top, test, unseen=-1.0).mean()),
+        "npmi_train_docs": float(npmi_coherence(top, train, unseen=0.0).mean()),
         "tu": topic_uniqueness(top),
         "train_seconds": round(seconds, 1),
         "docs_per_second": round(n / seconds, 1),
@@ -156,8 +156,8 @@ def run_ntm(train, test, topics, seed, epochs, options, report_epochs=()):
             state = state.continued()
         for begin in range(0, train.shape[0], 2000):
             state.update(train[begin : begin + 2000])
-        if state.stopped:
-            break
+        if state.stopped:  # stopped at this epoch's start: it trained `epoch` epochs
+            return _ntm_scores(state, train, test, start, epoch - 1)
         if epoch + 1 in report_epochs and epoch + 1 < epochs:
             print(json.dumps({"seed": seed, **_ntm_scores(state, train, test, start, epoch)}))
     return _ntm_scores(state, train, test, start, epoch)
@@ -282,9 +282,8 @@ def main() -> None:
                         help="measure memory instead: one streaming pass over the corpus "
                         "repeated SCALE times, each scale in a fresh process")  # fmt: skip
     parser.add_argument("--memory-run", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--ntm-options", default='{"optimizer": "adam", "learning_rate": 0.002,'
-                        ' "adam_beta1": 0.99, "batch_norm": true, "dropout": 0.2,'
-                        ' "encoder_layers_activation": "relu", "mini_batch_size": 200}')  # fmt: skip
+    parser.add_argument("--ntm-options", default="{}",
+                        help="JSON of NTMConfig fields (default: NTMConfig's defaults)")  # fmt: skip
     args = parser.parse_args()
     if args.gensim_worker:
         gensim_worker(args.gensim_worker)

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from beam_ml import BadInputError, Block, NotEnoughDataError, load_model, load_state
 from beam_ml.algorithms.ntm import (
     NTMConfig,
+    NTMModel,
     NTMState,
     _row_noise,
     npmi_coherence,
@@ -23,6 +24,7 @@ from beam_ml.algorithms.ntm import (
     topic_uniqueness,
 )
 from beam_ml.nn.engine import DeviceUnavailableError
+from beam_ml.nn.ntm import initial_parameters, parameter_shapes
 
 pytestmark = pytest.mark.mxnet
 
@@ -136,20 +138,20 @@ def _direct_npmi(top_words: np.ndarray, docs: sp.csr_matrix, unseen: float = -1.
 def test_npmi_tu_and_wetc_match_direct_computations(trained, rng):
     model = trained.derive()
     top = model.top_words(10)
-    np.testing.assert_allclose(npmi_coherence(top, TEST), _direct_npmi(top, TEST), rtol=1e-12)
+    np.testing.assert_allclose(npmi_coherence(top, TEST, -1.0), _direct_npmi(top, TEST), rtol=1e-12)
     # The model's metric sums add up to the same NPMI, in any split of the documents.
     parts = [TEST[:123], TEST[123:400], TEST[400:]]
     sums: dict[str, float] = {}
     for part in parts:
         for name, value in model.metric_sums(part).items():
             sums[name] = sums.get(name, 0.0) + value
-    npmi = model.metrics_from_sums(sums)["npmi"]
+    npmi = model.metrics_from_sums(sums)["npmi_unseen_minus_1"]
     assert npmi == pytest.approx(_direct_npmi(top, TEST).mean(), rel=1e-12)
     assert npmi > 0.4  # planted topics: their words co-occur
     random_topics = rng.permuted(np.tile(np.arange(V), (K, 1)), axis=1)[:, :10]
     assert npmi_coherence(random_topics, TEST).mean() < npmi - 0.3
     few = TEST[:15]  # some pairs of a random topic's words never co-occur in 15 documents
-    minus_one, zero = npmi_coherence(random_topics, few), npmi_coherence(random_topics, few, 0.0)
+    minus_one, zero = npmi_coherence(random_topics, few, -1.0), npmi_coherence(random_topics, few)
     assert minus_one.mean() < zero.mean()
     np.testing.assert_allclose(npmi_coherence(random_topics, few, unseen=0.0),
                                _direct_npmi(random_topics, few, unseen=0.0), rtol=1e-12)  # fmt: skip
@@ -445,3 +447,66 @@ def test_annealed_decoder_batch_norm():
     logits = theta @ params["topics"]
     expected = 0.3 * dist(_bn(params, "dec_bn", logits)) + 0.7 * dist(logits + params["dec.bias"])
     np.testing.assert_allclose(np.exp(decode(params, theta)), expected, rtol=1e-9)
+
+
+def _scholar_npmi(topics: list[str], ref_vocab: list[str], ref_counts: sp.csr_matrix) -> float:
+    """Scholar's ``compute_npmi_at_n`` (Card et al. 2018), rewritten independently:
+    document co-occurrence over ``ref_counts``, base-10 logs, a pair that never
+    co-occurs scored 0; the mean over pairs, then over topics."""
+    index = {w: i for i, w in enumerate(ref_vocab)}
+    n_docs = ref_counts.shape[0]
+    means = []
+    for topic in topics:
+        words = topic.split()
+        values = []
+        for i, word1 in enumerate(words):
+            for word2 in words[i + 1 :]:
+                col1 = np.asarray(ref_counts[:, index[word1]].todense() > 0, dtype=int)
+                col2 = np.asarray(ref_counts[:, index[word2]].todense() > 0, dtype=int)
+                c1, c2, c12 = col1.sum(), col2.sum(), np.sum(col1 * col2)
+                if c12 == 0:
+                    values.append(0.0)
+                else:
+                    values.append(
+                        (np.log10(n_docs) + np.log10(c12) - np.log10(c1) - np.log10(c2))
+                        / (np.log10(n_docs) - np.log10(c12))
+                    )
+        means.append(np.mean(values))
+    return float(np.mean(means))
+
+
+def test_npmi_follows_scholars_reference_with_unseen_pairs_at_zero():
+    """The default NPMI is Scholar's (a pair never co-occurring scores 0), the -1
+    variant is reported beside it; known counts: 4 documents, words a b c d."""
+    vocab = ["a", "b", "c", "d", "e"]
+    docs = sp.csr_matrix(
+        np.array(
+            [[2, 1, 0, 0, 0],  # a b
+             [1, 3, 1, 0, 1],  # a b c e
+             [1, 0, 2, 0, 1],  # a c e
+             [0, 0, 0, 1, 0]],  # d
+            dtype=np.float32,
+        )
+    )  # fmt: skip
+    top = np.array([[0, 1, 2, 3], [4, 3, 2, 1]])
+    # topic "a b c d": (a,b) and (a,c) log(4*2/(3*2))/log(4/2) = log2(4/3); (b,c)
+    # log(4*1/(2*2))/log 4 = 0; d never co-occurs with a, b or c: 0 or -1.
+    ab = np.log2(4 / 3)
+    # topic "e d c b": (e,c) log(4*2/(2*2))/log(4/2) = 1; (e,b) log(4/(2*2))/log 4 = 0,
+    # (c,b) 0; d unseen with e, c and b.
+    expected_zero = np.array([2 * ab / 6, 1 / 6])
+    expected_minus_1 = np.array([(2 * ab - 3) / 6, (1 - 3) / 6])
+    np.testing.assert_allclose(npmi_coherence(top, docs), expected_zero, rtol=1e-12)
+    np.testing.assert_allclose(npmi_coherence(top, docs, unseen=-1.0), expected_minus_1, rtol=1e-12)
+    topics = [" ".join(vocab[i] for i in row) for row in top]
+    assert npmi_coherence(top, docs).mean() == pytest.approx(_scholar_npmi(topics, vocab, docs))
+    # The model reports both (evaluate, derive's held-out metrics): a model whose
+    # (centred) topics rank the words as ``top``.
+    params = initial_parameters(parameter_shapes(5, (3,), 2, batch_norm=False), seed=0)
+    params["topics"] = np.array([[4.0, 3.0, 2.0, 1.0, 0.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    model = NTMModel(params, (3,), "relu", top_n=4)
+    np.testing.assert_array_equal(model.top_words(4), top)
+    metrics = model.metrics_from_sums(model.metric_sums(docs))
+    assert metrics["npmi"] == pytest.approx(_scholar_npmi(topics, vocab, docs), rel=1e-12)
+    assert metrics["npmi_unseen_minus_1"] == pytest.approx(expected_minus_1.mean(), rel=1e-12)
+    assert model.score("npmi_unseen_minus_1", docs) < model.score("npmi", docs)
