@@ -326,3 +326,22 @@ def test_centred_forecasts_of_a_day_repeated_on_a_high_level_beat_seasonal_naive
     naive = np.stack([t[-48:-24] for t in unseen])
     rmse, naive_rmse = (np.sqrt(np.mean((f - truth) ** 2)) for f in (mean, naive))
     assert rmse < 1.2 * SIGMA and rmse < 0.85 * naive_rmse, (rmse, naive_rmse)
+
+
+def test_student_t_draws_follow_the_t_distribution():
+    """Forecast draws (Bailey's polar form from two uniforms) against scipy's Student-t:
+    location, scale and degrees of freedom from the network's raw outputs."""
+    from scipy import stats
+
+    from beam_ml.nn.deepar import _np_softplus, _sample
+
+    rng = np.random.default_rng(7)
+    m = 200_000
+    raw = np.tile([[1.5, 0.3, 0.2]], (m, 1))  # loc 1.5, sigma softplus(0.3), nu 2 + softplus(0.2)
+    scale = np.full((m, 1), 4.0, np.float32)
+    draws = _sample("student-T", raw, scale, rng.random((m, 2)))
+    sigma, nu = _np_softplus(0.3), 2.0 + _np_softplus(0.2)
+    reference = stats.t(df=nu, loc=1.5 * 4.0, scale=sigma * 4.0)
+    assert stats.kstest(draws, reference.cdf).pvalue > 0.01
+    # and a wrong nu is told apart at this sample size
+    assert stats.kstest(draws, stats.t(df=nu + 2, loc=6.0, scale=sigma * 4.0).cdf).pvalue < 1e-6
