@@ -89,6 +89,22 @@ def _split(name: str) -> tuple[object, object, object]:
     return train, history, actual
 
 
+def _validation_split(name: str) -> tuple[object, object, object]:
+    """The training block's own holdout, to choose settings on without the test split:
+    each training series' last ``horizon`` values are forecast from the values before
+    them, and only those earlier values are trained on."""
+    from beam_ml.core.series import SeriesBlock
+
+    train, _, _ = _split(name)
+    horizon = fb.TASKS[name].horizon
+    series = [train.target(i) for i in range(train.n_rows)]
+    unit = "h" if train.freq == "H" else "D"  # the tasks' frequencies
+    steps = np.array([len(v) - horizon for v in series]).astype(f"timedelta64[{unit}]")
+    history = SeriesBlock.from_series([v[:-horizon] for v in series], train.start, train.freq)
+    actual = SeriesBlock.from_series([v[-horizon:] for v in series], train.start + steps, train.freq)  # fmt: skip
+    return history, history, actual
+
+
 def _scored(history, actual, paths: np.ndarray, season: int) -> dict[str, float]:
     """This harness's metrics of sample paths (n, samples, horizon)."""
     levels = np.quantile(paths, fb.QUANTILES, axis=1)
@@ -100,7 +116,7 @@ def run_deepar(name: str, seed: int, args: argparse.Namespace) -> dict[str, floa
     from beam_ml.algorithms.deepar import DeepARConfig, DeepARState
 
     task = fb.TASKS[name]
-    train, history, actual = _split(name)
+    train, history, actual = (_validation_split if args.validation else _split)(name)
     config = DeepARConfig(
         time_freq=task.freq,
         prediction_length=task.horizon,
@@ -257,6 +273,10 @@ def main() -> None:
     parser.add_argument("--save", help="a directory to save the sample paths in")
     parser.add_argument("--no-ets", action="store_true", help="skip the ETS baselines")
     parser.add_argument("--gluonts", action="store_true", help="also GluonTS's DeepAR")
+    parser.add_argument(
+        "--validation", action="store_true",
+        help="score on each training series' last horizon (to choose settings): DeepAR only",
+    )  # fmt: skip
     parser.add_argument("--gluonts-worker", nargs=2, metavar=("JOB", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.gluonts_worker:
@@ -267,10 +287,13 @@ def main() -> None:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             runs.append(run_deepar(name, seed, args))
             print(name, "seed", seed, json.dumps({k: round(v, 4) for k, v in runs[-1].items()}), flush=True)  # fmt: skip
-            if args.gluonts:
+            if args.gluonts and not args.validation:
                 peers.append(run_gluonts(name, seed, int(runs[-1]["windows"]), args))
                 print(name, "gluonts seed", seed, json.dumps({k: round(v, 4) for k, v in peers[-1].items()}), flush=True)  # fmt: skip
         result = {"DeepAR (beam_ml)": _median(runs)}
+        if args.validation:
+            print("VALIDATION", name, json.dumps(result))
+            continue
         if peers:
             result["DeepAR (GluonTS, PyTorch)"] = _median(peers)
         result.update(fb.baselines(name, with_ets=not args.no_ets))
