@@ -26,8 +26,10 @@ when a model is derived). Its size is set by the config, never by the rows seen.
   is invariant to permuting the topics, so replicas may learn a topic under different
   indices. The match is the permutation maximizing the summed cosine similarity of the
   topics' word weights (Hungarian algorithm, ``scipy.optimize.linear_sum_assignment``),
-  applied to every topic-indexed array and its optimizer state. Approximate, as every
-  SGD merge: tests/algorithms/test_ntm.py measures what 2- and 4-way merges cost.
+  applied to every topic-indexed array and its optimizer state; the encoder's hidden
+  units, as free to trade places, are matched too, by their weights (``replica_match``).
+  Approximate, as every SGD merge: tests/algorithms/test_ntm.py measures what 2- and
+  4-way merges cost, ``benchmarks/bench_ntm.py --merge-ways`` on 20 Newsgroups.
 * ``derive`` returns an :class:`NTMModel` (numpy only): ``topic_weights`` per document
   (SageMaker's inference output), the topic-word matrix, top words, and metrics.
 
@@ -102,6 +104,7 @@ _SLOT_NAMES = {
     "rmsprop": ("n",),
     "sgd": (),
 }
+_UNIT_SWEEPS = 10  # replica_match's sweeps over the encoder layers at most
 _PERPLEXITY_DRAWS = 8  # posterior draws per document for the ELBO's expectation
 _TOP_N = 10  # top words per topic for NPMI and TU (the usual choice, as ProdLDA's)
 # finish_round's scales of a merged step: 0 the replicas' average, 1 their sum.
@@ -588,9 +591,10 @@ class NTMState(AveragingState):
             if self.params is None or self.trained_rows == 0:
                 merged.params, merged.slots = _copy_arrays(other.params, other.slots)
             elif other.trained_rows:
+                order = replica_match(self.params, other.params, len(self.config.hidden_layers))
                 merged.params, merged.slots = _averaged(
                     (self.params, self.slots, self.trained_rows),
-                    _permuted(other.params, other.slots, topic_match(self.params, other.params)),
+                    _permuted(other.params, other.slots, *order),
                     other.trained_rows,
                 )
         merged.words = self.words or other.words
@@ -828,11 +832,63 @@ def topic_match(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) 
     return columns
 
 
-def _permuted(params: dict, slots: dict, order: np.ndarray) -> tuple[dict, dict]:
-    """Copies of ``params`` and ``slots`` with the topics in ``order``."""
+def replica_match(
+    reference: dict[str, np.ndarray], other: dict[str, np.ndarray], layers: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The permutations that line ``other`` up with ``reference`` before averaging:
+    ``other``'s topic order (:func:`topic_match`) and the unit order of each of its
+    ``layers`` encoder layers. The network computes the same function under any
+    permutation of a hidden layer's units as of its topics, so replicas may differ by
+    both, and averaging units that play different parts blurs the encoder. The units
+    are matched by weight matching (Ainsworth et al. 2022, "Git Re-Basin"): a layer's
+    order maximizes the summed inner products of matched units' incoming weights, bias
+    and outgoing weights, the other layers' orders fixed; a first sweep on the incoming
+    weights alone (exact for a permuted copy), then sweeps on all until none changes."""
+    topics = topic_match(reference, other)
+    units = [np.arange(other[f"enc{i}.bias"].shape[0]) for i in range(layers)]
+    for sweep in range(_UNIT_SWEEPS):
+        changed = False
+        for i in range(layers):
+            aligned, _ = _permuted(other, {}, topics, units)
+            mine = _unit_weights(reference, i, layers, outgoing=sweep > 0)
+            theirs = _unit_weights(aligned, i, layers, outgoing=sweep > 0)
+            _, columns = linear_sum_assignment(-(mine @ theirs.T))
+            if (columns != np.arange(len(columns))).any():
+                units[i], changed = units[i][columns], True
+        if sweep and not changed:
+            break
+    return topics, units
+
+
+def _unit_weights(params: dict[str, np.ndarray], i: int, layers: int, outgoing: bool) -> np.ndarray:
+    """Each unit of encoder layer ``i`` as one vector (a row): its incoming weights and
+    bias and, with ``outgoing``, the next layer's weights on it."""
+    parts = [params[f"enc{i}.weight"], params[f"enc{i}.bias"][:, None]]
+    if outgoing:
+        heads = [f"enc{i + 1}.weight"] if i + 1 < layers else ["mu.weight", "logv.weight"]
+        parts += [params[name].T for name in heads]
+    return np.hstack(parts).astype(np.float64)
+
+
+def _permuted(
+    params: dict, slots: dict, topics: np.ndarray, units: list[np.ndarray]
+) -> tuple[dict, dict]:
+    """Copies of ``params`` and ``slots`` with the topics in order ``topics`` and each
+    encoder layer's units in ``units``' orders (a unit's incoming weights and bias are
+    its layer's rows, its outgoing weights the next layer's columns)."""
 
     def move(name: str, value: np.ndarray) -> np.ndarray:
-        return value[order] if name in _TOPIC_AXIS else value.copy()
+        if name in _TOPIC_AXIS:
+            value = value[topics]
+        layer, _, kind = name.partition(".")
+        if layer.startswith("enc"):
+            i = int(layer[3:])
+            value = value[units[i]]
+            if kind == "weight" and i:
+                value = value[:, units[i - 1]]
+        elif name in ("mu.weight", "logv.weight") and units:
+            value = value[:, units[-1]]
+        return value.copy()
 
     return (
         {name: move(name, value) for name, value in params.items()},

@@ -6,6 +6,7 @@ The merge figures are printed with ``pytest -s`` as lines starting with ``NTM-RE
 
 from __future__ import annotations
 
+import dataclasses
 from functools import reduce
 from itertools import combinations
 
@@ -510,3 +511,57 @@ def test_npmi_follows_scholars_reference_with_unseen_pairs_at_zero():
     assert metrics["npmi"] == pytest.approx(_scholar_npmi(topics, vocab, docs), rel=1e-12)
     assert metrics["npmi_unseen_minus_1"] == pytest.approx(expected_minus_1.mean(), rel=1e-12)
     assert model.score("npmi_unseen_minus_1", docs) < model.score("npmi", docs)
+
+
+def _reordered(arrays: dict, topics: np.ndarray, units: list[np.ndarray]) -> dict:
+    """``arrays`` (parameters or one optimizer slot, by name) of the same network with
+    its topics and each encoder layer's units in other orders, written out array by
+    array from the layout of nn/ntm.py (two encoder layers)."""
+    out = dict(arrays)
+
+    def put(name: str, value) -> None:
+        if name in arrays:
+            out[name] = value(arrays[name])
+
+    put("enc0.weight", lambda w: w[units[0]])
+    put("enc0.bias", lambda b: b[units[0]])
+    put("enc1.weight", lambda w: w[units[1]][:, units[0]])
+    put("enc1.bias", lambda b: b[units[1]])
+    put("topics", lambda t: t[topics])
+    for head in ("mu", "logv"):
+        put(f"{head}.weight", lambda w: w[topics][:, units[1]])
+        put(f"{head}.bias", lambda b: b[topics])
+        for stat in ("beta", "mean", "var"):
+            put(f"{head}_bn.{stat}", lambda s: s[topics])
+    return out
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_a_replica_merged_with_its_reordered_twin_is_unchanged(trained, batch_norm, seed):
+    """The network is the same function under any order of its topics and of each
+    encoder layer's units: merging a replica with such a reordered copy of itself must
+    give the replica back, parameters and optimizer state (the topics alone matched
+    before, the hidden units averaged as they stood)."""
+    state = trained
+    if batch_norm:  # batch statistics of the posterior's outputs move with the topics
+        state = _fit(dataclasses.replace(_CONFIG, batch_norm=True, dropout=0.2), TRAIN[:640], 2)
+    assert len(state.config.hidden_layers) == 2
+    rng = np.random.default_rng(seed)
+    topics = rng.permutation(K)
+    units = [rng.permutation(n) for n in state.config.hidden_layers]
+    twin = state._copy()
+    twin.pending = NTMState(state.config).pending  # nothing left to train in the merge
+    twin.params = _reordered(state.params, topics, units)
+    slots = [_reordered({n: v[j] for n, v in state.slots.items()}, topics, units) for j in range(2)]
+    twin.slots = {name: [slot[name] for slot in slots] for name in state.slots}
+    # The twin is the same model, its topics reordered.
+    np.testing.assert_allclose(
+        twin._model(twin).topic_weights(TEST[:50]),
+        state._model(state).topic_weights(TEST[:50])[:, topics],
+        rtol=1e-6, atol=1e-9,
+    )  # fmt: skip
+    merged = state.merge(twin)
+    for name, value in state.params.items():
+        np.testing.assert_array_equal(merged.params[name], value, err_msg=name)
+        for mine, theirs in zip(merged.slots.get(name, []), state.slots.get(name, []), strict=True):
+            np.testing.assert_array_equal(mine, theirs, err_msg=name)
