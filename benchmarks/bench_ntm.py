@@ -18,6 +18,9 @@ Every model is scored the same way on the held-out split:
 * TU of the top-10 words (``topic_uniqueness``); documents/s of training, end to end.
 * ``--memory 1 4``: the state's bytes and the peak RSS of one streaming pass over the
   corpus repeated 1 and 4 times (each in a fresh process).
+* ``--merge-ways 1 2 4``: the NTM as 1, 2 and 4 replicas, each on its share of the
+  training documents (a seeded random split), merged after every epoch as TrainEpochs
+  does: what merging costs, scored as above.
 
 Usage (20 Newsgroups 1,995 words, 50 topics, and UCI KOS, 80/20 split by document)::
 
@@ -262,6 +265,36 @@ def run_gensim(train, test, topics, seed, passes, python):
     return result
 
 
+# --- merges of replicas --------------------------------------------------------------------------
+def run_merges(train, test, topics, seed, epochs, options, ways):
+    """The NTM trained as ``ways`` replicas, each on its share of the training documents
+    (a seeded random split), merged after every epoch and the round finished, as
+    TrainEpochs does; ``ways`` 1 is one model on all of them. Scores on the test split."""
+    from functools import reduce
+
+    from beam_ml.algorithms.ntm import NTMConfig, NTMState
+
+    config = NTMConfig(
+        feature_dim=train.shape[1], num_topics=topics, epochs=epochs, seed=seed, **options
+    )
+    parts = np.array_split(np.random.default_rng(seed).permutation(train.shape[0]), ways)
+    shares = [train[np.sort(part)] for part in parts]
+    begin, state = time.perf_counter(), NTMState(config)
+    for epoch in range(epochs):
+        start = state.continued() if epoch else state
+        if start.stopped:
+            break
+        replicas = []
+        for share in shares:
+            replica = start._copy()
+            for first in range(0, share.shape[0], 2000):
+                replica.update(share[first : first + 2000])
+            replicas.append(replica)
+        state = reduce(lambda a, b: a.merge(b), replicas).finish_round(start if epoch else None)
+    out = _ntm_scores(state, train, test, begin, epoch if not start.stopped else epoch - 1)
+    return {"ways": ways, **out}
+
+
 # --- memory as the corpus grows ------------------------------------------------------------------
 def memory_run(name: str, topics: int, scale: int, options: dict) -> dict:
     """One streaming pass (epochs=1) over the training corpus repeated ``scale`` times,
@@ -305,6 +338,9 @@ def main() -> None:
     parser.add_argument("--memory-run", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ntm-options", default="{}",
                         help="JSON of NTMConfig fields (default: NTMConfig's defaults)")  # fmt: skip
+    parser.add_argument("--merge-ways", type=int, nargs="+", metavar="R",
+                        help="measure merges instead: the NTM as R replicas merged after "
+                        "every epoch (1: one model), for each R")  # fmt: skip
     args = parser.parse_args()
     if args.gensim_worker:
         gensim_worker(args.gensim_worker)
@@ -324,6 +360,12 @@ def main() -> None:
     train, test = corpus(args.corpus)
     print(f"# {args.corpus}: train {train.shape}, test {test.shape}, {args.topics} topics")
     for seed in args.seeds:
+        if args.merge_ways:
+            options, epochs = ntm_settings(args, parser)
+            for ways in args.merge_ways:
+                result = run_merges(train, test, args.topics, seed, epochs, options, ways)
+                print(json.dumps({"seed": seed, **result}), flush=True)
+            continue
         if "ntm" in args.models:
             options, epochs = ntm_settings(args, parser)
             result = run_ntm(train, test, args.topics, seed, epochs, options,
