@@ -645,7 +645,8 @@ def _pipeline(beam_args: list[str], kind: str = "run") -> tuple[Any, str]:
     its folder when the pipeline is built and removes it only at the end of ``run``."""
 
     from beam_ml.core.runner import pipeline_options
-    from beam_ml.io.pipes import pipeline_in, temp_dir
+    from beam_ml.io.pipes import pipeline_in
+    from beam_ml.io.scratch import temp_dir
 
     scratch = temp_dir(kind)  # first removes the folders of killed runs
     _TEMPORARY.append(scratch)

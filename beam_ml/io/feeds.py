@@ -21,6 +21,8 @@ from typing import Any
 
 import apache_beam as beam
 
+from beam_ml.io.scratch import temp_dir
+
 __all__ = ["Feed", "FetchingFeed", "FromRecords", "RecordsFeed", "Take", "spilled_records"]
 
 
@@ -131,7 +133,6 @@ class FetchingFeed(RecordsFeed):
     KIND = "records"
 
     def __init__(self, url: str, format: str, *, max_records: int = 200_000, **decode_options):
-        from beam_ml.io.pipes import temp_dir
         from beam_ml.io.records import check_decoding
 
         self.name, self.format = url, format

@@ -26,9 +26,12 @@ import glob
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from typing import IO, Any, NamedTuple
 
-__all__ = ["CompressionTypes", "FileSystems", "is_local"]
+from beam_ml.core.errors import BadInputError
+
+__all__ = ["CompressionTypes", "FileSystems", "is_local", "match_files"]
 
 # Beam's rule for a path's scheme (apache_beam.io.filesystems.FileSystems.get_scheme).
 _SCHEME = re.compile(r"^[a-zA-Z][-a-zA-Z0-9+.]*://")
@@ -138,3 +141,32 @@ class FileSystems:
             )
             for pattern in patterns
         ]
+
+
+def _patterns(file_pattern: str | Sequence[str]) -> list[str]:
+    if isinstance(file_pattern, str):
+        return [file_pattern]
+    patterns = list(file_pattern)
+    if not patterns or not all(isinstance(p, str) for p in patterns):
+        raise BadInputError(
+            f"file_pattern must be a glob or a non-empty list of globs; got {file_pattern!r}."
+        )
+    return patterns
+
+
+def match_files(file_pattern: str | Sequence[str]) -> list[tuple[str, int]]:
+    """(path, size) of every matched file, sorted and without duplicates."""
+    from apache_beam.io.filesystem import BeamIOError
+
+    patterns = _patterns(file_pattern)
+    try:
+        results = _beam().match(patterns)  # Beam's matching on every path, local ones too
+    except BeamIOError as exc:
+        raise BadInputError(f"cannot list input {patterns}: {exc}") from None
+    files: dict[str, int] = {}
+    for pattern, result in zip(patterns, results, strict=True):
+        if not result.metadata_list:
+            raise BadInputError(f"input pattern {pattern!r} matched no files")
+        for meta in result.metadata_list:
+            files[meta.path] = int(meta.size_in_bytes)
+    return sorted(files.items())

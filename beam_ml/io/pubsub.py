@@ -33,9 +33,9 @@ import apache_beam as beam
 
 from beam_ml.core.errors import BadInputError
 from beam_ml.io.feeds import FromRecords, RecordsFeed, Take
-from beam_ml.io.pipes import temp_dir
 from beam_ml.io.readers import RecordReader
 from beam_ml.io.records import DecodeRecords, RecordSpec
+from beam_ml.io.scratch import temp_dir
 
 __all__ = [
     "PubSubFeed",

@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystem import BeamIOError
-from apache_beam.io.filesystems import FileSystems
 
 from beam_ml.core.block import Block
 from beam_ml.core.errors import BadInputError
@@ -48,6 +46,7 @@ from beam_ml.io.dead_letters import (
 from beam_ml.io.dead_letters import check_bad_fraction as check_bad_fraction
 from beam_ml.io.dead_letters import no_dead_letters_when_strict as no_dead_letters_when_strict
 from beam_ml.io.dead_letters import route_bad_records as route_bad_records
+from beam_ml.io.files import match_files
 from beam_ml.io.formats.base import (
     MAX_BAD_FRACTION,
     Chunk,
@@ -87,33 +86,6 @@ _Range = Range
 
 
 # ----------------------------------------------------------------- plan (construction)
-
-
-def _patterns(file_pattern: str | Sequence[str]) -> list[str]:
-    if isinstance(file_pattern, str):
-        return [file_pattern]
-    patterns = list(file_pattern)
-    if not patterns or not all(isinstance(p, str) for p in patterns):
-        raise BadInputError(
-            f"file_pattern must be a glob or a non-empty list of globs; got {file_pattern!r}."
-        )
-    return patterns
-
-
-def _match_files(file_pattern: str | Sequence[str]) -> list[tuple[str, int]]:
-    """(path, size) of every matched file, sorted and without duplicates."""
-    patterns = _patterns(file_pattern)
-    try:
-        results = FileSystems.match(patterns)
-    except BeamIOError as exc:
-        raise BadInputError(f"cannot list input {patterns}: {exc}") from None
-    files: dict[str, int] = {}
-    for pattern, result in zip(patterns, results, strict=True):
-        if not result.metadata_list:
-            raise BadInputError(f"input pattern {pattern!r} matched no files")
-        for meta in result.metadata_list:
-            files[meta.path] = int(meta.size_in_bytes)
-    return sorted(files.items())
 
 
 def check_label_column(value: Any, owner: str) -> None:
@@ -246,7 +218,7 @@ def _build(
         categorical=categorical,
         **series,
     )
-    files = _match_files(file_pattern)
+    files = match_files(file_pattern)
     plan = fmt.plan(Plan.start(format, read_options), files, next(first_nonempty(files), None))
     if fmt.series:  # no features to count: their dynamic features may be none
         return files, plan

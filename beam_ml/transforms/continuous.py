@@ -67,8 +67,9 @@ from beam_ml.core.errors import BadInputError, NotEnoughDataError
 from beam_ml.core.state import config_from_dict, state_class_for
 from beam_ml.io.feeds import Feed, Take
 from beam_ml.io.kafka import KafkaFeed
-from beam_ml.io.pipes import PipeFeed, pipeline_in, temp_dir
+from beam_ml.io.pipes import PipeFeed, pipeline_in
 from beam_ml.io.pubsub import PubSubFeed
+from beam_ml.io.scratch import temp_dir
 
 __all__ = ["ContinuousTrainer", "Feed", "KafkaFeed", "PipeFeed", "PubSubFeed", "Take"]
 

@@ -79,7 +79,7 @@ def test_temp_dirs_of_ended_processes_are_swept(tmp_path, monkeypatch):
     import sys
     import tempfile
 
-    from beam_ml.io.pipes import temp_dir
+    from beam_ml.io.scratch import temp_dir
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

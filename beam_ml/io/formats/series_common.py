@@ -282,11 +282,11 @@ def read_series(
     """
     from beam_ml.io import formats
     from beam_ml.io.dead_letters import DroppedLog, describe
-    from beam_ml.io.sources import _match_files
+    from beam_ml.io.files import match_files
 
     fmt = formats.get(format)
     read_options = SeriesReadOptions(freq=freq, **options)
-    files = _match_files(pattern)
+    files = match_files(pattern)
     first = next((path for path, size in files if size > 0), None)
     plan = fmt.plan(Plan.start(format, read_options), files, first)
     dropped = DroppedLog(format)
