@@ -275,7 +275,10 @@ def _series_equal(a: SeriesStatsState, b: SeriesStatsState) -> None:
 # about one replica's progress (measured: one pass 13.9-15.2, merges of 2, 3 and 7
 # replicas 16.1, 18.1 and 21.0; an untrained model 30, the planted topics' floor about
 # 10). What
-# merging costs on a real corpus is measured in tests/algorithms/test_ntm.py.
+# merging costs on a real corpus is measured in tests/algorithms/test_ntm.py. A known limit:
+# of BEAM_ML_TEST_SEED 0-29 (90 random splits) one fails, the 3-way split at seed 3 (27.6
+# against 27.5 allowed; one pass 15.7): one shard learned no topic for a planted topic, so
+# no matching of topics and units lines it up (the best of all 36 topic orders gives 25.1).
 _NTM_COMMON = dict(
     feature_dim=30,
     num_topics=3,
