@@ -74,6 +74,7 @@ __all__ = ["DeepARConfig", "DeepARState", "DeepARModel", "resolve_auto"]
 
 _AUTO = ("auto", "ignore")
 _QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+_PATH_ROWS = 4096  # sample paths forecast at once (sample_paths)
 _MASK64 = np.uint64(2**64 - 1)
 _FLOAT = [Interval(float, 0.0, None, closed="neither")]
 
@@ -957,13 +958,22 @@ class DeepARModel(Model):
         first = shifted(block.start, position, c.time_freq)
         cat = block.cat if settings.cardinality else None
         keys = series_keys(block, c.seed)
-        noise = np.empty((block.n_rows, S, P, 2))
-        for i in range(block.n_rows):  # one generator per series: block-independent draws
-            noise[i] = np.random.default_rng([int(keys[i]), int(end[i])]).random((S, P, 2))
-        noise = np.clip(noise, 1e-12, 1 - 1e-12)
-        if block.n_rows == 0:
-            return np.zeros((0, S, P))
-        return self._net().forecast(self.params, target, first, position, cat, dynamic, S, noise)
+        paths = np.zeros((block.n_rows, S, P))
+        # Series in chunks of about _PATH_ROWS paths: the repeated states and histories
+        # of a block's paths (~1.4 MB a series at 100 samples, hourly lags) stay bounded.
+        chunk = max(1, _PATH_ROWS // S)
+        for begin in range(0, block.n_rows, chunk):
+            part = slice(begin, min(begin + chunk, block.n_rows))
+            noise = np.stack([  # one generator per series: block-independent draws
+                np.random.default_rng([int(keys[i]), int(end[i])]).random((S, P, 2))
+                for i in range(part.start, part.stop)
+            ])  # fmt: skip
+            paths[part] = self._net().forecast(
+                self.params, target[part], first[part], position[part],
+                None if cat is None else cat[part], None if dynamic is None else dynamic[part],
+                S, np.clip(noise, 1e-12, 1 - 1e-12),
+            )  # fmt: skip
+        return paths
 
     def evaluate(self, block: Any) -> np.ndarray:
         """Each series' mean forecast: shape (n_series, prediction_length)."""

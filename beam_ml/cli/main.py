@@ -496,20 +496,7 @@ def _stream_reader(
     if source == "-":
         from beam_ml.io.pipes import ReadPipe
 
-        return ReadPipe(
-            args.format,
-            label_column=label,
-            header=args.header,
-            delimiter=args.delimiter,
-            feature_dim=feature_dim,
-            zero_based=args.zero_based,
-            block_size=args.mini_batch_size or 10_000,
-            strict=args.strict,
-            max_bad_fraction=args.max_bad_fraction,
-            categorical_columns=args.categorical_columns,
-            missing=args.missing,
-            **_series_reading(args, args.format, freq),
-        )
+        return ReadPipe(args.format, **_file_reading(args, label, feature_dim, args.format, freq))
     if freq is not None:
         raise UsageError("series come through a pipe (--input -) or files, not Kafka or Kinesis yet")
     # --resume continues where the checkpoint's read ended: nothing lost, nothing twice
@@ -578,6 +565,15 @@ def _reader(
     return ReadBlocks(
         patterns if len(patterns) > 1 else patterns[0],
         fmt,
+        **_file_reading(args, label, feature_dim, fmt, freq),
+    )
+
+
+def _file_reading(
+    args: argparse.Namespace, label: Any, feature_dim: int | None, fmt: str, freq: str | None
+) -> dict[str, Any]:
+    """The reading options of files and of standard input (ReadBlocks, ReadPipe)."""
+    return dict(
         label_column=label,
         header=args.header,
         delimiter=args.delimiter,

@@ -345,3 +345,18 @@ def test_student_t_draws_follow_the_t_distribution():
     assert stats.kstest(draws, reference.cdf).pvalue > 0.01
     # and a wrong nu is told apart at this sample size
     assert stats.kstest(draws, stats.t(df=nu + 2, loc=6.0, scale=sigma * 4.0).cdf).pvalue < 1e-6
+
+
+def test_sample_paths_of_a_series_do_not_depend_on_its_block_or_chunks(sine_state, monkeypatch):
+    # Paths are forecast in chunks of series (bounded memory); a series' paths are the
+    # same alone, in a block, and whatever the chunk size.
+    from beam_ml.algorithms import deepar
+
+    model = sine_state.derive()
+    targets, _ = _sines(np.random.default_rng(11), 7, 300)
+    whole = model.sample_paths(_block(targets), 20)
+    monkeypatch.setattr(deepar, "_PATH_ROWS", 3 * 20)  # chunks of 3 series
+    np.testing.assert_allclose(model.sample_paths(_block(targets), 20), whole, rtol=1e-6)
+    for i in (0, 4, 6):
+        np.testing.assert_allclose(model.sample_paths(_block(targets[i : i + 1]), 20)[0], whole[i], rtol=1e-6)
+    assert np.abs(whole[0] - whole[1]).max() > 0.1  # different series, different paths
