@@ -373,7 +373,8 @@ def main() -> None:
     train, test = corpus(args.corpus)
     if args.validation:
         train, test = validation_split(train)
-    print(f"# {args.corpus}{' (validation split)' if args.validation else ''}: train {train.shape}, test {test.shape}, {args.topics} topics")
+    name = f"{args.corpus} (validation split)" if args.validation else args.corpus
+    print(f"# {name}: train {train.shape}, test {test.shape}, {args.topics} topics")
     for seed in args.seeds:
         if args.merge_ways:
             options, epochs = ntm_settings(args, parser)
