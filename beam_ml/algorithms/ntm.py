@@ -202,6 +202,18 @@ class NTMConfig:
     validation_sample_size : int
         At most this many held-out documents are kept (a uniform sample of them); the
         others train as usual.
+    learning_rate_decay : float
+        The learning rate of pass ``epoch`` (0-based) is ``learning_rate *
+        learning_rate_decay ** max(0, epoch - learning_rate_decay_start)`` (beam_ml's
+        addition; 1: a constant rate). A function of the epoch count the state keeps,
+        so replicas and resumes agree.
+    learning_rate_decay_start : int
+        The pass from which the rate decays (0: from the first).
+    noise_samples : int
+        Posterior draws per document in a training step, their reconstruction losses
+        averaged: a lower-variance gradient of the ELBO (beam_ml's addition; 1: one draw).
+        The decoder's work in a step (and the rows of its batch statistics) grows as
+        many times.
     seed : int
         Seed of the initialization and of the random draws, shared by every replica.
     vocabulary : str, optional
@@ -235,6 +247,9 @@ class NTMConfig:
     shuffle_buffer: int | None = None
     validation_holdout: float = 0.05
     validation_sample_size: int = 1000
+    learning_rate_decay: float = 1.0
+    learning_rate_decay_start: int = 0
+    noise_samples: int = 1
     seed: int = 0
     vocabulary: str | None = None
     device: str = runtime_option("cpu")
@@ -262,6 +277,9 @@ class NTMConfig:
         "shuffle_buffer": [Interval(int, 0, 10_000_000), None],
         "validation_holdout": [Interval(float, 0.0, 0.5)],
         "validation_sample_size": [Interval(int, 0, 1_000_000)],
+        "learning_rate_decay": [Interval(float, 0.0, 1.0, closed="right")],
+        "learning_rate_decay_start": [Interval(int, 0, None)],
+        "noise_samples": [Interval(int, 1, 100)],
         "seed": [Interval(int, 0, None)],
     }
 
@@ -287,6 +305,13 @@ class NTMConfig:
         """The batch-normalized decoder's share in pass ``epoch`` (0-based) when
         annealed: 1 in the first quarter of ``epochs``, 0 from three quarters on."""
         return float(np.clip((0.75 - epoch / self.epochs) / 0.5, 0.0, 1.0))
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """The learning rate of pass ``epoch`` (0-based): see ``learning_rate_decay``."""
+        if self.learning_rate_decay == 1.0:
+            return self.learning_rate
+        decayed = max(0, epoch - self.learning_rate_decay_start)
+        return self.learning_rate * self.learning_rate_decay**decayed
 
     @property
     def shuffle_rows(self) -> int:
@@ -528,6 +553,7 @@ class NTMState(AveragingState):
             ),
             c.dropout,
             c.seed,
+            noise_samples=c.noise_samples,
         )
 
     def _allocate(self) -> None:
@@ -571,7 +597,10 @@ class NTMState(AveragingState):
             return
         if "dec.mix" in self.params:
             self.params["dec.mix"][0] = self.config.decoder_bn_share(self.epoch)
-        sums = trainer.train(self.params, self.slots, self.steps, [rows for rows, _ in batches])
+        sums = trainer.train(
+            self.params, self.slots, self.steps, [rows for rows, _ in batches],
+            learning_rate=self.config.learning_rate_at(self.epoch),
+        )  # fmt: skip
         self.steps += len(batches)
         self.replicas = max(self.replicas, 1)
         totals = sums.sum(axis=0)

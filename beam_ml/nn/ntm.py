@@ -232,6 +232,8 @@ class NTMTrainer:
     dropout : float
         Dropout of the last encoder layer and of the topic mixture while training.
     seed : int
+    noise_samples : int
+        Posterior draws per document in a step (their mean reconstruction loss).
     """
 
     def __init__(
@@ -244,6 +246,7 @@ class NTMTrainer:
         optimizer_params: dict[str, Any],
         dropout: float,
         seed: int,
+        noise_samples: int = 1,
     ):
         self.mx = engine.mxnet()
         self.nd = self.mx.nd
@@ -251,14 +254,17 @@ class NTMTrainer:
         self.shapes, self.layers, self.activation = shapes, layers, activation
         self.optimizer, self.optimizer_params = optimizer, optimizer_params
         self.dropout, self.seed = dropout, seed
+        self.noise_samples = noise_samples
         self.trained = [name for name, (_, trained) in shapes.items() if trained]
         self.batch_norm = "mu_bn.mean" in shapes
         self.decoder_bn = "dec_bn.mean" in shapes
         self.annealed = "dec.mix" in shapes
         self.bn_momentum = _BN_MOMENTUM
 
-    def _optimizer(self, steps: int) -> Any:
+    def _optimizer(self, steps: int, learning_rate: float | None) -> Any:
         p = dict(self.optimizer_params)
+        if learning_rate is not None:
+            p["learning_rate"] = learning_rate
         if self.optimizer == "adadelta":
             p.pop("learning_rate")
         if p.get("clip_gradient") is None:
@@ -271,15 +277,17 @@ class NTMTrainer:
         slots: dict[str, list[np.ndarray]],
         steps: int,
         batches: list[Any],
+        learning_rate: float | None = None,
     ) -> np.ndarray:
         """Takes one step per mini-batch (CSR rows) on ``params`` and ``slots`` (numpy,
         updated in place); returns each batch's summed loss before its step, its rows and
-        its words (batches, 3), the progressive validation of an unsupervised model."""
+        its words (batches, 3), the progressive validation of an unsupervised model.
+        ``learning_rate``: these steps' rate instead of ``optimizer_params``'."""
         nd, ctx = self.nd, self.ctx
         arrays = {name: nd.array(value, ctx=ctx) for name, value in params.items()}
         for name in self.trained:
             arrays[name].attach_grad()
-        updater = self.mx.optimizer.get_updater(self._optimizer(steps))
+        updater = self.mx.optimizer.get_updater(self._optimizer(steps, learning_rate))
         for index, name in enumerate(self.trained):
             if slots[name]:
                 state = [nd.array(s, ctx=ctx) for s in slots[name]]
@@ -318,6 +326,13 @@ class NTMTrainer:
             else None
             for shape in ((rows, hidden), (rows, k))
         ]
+        if self.noise_samples > 1:  # more draws after the first's: one draw steps as before
+            more = (self.noise_samples - 1) * rows
+            eps = nd.concat(eps, nd.array(rng.standard_normal((more, k), dtype=np.float32),
+                                          ctx=ctx), dim=0)  # fmt: skip
+            if masks[1] is not None:
+                extra = (rng.random((more, k), dtype=np.float32) < keep) / keep
+                masks[1] = nd.concat(masks[1], nd.array(extra, ctx=ctx), dim=0)
         counts = nd.array(x.toarray(), ctx=ctx)  # (rows, V): a mini-batch is small
         prior = prior_variance(k)
         with mx.autograd.record():
@@ -334,11 +349,13 @@ class NTMTrainer:
             logv = nd.FullyConnected(h, arrays["logv.weight"], arrays["logv.bias"], num_hidden=k)
             if self.batch_norm:
                 mu, logv = self._bn(arrays, "mu_bn", mu), self._bn(arrays, "logv_bn", logv)
-            theta = nd.softmax(mu + nd.exp(0.5 * logv) * eps)  # (rows, K)
+            theta = nd.softmax(self._draws(mu) + nd.exp(0.5 * self._draws(logv)) * eps)
             if masks[1] is not None:
-                theta = theta * masks[1]
-            logits = nd.dot(theta, arrays["topics"])  # (rows, V)
-            recon = -nd.sum(counts * self._log_p(arrays, logits), axis=1)  # (rows,)
+                theta = theta * masks[1]  # (draws * rows, K)
+            logits = nd.dot(theta, arrays["topics"])  # (draws * rows, V)
+            recon = -nd.sum(self._draws(counts) * self._log_p(arrays, logits), axis=1)
+            if self.noise_samples > 1:
+                recon = nd.mean(recon.reshape((self.noise_samples, rows)), axis=0)  # (rows,)
             kl = 0.5 * nd.sum(
                 nd.exp(logv) / prior + mu * mu / prior - 1.0 - logv + np.log(prior), axis=1
             )
@@ -346,6 +363,10 @@ class NTMTrainer:
             mean = nd.mean(loss)
         mean.backward()
         return float(nd.sum(loss).asscalar())
+
+    def _draws(self, a: Any) -> Any:
+        """``a`` (rows, ...) repeated for each posterior draw of the step."""
+        return a if self.noise_samples == 1 else self.nd.tile(a, reps=(self.noise_samples, 1))
 
     def _log_p(self, arrays: dict[str, Any], logits: Any) -> Any:
         """The decoder's log word probabilities: batch-normalized logits, plain logits

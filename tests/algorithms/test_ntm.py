@@ -582,3 +582,67 @@ def test_one_epochs_batch_norm_statistics_are_the_final_networks(seed):
         offset = np.abs(raw.mean(0) - params[f"{name}_bn.mean"]) / raw.std(0)
         assert np.median(offset) < 0.2, (name, offset)
         assert 0.6 < np.median(raw.var(0) / params[f"{name}_bn.var"]) < 1.5, name
+
+
+def test_learning_rate_decay_follows_the_epoch_count():
+    """``learning_rate_decay`` from ``learning_rate_decay_start``: the rate of pass ``e``
+    is ``learning_rate * decay ** max(0, e - start)``; a state trains its epoch at that
+    rate (the same steps as a constant-rate config set to it), after a merge of replicas
+    and a checkpoint round trip too (the schedule follows the epoch count the state
+    keeps); before the start, training is bit-identical to a constant rate."""
+    config = dataclasses.replace(
+        _CONFIG, epochs=6, learning_rate_decay=0.5, learning_rate_decay_start=1, shuffle_buffer=0
+    )  # no shuffle window: an update trains at once
+    assert [config.learning_rate_at(e) for e in range(4)] == [0.01, 0.01, 0.005, 0.0025]
+    assert _CONFIG.learning_rate_at(9) == _CONFIG.learning_rate
+    docs = TRAIN[:640]
+    state = _fit(config, docs, 2)
+    constant = _fit(dataclasses.replace(config, epochs=6, learning_rate_decay=1.0), docs, 2)
+    assert state.steps == constant.steps
+    for name, value in state.params.items():
+        np.testing.assert_array_equal(value, constant.params[name], err_msg=name)
+
+    start = load_state(state.continued().to_bytes())  # epoch 2: the rate 0.005
+    assert start.epoch == 2 and start.config == config
+    merged = reduce(
+        lambda a, b: a.merge(b),
+        [start._copy().update(part) for part in (docs[:320], docs[320:])],
+    )
+    follow = merged.continued()  # epoch 3: the rate 0.0025
+
+    def at_rate(rate):
+        constant = dataclasses.replace(config, learning_rate=rate, learning_rate_decay=1.0)
+        return follow._copy(constant).update(docs)
+
+    reference, wrong = at_rate(0.0025), at_rate(0.005)
+    follow.update(docs)
+    assert follow.steps == reference.steps > merged.steps
+    for name, value in follow.params.items():
+        np.testing.assert_array_equal(value, reference.params[name], err_msg=name)
+    assert not np.array_equal(wrong.params["topics"], reference.params["topics"])
+
+
+def test_several_noise_samples_average_the_reconstruction_loss():
+    """``noise_samples``: a step's loss is the KL term plus the reconstruction loss
+    averaged over that many posterior draws: the trainer's loss before its first step
+    equals numpy's ELBO terms (:func:`elbo_terms`) at the same draws; one draw is the
+    default's training exactly."""
+    from beam_ml.nn.ntm import elbo_terms
+
+    config = dataclasses.replace(_CONFIG, noise_samples=3, validation_holdout=0.0)
+    state = NTMState(config)
+    state._allocate()
+    params = {name: value.copy() for name, value in state.params.items()}
+    batch = TRAIN[:64]
+    losses = state._trainer_for_device().train(state.params, state.slots, 0, [batch])
+    rng = np.random.default_rng([config.seed, 1])  # step 1's draws: the first, then the rest
+    noise = np.concatenate([rng.standard_normal((64, K), dtype=np.float32),
+                            rng.standard_normal((128, K), dtype=np.float32)])  # fmt: skip
+    recon, kl = elbo_terms(params, batch, 2, "tanh", noise.reshape(3, 64, K).astype(np.float64))
+    np.testing.assert_allclose(losses[0, 0], np.sum(kl - recon), rtol=1e-5)
+    single = elbo_terms(params, batch, 2, "tanh", noise[None, :64].astype(np.float64))[0]
+    assert not np.isclose(np.sum(kl - single), losses[0, 0], rtol=1e-5)  # not one draw's
+
+    one = _fit(dataclasses.replace(_CONFIG, noise_samples=1), TRAIN[:320], 1)
+    default = _fit(_CONFIG, TRAIN[:320], 1)
+    assert one.to_bytes() == default.to_bytes()
