@@ -80,11 +80,14 @@ def parameter_shapes(
     num_topics: int,
     batch_norm: bool,
     anneal: bool = False,
+    input_norm: bool = False,
 ) -> dict[str, tuple[tuple[int, ...], bool]]:
     """Every array of the network by name: (shape, trained by gradient). Moving batch
     statistics are arrays too (not trained: updated by the forward pass). ``anneal``:
     the decoder has both its batch-normalized and its plain (biased) logits, mixed by
-    ``dec.mix`` (the batch norm's share, set by the schedule, not trained)."""
+    ``dec.mix`` (the batch norm's share, set by the schedule, not trained).
+    ``input_norm``: ``input.norm`` holds the cap on the encoder input's norm (see
+    :func:`encoder_input`; not trained)."""
     shapes: dict[str, tuple[tuple[int, ...], bool]] = {}
     width = vocabulary
     for i, units in enumerate(layers):
@@ -104,6 +107,8 @@ def parameter_shapes(
         shapes["dec.bias"] = ((vocabulary,), True)
     if batch_norm and anneal:
         shapes["dec.mix"] = ((1,), False)
+    if input_norm:
+        shapes["input.norm"] = ((1,), False)
     return shapes
 
 
@@ -140,11 +145,28 @@ def _bn(params: dict[str, np.ndarray], name: str, h: np.ndarray) -> np.ndarray:
     return (h - params[f"{name}.mean"]) / np.sqrt(var + _BN_EPS) + params[f"{name}.beta"]
 
 
+def encoder_input(params: dict[str, np.ndarray], features: Any) -> Any:
+    """What the encoder reads: ``log(1 + count)`` (long documents stay in range), a
+    row scaled down to the norm ``input.norm`` when its norm is larger. The longest
+    documents (20 Newsgroups: norms 2.9 / 5.1 / 18.9 at the 10th / 50th / 99th
+    percentiles) otherwise lie far outside what the encoder fits and get posterior log
+    variances up to 13-21: after one epoch one document's KL term was two thirds of the
+    corpus's. The cap (4 by default, about a normalization of most documents) also
+    lowered the held-out perplexity of long runs (BENCHMARKS.md, NTM, session 30)."""
+    h = features.log1p() if sp.issparse(features) else np.log1p(features)
+    if "input.norm" not in params:
+        return h
+    squares = h.multiply(h).sum(axis=1) if sp.issparse(h) else (h * h).sum(axis=1)
+    norm = np.sqrt(np.asarray(squares, dtype=np.float64).ravel())
+    scale = np.minimum(1.0, float(params["input.norm"][0]) / np.maximum(norm, 1e-12))
+    return sp.diags(scale) @ h if sp.issparse(h) else h * scale[:, None]
+
+
 def encode(
     params: dict[str, np.ndarray], features: Any, layers: int, activation: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """The posterior's ``mu`` and ``log variance`` of each row, float64 (rows, K)."""
-    h = features.log1p() if sp.issparse(features) else np.log1p(features)
+    h = encoder_input(params, features)
     for i in range(layers):
         w = params[f"enc{i}.weight"].astype(np.float64)
         h = _activation(activation, np.asarray(h @ w.T) + params[f"enc{i}.bias"])
@@ -336,7 +358,11 @@ class NTMTrainer:
         counts = nd.array(x.toarray(), ctx=ctx)  # (rows, V): a mini-batch is small
         prior = prior_variance(k)
         with mx.autograd.record():
-            h = nd.log1p(counts)  # the encoder's input: long documents stay in range
+            h = nd.log1p(counts)  # the encoder's input, as numpy's encoder_input
+            if "input.norm" in arrays:
+                norm = nd.sqrt(nd.sum(h * h, axis=1, keepdims=True))
+                cap = arrays["input.norm"].reshape((1, 1))
+                h = nd.broadcast_mul(h, nd.minimum(nd.broadcast_div(cap, nd.maximum(norm, 1e-12)), 1.0))
             for i in range(self.layers):
                 units = self.shapes[f"enc{i}.bias"][0][0]
                 h = nd.FullyConnected(

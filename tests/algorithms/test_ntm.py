@@ -25,7 +25,7 @@ from beam_ml.algorithms.ntm import (
     topic_uniqueness,
 )
 from beam_ml.nn.engine import DeviceUnavailableError
-from beam_ml.nn.ntm import initial_parameters, parameter_shapes
+from beam_ml.nn.ntm import encoder_input, initial_parameters, parameter_shapes
 
 pytestmark = pytest.mark.mxnet
 
@@ -94,6 +94,8 @@ def _direct_perplexity(model, docs: sp.csr_matrix, draws: np.ndarray) -> float:
     total, prior = 0.0, 1.0 - 1.0 / K
     for d in range(x.shape[0]):
         h = np.log1p(x[d])
+        if "input.norm" in p:  # a long document's input scaled down to the cap's norm
+            h = h * min(1.0, p["input.norm"][0] / np.linalg.norm(h))
         for i in range(len(model.hidden_layers)):
             h = act(p[f"enc{i}.weight"] @ h + p[f"enc{i}.bias"])
         mu = p["mu.weight"] @ h + p["mu.bias"]
@@ -574,7 +576,7 @@ def test_one_epochs_batch_norm_statistics_are_the_final_networks(seed):
     # steps left the means 0.3-0.6 sd off, and one epoch of 20 Newsgroups scored 6,591).
     config = NTMConfig(feature_dim=V, num_topics=K, epochs=1, seed=seed, validation_holdout=0.0)
     params = _fit(config, TRAIN, 1).derive().params
-    h = TRAIN.log1p()
+    h = encoder_input(params, TRAIN)
     for i in range(sum(name.startswith("enc") and name.endswith(".bias") for name in params)):
         h = np.maximum(np.asarray(h @ params[f"enc{i}.weight"].T) + params[f"enc{i}.bias"], 0.0)
     for name in ("mu", "logv"):
@@ -646,3 +648,40 @@ def test_several_noise_samples_average_the_reconstruction_loss():
     one = _fit(dataclasses.replace(_CONFIG, noise_samples=1), TRAIN[:320], 1)
     default = _fit(_CONFIG, TRAIN[:320], 1)
     assert one.to_bytes() == default.to_bytes()
+
+
+def test_the_encoder_input_is_capped_alike_in_training_and_inference():
+    # A row's log counts are scaled down to norm `encoder_input_norm` when longer: the
+    # trainer's loss before its first step equals numpy's ELBO terms at the same draws
+    # (so MXNet and numpy read the same input), and the cap changes that loss.
+    from beam_ml.nn.ntm import elbo_terms
+
+    batch = TRAIN[:64]
+    losses = {}
+    for cap in (3.0, None):
+        config = dataclasses.replace(_CONFIG, encoder_input_norm=cap, validation_holdout=0.0)
+        state = NTMState(config)
+        state._allocate()
+        params = {name: value.copy() for name, value in state.params.items()}
+        losses[cap] = state._trainer_for_device().train(state.params, state.slots, 0, [batch])[0, 0]
+        noise = np.random.default_rng([config.seed, 1]).standard_normal((1, 64, K), dtype=np.float32)
+        recon, kl = elbo_terms(params, batch, 2, "tanh", noise.astype(np.float64))
+        np.testing.assert_allclose(losses[cap], np.sum(kl - recon), rtol=1e-5)
+    assert not np.isclose(losses[3.0], losses[None], rtol=1e-3)
+    h, raw = encoder_input(params | {"input.norm": np.float32([3.0])}, batch), batch.log1p()
+    norms = np.sqrt(np.asarray(raw.multiply(raw).sum(axis=1)).ravel())
+    capped = np.sqrt(np.asarray(h.multiply(h).sum(axis=1)).ravel())
+    assert (norms > 3.0).mean() > 0.5  # most rows are cut to the cap, the others stay
+    np.testing.assert_allclose(capped, np.minimum(norms, 3.0), rtol=1e-6)
+
+
+def test_a_state_written_before_the_input_cap_keeps_training_without_it():
+    old = _fit(dataclasses.replace(_CONFIG, encoder_input_norm=None), TRAIN[:320], 1)
+    meta, arrays = old._payload()
+    assert not any(name.endswith("input.norm") for name in arrays)
+    loaded = NTMState._from_payload(_CONFIG, meta, arrays)  # today's config: a cap of 4
+    assert loaded.config.encoder_input_norm is None and "input.norm" not in loaded.params
+    assert loaded.continued().update(TRAIN[320:640]).n_seen > 0
+    capped = _fit(_CONFIG, TRAIN[:320], 1)
+    assert capped.params["input.norm"][0] == 4.0
+    assert capped._model(capped).to_bytes() != old._model(old).to_bytes()
