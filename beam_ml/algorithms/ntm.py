@@ -826,6 +826,9 @@ class NTMState(AveragingState):
         return state
 
 
+_WORD_ARRAYS = {"word_bytes", "word_ends"}  # the vocabulary's (pack_words)
+
+
 def _packed_words(words: list[str]) -> dict[str, np.ndarray]:
     from beam_ml.algorithms.vocabulary import pack_words  # the vocabulary's own format
 
@@ -1126,6 +1129,9 @@ class NTMModel(Model):
     @classmethod
     def _from_payload(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> NTMModel:
         params = {k[len("param.") :]: v for k, v in arrays.items() if k.startswith("param.")}
+        unknown = sorted(set(arrays) - {f"param.{name}" for name in params} - _WORD_ARRAYS)
+        if unknown:  # e.g. a renamed input.norm: read as a model without the cap otherwise
+            raise IncompatibleStateError(f"NTM model payload: unknown array(s) {unknown}.")
         layers = tuple(int(h) for h in meta["hidden_layers"])
         k, v = params["topics"].shape
         expected = parameter_shapes(
